@@ -1,0 +1,182 @@
+"""The table catalogue, read from the dbt sources YAML so that ingestion and dbt share one declaration."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+from ingestion.errors import CatalogError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCES_GLOB = "models/bronze/*/_*__sources.yml"
+
+# Names go into lake paths and SQL: only plain identifiers are accepted.
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "varchar": pa.string(),
+    "integer": pa.int32(),
+    "bigint": pa.int64(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+}
+
+CDC_OPERATION = "_cdc_operation"
+CDC_TIMESTAMP = "_cdc_timestamp"
+CDC_SEQUENCE = "_cdc_sequence"
+CDC_COLUMNS = (CDC_OPERATION, CDC_TIMESTAMP, CDC_SEQUENCE)
+EVENT_INGESTED_AT = "_ingested_at"
+EVENT_BATCH_ID = "_batch_id"
+
+
+def validate_identifier(name: object, what: str) -> str:
+    """Return `name` if it is a plain identifier, else raise a CatalogError naming `what`."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise CatalogError(
+            f"{what} {name!r} is not a plain identifier (letters, digits and '_', not starting with a digit, "
+            "at most 63 characters); names are used in lake paths and SQL"
+        )
+    return name
+
+
+def arrow_type(data_type: str, where: str) -> pa.DataType:
+    normalised = data_type.strip().lower()
+    if normalised in _ARROW_TYPES:
+        return _ARROW_TYPES[normalised]
+    match = _DECIMAL.match(normalised)
+    if match:
+        return pa.decimal128(int(match.group(1)), int(match.group(2)))
+    raise CatalogError(f"{where}: unsupported data_type {data_type!r} (use one of {sorted(_ARROW_TYPES)})")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    data_type: str
+    arrow: pa.DataType
+
+
+@dataclass(frozen=True)
+class Table:
+    source: str
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    ordering_column: str | None = None
+    csv_separator: str = ","
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.arrow) for c in self.columns])
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.source}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    capture: str  # "snapshot" (diffed into CDC files) or "events" (append-only)
+    tables: dict[str, Table] = field(default_factory=dict)
+
+    def table(self, name: str) -> Table:
+        validate_identifier(name, "table")
+        if name not in self.tables:
+            raise CatalogError(f"source {self.name} has no table {name!r}; declared: {', '.join(self.tables)}")
+        return self.tables[name]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    sources: dict[str, Source]
+
+    def source(self, name: str) -> Source:
+        validate_identifier(name, "source")
+        if name not in self.sources:
+            raise CatalogError(f"no source {name!r} is declared; declared: {', '.join(self.sources)}")
+        return self.sources[name]
+
+
+def _parse_table(source: str, raw: dict[str, object], path: Path) -> Table:
+    name = validate_identifier(raw.get("name"), f"{path.name}: table of source {source}")
+    where = f"{path.name}: table {source}.{name}"
+    meta = raw.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise CatalogError(f"{where}: meta must be a mapping")
+    raw_columns = raw.get("columns") or []
+    if not isinstance(raw_columns, list) or not raw_columns:
+        raise CatalogError(f"{where}: declares no columns")
+    columns: list[Column] = []
+    for raw_column in raw_columns:
+        column_name = validate_identifier(raw_column.get("name"), f"{where}: column")
+        data_type = raw_column.get("data_type")
+        if not isinstance(data_type, str):
+            raise CatalogError(f"{where}: column {column_name} has no data_type")
+        columns.append(Column(column_name, data_type, arrow_type(data_type, f"{where}.{column_name}")))
+    names = [c.name for c in columns]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise CatalogError(f"{where}: columns declared twice: {', '.join(duplicated)}")
+    reserved = sorted(set(names) & {*CDC_COLUMNS, EVENT_INGESTED_AT, EVENT_BATCH_ID})
+    if reserved:
+        raise CatalogError(f"{where}: column names reserved for the lake: {', '.join(reserved)}")
+
+    key = meta.get("primary_key")
+    if isinstance(key, str):
+        key = [key]
+    if not isinstance(key, list) or not key:
+        raise CatalogError(f"{where}: meta.primary_key must name one or more columns")
+    for key_column in key:
+        validate_identifier(key_column, f"{where}: primary key column")
+        if key_column not in names:
+            raise CatalogError(f"{where}: primary key column {key_column} is not a declared column")
+    ordering = meta.get("ordering_column")
+    if ordering is not None:
+        validate_identifier(ordering, f"{where}: ordering column")
+        if ordering not in names:
+            raise CatalogError(f"{where}: ordering column {ordering} is not a declared column")
+    separator = meta.get("csv_separator", ",")
+    if not isinstance(separator, str) or len(separator) != 1 or separator in "\"\r\n":
+        raise CatalogError(f"{where}: csv_separator must be one character other than a quote or newline")
+    return Table(source, name, tuple(columns), tuple(key), ordering, separator)
+
+
+def load_catalog(paths: list[Path] | None = None) -> Catalog:
+    """Parse every sources YAML under models/bronze/ (or the given files) into a Catalog."""
+    files = paths if paths is not None else sorted(PROJECT_ROOT.glob(DEFAULT_SOURCES_GLOB))
+    if not files:
+        raise CatalogError(f"no sources YAML found ({DEFAULT_SOURCES_GLOB})")
+    sources: dict[str, Source] = {}
+    for path in files:
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise CatalogError(f"{path.name}: not valid YAML: {exc}") from exc
+        for raw_source in document.get("sources") or []:
+            name = validate_identifier(raw_source.get("name"), f"{path.name}: source")
+            if name in sources:
+                raise CatalogError(f"{path.name}: source {name} is declared twice")
+            meta = raw_source.get("meta") or {}
+            capture = meta.get("capture", "snapshot")
+            if capture not in ("snapshot", "events"):
+                raise CatalogError(f"{path.name}: source {name}: meta.capture must be 'snapshot' or 'events'")
+            tables: dict[str, Table] = {}
+            for raw_table in raw_source.get("tables") or []:
+                table = _parse_table(name, raw_table, path)
+                if table.name in tables:
+                    raise CatalogError(f"{path.name}: table {name}.{table.name} is declared twice")
+                tables[table.name] = table
+            sources[name] = Source(name, capture, tables)
+    return Catalog(sources)
