@@ -70,13 +70,19 @@ def _settle_pending(lake: Lake, table: Table, state: TableState) -> CaptureRecor
         return None
     last = state.last_capture
     if last is not None and last.capture_id >= pending.capture_id:
-        log.info("%s: capture %s was already committed; clearing its marker", table.qualified_name,
-                 pending.capture_id)
+        log.info(
+            "%s: capture %s was already committed; clearing its marker",
+            table.qualified_name,
+            pending.capture_id,
+        )
         _cleanup(lake, table, state, pending)
         return None
     if pending.data_key is not None and not lake.exists(pending.data_key):
-        log.warning("%s: discarding interrupted capture %s (its data was never published)",
-                    table.qualified_name, pending.capture_id)
+        log.warning(
+            "%s: discarding interrupted capture %s (its data was never published)",
+            table.qualified_name,
+            pending.capture_id,
+        )
         lake.delete(pending.snapshot_key)
         clear_pending(lake, table)
         return None
@@ -95,9 +101,7 @@ def _commit(lake: Lake, table: Table, state: TableState, record: CaptureRecord) 
     save_state(lake, table, state)
 
 
-def _cleanup(
-    lake: Lake, table: Table, state: TableState, record: CaptureRecord, previous: str | None = None
-) -> None:
+def _cleanup(lake: Lake, table: Table, state: TableState, record: CaptureRecord, previous: str | None = None) -> None:
     failpoint("before-cleanup")
     clear_pending(lake, table)
     if previous is not None and previous != state.snapshot_key:
@@ -175,8 +179,10 @@ def simulator_days(states: dict[str, TableState]) -> dict[str, int | None]:
     All tables move together: a run captures day max+1, unless an earlier run was interrupted with some tables
     behind, in which case this run brings those up to the day the others reached.
     """
-    last_days = {name: (s.last_capture.day if s.last_capture and s.last_capture.day is not None else -1)
-                 for name, s in states.items()}
+    last_days = {
+        name: (s.last_capture.day if s.last_capture and s.last_capture.day is not None else -1)
+        for name, s in states.items()
+    }
     highest = max(last_days.values(), default=-1)
     behind = [name for name, day in last_days.items() if day < highest]
     target = highest if behind else highest + 1
@@ -193,9 +199,10 @@ def run_capture(
     """Capture `tables` of `source` once, holding the lake's lock. Raises on the first failing table."""
     options = options or RunOptions()
     records: list[CaptureRecord] = []
-    with LakeLock(lake, wait=options.lock_wait), tempfile.TemporaryDirectory(
-        prefix="lago-capture-", dir=options.workdir
-    ) as tmp:
+    with (
+        LakeLock(lake, wait=options.lock_wait),
+        tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir) as tmp,
+    ):
         days: dict[str, int | None] = {t.name: None for t in tables}
         if reader.name == "simulator":
             states = {t.name: load_state(lake, t) for t in tables}

@@ -148,7 +148,7 @@ def _parse_table(source: str, raw: dict[str, object], path: Path) -> Table:
         if ordering not in names:
             raise CatalogError(f"{where}: ordering column {ordering} is not a declared column")
     separator = meta.get("csv_separator", ",")
-    if not isinstance(separator, str) or len(separator) != 1 or separator in "\"\r\n":
+    if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
         raise CatalogError(f"{where}: csv_separator must be one character other than a quote or newline")
     return Table(source, name, tuple(columns), tuple(key), ordering, separator)
 

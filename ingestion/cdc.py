@@ -102,15 +102,11 @@ def _write_changes(
             order by {CDC_SEQUENCE}
         ) to {sql_literal(str(dest))} (format parquet, compression snappy)"""
     )
-    counted = dict(
-        con.execute(f"select {CDC_OPERATION}, count(*) from {_read(dest)} group by all").fetchall()
-    )
+    counted = dict(con.execute(f"select {CDC_OPERATION}, count(*) from {_read(dest)} group by all").fetchall())
     return ChangeCounts(counted.get("I", 0), counted.get("U", 0), counted.get("D", 0))
 
 
-def full_load(
-    table: Table, snapshot: Path, captured_at: datetime, first_sequence: int, dest: Path
-) -> DiffResult:
+def full_load(table: Table, snapshot: Path, captured_at: datetime, first_sequence: int, dest: Path) -> DiffResult:
     """Every row of the first snapshot as an insert."""
     con = connect(dest.parent, ordered=False)
     try:
@@ -143,16 +139,17 @@ def diff(
         join = " and ".join(f"o.{quote_identifier(k)} = n.{quote_identifier(k)}" for k in table.primary_key)
         first_key = quote_identifier(table.primary_key[0])
         non_keys = [c for c in table.column_names if c not in table.primary_key]
-        changed = " or ".join(
-            f"o.{quote_identifier(c)} is distinct from n.{quote_identifier(c)}" for c in non_keys
-        ) or "false"
+        changed = (
+            " or ".join(f"o.{quote_identifier(c)} is distinct from n.{quote_identifier(c)}" for c in non_keys)
+            or "false"
+        )
         changes_sql = f"""
-            select case when o.{first_key} is null then 'I' else 'U' end as op, {_select_columns(table, 'n')}
+            select case when o.{first_key} is null then 'I' else 'U' end as op, {_select_columns(table, "n")}
             from {_read(current)} as n
             left join {_read(previous)} as o on {join}
             where o.{first_key} is null or ({changed})
             union all
-            select 'D' as op, {_select_columns(table, 'o')}
+            select 'D' as op, {_select_columns(table, "o")}
             from {_read(previous)} as o
             anti join {_read(current)} as n on {join}
         """

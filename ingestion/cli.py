@@ -27,23 +27,35 @@ DEFAULT_LAKE = "./lake"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lake", default=None, help="lake root: a folder or s3://bucket/prefix "
-                        f"(default: env LAKE_URI, else {DEFAULT_LAKE})")
+    parser.add_argument(
+        "--lake",
+        default=None,
+        help=f"lake root: a folder or s3://bucket/prefix (default: env LAKE_URI, else {DEFAULT_LAKE})",
+    )
     parser.add_argument("--source", default="loyalty", help="declared source system (default: loyalty)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def _add_run(parser: argparse.ArgumentParser) -> None:
     _add_common(parser)
-    parser.add_argument("--from", dest="reader", choices=["simulator", "kaggle", "csv"], default="simulator",
-                        help="where snapshots come from (default: simulator)")
+    parser.add_argument(
+        "--from",
+        dest="reader",
+        choices=["simulator", "kaggle", "csv"],
+        default="simulator",
+        help="where snapshots come from (default: simulator)",
+    )
     parser.add_argument("--path", type=Path, help="folder of <table>.csv files (--from csv)")
     parser.add_argument("--tables", help="comma-separated subset of the source's tables")
     parser.add_argument("--scale", type=int, default=10_000, help="simulator: customers on day 0")
     parser.add_argument("--seed", type=int, default=42, help="simulator: random seed")
     parser.add_argument("--dataset", default="teocalvo/teomewhy-loyalty-system", help="kaggle dataset")
-    parser.add_argument("--wait", type=float, default=0.0,
-                        help="seconds to wait for another run's lock before giving up (default: 0)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="seconds to wait for another run's lock before giving up (default: 0)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +118,8 @@ def _reader(args: argparse.Namespace) -> SnapshotReader:
         return CsvFolderReader(args.path)
     from ingestion.readers.kaggle import KaggleReader
 
-    return KaggleReader(dataset=args.dataset)
+    kaggle: SnapshotReader = KaggleReader(dataset=args.dataset)
+    return kaggle
 
 
 def command_run(catalog: Catalog, args: argparse.Namespace) -> int:
@@ -150,8 +163,10 @@ def command_schedule(catalog: Catalog, args: argparse.Namespace) -> int:
 def command_status(catalog: Catalog, args: argparse.Namespace) -> int:
     source = catalog.source(args.source)
     lake = _lake(args)
-    header = f"{'table':<20} {'last capture (UTC)':<28} {'kind':<10} {'files':>6} {'rows':>10} " \
-             f"{'I':>8} {'U':>8} {'D':>8}  sequence"
+    header = (
+        f"{'table':<20} {'last capture (UTC)':<28} {'kind':<10} {'files':>6} {'rows':>10} "
+        f"{'I':>8} {'U':>8} {'D':>8}  sequence"
+    )
     print(f"lake {lake.uri}, source {source.name}")
     print(header)
     for table in source.tables.values():
@@ -170,7 +185,7 @@ def command_status(catalog: Catalog, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
     logging.basicConfig(

@@ -204,11 +204,11 @@ class S3Lake(Lake):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        retry_mode = os.environ.get("AWS_RETRY_MODE", "standard")
+        if retry_mode not in ("standard", "adaptive", "legacy"):
+            raise LakeError(f"AWS_RETRY_MODE={retry_mode!r}: use standard, adaptive or legacy")
         config = Config(
-            retries={
-                "mode": os.environ.get("AWS_RETRY_MODE", "standard"),  # type: ignore[typeddict-item]
-                "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8")),
-            },
+            retries={"mode": retry_mode, "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8"))},  # type: ignore[arg-type]
             connect_timeout=5,
             read_timeout=120,
             s3={"addressing_style": "path"},

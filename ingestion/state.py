@@ -159,8 +159,12 @@ class LakeLock:
             if holder is None:
                 continue  # released between our attempt and our read: try again at once
             if self._is_stale(holder):
-                log.warning("taking over stale lock of %s (pid %s on %s)", self.lake.uri, holder.get("pid"),
-                            holder.get("host"))
+                log.warning(
+                    "taking over stale lock of %s (pid %s on %s)",
+                    self.lake.uri,
+                    holder.get("pid"),
+                    holder.get("host"),
+                )
                 self.lake.delete(LOCK_KEY)
                 continue
             if time.monotonic() >= deadline:

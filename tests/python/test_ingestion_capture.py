@@ -1,0 +1,193 @@
+"""Capture runs through the real CLI: layout, CDC across captures, crash-then-rerun, the lake lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from ingestion.lake import LocalLake
+from ingestion.state import LOCK_KEY, LakeLock
+
+ROOT = Path(__file__).resolve().parents[2]
+HEADER = "idCliente;flEmail;flTwitch;flYouTube;flBlueSky;flInstagram;qtdePontos;DtCriacao;DtAtualizacao"
+
+
+def clientes_csv(folder: Path, rows: dict[str, tuple[int, str]]) -> Path:
+    """Write clientes.csv with the given id -> (points, updated-at suffix); flBlueSky left empty."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [HEADER] + [
+        f"{key};1;0;1;;0;{points};2024-01-01 10:00:00.000;2024-02-{day} 10:00:00.000"
+        for key, (points, day) in sorted(rows.items())
+    ]
+    (folder / "clientes.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+VERSIONS = [
+    {"a": (10, "01"), "b": (20, "01"), "c": (30, "01")},
+    {"a": (10, "01"), "b": (25, "02"), "d": (40, "02")},  # b updated, c deleted, d inserted
+    {"a": (10, "01"), "b": (25, "02"), "d": (40, "02"), "c": (31, "03")},  # c re-inserted
+]
+
+
+def ingest(lake: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def ingest_csv(lake: Path, folder: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return ingest(lake, "--from", "csv", "--path", str(folder), "--tables", "clientes", env=env)
+
+
+def change_set(lake: Path, source: str = "loyalty") -> list[tuple[object, ...]]:
+    """Every published change row, without the capture time (which differs between two runs)."""
+    rows: list[tuple[object, ...]] = []
+    for path in sorted((lake / "raw" / source).rglob("*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            row.pop("_cdc_timestamp")
+            rows.append((path.parent.parent.name, path.parent.name, *row.values()))
+    return sorted(rows, key=repr)
+
+
+def test_first_capture_is_full_load_then_cdc_files_with_iud(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    for number, version in enumerate(VERSIONS):
+        result = ingest_csv(lake, clientes_csv(tmp_path / f"v{number}", version))
+        assert result.returncode == 0, result.stderr
+    full = list((lake / "raw/loyalty/full-load/clientes").glob("clientes_*.parquet"))
+    changes = sorted((lake / "raw/loyalty/cdc/clientes").glob("clientes_*.parquet"))
+    assert len(full) == 1 and len(changes) == 2
+    first = {(r["_cdc_operation"], r["idCliente"]) for r in pq.read_table(changes[0]).to_pylist()}
+    assert first == {("U", "b"), ("D", "c"), ("I", "d")}
+    second = pq.read_table(changes[1]).to_pylist()
+    assert [(r["_cdc_operation"], r["idCliente"], r["qtdePontos"]) for r in second] == [("I", "c", 31)]
+    sequences = [r["_cdc_sequence"] for p in [*full, *changes] for r in pq.read_table(p).to_pylist()]
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+
+
+def test_no_change_publishes_nothing_but_records_the_capture(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    folder = clientes_csv(tmp_path / "v", VERSIONS[0])
+    assert ingest_csv(lake, folder).returncode == 0
+    assert ingest_csv(lake, folder).returncode == 0
+    assert not (lake / "raw/loyalty/cdc").exists()
+    state = json.loads((lake / "_ingestion/loyalty/clientes/state.json").read_text())
+    assert [c["kind"] for c in state["captures"]] == ["full-load", "unchanged"]
+    status = subprocess.run(
+        [sys.executable, "-m", "ingestion", "status", "--lake", str(lake)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "clientes" in status.stdout and "unchanged" in status.stdout
+
+
+@pytest.mark.parametrize(
+    "failpoint", ["after-stage-snapshot", "after-pending", "after-publish", "after-state", "before-cleanup"]
+)
+def test_crash_at_each_step_then_rerun_equals_a_run_that_never_crashed(tmp_path: Path, failpoint: str) -> None:
+    folders = [clientes_csv(tmp_path / f"v{n}", v) for n, v in enumerate(VERSIONS)]
+    twin = tmp_path / "twin"
+    for folder in folders:
+        assert ingest_csv(twin, folder).returncode == 0
+
+    lake = tmp_path / "lake"
+    assert ingest_csv(lake, folders[0]).returncode == 0
+    crashed = ingest_csv(lake, folders[1], env={"LAGO_FAILPOINT": failpoint})
+    assert crashed.returncode == -9, crashed.stderr  # SIGKILL
+    rerun = ingest_csv(lake, folders[1])
+    assert rerun.returncode == 0, rerun.stderr
+    assert ingest_csv(lake, folders[2]).returncode == 0
+
+    assert change_set(lake) == change_set(twin)
+    # dbt's globs only ever see whole Parquet files
+    for path in (lake / "raw").rglob("*"):
+        if path.is_file():
+            assert path.suffix == ".parquet"
+            pq.read_metadata(path)
+
+
+def test_simulator_crash_mid_run_resumes_the_same_day(tmp_path: Path) -> None:
+    twin, lake = tmp_path / "twin", tmp_path / "lake"
+    for _ in range(2):
+        assert ingest(twin, "--scale", "200").returncode == 0
+    assert ingest(lake, "--scale", "200").returncode == 0
+    crashed = ingest(lake, "--scale", "200", env={"LAGO_FAILPOINT": "after-publish"})
+    assert crashed.returncode == -9
+    assert ingest(lake, "--scale", "200").returncode == 0
+    assert change_set(lake) == change_set(twin)
+    assert len(list((lake / "raw/loyalty/cdc").rglob("*.parquet"))) == 4
+
+
+def test_a_second_run_exits_clearly_while_the_lake_is_locked_and_waits_with_wait(tmp_path: Path) -> None:
+    lake_path = tmp_path / "lake"
+    folder = clientes_csv(tmp_path / "v", VERSIONS[0])
+    lock = LakeLock(LocalLake(lake_path))
+    with lock:
+        blocked = ingest_csv(lake_path, folder)
+        assert blocked.returncode == 5
+        assert "is locked by another ingestion run" in blocked.stderr
+        assert f"pid {os.getpid()}" in blocked.stderr
+    assert not (lake_path / "raw").exists()
+
+    holder = LakeLock(LocalLake(lake_path))
+    holder.__enter__()
+    release = threading.Timer(1.5, holder.__exit__, args=(None, None, None))
+    release.start()
+    started = time.monotonic()
+    waited = ingest(lake_path, "--from", "csv", "--path", str(folder), "--tables", "clientes", "--wait", "60")
+    release.join()
+    assert waited.returncode == 0, waited.stderr
+    assert time.monotonic() - started >= 1.0
+    assert (lake_path / "raw/loyalty/full-load/clientes").is_dir()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    lake_path = tmp_path / "lake"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lake = LocalLake(lake_path)
+    lake.create_exclusive(
+        LOCK_KEY,
+        json.dumps(
+            {
+                "run_id": "x",
+                "pid": int(dead.stdout),
+                "host": os.uname().nodename,
+                "acquired_at": "2026-01-01T00:00:00+00:00",
+            }
+        ).encode(),
+    )
+    result = ingest_csv(lake_path, clientes_csv(tmp_path / "v", VERSIONS[0]))
+    assert result.returncode == 0, result.stderr
+    assert "taking over stale lock" in result.stderr
+    assert not (lake_path / LOCK_KEY).exists()
+
+
+def test_two_concurrent_runs_exactly_one_proceeds(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    env = {**os.environ}
+    command = [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), "--scale", "200000"]
+    first = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (lake / LOCK_KEY).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 5 and "locked" in second.stderr
+    assert len(list((lake / "raw/loyalty/full-load").rglob("*.parquet"))) == 4

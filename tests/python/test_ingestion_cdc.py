@@ -1,0 +1,130 @@
+"""The snapshot diff: operations, null-safety, composite keys, key errors, stable types."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ingestion import cdc
+from ingestion.catalog import Column, Table, arrow_type
+from ingestion.errors import SnapshotError
+
+AT = datetime(2025, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+
+
+def make_table(key: tuple[str, ...] = ("id",)) -> Table:
+    columns = [("id", "integer"), ("region", "varchar"), ("name", "varchar"), ("points", "bigint")]
+    return Table(
+        source="test",
+        name="people",
+        columns=tuple(Column(n, t, arrow_type(t, n)) for n, t in columns),
+        primary_key=key,
+    )
+
+
+def write(path: Path, table: Table, rows: list[tuple[object, ...]]) -> Path:
+    data = {c.name: [r[i] for r in rows] for i, c in enumerate(table.columns)}
+    pq.write_table(pa.table(data, schema=table.schema), path)
+    return path
+
+
+def read_changes(path: Path) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = pq.read_table(path).to_pylist()
+    return sorted(rows, key=lambda r: int(str(r["_cdc_sequence"])))
+
+
+def test_full_load_is_all_inserts_with_sequences(tmp_path: Path) -> None:
+    table = make_table()
+    snap = write(tmp_path / "s.parquet", table, [(2, "n", "b", 5), (1, "s", "a", None)])
+    result = cdc.full_load(table, snap, AT, 7, tmp_path / "out.parquet")
+    rows = read_changes(tmp_path / "out.parquet")
+    assert result.counts == cdc.ChangeCounts(2, 0, 0)
+    assert result.last_sequence == 8
+    assert [(r["_cdc_operation"], r["_cdc_sequence"], r["id"]) for r in rows] == [("I", 7, 1), ("I", 8, 2)]
+    assert rows[0]["_cdc_timestamp"] == AT
+
+
+def test_diff_finds_inserts_updates_deletes_and_carries_last_row_on_delete(tmp_path: Path) -> None:
+    table = make_table()
+    old = write(tmp_path / "old.parquet", table, [(1, "s", "a", 1), (2, "n", "b", 2), (3, "n", "c", 3)])
+    new = write(tmp_path / "new.parquet", table, [(1, "s", "a", 1), (2, "n", "b", 20), (4, "s", "d", 4)])
+    result = cdc.diff(table, old, new, AT, 100, tmp_path / "out.parquet")
+    rows = read_changes(tmp_path / "out.parquet")
+    ops = {(r["_cdc_operation"], r["id"]): r for r in rows}
+    assert set(ops) == {("U", 2), ("D", 3), ("I", 4)}
+    assert ops[("U", 2)]["points"] == 20
+    assert ops[("D", 3)]["name"] == "c"  # the delete carries the last known row
+    assert [r["_cdc_sequence"] for r in rows] == [100, 101, 102]
+    assert result.counts == cdc.ChangeCounts(1, 1, 1)
+    assert result.snapshot_rows == 3
+
+
+def test_nulls_in_both_snapshots_are_not_a_change(tmp_path: Path) -> None:
+    table = make_table()
+    rows = [(1, None, None, None), (2, "n", None, 5)]
+    old = write(tmp_path / "old.parquet", table, rows)
+    new = write(tmp_path / "new.parquet", table, rows)
+    result = cdc.diff(table, old, new, AT, 1, tmp_path / "out.parquet")
+    assert result.counts.total == 0
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_null_to_value_and_value_to_null_are_updates(tmp_path: Path) -> None:
+    table = make_table()
+    old = write(tmp_path / "old.parquet", table, [(1, None, "a", 1), (2, "n", "b", 2)])
+    new = write(tmp_path / "new.parquet", table, [(1, "s", "a", 1), (2, "n", None, 2)])
+    result = cdc.diff(table, old, new, AT, 1, tmp_path / "out.parquet")
+    assert result.counts == cdc.ChangeCounts(0, 2, 0)
+
+
+def test_composite_key_distinguishes_rows_sharing_one_part(tmp_path: Path) -> None:
+    table = make_table(key=("id", "region"))
+    old = write(tmp_path / "old.parquet", table, [(1, "n", "a", 1), (1, "s", "b", 2)])
+    new = write(tmp_path / "new.parquet", table, [(1, "n", "a", 10), (1, "e", "c", 3)])
+    cdc.diff(table, old, new, AT, 1, tmp_path / "out.parquet")
+    got = {(r["_cdc_operation"], r["id"], r["region"]) for r in read_changes(tmp_path / "out.parquet")}
+    assert got == {("U", 1, "n"), ("D", 1, "s"), ("I", 1, "e")}
+
+
+def test_duplicate_keys_are_an_error_naming_the_keys(tmp_path: Path) -> None:
+    table = make_table(key=("id", "region"))
+    old = write(tmp_path / "old.parquet", table, [(1, "n", "a", 1)])
+    new = write(tmp_path / "new.parquet", table, [(1, "n", "a", 1), (1, "n", "b", 2), (2, "s", "c", 3)])
+    with pytest.raises(SnapshotError, match=r"test\.people.*id=1, region='n' \(2 rows\)"):
+        cdc.diff(table, old, new, AT, 1, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_null_keys_are_an_error(tmp_path: Path) -> None:
+    table = make_table()
+    snap = write(tmp_path / "s.parquet", table, [(None, "n", "a", 1), (2, "s", "b", 2)])
+    with pytest.raises(SnapshotError, match=r"test\.people: 1 row\(s\) have a NULL in primary key \(id\)"):
+        cdc.full_load(table, snap, AT, 1, tmp_path / "out.parquet")
+
+
+def test_change_file_schema_is_explicit_and_stable_even_for_all_null_columns(tmp_path: Path) -> None:
+    table = make_table()
+    old = write(tmp_path / "old.parquet", table, [(1, None, None, None)])
+    new = write(tmp_path / "new.parquet", table, [(2, None, None, None)])
+    cdc.diff(table, old, new, AT, 1, tmp_path / "out.parquet")
+    schema = pq.read_schema(tmp_path / "out.parquet")
+    assert schema.names == [
+        "_cdc_operation",
+        "_cdc_timestamp",
+        "_cdc_sequence",
+        "id",
+        "region",
+        "name",
+        "points",
+    ]
+    assert schema.field("_cdc_timestamp").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("_cdc_sequence").type == pa.int64()
+    assert schema.field("id").type == pa.int32()
+    assert schema.field("name").type == pa.string()
+    assert schema.field("points").type == pa.int64()
+    metadata = pq.ParquetFile(tmp_path / "out.parquet").metadata
+    assert metadata.row_group(0).column(0).compression == "SNAPPY"

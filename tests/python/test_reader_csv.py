@@ -1,0 +1,88 @@
+"""The CSV folder reader: typed output, and a clear error for each kind of bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ingestion.catalog import load_catalog
+from ingestion.errors import SnapshotError
+from ingestion.readers.base import CaptureContext
+from ingestion.readers.csv import CsvFolderReader
+
+PRODUTOS = load_catalog().source("loyalty").table("produtos")
+HEADER = "IdProduto;DescNomeProduto;DescDescricaoProduto;DescCategoriaProduto"
+
+
+def read(tmp_path: Path, content: bytes | str) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    (folder / "produtos.csv").write_bytes(data)
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return CsvFolderReader(folder).read(PRODUTOS, CaptureContext(work))
+
+
+def test_reads_declared_types_and_empty_fields_as_null(tmp_path: Path) -> None:
+    out = read(tmp_path, f'{HEADER}\n1;ChatMessage;;chat\n2;"Lista; de presença";Uma descrição;present\n')
+    table = pq.read_table(out)
+    assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in PRODUTOS.schema]
+    assert table.to_pylist() == [
+        {
+            "IdProduto": 1,
+            "DescNomeProduto": "ChatMessage",
+            "DescDescricaoProduto": None,
+            "DescCategoriaProduto": "chat",
+        },
+        {
+            "IdProduto": 2,
+            "DescNomeProduto": "Lista; de presença",
+            "DescDescricaoProduto": "Uma descrição",
+            "DescCategoriaProduto": "present",
+        },
+    ]
+    assert table.schema.field("IdProduto").type == pa.int32()
+
+
+def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
+    out = read(tmp_path, "DescCategoriaProduto;IdProduto;DescNomeProduto;DescDescricaoProduto\nchat;7;X;\n")
+    assert pq.read_table(out).column_names == PRODUTOS.column_names
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"produtos\.csv: file is empty"),
+        (f"{HEADER}\n", r"header but no rows"),
+        (f"{HEADER}\n1;a;b;c\n2;a;b\n", r"produtos\.csv: cannot be read as CSV"),
+        (HEADER.replace(";", ",") + "\n1,a,b,c\n", r"single column .* separator is ';'"),
+        (
+            "IdProduto;DescNomeProduto;DescCategoriaProduto\n1;a;c\n",
+            r"missing column\(s\) DescDescricaoProduto",
+        ),
+        (f"{HEADER};Extra\n1;a;b;c;d\n", r"column\(s\) Extra are not declared"),
+        (
+            f"{HEADER}\n1;a;b;c\ndois;a;b;c\n",
+            r"line 3: column IdProduto has 'dois', which is not a valid integer",
+        ),
+        (f"{HEADER}\n1;a;b;c\n".encode() + b"2;caf\xe9;b;c\n", r"line 3 is not valid UTF-8"),
+    ],
+    ids=[
+        "empty",
+        "header-only",
+        "ragged",
+        "wrong-separator",
+        "missing-column",
+        "extra-column",
+        "type",
+        "not-utf8",
+    ],
+)
+def test_bad_files_name_table_file_and_problem(tmp_path: Path, content: bytes | str, message: str) -> None:
+    with pytest.raises(SnapshotError, match=message) as error:
+        read(tmp_path, content)
+    assert "loyalty.produtos" in str(error.value)
