@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import duckdb
@@ -29,4 +30,6 @@ def connect(context_dir: Path, *, ordered: bool = True) -> duckdb.DuckDBPyConnec
         },
     )
     con.execute("set timezone = 'UTC'")
+    # DuckDB's own progress bar for the long scans and joins of large tables, only on a terminal
+    con.execute(f"set enable_progress_bar = {'true' if sys.stderr.isatty() else 'false'}")
     return con

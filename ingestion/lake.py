@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -270,7 +271,8 @@ class S3Lake(Lake):
 
         with self._errors("publish", key):
             try:
-                with local_file.open("rb") as body:
+                with local_file.open("rb") as handle, _progress(local_file.stat().st_size, key) as bar:
+                    body: Any = _ProgressReader(handle, bar) if bar is not None else handle
                     self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*")
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
@@ -306,8 +308,49 @@ class S3Lake(Lake):
 
     def download(self, key: str, dest: Path) -> Path:
         with self._errors("download", key):
-            self.client.download_file(self.bucket, self._key(key), str(dest))
+            size = int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
+            with _progress(size, key) as bar:
+                self.client.download_file(
+                    self.bucket, self._key(key), str(dest), Callback=bar.update if bar is not None else None
+                )
         return dest
+
+
+PROGRESS_MIN_BYTES = 32 << 20
+
+
+@contextlib.contextmanager
+def _progress(size: int, key: str) -> Iterator[Any]:
+    """A byte progress bar on a terminal for transfers large enough to wait for; None otherwise."""
+    if size < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=size, unit="B", unit_scale=True, desc=key.rsplit("/", 1)[-1], leave=False) as bar:
+        yield bar
+
+
+class _ProgressReader:
+    """A file wrapper that reports bytes read, rewinding the bar when botocore seeks back to retry."""
+
+    def __init__(self, handle: IO[bytes], bar: Any) -> None:
+        self._handle = handle
+        self._bar = bar
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._handle.read(size)
+        self._bar.update(len(chunk))
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._handle.seek(offset, whence)
+        self._bar.n = position
+        self._bar.refresh()
+        return position
+
+    def tell(self) -> int:
+        return self._handle.tell()
 
 
 def _safe(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -191,3 +192,59 @@ def test_two_concurrent_runs_exactly_one_proceeds(tmp_path: Path) -> None:
     assert first.returncode == 0, first_err
     assert second.returncode == 5 and "locked" in second.stderr
     assert len(list((lake / "raw/loyalty/full-load").rglob("*.parquet"))) == 4
+
+
+def test_schedule_runs_captures_on_an_interval_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    counted = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ingestion",
+            "schedule",
+            "--every",
+            "0.2s",
+            "--max-runs",
+            "3",
+            "--lake",
+            str(lake),
+            "--scale",
+            "100",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert counted.returncode == 0, counted.stderr
+    state = json.loads((lake / "_ingestion/loyalty/clientes/state.json").read_text())
+    assert [c["day"] for c in state["captures"]] == [0, 1, 2]
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ingestion", "schedule", "--every", "1h", "--lake", str(lake), "--scale", "100"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = json.loads((lake / "_ingestion/loyalty/transacao_produto/state.json").read_text())
+        if len(state["captures"]) == 4:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "stopping" in stderr
+    assert not (lake / LOCK_KEY).exists()
+
+
+def test_bad_interval_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ingestion", "schedule", "--every", "often", "--lake", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--every 'often'" in result.stderr

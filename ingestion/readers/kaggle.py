@@ -1,0 +1,151 @@
+"""The loyalty system's public Kaggle dataset, downloaded with the official `kaggle` client.
+
+The whole dataset is one zip of `<table>.csv` files: it is downloaded once per reader and every table is then
+read from the unzipped folder with the same CSV checks as a user's own folder (`readers/csv.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ingestion.catalog import Table
+from ingestion.errors import SnapshotError
+from ingestion.readers.base import CaptureContext
+from ingestion.readers.csv import csv_to_parquet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATASET = "teocalvo/teomewhy-loyalty-system"
+
+CREDENTIALS_HELP = (
+    "provide Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY (from kaggle.com > Settings > API > "
+    "Create New Token), or save that token file as ~/.kaggle/kaggle.json (or in $KAGGLE_CONFIG_DIR), "
+    "or set KAGGLE_API_TOKEN"
+)
+
+# Environment variables whose values must never reach an error message.
+_SECRET_VARIABLES = ("KAGGLE_KEY", "KAGGLE_API_TOKEN")
+
+
+class KaggleReader:
+    """Reads each table from `<table>.csv` of a Kaggle dataset (found in any sub-folder of the zip)."""
+
+    name = "kaggle"
+
+    def __init__(self, dataset: str = DEFAULT_DATASET) -> None:
+        if dataset.count("/") != 1 or not all(dataset.split("/")):
+            raise SnapshotError(f"Kaggle dataset {dataset!r}: expected 'owner/dataset-name'")
+        self.dataset = dataset
+        self._download_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._csv_files: dict[str, Path] | None = None
+
+    def available_tables(self, tables: list[Table]) -> list[Table]:
+        files = self._download()
+        return [t for t in tables if f"{t.name}.csv".lower() in files]
+
+    def read(self, table: Table, context: CaptureContext) -> Path:
+        files = self._download()
+        csv_path = files.get(f"{table.name}.csv".lower())
+        if csv_path is None:
+            raise SnapshotError(
+                f"table {table.qualified_name}: Kaggle dataset {self.dataset} has no {table.name}.csv "
+                f"(its CSV files: {', '.join(sorted(p.name for p in files.values())) or 'none'})"
+            )
+        return csv_to_parquet(table, csv_path, context.workdir / f"{table.name}.parquet")
+
+    def close(self) -> None:
+        """Remove the downloaded files (also done when the reader is garbage-collected)."""
+        if self._download_dir is not None:
+            self._download_dir.cleanup()
+        self._download_dir = None
+        self._csv_files = None
+
+    def _download(self) -> dict[str, Path]:
+        """Download and unzip the dataset on first use; the CSV files by lower-cased file name."""
+        if self._csv_files is not None:
+            return self._csv_files
+        api = _authenticated_api()
+        self._download_dir = tempfile.TemporaryDirectory(prefix="lago-kaggle-")
+        folder = Path(self._download_dir.name)
+        log.info("downloading Kaggle dataset %s", self.dataset)
+        try:
+            with _download_errors(self.dataset):
+                api.dataset_download_files(self.dataset, path=str(folder), unzip=True, quiet=False)
+            self._csv_files = _csv_files(folder, self.dataset)
+        except BaseException:
+            self.close()
+            raise
+        log.info("Kaggle dataset %s: %s", self.dataset, ", ".join(sorted(self._csv_files)) or "no CSV files")
+        return self._csv_files
+
+
+def _authenticated_api() -> Any:
+    # `import kaggle` authenticates at import time and prints a help text when it cannot; the explicit
+    # authentication below is the one whose failure is reported.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from kaggle.api.kaggle_api_extended import KaggleApi
+
+    api = KaggleApi()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            api.authenticate()
+    except SystemExit:
+        # The client ends the process (exit(1)) when it finds no credentials at all.
+        raise SnapshotError(f"no Kaggle credentials found; {CREDENTIALS_HELP}") from None
+    except OSError as exc:  # requests' errors, when validating an access token
+        raise SnapshotError(f"Kaggle authentication failed: {_redact(str(exc))}; {CREDENTIALS_HELP}") from None
+    return api
+
+
+@contextlib.contextmanager
+def _download_errors(dataset: str) -> Iterator[None]:
+    import requests
+
+    where = f"downloading Kaggle dataset {dataset}"
+    try:
+        yield
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise SnapshotError(
+                f"{where}: Kaggle refused the credentials (HTTP {status}); check that the token is current and "
+                f"that your account accepted the dataset's rules on its Kaggle page. To {CREDENTIALS_HELP}"
+            ) from None
+        if status == 404:
+            raise SnapshotError(f"{where}: no such dataset on Kaggle (HTTP 404)") from None
+        raise SnapshotError(f"{where} failed: HTTP {status}: {_redact(str(exc))}") from None
+    except requests.RequestException as exc:
+        raise SnapshotError(f"{where} failed: {type(exc).__name__}: {_redact(str(exc))}") from None
+    except (ValueError, RuntimeError, OSError) as exc:
+        # A corrupt zip (ValueError/RuntimeError from the client's unzip step) or a full disk.
+        raise SnapshotError(f"{where} failed: {_redact(str(exc))}") from None
+
+
+def _csv_files(folder: Path, dataset: str) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*"), key=lambda p: (len(p.parts), str(p))):
+        if not path.is_file() or path.suffix.lower() != ".csv":
+            continue
+        name = path.name.lower()
+        if name in files:
+            raise SnapshotError(
+                f"Kaggle dataset {dataset} holds {path.name} twice ({files[name].relative_to(folder)} and "
+                f"{path.relative_to(folder)}); cannot tell which is the table"
+            )
+        files[name] = path
+    return files
+
+
+def _redact(text: str) -> str:
+    for variable in _SECRET_VARIABLES:
+        secret = os.environ.get(variable)
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
