@@ -13,9 +13,10 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Table
-from ingestion.duck import connect, quote_identifier, sql_literal
+from ingestion.duck import connect, quote_identifier, sql_literal, write_parquet
 from ingestion.errors import SnapshotError
 
 
@@ -37,6 +38,16 @@ class DiffResult:
     last_sequence: int
 
 
+def change_schema(table: Table) -> pa.Schema:
+    """The Arrow schema of every full-load and change file of `table`."""
+    cdc_fields = [
+        pa.field(CDC_OPERATION, pa.string()),
+        pa.field(CDC_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+        pa.field(CDC_SEQUENCE, pa.int64()),
+    ]
+    return pa.schema(cdc_fields + list(table.schema))
+
+
 def _read(path: Path) -> str:
     return f"read_parquet({sql_literal(str(path))})"
 
@@ -46,14 +57,20 @@ def check_keys(con: duckdb.DuckDBPyConnection, table: Table, snapshot: Path) -> 
     keys = ", ".join(quote_identifier(k) for k in table.primary_key)
     key_label = ", ".join(table.primary_key)
     null_test = " or ".join(f"{quote_identifier(k)} is null" for k in table.primary_key)
-    row = con.execute(f"select count(*), count(*) filter (where {null_test}) from {_read(snapshot)}").fetchone()
-    assert row is not None
-    rows, null_keys = int(row[0]), int(row[1])
+    distinct_key = quote_identifier(table.primary_key[0]) if len(table.primary_key) == 1 else f"({keys})"
+    # one scan answers both questions; the slower search for examples runs only when a key repeats
+    row = con.execute(
+        f"select count(*), count(*) filter (where {null_test}), "
+        f"count(distinct {distinct_key}) filter (where not ({null_test})) from {_read(snapshot)}"
+    ).fetchall()[0]
+    rows, null_keys, distinct_keys = int(row[0]), int(row[1]), int(row[2])
     if null_keys:
         raise SnapshotError(
             f"table {table.qualified_name}: {null_keys} row(s) have a NULL in primary key ({key_label}); "
             "nothing was published"
         )
+    if distinct_keys == rows:
+        return rows
     duplicates = con.execute(
         f"select {keys}, count(*) as n from {_read(snapshot)} group by all having count(*) > 1 "
         f"order by n desc, {keys} limit 5"
@@ -61,13 +78,13 @@ def check_keys(con: duckdb.DuckDBPyConnection, table: Table, snapshot: Path) -> 
     if duplicates:
         total = con.execute(
             f"select count(*) from (select 1 from {_read(snapshot)} group by {keys} having count(*) > 1)"
-        ).fetchone()
+        ).fetchall()[0]
         examples = "; ".join(
             ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, dup[:-1], strict=True)) + f" ({dup[-1]} rows)"
             for dup in duplicates
         )
         raise SnapshotError(
-            f"table {table.qualified_name}: {total[0] if total else '?'} primary key value(s) of ({key_label}) "
+            f"table {table.qualified_name}: {total[0]} primary key value(s) of ({key_label}) "
             f"repeat, e.g. {examples}; nothing was published"
         )
     return rows
@@ -91,16 +108,17 @@ def _write_changes(
     keys = ", ".join(quote_identifier(k) for k in table.primary_key)
     columns = ", ".join(quote_identifier(c) for c in table.column_names)
     timestamp = sql_literal(captured_at.strftime("%Y-%m-%d %H:%M:%S.%f+00"))
-    con.execute(
-        f"""copy (
-            select
+    write_parquet(
+        con,
+        f"""select
                 op as {CDC_OPERATION},
                 cast({timestamp} as timestamptz) as {CDC_TIMESTAMP},
                 cast({first_sequence} + row_number() over (order by {keys}) - 1 as bigint) as {CDC_SEQUENCE},
                 {columns}
             from ({changes_sql}) as changes
-            order by {CDC_SEQUENCE}
-        ) to {sql_literal(str(dest))} (format parquet, compression snappy)"""
+            order by {CDC_SEQUENCE}""",
+        change_schema(table),
+        dest,
     )
     counted = dict(con.execute(f"select {CDC_OPERATION}, count(*) from {_read(dest)} group by all").fetchall())
     return ChangeCounts(counted.get("I", 0), counted.get("U", 0), counted.get("D", 0))
@@ -143,15 +161,18 @@ def diff(
             " or ".join(f"o.{quote_identifier(c)} is distinct from n.{quote_identifier(c)}" for c in non_keys)
             or "false"
         )
+        payload = ", ".join(
+            f"cast(case when n.{first_key} is null then o.{quote_identifier(c.name)} "
+            f"else n.{quote_identifier(c.name)} end as {c.data_type}) as {quote_identifier(c.name)}"
+            for c in table.columns
+        )
         changes_sql = f"""
-            select case when o.{first_key} is null then 'I' else 'U' end as op, {_select_columns(table, "n")}
+            select
+                case when o.{first_key} is null then 'I' when n.{first_key} is null then 'D' else 'U' end as op,
+                {payload}
             from {_read(current)} as n
-            left join {_read(previous)} as o on {join}
-            where o.{first_key} is null or ({changed})
-            union all
-            select 'D' as op, {_select_columns(table, "o")}
-            from {_read(previous)} as o
-            anti join {_read(current)} as n on {join}
+            full outer join {_read(previous)} as o on {join}
+            where o.{first_key} is null or n.{first_key} is null or ({changed})
         """
         dest.unlink(missing_ok=True)
         counts = _write_changes(con, changes_sql, table, captured_at, first_sequence, dest)

@@ -17,6 +17,7 @@ from types import FrameType
 from ingestion.capture import RunOptions, run_capture
 from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
 from ingestion.errors import CatalogError, IngestionError
+from ingestion.events import EventReader, run_events
 from ingestion.lake import Lake, open_lake
 from ingestion.readers.base import SnapshotReader
 from ingestion.state import load_state
@@ -50,6 +51,10 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=10_000, help="simulator: customers on day 0")
     parser.add_argument("--seed", type=int, default=42, help="simulator: random seed")
     parser.add_argument("--dataset", default="teocalvo/teomewhy-loyalty-system", help="kaggle dataset")
+    parser.add_argument(
+        "--arrival-column",
+        help="events sources, --from csv: take each event's arrival time from this column (default: now)",
+    )
     parser.add_argument(
         "--wait",
         type=float,
@@ -90,7 +95,7 @@ def _lake(args: argparse.Namespace) -> Lake:
     return open_lake(args.lake or os.environ.get("LAKE_URI") or DEFAULT_LAKE)
 
 
-def _tables(source: Source, args: argparse.Namespace, reader: SnapshotReader) -> list[Table]:
+def _tables(source: Source, args: argparse.Namespace, reader: SnapshotReader | EventReader) -> list[Table]:
     if args.tables:
         names = [validate_identifier(n.strip(), "table") for n in args.tables.split(",") if n.strip()]
         return [source.table(n) for n in names]
@@ -122,8 +127,35 @@ def _reader(args: argparse.Namespace) -> SnapshotReader:
     return kaggle
 
 
+def _event_reader(args: argparse.Namespace) -> EventReader:
+    if args.reader == "simulator":
+        from ingestion.readers.hotmart import HotmartSimulatorReader
+
+        return HotmartSimulatorReader(scale=args.scale, seed=args.seed)
+    if args.reader == "csv":
+        from ingestion.readers.events_csv import EventCsvFolderReader
+
+        if args.path is None:
+            raise CatalogError("--from csv needs --path FOLDER (with one <table>.csv per table)")
+        return EventCsvFolderReader(args.path, arrival_column=args.arrival_column)
+    raise CatalogError(f"--from {args.reader} reads snapshots; an events source reads --from simulator or csv")
+
+
+def command_run_events(source: Source, args: argparse.Namespace) -> int:
+    reader = _event_reader(args)
+    tables = _tables(source, args, reader)
+    lake = _lake(args)
+    records = run_events(lake, source, tables, reader, RunOptions(lock_wait=args.wait))
+    log.info("events of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
+    return 0
+
+
 def command_run(catalog: Catalog, args: argparse.Namespace) -> int:
     source = catalog.source(args.source)
+    if source.capture == "events":
+        return command_run_events(source, args)
+    if args.arrival_column is not None:
+        raise CatalogError(f"--arrival-column applies to events sources; {source.name} is captured as snapshots")
     reader = _reader(args)
     tables = _tables(source, args, reader)
     lake = _lake(args)

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 def quote_identifier(name: str) -> str:
@@ -33,3 +35,18 @@ def connect(context_dir: Path, *, ordered: bool = True) -> duckdb.DuckDBPyConnec
     # DuckDB's own progress bar for the long scans and joins of large tables, only on a terminal
     con.execute(f"set enable_progress_bar = {'true' if sys.stderr.isatty() else 'false'}")
     return con
+
+
+def write_parquet(con: duckdb.DuckDBPyConnection, query: str, schema: pa.Schema, dest: Path) -> int:
+    """Stream `query` into a snappy Parquet file with exactly `schema` (every column nullable); returns rows.
+
+    DuckDB's own COPY marks a column without NULLs as required, so two captures of one table could differ in
+    their Parquet schemas; writing through Arrow with the declared schema keeps every file identical in shape.
+    """
+    rows = 0
+    reader = con.sql(query).to_arrow_reader(1_000_000)
+    with pq.ParquetWriter(dest, schema, compression="snappy") as writer:
+        for batch in reader:
+            writer.write_batch(batch.cast(schema))
+            rows += batch.num_rows
+    return rows

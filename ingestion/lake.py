@@ -112,22 +112,21 @@ class LocalLake(Lake):
             return None
 
     def list(self, prefix: str) -> list[ObjectInfo]:
-        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
-        candidates: Iterator[Path]
-        if base.is_file():
-            candidates = iter([base])
-        elif base.is_dir():
-            candidates = (p for p in base.rglob("*") if p.is_file())
-        else:
-            parent = base.parent
-            candidates = (p for p in parent.glob(base.name + "*") if p.is_file()) if parent.is_dir() else iter([])
+        # S3 semantics: every key that starts with `prefix`, whether or not the prefix ends at a '/'
+        folder = prefix.rpartition("/")[0]
+        base = self._path(folder) if folder else self.root
+        if not base.is_dir():
+            return []
         found = []
-        for path in candidates:
+        for path in base.rglob("*"):
             key = path.relative_to(self.root).as_posix()
-            if key.startswith(prefix):
+            if key.startswith(prefix) and path.is_file():
                 stat = path.stat()
                 found.append(ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
         return sorted(found, key=lambda o: o.key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
 
     def publish(self, local_file: Path, key: str) -> bool:
         final = self._path(key)
@@ -297,7 +296,12 @@ class S3Lake(Lake):
             try:
                 self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                # 412 for an existing key; AWS answers 409 ConditionalRequestConflict to a concurrent writer
+                if exc.response.get("Error", {}).get("Code") in (
+                    "PreconditionFailed",
+                    "412",
+                    "ConditionalRequestConflict",
+                ):
                     return False
                 raise
         return True

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 
 from ingestion.catalog import Table
-from ingestion.duck import connect, quote_identifier, sql_literal
+from ingestion.duck import connect, quote_identifier, sql_literal, write_parquet
 from ingestion.errors import SnapshotError
 from ingestion.readers.base import CaptureContext
 
@@ -57,8 +57,8 @@ def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
                 header=true, columns={columns_spec}, quote='"', escape='"', strict_mode=true,
                 null_padding=false, auto_detect=false, encoding='utf-8')"""
         )
-        rows = con.execute("select count(*) from raw_csv").fetchone()
-        if rows is None or rows[0] == 0:
+        rows = con.execute("select count(*) from raw_csv").fetchall()[0][0]
+        if rows == 0:
             raise SnapshotError(f"{where}: the file has a header but no rows; refusing to capture an empty table")
         casts = []
         for column in table.columns:
@@ -68,17 +68,14 @@ def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
                 bad = con.execute(
                     f"select _line, {name} from raw_csv where {value} is not null "
                     f"and try_cast({value} as {column.data_type}) is null limit 1"
-                ).fetchone()
-                if bad is not None:
+                ).fetchall()
+                if bad:
                     raise SnapshotError(
-                        f"{where}: line {bad[0]}: column {column.name} has {bad[1]!r}, "
+                        f"{where}: line {bad[0][0]}: column {column.name} has {bad[0][1]!r}, "
                         f"which is not a valid {column.data_type}"
                     )
             casts.append(f"cast({value} as {column.data_type}) as {name}")
-        con.execute(
-            f"copy (select {', '.join(casts)} from raw_csv order by _line) to {sql_literal(str(dest))} "
-            "(format parquet, compression snappy)"
-        )
+        write_parquet(con, f"select {', '.join(casts)} from raw_csv order by _line", table.schema, dest)
     except duckdb.Error as exc:
         raise SnapshotError(f"{where}: cannot be read as CSV: {str(exc).splitlines()[0]}") from exc
     finally:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ingestion.catalog import Table
-from ingestion.duck import connect, quote_identifier, sql_literal
+from ingestion.duck import connect, quote_identifier, sql_literal, write_parquet
 from ingestion.errors import CatalogError
 from ingestion.readers.base import CaptureContext
 
@@ -81,10 +81,7 @@ class SimulatorReader:
                 f"cast({quote_identifier(c.name)} as {c.data_type}) as {quote_identifier(c.name)}"
                 for c in table.columns
             )
-            con.execute(
-                f"copy (select {columns} from ({query})) to {sql_literal(str(dest))} "
-                "(format parquet, compression snappy)"
-            )
+            write_parquet(con, f"select {columns} from ({query})", table.schema, dest)
         finally:
             con.close()
         return dest

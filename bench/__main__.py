@@ -1,0 +1,293 @@
+"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,bronze,e2e,engines]`.
+
+Each figure is the median of `--repeats` runs, each run in a fresh process (peak RSS is that process's, or its
+children's for whole commands). Ratios are between alternatives measured in the same invocation, since the
+machine is noisy. Results go to `--out` (default bench/results): results.json, results.md and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass
+class Result:
+    suite: str
+    case: str
+    rows: int
+    seconds: float
+    peak_rss_mb: float
+    runs: int
+    note: str = ""
+
+
+def measure(
+    args: list[str], repeats: int, prepare: Callable[[], None] | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float, int]:
+    """Median seconds, median peak RSS (MB) and rows of `repeats` fresh-process runs of bench/measure.py."""
+    seconds, rss, rows = [], [], 0
+    for _ in range(repeats):
+        if prepare is not None:
+            prepare()
+        completed = subprocess.run(
+            [PYTHON, str(ROOT / "bench" / "measure.py"), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(f"bench case {args[:3]} failed:\n{completed.stderr[-3000:]}")
+        figures = json.loads(completed.stdout.strip().splitlines()[-1])
+        seconds.append(figures["seconds"])
+        rss.append(figures["peak_rss_mb"])
+        rows = figures["rows"]
+    return statistics.median(seconds), statistics.median(rss), rows
+
+
+def make_cdc_pair(scale: int, folder: Path) -> tuple[Path, Path]:
+    """A clientes snapshot of `scale` rows and a next one with 1% updates, 0.5% inserts, 0.5% deletes."""
+    sys.path.insert(0, str(ROOT))
+    import duckdb
+
+    from ingestion.catalog import load_catalog
+    from ingestion.readers.base import CaptureContext
+    from ingestion.readers.simulator import SimulatorReader
+
+    folder.mkdir(parents=True, exist_ok=True)
+    old, new = folder / "old.parquet", folder / "new.parquet"
+    if old.exists() and new.exists():
+        return old, new
+    table = load_catalog().source("loyalty").table("clientes")
+    produced = SimulatorReader(scale=scale).read(table, CaptureContext(folder, 0))
+    produced.rename(old)
+    con = duckdb.connect()
+    con.execute(
+        f"""copy (
+            select * replace (
+                case when hash(idCliente, 'u') % 100 = 0 then qtdePontos + 1 else qtdePontos end as qtdePontos)
+            from read_parquet('{old}')
+            where hash(idCliente, 'd') % 200 <> 0
+            union all
+            select * replace (md5('new' || idCliente) as idCliente)
+            from read_parquet('{old}')
+            where hash(idCliente, 'i') % 200 = 0
+        ) to '{new}' (format parquet, compression snappy)"""
+    )
+    return old, new
+
+
+def suite_cdc(scales: list[int], repeats: int, work: Path, pandas_max: int) -> list[Result]:
+    results = []
+    for scale in scales:
+        old, new = make_cdc_pair(scale, work / f"cdc_{scale}")
+        for method in ("project", "duckdb_join", "pandas_hash"):
+            if method == "pandas_hash" and scale > pandas_max:
+                results.append(
+                    Result(
+                        "cdc",
+                        method,
+                        scale,
+                        float("nan"),
+                        float("nan"),
+                        0,
+                        f"not run above {pandas_max:,} rows (--pandas-max)",
+                    )
+                )
+                continue
+            dest = work / f"cdc_{scale}" / f"{method}.parquet"
+            seconds, rss, changed = measure(["cdc", method, str(old), str(new), str(dest)], repeats)
+            results.append(Result("cdc", method, scale, seconds, rss, repeats, f"{changed:,} changes"))
+            print(f"cdc {method:<12} {scale:>12,} rows  {seconds:8.2f} s  {rss:8.0f} MB", flush=True)
+    return results
+
+
+def _dbt(*args: str) -> list[str]:
+    return ["command", shutil.which("dbt") or "dbt", *args]
+
+
+def suite_e2e(repeats: int, work: Path, scale: int) -> list[Result]:
+    """Fresh capture + build at the default scale, then the next day's incremental capture + build."""
+    results = []
+    for step in ("fresh", "next-day"):
+        capture_times, build_times, capture_rss, build_rss = [], [], [], []
+        for attempt in range(repeats):
+            lake, warehouse = work / f"e2e_{attempt}" / "lake", work / f"e2e_{attempt}" / "wh.duckdb"
+            env = {"LAKE_URI": str(lake), "DUCKDB_PATH": str(warehouse)}
+            target = str(work / f"e2e_{attempt}" / "target")
+            if step == "fresh":
+                shutil.rmtree(work / f"e2e_{attempt}", ignore_errors=True)
+            capture = ["command", PYTHON, "-m", "ingestion", "--lake", str(lake), "--scale", str(scale)]
+            build = _dbt("build", "--target", "dev", "--target-path", target, "--log-path", target)
+            seconds, rss, _ = measure(capture, 1, env=env)
+            capture_times.append(seconds)
+            capture_rss.append(rss)
+            seconds, rss, _ = measure(build, 1, env=env)
+            build_times.append(seconds)
+            build_rss.append(rss)
+        for name, times, rss_list in (("capture", capture_times, capture_rss), ("dbt build", build_times, build_rss)):
+            results.append(
+                Result("e2e", f"{step} {name}", scale, statistics.median(times), statistics.median(rss_list), repeats)
+            )
+        total = statistics.median(capture_times) + statistics.median(build_times)
+        results.append(Result("e2e", f"{step} total", scale, total, max(capture_rss + build_rss), repeats))
+        print(
+            f"e2e {step:<9} capture {statistics.median(capture_times):.2f} s, "
+            f"build {statistics.median(build_times):.2f} s",
+            flush=True,
+        )
+    return results
+
+
+def write_report(results: list[Result], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    machine = {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    (out / "results.json").write_text(
+        json.dumps({"machine": machine, "results": [asdict(r) for r in results]}, indent=1)
+    )
+    lines = [
+        f"Machine: {machine['cores']} cores, Python {machine['python']}.",
+        "",
+        "| suite | case | rows | median s | peak RSS MB | runs | note |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        seconds = "n/a" if r.seconds != r.seconds else f"{r.seconds:.2f}"
+        rss = "n/a" if r.peak_rss_mb != r.peak_rss_mb else f"{r.peak_rss_mb:.0f}"
+        lines.append(f"| {r.suite} | {r.case} | {r.rows:,} | {seconds} | {rss} | {r.runs} | {r.note} |")
+    lines += ["", *targets(results)]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    plot(results, out)
+
+
+def _find(results: list[Result], suite: str, case: str, rows: int) -> Result | None:
+    for r in results:
+        if r.suite == suite and r.case == case and r.rows == rows and r.seconds == r.seconds:
+            return r
+    return None
+
+
+def targets(results: list[Result]) -> list[str]:
+    """The issue's targets, computed from this run's figures (reported, never asserted)."""
+    lines = ["| target | measured | met |", "|---|---|---|"]
+
+    def ratio(suite: str, slow: str, fast: str, rows: int) -> float | None:
+        a, b = _find(results, suite, slow, rows), _find(results, suite, fast, rows)
+        return a.seconds / b.seconds if a and b and b.seconds > 0 else None
+
+    speedup = ratio("cdc", "pandas_hash", "project", 1_000_000)
+    if speedup is not None:
+        lines.append(f"| diff >= 50x faster than pandas at 1e6 | {speedup:.1f}x | {'yes' if speedup >= 50 else 'no'} |")
+    for rows in (1_000_000, 10_000_000):
+        over = ratio("cdc", "project", "duckdb_join", rows)
+        if over is not None:
+            lines.append(
+                f"| diff within 1.5x of bare DuckDB join at {rows:.0e} | {over:.2f}x | "
+                f"{'yes' if over <= 1.5 else 'no'} |"
+            )
+    big = _find(results, "cdc", "project", 10_000_000)
+    if big is not None:
+        lines.append(
+            f"| diff peak RSS < 4 GB at 1e7 | {big.peak_rss_mb:.0f} MB | {'yes' if big.peak_rss_mb < 4096 else 'no'} |"
+        )
+    bronze = ratio("bronze", "full-refresh", "incremental", 10_000_000)
+    if bronze is not None:
+        lines.append(
+            f"| incremental Bronze >= 10x faster than full refresh at 1e7 | {bronze:.1f}x | "
+            f"{'yes' if bronze >= 10 else 'no'} |"
+        )
+    fresh = [r for r in results if r.suite == "e2e" and r.case == "fresh total"]
+    if fresh:
+        lines.append(
+            f"| fresh end-to-end < 60 s at the default scale | {fresh[0].seconds:.1f} s | "
+            f"{'yes' if fresh[0].seconds < 60 else 'no'} |"
+        )
+    return lines
+
+
+def plot(results: list[Result], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for suite in sorted({r.suite for r in results}):
+        cases = sorted({r.case for r in results if r.suite == suite})
+        scaled = [c for c in cases if len({r.rows for r in results if r.suite == suite and r.case == c}) > 1]
+        if not scaled:
+            continue
+        figure, (time_axis, rss_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for case in scaled:
+            points = sorted(
+                (r.rows, r.seconds, r.peak_rss_mb)
+                for r in results
+                if r.suite == suite and r.case == case and r.seconds == r.seconds
+            )
+            if not points:
+                continue
+            xs = [p[0] for p in points]
+            time_axis.plot(xs, [p[1] for p in points], marker="o", label=case)
+            rss_axis.plot(xs, [p[2] for p in points], marker="o", label=case)
+        for axis, label in ((time_axis, "median wall time (s)"), (rss_axis, "peak RSS (MB)")):
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            axis.set_xlabel("rows")
+            axis.set_ylabel(label)
+            axis.grid(True, which="both", alpha=0.3)
+            axis.legend()
+        figure.suptitle(f"{suite}: time and peak memory vs rows ({os.cpu_count()} cores)")
+        figure.tight_layout()
+        figure.savefig(out / f"{suite}.png", dpi=110)
+        plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", default="1e5,1e6,1e7", help="comma-separated row counts")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--suites", default="cdc,bronze,e2e,engines")
+    parser.add_argument("--pandas-max", type=float, default=1e6, help="largest scale for the pandas baseline")
+    parser.add_argument("--e2e-scale", type=int, default=10_000, help="simulator scale of the e2e suite")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    scales = [int(float(s)) for s in args.scales.split(",")]
+    suites = set(args.suites.split(","))
+    work = args.out / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    results: list[Result] = []
+    if "cdc" in suites:
+        results += suite_cdc(scales, args.repeats, work, int(args.pandas_max))
+    if "bronze" in suites:
+        from bench.bronze import suite_bronze
+
+        results += suite_bronze(scales, args.repeats, work)
+    if "e2e" in suites:
+        results += suite_e2e(args.repeats, work, args.e2e_scale)
+    if "engines" in suites:
+        from bench.engines import suite_engines
+
+        results += suite_engines(args.repeats, work, args.e2e_scale)
+    write_report(results, args.out)
+    print((args.out / "results.md").read_text())
+    print(f"benchmarks took {time.monotonic() - started:.0f} s; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

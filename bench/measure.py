@@ -1,0 +1,53 @@
+"""One measurement in a fresh process, so that its peak RSS is its own: prints a JSON line.
+
+python bench/measure.py CASE ARGS...
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.cdc_baselines import duckdb_join, pandas_hash  # noqa: E402
+from ingestion import cdc  # noqa: E402
+from ingestion.catalog import load_catalog  # noqa: E402
+
+
+def case_cdc(method: str, old: str, new: str, dest: str) -> int:
+    table = load_catalog().source("loyalty").table("clientes")
+    if method == "project":
+        result = cdc.diff(table, Path(old), Path(new), datetime.now(UTC), 1, Path(dest))
+        return result.counts.total
+    baseline = {"duckdb_join": duckdb_join, "pandas_hash": pandas_hash}[method]
+    return baseline(Path(old), Path(new), table.primary_key[0], table.column_names, Path(dest))
+
+
+def case_command(*command: str) -> int:
+    """A whole command (ingestion, dbt); its children's peak RSS is reported."""
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        sys.stderr.write(completed.stdout[-4000:] + completed.stderr[-4000:])
+        raise SystemExit(completed.returncode)
+    return 0
+
+
+def main() -> None:
+    case, *args = sys.argv[1:]
+    started = time.perf_counter()
+    rows = case_cdc(*args) if case == "cdc" else case_command(*args)
+    seconds = time.perf_counter() - started
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": max(own, children) / 1024, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

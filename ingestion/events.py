@@ -1,0 +1,289 @@
+"""One event run: for each table of an `events` source, append the newly arrived events to the lake.
+
+An events source (`meta.capture: events`, e.g. Hotmart) is not diffed: its rows already are changes. Each run
+publishes one file per table,
+
+    raw/<source>/events/<table>/<table>_<batch id>.parquet
+
+holding `_ingested_at` (arrival time, UTC), `_batch_id` (the run's id, also in the file name) and the table's
+declared columns, with an explicit Arrow schema. The steps and the crash recovery mirror `capture.py`:
+
+1. the reader writes the new events to a local file; for a reader that re-reads its whole input (a CSV
+   folder), rows already published are dropped, by a fingerprint set kept in the lake as the table's
+   "snapshot" and staged under `_ingestion/` (write-once);
+2. `pending.json` records the batch;
+3. the events file is published under `raw/` (write-once, atomic);
+4. `state.json` advances;
+5. `pending.json` and the previous fingerprint set are removed.
+
+A rerun first settles a crashed batch: committed when its file was published, otherwise discarded and read
+again, so the lake ends with the events of a run that never crashed, none lost, none duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingestion.capture import RunOptions, failpoint, simulator_days
+from ingestion.catalog import EVENT_BATCH_ID, EVENT_INGESTED_AT, Source, Table
+from ingestion.duck import connect, quote_identifier, sql_literal
+from ingestion.errors import SnapshotError
+from ingestion.lake import Lake
+from ingestion.state import (
+    CaptureRecord,
+    LakeLock,
+    TableState,
+    capture_id_of,
+    clear_pending,
+    data_key,
+    load_pending,
+    load_state,
+    moment_of,
+    save_pending,
+    save_state,
+    table_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+EVENTS_KIND = "events"
+NO_EVENTS_KIND = "no-events"
+FINGERPRINT = "_fingerprint"
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """What an event reader may know about the batch it serves."""
+
+    workdir: Path
+    # The batch's moment: the arrival time of events whose reader has no clock of its own.
+    arrived_at: datetime
+    # The simulator's clock: the day this batch represents (0 = the first batch).
+    day: int = 0
+
+
+class EventReader(Protocol):
+    """Writes the events that arrived since the last batch as Parquet: `_ingested_at`, then declared columns."""
+
+    name: str
+    # True when the reader re-reads all its input each time (a CSV folder): rows already published are dropped.
+    skip_published: bool
+
+    def read(self, table: Table, context: EventContext) -> Path: ...
+
+    def available_tables(self, tables: list[Table]) -> list[Table]: ...
+
+
+def event_schema(table: Table) -> pa.Schema:
+    """The lake schema of an events file; fixed, so an all-NULL column is still typed."""
+    return pa.schema(
+        [
+            pa.field(EVENT_INGESTED_AT, pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field(EVENT_BATCH_ID, pa.string(), nullable=False),
+            *table.schema,
+        ]
+    )
+
+
+def fingerprints_key(table: Table, batch_id: str) -> str:
+    return f"{table_prefix(table)}/published/{batch_id}.parquet"
+
+
+def _settle_pending(lake: Lake, table: Table, state: TableState) -> CaptureRecord | None:
+    """Finish or discard the batch a crashed run left behind. Returns the record when it was committed."""
+    pending = load_pending(lake, table)
+    if pending is None:
+        return None
+    last = state.last_capture
+    if last is not None and last.capture_id >= pending.capture_id:
+        log.info("%s: batch %s was already committed; clearing its marker", table.qualified_name, pending.capture_id)
+        clear_pending(lake, table)
+        return None
+    if pending.data_key is not None and not lake.exists(pending.data_key):
+        log.warning(
+            "%s: discarding interrupted batch %s (its events were never published)",
+            table.qualified_name,
+            pending.capture_id,
+        )
+        if pending.snapshot_key:
+            lake.delete(pending.snapshot_key)
+        clear_pending(lake, table)
+        return None
+    log.warning("%s: completing interrupted batch %s", table.qualified_name, pending.capture_id)
+    previous = state.snapshot_key
+    pending.recovered = True
+    _commit(lake, table, state, pending)
+    _cleanup(lake, table, state, previous)
+    return pending
+
+
+def _commit(lake: Lake, table: Table, state: TableState, record: CaptureRecord) -> None:
+    state.last_sequence = max(state.last_sequence, record.last_sequence)
+    state.snapshot_key = record.snapshot_key or state.snapshot_key
+    state.captures.append(record)
+    save_state(lake, table, state)
+
+
+def _cleanup(lake: Lake, table: Table, state: TableState, previous: str | None) -> None:
+    failpoint("before-cleanup")
+    clear_pending(lake, table)
+    if previous and previous != state.snapshot_key:
+        lake.delete(previous)
+
+
+def _check_events(con: duckdb.DuckDBPyConnection, table: Table, reader: EventReader) -> None:
+    """Refuse a batch with events that have no arrival time or no key; nothing is published."""
+    where = f"table {table.qualified_name} ({reader.name} reader)"
+    missing = " or ".join(f"{quote_identifier(c)} is null" for c in (EVENT_INGESTED_AT, *table.primary_key))
+    (count,) = con.execute(f"select count(*) from new_events where {missing}").fetchall()[0]
+    if count:
+        raise SnapshotError(
+            f"{where}: {count} event(s) have no arrival time or a NULL key "
+            f"({', '.join(table.primary_key)}); nothing was published"
+        )
+
+
+def capture_events(
+    lake: Lake,
+    table: Table,
+    reader: EventReader,
+    workdir: Path,
+    batch_moment: datetime,
+    day: int | None,
+) -> CaptureRecord:
+    started = time.monotonic()
+    state = load_state(lake, table)
+    recovered = _settle_pending(lake, table, state)
+    if recovered is not None:
+        return recovered
+
+    last = state.last_capture
+    if last is not None and batch_moment <= moment_of(last.capture_id):
+        batch_moment = moment_of(last.capture_id) + timedelta(microseconds=1)
+    batch_id = capture_id_of(batch_moment)
+    table_dir = workdir / table.source / table.name
+    table_dir.mkdir(parents=True, exist_ok=True)
+    raw = reader.read(table, EventContext(table_dir, batch_moment, day or 0))
+
+    events = table_dir / f"events_{batch_id}.parquet"
+    fingerprints: Path | None = None
+    columns = ", ".join(quote_identifier(c) for c in table.column_names)
+    con = connect(table_dir)
+    try:
+        con.execute(f"create temp view arrived as select * from read_parquet({sql_literal(str(raw))})")
+        if reader.skip_published:
+            # a row's fingerprint covers its declared columns, not its arrival: the same event read again later
+            # is the same event, and was published the first time it was read
+            fingerprint = f"md5(cast(row({columns}) as varchar))"
+            con.execute(f"create temp table fingerprinted as select *, {fingerprint} as {FINGERPRINT} from arrived")
+            if state.snapshot_key:
+                published = lake.download(state.snapshot_key, table_dir / "published.parquet")
+                con.execute(f"create temp view published as select * from read_parquet({sql_literal(str(published))})")
+            else:
+                con.execute(f"create temp table published ({FINGERPRINT} varchar)")
+            con.execute(
+                f"create temp view new_events as select * exclude ({FINGERPRINT}) from fingerprinted "
+                f"where {FINGERPRINT} not in (select {FINGERPRINT} from published)"
+            )
+            fingerprints = table_dir / f"published_{batch_id}.parquet"
+            con.execute(
+                f"copy (select {FINGERPRINT} from published union select {FINGERPRINT} from fingerprinted "
+                f"order by 1) to {sql_literal(str(fingerprints))} (format parquet, compression snappy)"
+            )
+        else:
+            con.execute("create temp view new_events as select * from arrived")
+        _check_events(con, table, reader)
+        schema = event_schema(table)
+        result = con.sql(
+            f"select {quote_identifier(EVENT_INGESTED_AT)}, {sql_literal(batch_id)} as {EVENT_BATCH_ID}, "
+            f"{columns} from new_events order by {quote_identifier(EVENT_INGESTED_AT)}"
+        )
+        rows = 0
+        with pq.ParquetWriter(events, schema, compression="snappy") as writer:
+            for batch in result.to_arrow_reader(64_000):
+                writer.write_batch(pa.RecordBatch.from_arrays(list(batch.columns), schema=schema))
+                rows += batch.num_rows
+    except duckdb.Error as exc:
+        raise SnapshotError(f"table {table.qualified_name}: cannot read the new events: {exc}") from exc
+    finally:
+        con.close()
+
+    kind = EVENTS_KIND if rows else NO_EVENTS_KIND
+    record = CaptureRecord(
+        capture_id=batch_id,
+        kind=kind,
+        data_key=data_key(table, "events", batch_id) if rows else None,
+        snapshot_key=fingerprints_key(table, batch_id) if fingerprints is not None else "",
+        first_sequence=state.last_sequence + 1,
+        last_sequence=state.last_sequence + rows,
+        inserts=rows,
+        updates=0,
+        deletes=0,
+        snapshot_rows=state.last_sequence + rows,
+        reader=reader.name,
+        day=day,
+    )
+    previous = state.snapshot_key
+    if fingerprints is not None:
+        lake.publish(fingerprints, record.snapshot_key)
+    failpoint("after-stage-snapshot")
+    save_pending(lake, table, record)
+    failpoint("after-pending")
+    if record.data_key is not None:
+        lake.publish(events, record.data_key)
+    failpoint("after-publish")
+    record.seconds = round(time.monotonic() - started, 3)
+    _commit(lake, table, state, record)
+    failpoint("after-state")
+    _cleanup(lake, table, state, previous)
+    for path in table_dir.glob("*.parquet"):
+        path.unlink()
+    return record
+
+
+def run_events(
+    lake: Lake,
+    source: Source,
+    tables: list[Table],
+    reader: EventReader,
+    options: RunOptions | None = None,
+) -> list[CaptureRecord]:
+    """Append the new events of `tables`, holding the lake's lock. Raises on the first failing table."""
+    options = options or RunOptions()
+    records: list[CaptureRecord] = []
+    with (
+        LakeLock(lake, wait=options.lock_wait),
+        tempfile.TemporaryDirectory(prefix="lago-events-", dir=options.workdir) as tmp,
+    ):
+        days: dict[str, int | None] = {t.name: None for t in tables}
+        if reader.name == "simulator":
+            days = simulator_days({t.name: load_state(lake, t) for t in tables})
+        # one batch id for the run's tables (bumped per table if a table's last batch is newer)
+        batch_moment = options.now().astimezone(UTC)
+        for table in tables:
+            if reader.name == "simulator" and days[table.name] is None:
+                log.info("%s: already captured for this simulated day", table.qualified_name)
+                continue
+            record = capture_events(lake, table, reader, Path(tmp), batch_moment, days[table.name])
+            log.info(
+                "%s: %d new event(s)%s, %d in the lake, batch %s, %.2fs%s",
+                table.qualified_name,
+                record.inserts,
+                f" for day {record.day}" if record.day is not None else "",
+                record.snapshot_rows,
+                record.capture_id,
+                record.seconds,
+                " (recovered)" if record.recovered else "",
+            )
+            records.append(record)
+    return records
