@@ -1,0 +1,186 @@
+{#-
+    The Bronze model of one declared source table: its current state, merged from the lake's CDC files.
+
+    - Reads the table's full-load and cdc files. An incremental run reads only files not yet merged: the set of
+      merged files is recorded in `bronze_processed_files` (the checkpoint) by this model's post-hook, in the
+      same transaction as the merge, from the batch this compiled SQL read (the `lago_mago.bronze_batch` comment).
+    - Keeps the latest change per primary key by (_cdc_timestamp, _cdc_sequence, _source_file).
+    - Incrementally, emits only changes newer than the Bronze row: 'D' rows for keys to delete, I/U rows to
+      upsert (see the cdc_merge strategy). A change older than the Bronze row is ignored; replaying a file
+      changes nothing.
+    - A batch that holds a change not newer than everything merged before (a late or replayed file) is decided
+      on the whole history of its keys, so a late update never resurrects a row deleted by a newer change.
+    - A first build or --full-refresh reads every file and keeps the latest non-deleted change per key.
+
+    Usage, in models/bronze/<source>/bronze_<source>__<table>.sql:  {{ lago_mago.bronze_cdc('loyalty', 'clientes') }}
+-#}
+{% macro bronze_cdc(source_name, table_name) %}
+    {{- config(post_hook=["{{ lago_mago.bronze_record_batch('" ~ source_name ~ "', '" ~ table_name ~ "') }}"]) -}}
+
+    {%- if not execute -%}
+        {#- parsing: declare the lineage; the SQL is built at execution, when the declaration is known #}
+        -- depends_on: {{ ref('bronze_processed_files') }}
+        select * from {{ source(source_name, table_name) }}
+    {%- else -%}
+        {{ lago_mago.bronze_cdc_sql(source_name, table_name) }}
+    {%- endif -%}
+{% endmacro %}
+
+
+{% macro bronze_cdc_sql(source_name, table_name) %}
+    {%- set unit_test = model.resource_type == 'unit_test' -%}
+    {%- if unit_test -%}
+        {%- set declaration = unit_test_declaration() -%}
+    {%- else -%}
+        {%- set declaration = lago_mago.source_declaration(source_name, table_name) -%}
+    {%- endif -%}
+    {%- set key = lago_mago.declared_primary_key(declaration) -%}
+    {%- set convention = lago_mago.cdc_convention(declaration) -%}
+    {%- set columns = declaration.columns.values() | list -%}
+    {%- set incremental = is_incremental() -%}
+
+    {%- if unit_test -%}
+        {#- unit tests: every row of the source fixture is the new batch -#}
+        {%- set batch = {'kind': 'unit_test', 'files': []} -%}
+        {%- set batch_reader = source(source_name, table_name) -%}
+        {%- set history_reader = none -%}
+    {%- else -%}
+        {%- set files = lago_mago.list_lake_files(source_name, table_name) -%}
+        {%- set merged = lago_mago.bronze_merged_files(this) if incremental else {'files': []} -%}
+        {%- set new_files = files | reject('in', merged.files) | list -%}
+        {%- set batch = {'kind': 'increment' if incremental else 'rebuild', 'files': new_files} -%}
+        {%- set batch_reader = lago_mago.read_lake_files(new_files) if new_files else none -%}
+        {%- set history_reader = none -%}
+        {%- if new_files and merged.files
+              and lago_mago.bronze_batch_is_late(batch_reader, convention, merged) -%}
+            {%- set history_reader = lago_mago.read_lake_files(merged.files | select('in', files) | list) -%}
+        {%- endif -%}
+    {%- endif %}
+
+/* lago_mago.bronze_batch: {{ tojson(batch) }} */
+with
+
+batch_changes as (
+    {%- if batch_reader is none %}
+    -- no new file in the lake: an empty batch
+    {{ lago_mago.bronze_empty_changes(columns) }}
+    {%- else %}
+    {{ lago_mago.bronze_changes(batch_reader, columns, convention) }}
+    {%- endif %}
+),
+
+{%- if history_reader is not none %}
+
+history_changes as (
+    -- a late or replayed file: the earlier changes of its keys decide together with it
+    select history.*
+    from ({{ lago_mago.bronze_changes(history_reader, columns, convention) }}) as history
+    where exists (
+        select 1 from batch_changes
+        where {% for column in key %}batch_changes.{{ adapter.quote(column) }} = history.{{ adapter.quote(column) }}
+            {{- ' and ' if not loop.last }}{% endfor %}
+    )
+),
+{%- endif %}
+
+changes as (
+    select * from batch_changes
+    {%- if history_reader is not none %}
+    union all
+    select * from history_changes
+    {%- endif %}
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
+            order by _cdc_timestamp desc, _cdc_sequence desc, _source_file desc
+        ) as _change_rank
+    from changes
+    where _cdc_operation is not null
+),
+
+latest as (
+    select * from ranked
+    where _change_rank = 1
+),
+
+{%- if incremental %}
+
+current_rows as (
+    select
+        {%- for column in key %}
+        {{ adapter.quote(column) }},
+        {%- endfor %}
+        _cdc_timestamp,
+        _cdc_sequence
+    from {{ this }}
+),
+
+applicable as (
+    -- insert when absent; update or delete when newer than the Bronze row; ignore anything older
+    select latest.*
+    from latest
+    left join current_rows
+        on {% for column in key %}latest.{{ adapter.quote(column) }} = current_rows.{{ adapter.quote(column) }}
+            {{- ' and ' if not loop.last }}{% endfor %}
+    where
+        (current_rows._cdc_timestamp is null and latest._cdc_operation <> 'D')
+        or latest._cdc_timestamp > current_rows._cdc_timestamp
+        or (
+            latest._cdc_timestamp = current_rows._cdc_timestamp
+            and latest._cdc_sequence > current_rows._cdc_sequence
+        )
+),
+{%- else %}
+
+applicable as (
+    select * from latest
+    where _cdc_operation <> 'D'
+),
+{%- endif %}
+
+final as (
+    select
+        {%- for column in columns %}
+        {{ adapter.quote(column.name) }},
+        {%- endfor %}
+        _cdc_operation,
+        _cdc_timestamp,
+        _cdc_sequence,
+        _source_file,
+        {{ dbt.current_timestamp() }} as _loaded_at
+    from applicable
+)
+
+select * from final
+{%- endmacro %}
+
+
+{#- A change file's rows in the native convention, with the declared columns cast to their declared types. -#}
+{% macro bronze_changes(relation, columns, convention) -%}
+    select
+        {{ convention.operation }} as _cdc_operation,
+        {{ convention.timestamp }} as _cdc_timestamp,
+        {{ convention.sequence }} as _cdc_sequence,
+        {%- for column in columns %}
+        cast({{ adapter.quote(column.name) }} as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+        {%- endfor %}
+        cast(filename as {{ dbt.type_string() }}) as _source_file
+    from {{ relation }}
+{%- endmacro %}
+
+
+{% macro bronze_empty_changes(columns) -%}
+    select
+        cast(null as {{ dbt.type_string() }}) as _cdc_operation,
+        {{ lago_mago.cast_to_timestamp_tz('null') }} as _cdc_timestamp,
+        cast(null as {{ dbt.type_bigint() }}) as _cdc_sequence,
+        {%- for column in columns %}
+        cast(null as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+        {%- endfor %}
+        cast(null as {{ dbt.type_string() }}) as _source_file
+    where 1 = 0
+{%- endmacro %}

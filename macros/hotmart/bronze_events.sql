@@ -1,0 +1,157 @@
+{#-
+    The Bronze model of one table of an events source (`meta.capture: events`, e.g. hotmart): every distinct
+    event that arrived, once.
+
+    - Reads the table's files `<LAKE_URI>/raw/<source>/events/<table>/<table>_<batch>.parquet`. An incremental
+      run reads only files not yet loaded (the `_source_file` values Bronze holds); re-reading a file is harmless.
+    - An event is identified by its declared columns (`_event_id`, a hash of them): an identical event re-sent
+      later is the same event, and Bronze keeps its first arrival (smallest `_ingested_at`, then `_batch_id`,
+      then file). A copy that arrives earlier than the one held replaces it (delete+insert on `_event_id`), so an
+      incremental run and a `--full-refresh` hold the same rows.
+    - Nothing is updated or deleted otherwise: which state of a purchase wins is decided downstream, per day.
+
+    Usage, in models/bronze/<source>/bronze_<source>__<table>.sql:  {{ lago_mago.bronze_events('hotmart', 'purchase') }}
+-#}
+{% macro bronze_events(source_name, table_name) %}
+    {{- config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='_event_id',
+        on_schema_change='append_new_columns',
+    ) -}}
+
+    {%- if not execute -%}
+        {#- parsing: declare the lineage; the SQL is built at execution, when the declaration is known #}
+        select * from {{ source(source_name, table_name) }}
+    {%- else -%}
+        {{ lago_mago.bronze_events_sql(source_name, table_name) }}
+    {%- endif -%}
+{% endmacro %}
+
+
+{% macro bronze_events_sql(source_name, table_name) %}
+    {%- if model.resource_type == 'unit_test' -%}
+        {#- unit tests run without the dbt graph: the test overrides unit_test_declaration (macros/bronze) -#}
+        {%- set declaration = unit_test_declaration() -%}
+    {%- else -%}
+        {%- set declaration = lago_mago.source_declaration(source_name, table_name) -%}
+    {%- endif -%}
+    {%- set columns = declaration.columns.values() | list -%}
+    {%- set incremental = is_incremental() -%}
+
+    {%- if model.resource_type == 'unit_test' -%}
+        {%- set reader = source(source_name, table_name) -%}
+    {%- else -%}
+        {%- set files = lago_mago.list_event_files(source_name, table_name) -%}
+        {%- if incremental -%}
+            {%- set loaded_sql -%}
+                select distinct _source_file from {{ this }}
+            {%- endset -%}
+            {%- set loaded = run_query(loaded_sql).columns[0].values() | list -%}
+            {%- set files = files | reject('in', loaded) | list -%}
+        {%- endif -%}
+        {%- set reader = lago_mago.read_lake_files(files) if files else none -%}
+    {%- endif %}
+
+with
+
+source as (
+    {%- if reader is none %}
+    -- no new file in the lake: an empty batch with the declared types
+    select
+        {{ lago_mago.cast_to_timestamp_tz('null') }} as _ingested_at,
+        cast(null as {{ dbt.type_string() }}) as _batch_id,
+        {%- for column in columns %}
+        cast(null as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+        {%- endfor %}
+        cast(null as {{ dbt.type_string() }}) as _source_file
+    where 1 = 0
+    {%- else %}
+    select
+        {{ lago_mago.cast_to_timestamp_tz('_ingested_at') }} as _ingested_at,
+        cast(_batch_id as {{ dbt.type_string() }}) as _batch_id,
+        {%- for column in columns %}
+        cast({{ adapter.quote(column.name) }} as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+        {%- endfor %}
+        {%- if model.resource_type == 'unit_test' %}
+        cast('unit_test' as {{ dbt.type_string() }}) as _source_file
+        {%- else %}
+        cast(filename as {{ dbt.type_string() }}) as _source_file
+        {%- endif %}
+    from {{ reader }}
+    {%- endif %}
+),
+
+identified as (
+    select
+        {{ lago_mago.event_fingerprint(columns | map(attribute='name') | list) }} as _event_id,
+        *
+    from source
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by _event_id
+            order by _ingested_at, _batch_id, _source_file
+        ) as arrival_rank
+    from identified
+),
+
+deduplicated as (
+    select * from ranked
+    where arrival_rank = 1
+),
+
+final as (
+    select
+        _event_id,
+        _ingested_at,
+        _batch_id,
+        {%- for column in columns %}
+        {{ adapter.quote(column.name) }},
+        {%- endfor %}
+        _source_file,
+        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
+    from deduplicated
+    {%- if incremental %}
+    where not exists (
+        select 1 from {{ this }} as loaded
+        where
+            loaded._event_id = deduplicated._event_id
+            and loaded._ingested_at <= deduplicated._ingested_at
+    )
+    {%- endif %}
+)
+
+select * from final
+{% endmacro %}
+
+
+{#- An event's identity: a hash of its declared columns, NULL-safe (NULL differs from any text). -#}
+{% macro event_fingerprint(column_names) %}
+    {{ return(adapter.dispatch('event_fingerprint', 'lago_mago')(column_names)) }}
+{% endmacro %}
+
+{% macro default__event_fingerprint(column_names) -%}
+    md5(concat_ws(
+        '|',
+        {%- for name in column_names %}
+        coalesce(cast({{ adapter.quote(name) }} as {{ dbt.type_string() }}) || '.', '~'){{ ',' if not loop.last }}
+        {%- endfor %}
+    ))
+{%- endmacro %}
+
+
+{#- Every events file of a table, sorted by name (= batch time); an absent folder is no file. -#}
+{% macro list_event_files(source_name, table_name) %}
+    {{ return(adapter.dispatch('list_event_files', 'lago_mago')(source_name, table_name)) }}
+{% endmacro %}
+
+{% macro duckdb__list_event_files(source_name, table_name) %}
+    {%- set pattern = lago_mago.lake_uri() ~ '/raw/' ~ source_name ~ '/events/' ~ table_name ~ '/'
+        ~ table_name ~ '_*.parquet' -%}
+    {%- set files = run_query("select file from glob(" ~ dbt.string_literal(pattern) ~ ")").columns[0].values() -%}
+    {{ return(files | list | sort) }}
+{% endmacro %}

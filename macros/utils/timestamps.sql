@@ -1,0 +1,38 @@
+{#- Engine differences for timestamps. The warehouse session runs in UTC (profiles.yml). -#}
+
+{% macro cast_to_timestamp_tz(expression) %}
+    {{ return(adapter.dispatch('cast_to_timestamp_tz', 'lago_mago')(expression)) }}
+{% endmacro %}
+
+{% macro default__cast_to_timestamp_tz(expression) -%}
+    cast({{ expression }} as timestamp with time zone)
+{%- endmacro %}
+
+
+{% macro epoch_ms_to_timestamp(expression) %}
+    {{ return(adapter.dispatch('epoch_ms_to_timestamp', 'lago_mago')(expression)) }}
+{% endmacro %}
+
+{% macro default__epoch_ms_to_timestamp(expression) -%}
+    epoch_ms(cast({{ expression }} as {{ dbt.type_bigint() }}))
+{%- endmacro %}
+
+
+{#- Source text timestamps look like `2025-01-31 23:59:59.123` (UTC); anything unparseable becomes NULL. -#}
+{% macro parse_source_timestamp(expression) %}
+    {{ return(adapter.dispatch('parse_source_timestamp', 'lago_mago')(expression)) }}
+{% endmacro %}
+
+{% macro default__parse_source_timestamp(expression) -%}
+    try_cast(nullif(trim({{ expression }}), '') as timestamp)
+{%- endmacro %}
+
+
+{#- Whole days from start_date to end_date (dates). -#}
+{% macro days_between(start_date, end_date) %}
+    {{ return(adapter.dispatch('days_between', 'lago_mago')(start_date, end_date)) }}
+{% endmacro %}
+
+{% macro default__days_between(start_date, end_date) -%}
+    date_diff('day', {{ start_date }}, {{ end_date }})
+{%- endmacro %}

@@ -1,0 +1,1 @@
+{{ lago_mago.bronze_events('hotmart', 'purchase_extra_info') }}

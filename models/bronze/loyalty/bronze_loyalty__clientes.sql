@@ -1,0 +1,1 @@
+{{ lago_mago.bronze_cdc('loyalty', 'clientes') }}

@@ -1,0 +1,78 @@
+{#-
+    Churn per customer as of the last day with transactions: recency, frequency and points over the latest
+    28-day window and the one before it. Churned = has transacted, but not in the latest window.
+-#}
+{%- set window_days = var('churn_window_days') -%}
+
+with
+
+customers as (
+    select * from {{ ref('silver_loyalty__customers') }}
+),
+
+transactions as (
+    select * from {{ ref('silver_loyalty__transactions') }}
+),
+
+reference as (
+    select max(transaction_date) as reference_date
+    from transactions
+),
+
+windowed as (
+    select
+        transactions.customer_id,
+        transactions.transaction_date,
+        case when transactions.points > 0 then transactions.points else 0 end as points_earned,
+        case when transactions.points < 0 then -transactions.points else 0 end as points_spent,
+        {{ lago_mago.days_between('transactions.transaction_date', 'reference.reference_date') }} as days_ago
+    from transactions
+    cross join reference
+),
+
+per_customer as (
+    select
+        customer_id,
+        min(transaction_date) as first_transaction_date,
+        max(transaction_date) as last_transaction_date,
+        count(distinct case when days_ago < {{ window_days }} then transaction_date end)
+            as active_days_current_window,
+        count(
+            distinct case
+                when days_ago >= {{ window_days }} and days_ago < {{ 2 * window_days }} then transaction_date
+            end
+        ) as active_days_previous_window,
+        count(case when days_ago < {{ window_days }} then 1 end) as transactions_current_window,
+        cast(sum(case when days_ago < {{ window_days }} then points_earned else 0 end) as {{ dbt.type_bigint() }})
+            as points_earned_current_window,
+        cast(sum(case when days_ago < {{ window_days }} then points_spent else 0 end) as {{ dbt.type_bigint() }})
+            as points_spent_current_window
+    from windowed
+    group by customer_id
+),
+
+final as (
+    select
+        customers.customer_id,
+        reference.reference_date,
+        per_customer.first_transaction_date,
+        per_customer.last_transaction_date,
+        {{ lago_mago.days_between('per_customer.last_transaction_date', 'reference.reference_date') }} as recency_days,
+        coalesce(per_customer.active_days_current_window, 0) as active_days_current_window,
+        coalesce(per_customer.active_days_previous_window, 0) as active_days_previous_window,
+        coalesce(per_customer.transactions_current_window, 0) as transactions_current_window,
+        coalesce(per_customer.points_earned_current_window, 0) as points_earned_current_window,
+        coalesce(per_customer.points_spent_current_window, 0) as points_spent_current_window,
+        coalesce(
+            per_customer.last_transaction_date is not null
+            and {{ lago_mago.days_between('per_customer.last_transaction_date', 'reference.reference_date') }}
+            >= {{ window_days }},
+            false
+        ) as is_churned
+    from customers
+    cross join reference
+    left join per_customer
+        on customers.customer_id = per_customer.customer_id
+)
+
+select * from final

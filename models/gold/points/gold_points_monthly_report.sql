@@ -1,0 +1,47 @@
+with
+
+transactions as (
+    select * from {{ ref('silver_loyalty__transactions') }}
+),
+
+customers as (
+    select * from {{ ref('silver_loyalty__customers') }}
+),
+
+monthly_activity as (
+    select
+        cast({{ dbt.date_trunc('month', 'transaction_date') }} as date) as month_start_date,
+        count(*) as transactions,
+        count(distinct customer_id) as active_customers,
+        count(distinct case when source_system = 'twitch' then customer_id end) as active_customers_twitch,
+        cast(sum(case when points > 0 then points else 0 end) as {{ dbt.type_bigint() }}) as points_earned,
+        cast(sum(case when points < 0 then -points else 0 end) as {{ dbt.type_bigint() }}) as points_spent
+    from transactions
+    group by 1
+),
+
+monthly_signups as (
+    select
+        cast({{ dbt.date_trunc('month', 'created_at') }} as date) as month_start_date,
+        count(*) as new_customers
+    from customers
+    group by 1
+),
+
+final as (
+    select
+        monthly_activity.month_start_date,
+        monthly_activity.transactions,
+        monthly_activity.active_customers,
+        monthly_activity.active_customers_twitch,
+        coalesce(monthly_signups.new_customers, 0) as new_customers,
+        monthly_activity.points_earned,
+        monthly_activity.points_spent,
+        monthly_activity.points_earned - monthly_activity.points_spent as points_net,
+        round(monthly_activity.transactions / monthly_activity.active_customers, 2) as transactions_per_active_customer
+    from monthly_activity
+    left join monthly_signups
+        on monthly_activity.month_start_date = monthly_signups.month_start_date
+)
+
+select * from final

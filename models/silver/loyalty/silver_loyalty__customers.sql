@@ -1,0 +1,58 @@
+{{
+    config(
+        unique_key='customer_id',
+        post_hook="{{ lago_mago.delete_rows_missing_upstream(ref('bronze_loyalty__clientes'), 'customer_id', 'trim(upstream.idCliente)') }}",
+    )
+}}
+
+with
+
+source as (
+    select * from {{ ref('bronze_loyalty__clientes') }}
+    {%- if is_incremental() %}
+    where {{ lago_mago.loaded_since_last_run() }}
+    {%- endif %}
+),
+
+renamed as (
+    select
+        -- ids
+        {{ lago_mago.clean_text('idCliente') }} as customer_id,
+
+        -- numerics
+        cast(qtdePontos as {{ dbt.type_bigint() }}) as points_balance,
+
+        -- booleans
+        {{ lago_mago.flag_to_boolean('flEmail') }} as has_email,
+        {{ lago_mago.flag_to_boolean('flTwitch') }} as has_twitch,
+        {{ lago_mago.flag_to_boolean('flYouTube') }} as has_youtube,
+        {{ lago_mago.flag_to_boolean('flBlueSky') }} as has_bluesky,
+        {{ lago_mago.flag_to_boolean('flInstagram') }} as has_instagram,
+
+        -- timestamps
+        {{ lago_mago.parse_source_timestamp('DtCriacao') }} as created_at,
+        {{ lago_mago.parse_source_timestamp('DtAtualizacao') }} as updated_at,
+
+        -- lineage
+        _cdc_timestamp,
+        _loaded_at
+    from source
+),
+
+final as (
+    select
+        customer_id,
+        points_balance,
+        has_email,
+        has_twitch,
+        has_youtube,
+        has_bluesky,
+        has_instagram,
+        created_at,
+        updated_at,
+        _cdc_timestamp,
+        _loaded_at
+    from renamed
+)
+
+select * from final

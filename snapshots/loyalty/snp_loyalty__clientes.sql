@@ -1,0 +1,5 @@
+{% snapshot snp_loyalty__clientes %}
+
+select * from {{ ref('bronze_loyalty__clientes') }}
+
+{% endsnapshot %}

@@ -1,0 +1,5 @@
+{% snapshot snp_loyalty__transacao_produto %}
+
+select * from {{ ref('bronze_loyalty__transacao_produto') }}
+
+{% endsnapshot %}

@@ -1,0 +1,5 @@
+{% snapshot snp_loyalty__transacoes %}
+
+select * from {{ ref('bronze_loyalty__transacoes') }}
+
+{% endsnapshot %}

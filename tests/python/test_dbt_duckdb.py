@@ -1,0 +1,274 @@
+"""End to end on DuckDB: simulator captures → `dbt build --target dev` → assertions on the warehouse.
+
+Every test writes its own lake and DuckDB file under tmp_path and gives dbt its own target and log folders,
+so tests can run in parallel. The expected state of a table on a simulated day comes from the simulator itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ingestion.catalog import Table, load_catalog
+from ingestion.readers.base import CaptureContext
+from ingestion.readers.simulator import SimulatorReader
+
+REPO = Path(__file__).resolve().parents[2]
+DBT = str(Path(sys.executable).parent / "dbt")
+SOURCE = "loyalty"
+SCALE = 20_000  # large enough that the simulator deletes a few customers every day
+SEED = 42
+# the loyalty lineage only, for the tests that do not need the whole project
+LOYALTY = ("--select", f"source:{SOURCE}+", "bronze_processed_files")
+
+pytestmark = pytest.mark.dbt
+
+TABLES: dict[str, Table] = load_catalog().source(SOURCE).tables
+
+
+@dataclass
+class Project:
+    """One lake + one warehouse + one dbt target folder, and the commands that act on them."""
+
+    root: Path
+    lake: str
+    extra_env: dict[str, str]
+
+    @property
+    def database(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env, "LAKE_URI": self.lake, "DUCKDB_PATH": str(self.database)}
+        env.pop("DBT_PROFILES_DIR", None)  # the repo root's profiles.yml is the one under test
+        return env
+
+    def ingest(self, lake: str | None = None) -> None:
+        command = [sys.executable, "-m", "ingestion", "run", "--lake", lake or self.lake]
+        command += ["--scale", str(SCALE), "--seed", str(SEED)]
+        result = subprocess.run(command, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    def dbt(self, *args: str) -> str:
+        command = [DBT, *args, "--project-dir", str(REPO), "--target-path", str(self.root / "target")]
+        command += ["--log-path", str(self.root / "logs")]
+        result = subprocess.run(command, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout[-6000:]
+        return result.stdout
+
+    def build(self, *args: str) -> str:
+        return self.dbt("build", "--target", "dev", *args)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.database), read_only=True)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return Project(tmp_path, str(tmp_path / "lake"), {})
+
+
+@pytest.fixture(scope="module")
+def simulator_states(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, int], Path]]:
+    """The simulator's snapshot of (table, day), as a Parquet file, computed on demand."""
+    folder = tmp_path_factory.mktemp("simulator")
+    reader = SimulatorReader(scale=SCALE, seed=SEED)
+
+    class States(dict[tuple[str, int], Path]):
+        def __missing__(self, key: tuple[str, int]) -> Path:
+            table, day = key
+            workdir = folder / f"{table}_{day}"
+            workdir.mkdir()
+            path = reader.read(TABLES[table], CaptureContext(workdir, day))
+            self[key] = path
+            return path
+
+    yield States()
+
+
+def source_columns(table: str) -> str:
+    return ", ".join(f'"{name}"' for name in TABLES[table].column_names)
+
+
+def assert_bronze_equals(con: duckdb.DuckDBPyConnection, table: str, state: Path) -> None:
+    columns = source_columns(table)
+    bronze = f"bronze.bronze_{SOURCE}__{table}"
+    expected = f"read_parquet('{state}')"
+    counts = con.execute(
+        f"""
+        select
+            (select count(*) from (select {columns} from {expected} except all select {columns} from {bronze})),
+            (select count(*) from (select {columns} from {bronze} except all select {columns} from {expected})),
+            (select count(*) from {bronze})
+        """
+    ).fetchone()
+    assert counts is not None and counts[:2] == (0, 0), f"{table}: rows missing, extra, in bronze: {counts}"
+
+
+def warehouse_rows(con: duckdb.DuckDBPyConnection, relation: str, exclude: tuple[str, ...] = ()) -> list[tuple]:
+    described = con.execute(f"select * from {relation} limit 0").description
+    columns = [d[0] for d in described if d[0] not in exclude]
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    return sorted(con.execute(f"select {quoted} from {relation}").fetchall(), key=repr)
+
+
+def test_captures_build_bronze_history_silver_and_gold(project: Project, simulator_states: dict) -> None:
+    days = 4
+    for day in range(days):
+        project.ingest()
+        project.build()
+        with project.connect() as con:
+            for table in TABLES:
+                assert_bronze_equals(con, table, simulator_states[table, day])
+
+    with project.connect() as con:
+        deletes = con.execute(
+            f"select count(*) from read_parquet('{project.lake}/raw/{SOURCE}/cdc/clientes/*.parquet') "
+            "where _cdc_operation = 'D'"
+        ).fetchone()
+        assert deletes is not None and deletes[0] > 0, "the scenario must delete customers"
+
+        # Each snapshot's versions are the sequence of captured states of each key.
+        for table in TABLES:
+            assert_snapshot_matches_states(con, table, [simulator_states[table, d] for d in range(days)])
+
+        # Silver follows Bronze, deletes included; Gold reconciles with Silver (also a dbt test).
+        for table, silver in [("clientes", "customers"), ("produtos", "products"), ("transacoes", "transactions")]:
+            bronze_count = con.execute(f"select count(*) from bronze.bronze_{SOURCE}__{table}").fetchone()
+            assert con.execute(f"select count(*) from silver.silver_{SOURCE}__{silver}").fetchone() == bronze_count
+        before = {
+            relation: warehouse_rows(con, relation, exclude=("_loaded_at", "source_loaded_at"))
+            for relation in [f"bronze.bronze_{SOURCE}__{t}" for t in TABLES]
+            + ["silver.silver_loyalty__customers", "gold.gold_points_daily_cube", "gold.gold_customer_churn"]
+        }
+
+    # --full-refresh rebuilds identical tables from the same files.
+    project.build("--full-refresh", "--exclude", "resource_type:snapshot")
+    with project.connect() as con:
+        for relation, rows in before.items():
+            assert warehouse_rows(con, relation, exclude=("_loaded_at", "source_loaded_at")) == rows, relation
+
+
+def assert_snapshot_matches_states(con: duckdb.DuckDBPyConnection, table: str, states: list[Path]) -> None:
+    columns = TABLES[table].column_names
+    key = TABLES[table].primary_key
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    expected: dict[tuple, list[tuple]] = {}
+    present_at_end: set[tuple] = set()
+    previous: dict[tuple, tuple] = {}
+    for day, state in enumerate(states):
+        rows = con.execute(f"select {quoted} from read_parquet('{state}')").fetchall()
+        current = {tuple(row[columns.index(k)] for k in key): row for row in rows}
+        for row_key, row in current.items():
+            if previous.get(row_key) != row:
+                expected.setdefault(row_key, []).append(row)
+        previous = current
+        if day == len(states) - 1:
+            present_at_end = set(current)
+
+    snapshot = f"snapshots.snp_{SOURCE}__{table}"
+    actual: dict[tuple, list[tuple]] = {}
+    for row in con.execute(
+        f"select {quoted} from {snapshot} where dbt_is_deleted = 'False' order by dbt_valid_from"
+    ).fetchall():
+        actual.setdefault(tuple(row[columns.index(k)] for k in key), []).append(row)
+    assert actual == expected, f"{table}: snapshot versions differ from the captured states"
+
+    deleted = {
+        tuple(row)
+        for row in con.execute(
+            f"select {', '.join(chr(34) + k + chr(34) for k in key)} from {snapshot} where dbt_is_deleted = 'True'"
+        ).fetchall()
+    }
+    assert deleted == set(expected) - present_at_end, f"{table}: deletion records differ"
+
+
+def test_late_and_replayed_files(project: Project, tmp_path: Path, simulator_states: dict) -> None:
+    """Files delivered out of order, and a file delivered twice, leave Bronze equal to the latest state."""
+    staging = tmp_path / "staging-lake"
+    for _ in range(4):  # day 0 (full load) and the change files of days 1, 2, 3
+        project.ingest(str(staging))
+
+    def files(kind: str, table: str) -> list[Path]:
+        return sorted((staging / "raw" / SOURCE / kind / table).glob("*.parquet"))
+
+    def deliver(path: Path, name: str | None = None) -> None:
+        target = Path(project.lake) / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target.with_name(name) if name else target)
+
+    late: dict[str, list[Path]] = {}
+    for table in TABLES:
+        deliver(files("full-load", table)[0])
+        changes = files("cdc", table)  # a day without changes has no file
+        for path in changes[:1] + changes[-1:]:
+            deliver(path)
+        late[table] = changes[1:-1]
+    project.build()
+
+    for table in TABLES:
+        for path in late[table]:
+            deliver(path)  # late: older than the newest change already merged
+        first = files("cdc", table)[0]
+        deliver(first, name=f"{table}_29991231_235959_999999.parquet")  # replayed under a new name
+        deliver(first)  # replayed under its own name: already merged, never read again
+    project.build(*LOYALTY)
+
+    with project.connect() as con:
+        for table in TABLES:
+            assert_bronze_equals(con, table, simulator_states[table, 3])
+        merged = con.execute(
+            "select count(*) from bronze.bronze_processed_files where model_name = 'bronze_loyalty__clientes'"
+        ).fetchone()
+        assert merged == (5,)  # full load, days 1-3 and the renamed replay
+
+    # Nothing new: a build changes nothing.
+    with project.connect() as con:
+        before = warehouse_rows(con, "bronze.bronze_loyalty__clientes")
+    project.build("--select", "bronze_loyalty__clientes")
+    with project.connect() as con:
+        assert warehouse_rows(con, "bronze.bronze_loyalty__clientes") == before
+
+
+def test_backfill_rewrites_only_the_given_dates(project: Project) -> None:
+    project.ingest()
+    project.build(*LOYALTY)
+    cube = "gold.gold_points_daily_cube"
+    with duckdb.connect(str(project.database)) as con:
+        first, second = con.execute(f"select distinct transaction_date from {cube} order by 1 limit 2").fetchall()
+        con.execute(f"update {cube} set transactions = -1 where transaction_date in (?, ?)", [first[0], second[0]])
+
+    day = first[0].isoformat()
+    project.dbt(
+        "run",
+        "--target",
+        "dev",
+        "--select",
+        "gold_points_daily_cube",
+        "--vars",
+        f"{{backfill_start_date: '{day}', backfill_end_date: '{day}'}}",
+    )
+    with project.connect() as con:
+        rewritten = con.execute(f"select min(transactions) from {cube} where transaction_date = ?", [first[0]])
+        assert rewritten.fetchone()[0] > 0
+        untouched = con.execute(f"select max(transactions) from {cube} where transaction_date = ?", [second[0]])
+        assert untouched.fetchone() == (-1,)
+
+
+@pytest.mark.s3
+def test_an_s3_lake(tmp_path: Path, s3_lake_env: str, simulator_states: dict) -> None:
+    project = Project(tmp_path, s3_lake_env, {})
+    for _ in range(2):
+        project.ingest()
+        project.build(*LOYALTY)
+    with project.connect() as con:
+        for table in TABLES:
+            assert_bronze_equals(con, table, simulator_states[table, 1])

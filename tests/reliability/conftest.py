@@ -1,0 +1,98 @@
+"""Reliability suite: the SeaweedFS fixtures of tests/python, and the report every scenario adds a line to.
+
+Each scenario records what it measured (runs, rows expected, rows lost, rows duplicated); the outcome comes
+from pytest itself. At the end of the session the table is printed and written to tests/reliability/report.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+from reliability_support import (
+    History,
+    LocalView,
+    Recorder,
+    ReliabilityReport,
+    ReportLine,
+    change_rows,
+    csv_args,
+    ingest,
+    write_history,
+)
+
+_HERE = Path(__file__).resolve().parent
+_PYTHON_TESTS = _HERE.parent / "python"
+REPORT_PATH = _HERE / "report.md"
+
+# The real S3 server and its fixtures live in tests/python (s3server.py, conftest.py); reuse them as they are.
+if str(_PYTHON_TESTS) not in sys.path:
+    sys.path.insert(0, str(_PYTHON_TESTS))
+_spec = importlib.util.spec_from_file_location("lago_python_test_fixtures", _PYTHON_TESTS / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+_python_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_python_fixtures)
+
+seaweedfs = _python_fixtures.seaweedfs
+s3_lake_env = _python_fixtures.s3_lake_env
+
+
+@pytest.fixture(scope="session")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    base = tmp_path_factory.mktemp("history")
+    folders = write_history(base / "source", versions=3)
+    twin = base / "twin"
+    for folder in folders:
+        result = ingest(twin, *csv_args(folder))
+        assert result.returncode == 0, result.stderr
+    rows = change_rows(LocalView(twin))
+    assert {row[2] for row in rows} == {"I", "U", "D"}
+    return History(folders, rows)
+
+
+_REPORT_KEY = pytest.StashKey[ReliabilityReport]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_REPORT_KEY] = ReliabilityReport()
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Recorder:
+    return Recorder(request.config.stash[_REPORT_KEY], request.node.nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport]:
+    result: pytest.TestReport = yield
+    outcomes = item.config.stash[_REPORT_KEY].outcomes
+    if hasattr(result, "wasxfail"):
+        outcomes[item.nodeid] = "xfail: known bug" if result.skipped else "XPASS (bug fixed? remove the xfail)"
+    elif result.failed:
+        outcomes[item.nodeid] = f"FAILED in {result.when}"
+        report = item.config.stash[_REPORT_KEY]
+        if _HERE in item.path.parents and not any(line.nodeid == item.nodeid for line in report.lines):
+            # a scenario that failed before recording what it measured still gets its line
+            report.lines.append(ReportLine(item.nodeid, item.name, 0, 0, 0, 0, "see the failure above"))
+    elif result.skipped and item.nodeid not in outcomes:
+        outcomes[item.nodeid] = "skipped"
+    elif result.when == "call" and result.passed:
+        outcomes[item.nodeid] = "ok"
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    report = config.stash.get(_REPORT_KEY, None)
+    if report is None or not report.lines:
+        return
+    table = report.table()
+    REPORT_PATH.write_text(
+        "# Reliability report\n\nWritten by `pytest tests/reliability`; one line per scenario.\n\n" + table + "\n",
+        encoding="utf-8",
+    )
+    terminalreporter.section("reliability report")
+    terminalreporter.write_line(table)
+    terminalreporter.write_line(f"(also written to {REPORT_PATH.relative_to(_HERE.parents[1])})")

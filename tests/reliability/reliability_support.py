@@ -1,0 +1,329 @@
+"""What the reliability scenarios share: running the real CLI, reading a lake, comparing change sets.
+
+A lake is read through a `LakeView` (a local folder or an S3 prefix), so every scenario asserts the same things
+on both kinds of lake: the change rows published under `raw/`, that every file there is a whole Parquet file,
+and a fingerprint (every key and the hash of its bytes) to prove that a failed run changed nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT = 120
+
+ChangeRow = tuple[object, ...]
+
+# -- running the CLI ---------------------------------------------------------------------------------------------
+
+
+def ingest(
+    lake: str | Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = RUN_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """`python -m ingestion run --lake LAKE ARGS...` as a user types it; never raises on a non-zero exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_ingest(lake: str | Path, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def csv_args(folder: Path, tables: str = "clientes,produtos") -> list[str]:
+    return ["--from", "csv", "--path", str(folder), "--tables", tables]
+
+
+# -- source histories ----------------------------------------------------------------------------------------------
+
+CLIENTES_HEADER = "idCliente;flEmail;flTwitch;flYouTube;flBlueSky;flInstagram;qtdePontos;DtCriacao;DtAtualizacao"
+PRODUTOS_HEADER = "IdProduto;DescNomeProduto;DescDescricaoProduto;DescCategoriaProduto"
+
+
+def _cliente(rng: random.Random, key: str, version: int) -> str:
+    # flBlueSky is empty for a third of the customers: NULL in both snapshots must never count as a change
+    bluesky = "" if int(key[1:]) % 3 == 0 else str(rng.randint(0, 1))
+    email, twitch, youtube, instagram = (rng.randint(0, 1) for _ in range(4))
+    return (
+        f"{key};{email};{twitch};{youtube};{bluesky};{instagram};{rng.randint(-50, 5000)};"
+        f"2024-01-01 10:00:00.000;2024-02-{1 + version:02d} 10:00:00.000"
+    )
+
+
+def _produto(rng: random.Random, key: int, version: int) -> str:
+    description = "" if key % 4 == 0 else f"Revisão {version} do produto {key}"
+    return f"{key};Produto {key};{description};{rng.choice(['chat', 'rpg', 'present'])}"
+
+
+def write_history(base: Path, versions: int = 4, seed: int = 7, size: int = 40) -> list[Path]:
+    """`versions` snapshot folders of clientes and produtos with inserts, updates, deletes and re-inserts.
+
+    Deterministic for a seed. From one version to the next about a fifth of the rows change, a tenth are deleted
+    (some of them come back later, with other values) and a few are new.
+    """
+    rng = random.Random(seed)
+    alive_c = {f"c{i:04d}": _cliente(rng, f"c{i:04d}", 0) for i in range(size)}
+    alive_p = {i: _produto(rng, i, 0) for i in range(1, size // 4 + 1)}
+    deleted_c: list[str] = []
+    next_c = size
+    folders = []
+    for version in range(versions):
+        if version:
+            for key in list(alive_c):
+                roll = rng.random()
+                if roll < 0.2:
+                    alive_c[key] = _cliente(rng, key, version)
+                elif roll < 0.3:
+                    del alive_c[key]
+                    deleted_c.append(key)
+            for key in rng.sample(deleted_c, k=min(2, len(deleted_c))):
+                if key not in alive_c:
+                    alive_c[key] = _cliente(rng, key, version)
+            for _ in range(3):
+                key = f"c{next_c:04d}"
+                alive_c[key] = _cliente(rng, key, version)
+                next_c += 1
+            for key_p in list(alive_p):
+                if rng.random() < 0.3:
+                    alive_p[key_p] = _produto(rng, key_p, version)
+            alive_p.pop(rng.choice(list(alive_p)))
+            alive_p[max(alive_p) + 1] = _produto(rng, max(alive_p) + 1, version)
+        folder = base / f"v{version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "clientes.csv").write_text(
+            "\n".join([CLIENTES_HEADER, *(alive_c[k] for k in sorted(alive_c))]) + "\n", encoding="utf-8"
+        )
+        (folder / "produtos.csv").write_text(
+            "\n".join([PRODUTOS_HEADER, *(alive_p[k] for k in sorted(alive_p))]) + "\n", encoding="utf-8"
+        )
+        folders.append(folder)
+    return folders
+
+
+# -- reading a lake ------------------------------------------------------------------------------------------------
+
+
+class LakeView(Protocol):
+    """Read-only access to every object of a lake, by key relative to the lake root."""
+
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    def read(self, key: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class LocalView:
+    root: Path
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        if not self.root.is_dir():
+            return []
+        found = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()]
+        return sorted(k for k in found if k.startswith(prefix))
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+@dataclass(frozen=True)
+class S3View:
+    """Reads with the test server's own client, never with the configuration under test."""
+
+    client: Any
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def of(cls, client: Any, uri: str) -> S3View:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        return cls(client, bucket, prefix.strip("/"))
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        found: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            found += [item["Key"][strip:] for item in page.get("Contents", [])]
+        return sorted(found)
+
+    def read(self, key: str) -> bytes | None:
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return body
+
+
+def fingerprint(view: LakeView) -> dict[str, str]:
+    """Every key of the lake and the SHA-256 of its bytes: equal fingerprints mean an unchanged lake."""
+    found = {}
+    for key in view.list_keys():
+        data = view.read(key)
+        if data is not None:
+            found[key] = hashlib.sha256(data).hexdigest()
+    return found
+
+
+def change_rows(view: LakeView) -> Counter[ChangeRow]:
+    """Every published change row as (kind, table, columns...) without `_cdc_timestamp`, which differs per run."""
+    rows: Counter[ChangeRow] = Counter()
+    for key in view.list_keys("raw/"):
+        data = view.read(key)
+        assert data is not None, f"{key} was listed but cannot be read"
+        _, _, kind, table, _ = key.split("/", 4)
+        for row in pq.read_table(io.BytesIO(data)).to_pylist():
+            row.pop("_cdc_timestamp", None)
+            rows[(kind, table, *row.values())] += 1
+    return rows
+
+
+def assert_raw_complete(view: LakeView) -> int:
+    """Every object under raw/ is a whole, readable Parquet file named *.parquet; returns how many there are."""
+    keys = view.list_keys("raw/")
+    for key in keys:
+        assert key.endswith(".parquet"), f"unexpected object under raw/: {key}"
+        data = view.read(key)
+        if data is None:  # listed, then gone: raw/ is write-once, so this is itself a failure
+            raise AssertionError(f"{key} disappeared from raw/")
+        pq.read_table(io.BytesIO(data))
+    return len(keys)
+
+
+@dataclass
+class Comparison:
+    expected: int
+    lost: int
+    duplicated: int
+
+    @property
+    def exact(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0
+
+
+def compare(truth: Counter[ChangeRow], found: Counter[ChangeRow]) -> Comparison:
+    return Comparison(
+        expected=sum(truth.values()),
+        lost=sum((truth - found).values()),
+        duplicated=sum((found - truth).values()),
+    )
+
+
+@dataclass
+class RawObserver:
+    """Reads raw/ over and over while runs go on, failing if it ever sees a file that is not whole Parquet."""
+
+    view: LakeView
+    interval: float = 0.005
+    observations: int = 0
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                assert_raw_complete(self.view)
+                self.observations += 1
+            except AssertionError as exc:
+                self.errors.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - every failure to read is a finding, reported below
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(self.interval)
+
+    @contextmanager
+    def watching(self) -> Iterator[RawObserver]:
+        thread = threading.Thread(target=self._loop, name="raw-observer", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(timeout=30)
+        assert not self.errors, f"a partial or unreadable file was visible under raw/: {self.errors[:3]}"
+
+
+# -- the report ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class History:
+    """Three snapshot folders of clientes and produtos, and the change rows a run that never failed publishes."""
+
+    folders: list[Path]
+    twin: Counter[ChangeRow]
+
+
+@dataclass
+class ReportLine:
+    nodeid: str
+    scenario: str
+    runs: int
+    expected: int
+    lost: int
+    duplicated: int
+    note: str = ""
+
+
+@dataclass
+class ReliabilityReport:
+    lines: list[ReportLine] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> str:
+        header = [
+            "| scenario | runs | rows expected | rows lost | rows duplicated | outcome |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        body = []
+        for line in self.lines:
+            outcome = self.outcomes.get(line.nodeid, "not run")
+            if line.note:
+                outcome = f"{outcome} ({line.note})"
+            body.append(
+                f"| {line.scenario} | {line.runs} | {line.expected} | {line.lost} | {line.duplicated} | {outcome} |"
+            )
+        return "\n".join(header + body)
+
+
+class Recorder:
+    """What a test uses to add its line(s) to the report."""
+
+    def __init__(self, report: ReliabilityReport, nodeid: str) -> None:
+        self._report = report
+        self._nodeid = nodeid
+
+    def record(
+        self, scenario: str, *, runs: int, expected: int = 0, lost: int = 0, duplicated: int = 0, note: str = ""
+    ) -> None:
+        self._report.lines.append(ReportLine(self._nodeid, scenario, runs, expected, lost, duplicated, note))
