@@ -33,7 +33,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"lake root: a folder or s3://bucket/prefix (default: env LAKE_URI, else {DEFAULT_LAKE})",
     )
-    parser.add_argument("--source", default="loyalty", help="declared source system (default: loyalty)")
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="declared source system (default: every source for the simulator and for status, else loyalty)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -150,8 +154,21 @@ def command_run_events(source: Source, args: argparse.Namespace) -> int:
     return 0
 
 
+def _sources(catalog: Catalog, args: argparse.Namespace) -> list[Source]:
+    if args.source is not None:
+        return [catalog.source(args.source)]
+    if getattr(args, "reader", "simulator") == "simulator" and not getattr(args, "tables", None):
+        return list(catalog.sources.values())
+    return [catalog.source("loyalty")]
+
+
 def command_run(catalog: Catalog, args: argparse.Namespace) -> int:
-    source = catalog.source(args.source)
+    for source in _sources(catalog, args):
+        command_run_source(source, args)
+    return 0
+
+
+def command_run_source(source: Source, args: argparse.Namespace) -> int:
     if source.capture == "events":
         return command_run_events(source, args)
     if args.arrival_column is not None:
@@ -193,8 +210,13 @@ def command_schedule(catalog: Catalog, args: argparse.Namespace) -> int:
 
 
 def command_status(catalog: Catalog, args: argparse.Namespace) -> int:
-    source = catalog.source(args.source)
     lake = _lake(args)
+    for source in _sources(catalog, args):
+        _print_status(lake, source)
+    return 0
+
+
+def _print_status(lake: Lake, source: Source) -> None:
     header = (
         f"{'table':<20} {'last capture (UTC)':<28} {'kind':<10} {'files':>6} {'rows':>10} "
         f"{'I':>8} {'U':>8} {'D':>8}  sequence"
@@ -212,7 +234,6 @@ def command_status(catalog: Catalog, args: argparse.Namespace) -> int:
             f"{table.name:<20} {last.capture_id:<28} {last.kind:<10} {files:>6} {last.snapshot_rows:>10} "
             f"{last.inserts:>8} {last.updates:>8} {last.deletes:>8}  {state.last_sequence}"
         )
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
