@@ -1,0 +1,31 @@
+"""The benchmark suite runs end to end at a tiny scale (a smoke test: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_regenerates_table_and_plots_at_tiny_scale(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--scales", "1000,3000", "--repeats", "1", "--suites", "cdc,bronze",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads((out / "results.json").read_text())
+    cases = {(r["suite"], r["case"], r["rows"]) for r in figures["results"]}
+    for rows in (1000, 3000):
+        assert {("cdc", "project", rows), ("cdc", "duckdb_join", rows), ("cdc", "pandas_hash", rows)} <= cases
+        assert {("bronze", "incremental", rows), ("bronze", "full-refresh", rows)} <= cases
+    # every diff found the same changes as the two baselines
+    notes = {(r["rows"], r["note"]) for r in figures["results"] if r["suite"] == "cdc"}
+    assert len(notes) == 2
+    assert "| cdc | project | 1,000 |" in (out / "results.md").read_text()
+    for plot in ("cdc.png", "bronze.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
