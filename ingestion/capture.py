@@ -63,19 +63,18 @@ class RunOptions:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
-def _settle_pending(lake: Lake, table: Table, state: TableState) -> CaptureRecord | None:
-    """Finish or discard the capture a crashed run left behind. Returns the record when it was committed."""
+def settle_pending(lake: Lake, table: Table, state: TableState) -> CaptureRecord | None:
+    """Finish or discard the capture a crashed run left behind. Returns the record when it was committed.
+
+    Shared by snapshot captures and event batches: both stage, record `pending.json`, publish, then commit.
+    """
     pending = load_pending(lake, table)
     if pending is None:
         return None
     last = state.last_capture
     if last is not None and last.capture_id >= pending.capture_id:
-        log.info(
-            "%s: capture %s was already committed; clearing its marker",
-            table.qualified_name,
-            pending.capture_id,
-        )
-        _cleanup(lake, table, state, pending)
+        log.info("%s: capture %s was already committed; clearing its marker", table.qualified_name, pending.capture_id)
+        cleanup(lake, table, state, None)
         return None
     if pending.data_key is not None and not lake.exists(pending.data_key):
         log.warning(
@@ -83,28 +82,31 @@ def _settle_pending(lake: Lake, table: Table, state: TableState) -> CaptureRecor
             table.qualified_name,
             pending.capture_id,
         )
-        lake.delete(pending.snapshot_key)
+        if pending.snapshot_key:
+            lake.delete(pending.snapshot_key)
         clear_pending(lake, table)
         return None
     log.warning("%s: completing interrupted capture %s", table.qualified_name, pending.capture_id)
     previous = state.snapshot_key
     pending.recovered = True
-    _commit(lake, table, state, pending)
-    _cleanup(lake, table, state, pending, previous)
+    commit(lake, table, state, pending)
+    cleanup(lake, table, state, previous)
     return pending
 
 
-def _commit(lake: Lake, table: Table, state: TableState, record: CaptureRecord) -> None:
+def commit(lake: Lake, table: Table, state: TableState, record: CaptureRecord) -> None:
+    """Advance the table's state past `record`: one atomic write."""
     state.last_sequence = max(state.last_sequence, record.last_sequence)
-    state.snapshot_key = record.snapshot_key
+    state.snapshot_key = record.snapshot_key or state.snapshot_key
     state.captures.append(record)
     save_state(lake, table, state)
 
 
-def _cleanup(lake: Lake, table: Table, state: TableState, record: CaptureRecord, previous: str | None = None) -> None:
+def cleanup(lake: Lake, table: Table, state: TableState, previous: str | None) -> None:
+    """Drop the pending marker and the snapshot the committed state no longer points at."""
     failpoint("before-cleanup")
     clear_pending(lake, table)
-    if previous is not None and previous != state.snapshot_key:
+    if previous and previous != state.snapshot_key:
         lake.delete(previous)
 
 
@@ -118,7 +120,7 @@ def capture_table(
 ) -> CaptureRecord:
     started = time.monotonic()
     state = load_state(lake, table)
-    recovered = _settle_pending(lake, table, state)
+    recovered = settle_pending(lake, table, state)
     if recovered is not None:
         return recovered
 
@@ -165,9 +167,9 @@ def capture_table(
         lake.publish(changes, record.data_key)
     failpoint("after-publish")
     record.seconds = round(time.monotonic() - started, 3)
-    _commit(lake, table, state, record)
+    commit(lake, table, state, record)
     failpoint("after-state")
-    _cleanup(lake, table, state, record, previous)
+    cleanup(lake, table, state, previous)
     for path in (snapshot, changes, table_dir / "previous.parquet"):
         path.unlink(missing_ok=True)
     return record
@@ -189,6 +191,43 @@ def simulator_days(states: dict[str, TableState]) -> dict[str, int | None]:
     return {name: (target if day < target else None) for name, day in last_days.items()}
 
 
+def run_tables(
+    lake: Lake,
+    tables: list[Table],
+    reader_name: str,
+    options: RunOptions,
+    capture_one: Callable[[Table, Path, int | None], CaptureRecord],
+    describe: Callable[[CaptureRecord], str],
+) -> list[CaptureRecord]:
+    """Capture each table once with `capture_one`, holding the lake's lock; logs one line per table.
+
+    The simulator's tables move through simulated days together (see `simulator_days`).
+    """
+    records: list[CaptureRecord] = []
+    with (
+        LakeLock(lake, wait=options.lock_wait),
+        tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir) as tmp,
+    ):
+        days: dict[str, int | None] = {t.name: None for t in tables}
+        if reader_name == "simulator":
+            days = simulator_days({t.name: load_state(lake, t) for t in tables})
+        for table in tables:
+            if reader_name == "simulator" and days[table.name] is None:
+                log.info("%s: already captured for this simulated day", table.qualified_name)
+                continue
+            record = capture_one(table, Path(tmp), days[table.name])
+            log.info(
+                "%s: %s%s, %.2fs%s",
+                table.qualified_name,
+                describe(record),
+                f", day {record.day}" if record.day is not None else "",
+                record.seconds,
+                " (recovered)" if record.recovered else "",
+            )
+            records.append(record)
+    return records
+
+
 def run_capture(
     lake: Lake,
     source: Source,
@@ -196,35 +235,20 @@ def run_capture(
     reader: SnapshotReader,
     options: RunOptions | None = None,
 ) -> list[CaptureRecord]:
-    """Capture `tables` of `source` once, holding the lake's lock. Raises on the first failing table."""
+    """Capture `tables` of `source` once. Raises on the first failing table."""
     options = options or RunOptions()
-    records: list[CaptureRecord] = []
-    with (
-        LakeLock(lake, wait=options.lock_wait),
-        tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir) as tmp,
-    ):
-        days: dict[str, int | None] = {t.name: None for t in tables}
-        if reader.name == "simulator":
-            states = {t.name: load_state(lake, t) for t in tables}
-            days = simulator_days(states)
-        for table in tables:
-            if reader.name == "simulator" and days[table.name] is None:
-                log.info("%s: already captured for this simulated day", table.qualified_name)
-                continue
-            record = capture_table(lake, table, reader, Path(tmp), days[table.name], options.now)
-            log.info(
-                "%s: %s%s, %d rows in snapshot, I=%d U=%d D=%d, sequences %d..%d, %.2fs%s",
-                table.qualified_name,
-                record.kind,
-                f" day {record.day}" if record.day is not None else "",
-                record.snapshot_rows,
-                record.inserts,
-                record.updates,
-                record.deletes,
-                record.first_sequence,
-                record.last_sequence,
-                record.seconds,
-                " (recovered)" if record.recovered else "",
-            )
-            records.append(record)
-    return records
+
+    def describe(record: CaptureRecord) -> str:
+        return (
+            f"{record.kind}, {record.snapshot_rows} rows in snapshot, I={record.inserts} U={record.updates} "
+            f"D={record.deletes}, sequences {record.first_sequence}..{record.last_sequence}"
+        )
+
+    return run_tables(
+        lake,
+        tables,
+        reader.name,
+        options,
+        lambda table, workdir, day: capture_table(lake, table, reader, workdir, day, options.now),
+        describe,
+    )

@@ -23,7 +23,6 @@ again, so the lake ends with the events of a run that never crashed, none lost, 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,23 +33,18 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.capture import RunOptions, failpoint, simulator_days
+from ingestion.capture import RunOptions, cleanup, commit, failpoint, run_tables, settle_pending
 from ingestion.catalog import EVENT_BATCH_ID, EVENT_INGESTED_AT, Source, Table
 from ingestion.duck import connect, quote_identifier, sql_literal
 from ingestion.errors import SnapshotError
 from ingestion.lake import Lake
 from ingestion.state import (
     CaptureRecord,
-    LakeLock,
-    TableState,
     capture_id_of,
-    clear_pending,
     data_key,
-    load_pending,
     load_state,
     moment_of,
     save_pending,
-    save_state,
     table_prefix,
 )
 
@@ -99,48 +93,6 @@ def fingerprints_key(table: Table, batch_id: str) -> str:
     return f"{table_prefix(table)}/published/{batch_id}.parquet"
 
 
-def _settle_pending(lake: Lake, table: Table, state: TableState) -> CaptureRecord | None:
-    """Finish or discard the batch a crashed run left behind. Returns the record when it was committed."""
-    pending = load_pending(lake, table)
-    if pending is None:
-        return None
-    last = state.last_capture
-    if last is not None and last.capture_id >= pending.capture_id:
-        log.info("%s: batch %s was already committed; clearing its marker", table.qualified_name, pending.capture_id)
-        clear_pending(lake, table)
-        return None
-    if pending.data_key is not None and not lake.exists(pending.data_key):
-        log.warning(
-            "%s: discarding interrupted batch %s (its events were never published)",
-            table.qualified_name,
-            pending.capture_id,
-        )
-        if pending.snapshot_key:
-            lake.delete(pending.snapshot_key)
-        clear_pending(lake, table)
-        return None
-    log.warning("%s: completing interrupted batch %s", table.qualified_name, pending.capture_id)
-    previous = state.snapshot_key
-    pending.recovered = True
-    _commit(lake, table, state, pending)
-    _cleanup(lake, table, state, previous)
-    return pending
-
-
-def _commit(lake: Lake, table: Table, state: TableState, record: CaptureRecord) -> None:
-    state.last_sequence = max(state.last_sequence, record.last_sequence)
-    state.snapshot_key = record.snapshot_key or state.snapshot_key
-    state.captures.append(record)
-    save_state(lake, table, state)
-
-
-def _cleanup(lake: Lake, table: Table, state: TableState, previous: str | None) -> None:
-    failpoint("before-cleanup")
-    clear_pending(lake, table)
-    if previous and previous != state.snapshot_key:
-        lake.delete(previous)
-
-
 def _check_events(con: duckdb.DuckDBPyConnection, table: Table, reader: EventReader) -> None:
     """Refuse a batch with events that have no arrival time or no key; nothing is published."""
     where = f"table {table.qualified_name} ({reader.name} reader)"
@@ -163,7 +115,7 @@ def capture_events(
 ) -> CaptureRecord:
     started = time.monotonic()
     state = load_state(lake, table)
-    recovered = _settle_pending(lake, table, state)
+    recovered = settle_pending(lake, table, state)
     if recovered is not None:
         return recovered
 
@@ -243,9 +195,9 @@ def capture_events(
         lake.publish(events, record.data_key)
     failpoint("after-publish")
     record.seconds = round(time.monotonic() - started, 3)
-    _commit(lake, table, state, record)
+    commit(lake, table, state, record)
     failpoint("after-state")
-    _cleanup(lake, table, state, previous)
+    cleanup(lake, table, state, previous)
     for path in table_dir.glob("*.parquet"):
         path.unlink()
     return record
@@ -260,30 +212,17 @@ def run_events(
 ) -> list[CaptureRecord]:
     """Append the new events of `tables`, holding the lake's lock. Raises on the first failing table."""
     options = options or RunOptions()
-    records: list[CaptureRecord] = []
-    with (
-        LakeLock(lake, wait=options.lock_wait),
-        tempfile.TemporaryDirectory(prefix="lago-events-", dir=options.workdir) as tmp,
-    ):
-        days: dict[str, int | None] = {t.name: None for t in tables}
-        if reader.name == "simulator":
-            days = simulator_days({t.name: load_state(lake, t) for t in tables})
-        # one batch id for the run's tables (bumped per table if a table's last batch is newer)
-        batch_moment = options.now().astimezone(UTC)
-        for table in tables:
-            if reader.name == "simulator" and days[table.name] is None:
-                log.info("%s: already captured for this simulated day", table.qualified_name)
-                continue
-            record = capture_events(lake, table, reader, Path(tmp), batch_moment, days[table.name])
-            log.info(
-                "%s: %d new event(s)%s, %d in the lake, batch %s, %.2fs%s",
-                table.qualified_name,
-                record.inserts,
-                f" for day {record.day}" if record.day is not None else "",
-                record.snapshot_rows,
-                record.capture_id,
-                record.seconds,
-                " (recovered)" if record.recovered else "",
-            )
-            records.append(record)
-    return records
+    # one batch id for the run's tables (bumped per table if a table's last batch is newer)
+    batch_moment = options.now().astimezone(UTC)
+
+    def describe(record: CaptureRecord) -> str:
+        return f"{record.inserts} new event(s), {record.snapshot_rows} in the lake, batch {record.capture_id}"
+
+    return run_tables(
+        lake,
+        tables,
+        reader.name,
+        options,
+        lambda table, workdir, day: capture_events(lake, table, reader, workdir, batch_moment, day),
+        describe,
+    )

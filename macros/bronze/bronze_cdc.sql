@@ -15,7 +15,11 @@
     Usage, in models/bronze/<source>/bronze_<source>__<table>.sql:  {{ lago_mago.bronze_cdc('loyalty', 'clientes') }}
 -#}
 {% macro bronze_cdc(source_name, table_name) %}
-    {{- config(post_hook=["{{ lago_mago.bronze_record_batch('" ~ source_name ~ "', '" ~ table_name ~ "') }}"]) -}}
+    {%- set table_args = "('" ~ source_name ~ "', '" ~ table_name ~ "')" -%}
+    {{- config(post_hook=[
+        "{{ lago_mago.bronze_forget_files_on_rebuild() }}",
+        "{{ lago_mago.bronze_record_batch" ~ table_args ~ " }}",
+    ]) -}}
 
     {%- if not execute -%}
         {#- parsing: declare the lineage; the SQL is built at execution, when the declaration is known #}
@@ -166,7 +170,8 @@ select * from final
         {{ convention.timestamp }} as _cdc_timestamp,
         {{ convention.sequence }} as _cdc_sequence,
         {%- for column in columns %}
-        cast({{ adapter.quote(column.name) }} as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+        {%- set name = adapter.quote(column.name) %}
+        cast({{ name }} as {{ lago_mago.declared_type(column.data_type) }}) as {{ name }},
         {%- endfor %}
         cast(filename as {{ dbt.type_string() }}) as _source_file
     from {{ relation }}
@@ -179,7 +184,7 @@ select * from final
         {{ lago_mago.cast_to_timestamp_tz('null') }} as _cdc_timestamp,
         cast(null as {{ dbt.type_bigint() }}) as _cdc_sequence,
         {%- for column in columns %}
-        cast(null as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endfor %}
         cast(null as {{ dbt.type_string() }}) as _source_file
     where 1 = 0

@@ -13,7 +13,10 @@
 
 
 {% macro duckdb__cdc_merge_sql(target, changes, key, columns) %}
-    {%- set column_list = columns | map(attribute='name') | map('string') | list -%}
+    {%- set quoted = [] -%}
+    {%- for column in columns -%}
+        {%- do quoted.append(adapter.quote(column.name)) -%}
+    {%- endfor -%}
     delete from {{ target }}
     where exists (
         select 1 from {{ changes }} as changes
@@ -21,25 +24,27 @@
             {{- ' and ' if not loop.last }}{% endfor %}
     );
 
-    insert into {{ target }} ({% for column in column_list %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %})
-    select {% for column in column_list %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
+    insert into {{ target }} ({{ quoted | join(', ') }})
+    select {{ quoted | join(', ') }}
     from {{ changes }}
     where _cdc_operation <> 'D'
 {% endmacro %}
 
 
 {% macro default__cdc_merge_sql(target, changes, key, columns) %}
-    {%- set column_list = columns | map(attribute='name') | map('string') | list -%}
+    {%- set quoted = [] -%}
+    {%- for column in columns -%}
+        {%- do quoted.append(adapter.quote(column.name)) -%}
+    {%- endfor -%}
     merge into {{ target }} as target
     using {{ changes }} as changes
         on {% for column in key %}target.{{ adapter.quote(column) }} = changes.{{ adapter.quote(column) }}
             {{- ' and ' if not loop.last }}{% endfor %}
     when matched and changes._cdc_operation = 'D' then delete
     when matched then update set
-        {%- for column in column_list %}
-        {{ adapter.quote(column) }} = changes.{{ adapter.quote(column) }}{{ ',' if not loop.last }}
+        {%- for column in quoted %}
+        {{ column }} = changes.{{ column }}{{ ',' if not loop.last }}
         {%- endfor %}
-    when not matched and changes._cdc_operation <> 'D' then insert
-        ({% for column in column_list %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %})
-        values ({% for column in column_list %}changes.{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %})
+    when not matched and changes._cdc_operation <> 'D' then insert ({{ quoted | join(', ') }})
+        values ({% for column in quoted %}changes.{{ column }}{{ ', ' if not loop.last }}{% endfor %})
 {% endmacro %}

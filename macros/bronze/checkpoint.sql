@@ -56,45 +56,48 @@
 {% endmacro %}
 
 
+{#- The batch a bronze model's compiled SQL read: {'kind': 'rebuild' | 'increment' | 'unit_test', 'files': [...]}. -#}
+{% macro bronze_compiled_batch() %}
+    {%- set found = modules.re.search('lago_mago\\.bronze_batch: (\\{.*?\\}) \\*/', model.compiled_code or '') -%}
+    {{ return(fromjson(found.group(1)) if found else {'kind': 'none', 'files': []}) }}
+{% endmacro %}
+
+
+{#- Post-hook of every bronze model: a rebuild read every file, so it replaces the model's checkpoint rows. -#}
+{% macro bronze_forget_files_on_rebuild() %}
+    {%- if lago_mago.bronze_compiled_batch().kind != 'rebuild' -%}
+        {{ return('select 1 as nothing_to_forget') }}
+    {%- endif -%}
+    delete from {{ ref('bronze_processed_files') }} where model_name = {{ dbt.string_literal(this.identifier) }}
+{% endmacro %}
+
+
 {#-
     Post-hook of every bronze model, inside the model's transaction: record the files its compiled SQL read.
     The batch is read back from the `lago_mago.bronze_batch` comment of the compiled SQL, so a file published
     while the model ran is never recorded without having been merged.
 -#}
 {% macro bronze_record_batch(source_name, table_name) %}
-    {%- set found = modules.re.search('lago_mago\\.bronze_batch: (\\{.*?\\}) \\*/', model.compiled_code or '') -%}
-    {%- if not found -%}
+    {%- set batch = lago_mago.bronze_compiled_batch() -%}
+    {%- if not batch.files -%}
         {{ return('select 1 as nothing_to_record') }}
     {%- endif -%}
-    {%- set batch = fromjson(found.group(1)) -%}
-    {%- set checkpoint = ref('bronze_processed_files') -%}
-    {%- set model_name = dbt.string_literal(this.identifier) -%}
     {%- set convention = lago_mago.cdc_convention(lago_mago.source_declaration(source_name, table_name)) -%}
-    {%- set statements = [] -%}
-    {%- if batch.kind == 'rebuild' -%}
-        {%- do statements.append('delete from ' ~ checkpoint ~ ' where model_name = ' ~ model_name) -%}
-    {%- endif -%}
-    {%- if batch.files -%}
-        {%- set insert_sql -%}
-            insert into {{ checkpoint }} (
-                model_name, source_name, table_name, file_name, row_count,
-                min_cdc_timestamp, max_cdc_timestamp, min_cdc_sequence, max_cdc_sequence, merged_at
-            )
-            select
-                {{ model_name }},
-                {{ dbt.string_literal(source_name) }},
-                {{ dbt.string_literal(table_name) }},
-                cast(filename as {{ dbt.type_string() }}),
-                count(*),
-                min({{ convention.timestamp }}),
-                max({{ convention.timestamp }}),
-                min({{ convention.sequence }}),
-                max({{ convention.sequence }}),
-                {{ dbt.current_timestamp() }}
-            from {{ lago_mago.read_lake_files(batch.files) }}
-            group by filename
-        {%- endset -%}
-        {%- do statements.append(insert_sql) -%}
-    {%- endif -%}
-    {{ return(statements | join(';\n') if statements else 'select 1 as nothing_to_record') }}
+    insert into {{ ref('bronze_processed_files') }} (
+        model_name, source_name, table_name, file_name, row_count,
+        min_cdc_timestamp, max_cdc_timestamp, min_cdc_sequence, max_cdc_sequence, merged_at
+    )
+    select
+        {{ dbt.string_literal(this.identifier) }},
+        {{ dbt.string_literal(source_name) }},
+        {{ dbt.string_literal(table_name) }},
+        cast(filename as {{ dbt.type_string() }}),
+        count(*),
+        min({{ convention.timestamp }}),
+        max({{ convention.timestamp }}),
+        min({{ convention.sequence }}),
+        max({{ convention.sequence }}),
+        {{ dbt.current_timestamp() }}
+    from {{ lago_mago.read_lake_files(batch.files) }}
+    group by filename
 {% endmacro %}

@@ -67,6 +67,16 @@
 {% endmacro %}
 
 
+{#- A declared column type (sources YAML `data_type`, in DuckDB's words) in the engine's words. -#}
+{% macro declared_type(data_type) %}
+    {{ return(adapter.dispatch('declared_type', 'lago_mago')(data_type)) }}
+{% endmacro %}
+
+{% macro default__declared_type(data_type) %}
+    {{ return(data_type) }}
+{% endmacro %}
+
+
 {#- Unit tests run without the dbt graph: a unit test supplies the declaration by overriding this macro. -#}
 {% macro unit_test_declaration() %}
     {{ exceptions.raise_compiler_error(

@@ -5,7 +5,7 @@ dbt-spark's `method: session` starts its session as `SparkSession.builder.enable
 what it forces. `start_spark` does the same with the same entries, read from `profiles/profiles.yml` through
 dbt's own renderer and credentials class, so a test passing here exercises the configuration dbt runs with.
 Only folders move: a test session gets its own warehouse and Derby metastore (Derby admits one process, and a
-test must not touch a developer's `warehouse/spark/`), and relative paths are anchored at the repo root.
+test must not touch a developer's `warehouse/spark/`), through the profile's SPARK_WAREHOUSE_DIR variable.
 
 Use the fixtures with `pytest_plugins = ["spark_support"]` in a test module (which may also import its helpers
 first: PYTEST_DONT_REWRITE keeps pytest from warning that it cannot rewrite this module's asserts, it has none).
@@ -33,13 +33,8 @@ SPARK_TARGET = "spark"
 JARS_SCRIPT = REPO_ROOT / "scripts" / "spark_jars.sh"
 
 CLASS_PATH = "spark.driver.extraClassPath"
-# The profile keeps tables, metastore and derby.log under this folder; these parameters name it.
-PROFILE_SPARK_HOME = "warehouse/spark"
-FOLDER_PARAMETERS = (
-    "spark.sql.warehouse.dir",
-    "spark.hadoop.javax.jdo.option.ConnectionURL",
-    "spark.driver.extraJavaOptions",
-)
+# The profile keeps tables, metastore and derby.log under this folder (default warehouse/spark).
+WAREHOUSE_ENV = "SPARK_WAREHOUSE_DIR"
 S3A_PREFIX = "spark.hadoop.fs.s3a."
 
 
@@ -63,16 +58,13 @@ def profile_spark_parameters(env: Mapping[str, str] | None = None) -> dict[str, 
     return dict(credentials.server_side_parameters)
 
 
-def for_test_session(parameters: Mapping[str, str], workdir: Path) -> dict[str, str]:
-    """The same parameters with the jar folder anchored at the repo root and the warehouse moved to `workdir`."""
-    moved = dict(parameters)
-    for key in FOLDER_PARAMETERS:
-        if PROFILE_SPARK_HOME not in moved.get(key, ""):
-            raise SparkSetupError(f"profile parameter {key} no longer points into {PROFILE_SPARK_HOME}/")
-        moved[key] = moved[key].replace(PROFILE_SPARK_HOME, str(workdir))
-    class_path = Path(moved[CLASS_PATH])
-    moved[CLASS_PATH] = str(class_path if class_path.is_absolute() else REPO_ROOT / class_path)
-    return moved
+def isolated_parameters(workdir: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The profile's parameters with the warehouse in `workdir` and the jar folder anchored at the repo root."""
+    parameters = profile_spark_parameters({**(os.environ if env is None else env), WAREHOUSE_ENV: str(workdir)})
+    class_path = Path(parameters[CLASS_PATH])
+    if not class_path.is_absolute():
+        parameters[CLASS_PATH] = str(REPO_ROOT / class_path)
+    return parameters
 
 
 def jars_dir(parameters: Mapping[str, str]) -> Path:
@@ -111,7 +103,7 @@ def apply_s3a_settings(spark: SparkSession, parameters: Mapping[str, str]) -> No
 
     Hadoop reads them when it first opens a bucket, so buckets opened afterwards use the new values.
     """
-    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     for key, value in parameters.items():
         if key.startswith(S3A_PREFIX):
             hadoop_conf.set(key.removeprefix("spark.hadoop."), value)
@@ -125,7 +117,7 @@ def s3a_uri(uri: str) -> str:
 @pytest.fixture(scope="session")
 def spark_parameters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The `spark` target's parameters for this test session; fetches Spark's jars on a fresh machine."""
-    parameters = for_test_session(profile_spark_parameters(), tmp_path_factory.mktemp("spark"))
+    parameters = isolated_parameters(tmp_path_factory.mktemp("spark"))
     ensure_spark_jars(jars_dir(parameters))
     return parameters
 

@@ -12,10 +12,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingestion.catalog import Table, load_catalog
 from ingestion.readers.base import CaptureContext
@@ -236,6 +241,104 @@ def test_late_and_replayed_files(project: Project, tmp_path: Path, simulator_sta
     project.build("--select", "bronze_loyalty__clientes")
     with project.connect() as con:
         assert warehouse_rows(con, "bronze.bronze_loyalty__clientes") == before
+
+
+def test_a_build_before_the_first_capture(project: Project, simulator_states: dict) -> None:
+    """An empty lake builds empty tables; the next capture fills every layer (gold reconciles, a dbt test)."""
+    project.build(*LOYALTY)
+    project.ingest()
+    project.build(*LOYALTY)
+    with project.connect() as con:
+        assert_bronze_equals(con, "clientes", simulator_states["clientes", 0])
+        assert con.execute("select count(*) > 0 from gold.gold_points_daily_cube").fetchone() == (True,)
+
+
+def write_change_file(lake: Path, kind: str, name: str, rows: list[tuple[str, int, str, int]]) -> None:
+    """A clientes file by the lake contract; rows are (operation, sequence, capture time, points)."""
+    table = TABLES["clientes"]
+    schema = pa.schema(
+        [
+            pa.field("_cdc_operation", pa.string()),
+            pa.field("_cdc_timestamp", pa.timestamp("us", tz="UTC")),
+            pa.field("_cdc_sequence", pa.int64()),
+            *table.schema,
+        ]
+    )
+    columns: dict[str, list[object]] = {field.name: [] for field in schema}
+    for operation, sequence, captured_at, points in rows:
+        values = {
+            "_cdc_operation": operation,
+            "_cdc_timestamp": datetime.fromisoformat(captured_at).replace(tzinfo=UTC),
+            "_cdc_sequence": sequence,
+            "idCliente": "c1",
+            "qtdePontos": points,
+            "DtCriacao": "2025-01-01 00:00:00.000",
+            "DtAtualizacao": captured_at + ".000",
+        }
+        for field in schema:
+            columns[field.name].append(values.get(field.name, 0 if pa.types.is_integer(field.type) else None))
+    path = lake / "raw" / SOURCE / kind / "clientes" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns, schema=schema), path)
+
+
+def test_a_late_update_does_not_resurrect_a_deleted_row(project: Project) -> None:
+    lake = Path(project.lake)
+    select = ("--select", "bronze_processed_files", "bronze_loyalty__clientes")
+    write_change_file(
+        lake, "full-load", "clientes_20250101_000000_000000.parquet", [("I", 1, "2025-01-01 00:00:00", 1)]
+    )
+    write_change_file(lake, "cdc", "clientes_20250103_000000_000000.parquet", [("D", 3, "2025-01-03 00:00:00", 2)])
+    project.dbt("run", "--target", "dev", *select)
+    write_change_file(lake, "cdc", "clientes_20250102_000000_000000.parquet", [("U", 2, "2025-01-02 00:00:00", 2)])
+    project.dbt("run", "--target", "dev", *select)
+    with project.connect() as con:
+        assert con.execute("select count(*) from bronze.bronze_loyalty__clientes").fetchone() == (0,)
+
+    # Re-inserted later: the newest change wins again, and a late replay of the delete changes nothing.
+    write_change_file(lake, "cdc", "clientes_20250104_000000_000000.parquet", [("I", 4, "2025-01-04 00:00:00", 4)])
+    project.dbt("run", "--target", "dev", *select)
+    write_change_file(lake, "cdc", "clientes_20250105_000000_000000.parquet", [("D", 3, "2025-01-03 00:00:00", 2)])
+    project.dbt("run", "--target", "dev", *select)
+    with project.connect() as con:
+        assert con.execute('select "qtdePontos", _cdc_sequence from bronze.bronze_loyalty__clientes').fetchall() == [
+            (4, 4)
+        ]
+
+
+@pytest.fixture(scope="module")
+def staging_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four captures (a full load and three change files per table) to deliver in any order."""
+    root = tmp_path_factory.mktemp("staging")
+    project = Project(root, str(root / "lake"), {})
+    for _ in range(4):
+        project.ingest()
+    return root / "lake"
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_delivery_order_and_replay_gives_the_same_bronze(
+    staging_lake: Path, simulator_states: dict, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    files = sorted(staging_lake.glob(f"raw/{SOURCE}/*/clientes/*.parquet"))
+    order = data.draw(st.permutations(files), label="delivery order")
+    cut = data.draw(st.integers(1, len(files)), label="files in the first delivery")
+    replays = data.draw(st.lists(st.sampled_from(files), max_size=2), label="files delivered again")
+
+    root = tmp_path_factory.mktemp("order")
+    project = Project(root, str(root / "lake"), {})
+    lake = Path(project.lake)
+    renamed = [(path, f"clientes_29990101_000000_00000{i}.parquet") for i, path in enumerate(replays)]
+    for delivery in ([(path, path.name) for path in order[:cut]], [(p, p.name) for p in order[cut:]] + renamed):
+        for path, name in delivery:
+            target = lake / path.parent.relative_to(staging_lake) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+        project.dbt("run", "--target", "dev", "--select", "bronze_processed_files", "bronze_loyalty__clientes")
+
+    with project.connect() as con:
+        assert_bronze_equals(con, "clientes", simulator_states["clientes", 3])
 
 
 def test_backfill_rewrites_only_the_given_dates(project: Project) -> None:

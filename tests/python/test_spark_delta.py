@@ -26,6 +26,8 @@ def test_the_session_runs_with_the_profile_settings(spark: SparkSession, spark_p
         assert spark.conf.get(key) == spark_parameters[key]
     assert spark.conf.get("spark.sql.shuffle.partitions") == spark_parameters["spark.sql.shuffle.partitions"]
     assert spark.sparkContext.master == spark_parameters["spark.master"]
+    # the test session's warehouse is its own, never the developer's warehouse/spark/
+    assert "warehouse/spark" not in spark.conf.get("spark.sql.warehouse.dir", "")
 
 
 def test_delta_merge_applies_cdc_batches_and_records_a_change_feed(spark: SparkSession) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from reliability_support import (
@@ -36,8 +37,15 @@ assert _spec is not None and _spec.loader is not None
 _python_fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_python_fixtures)
 
-seaweedfs = _python_fixtures.seaweedfs
+seaweedfs_server = _python_fixtures.seaweedfs
 s3_lake_env = _python_fixtures.s3_lake_env
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(seaweedfs_server: Any) -> Iterator[Any]:
+    """The tests/python server; at the end of the session it is killed, not stopped gracefully (~10 s saved)."""
+    yield seaweedfs_server
+    seaweedfs_server.stop(graceful=False)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +74,9 @@ def report(request: pytest.FixtureRequest) -> Recorder:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     result: pytest.TestReport = yield
     outcomes = item.config.stash[_REPORT_KEY].outcomes
     if hasattr(result, "wasxfail"):

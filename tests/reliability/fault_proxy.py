@@ -49,19 +49,22 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encodin
 def random_faults(
     seed: int, rate: float, kinds: tuple[Fault, ...] = tuple(Fault), spare: Callable[[str, str], bool] | None = None
 ) -> FaultRule:
-    """A seeded rule: each request gets a fault with probability `rate`, the kind drawn from `kinds`.
-
-    `spare(method, path)` exempts requests from every fault.
+    """A seeded rule: each request gets a fault with probability `rate`, the kinds taken in turn (so that a
+    handful of faults already covers every kind). `spare(method, path)` exempts requests from every fault.
     """
     rng = random.Random(seed)
     lock = threading.Lock()
+    injected = 0
 
     def rule(method: str, path: str, number: int) -> Fault | None:
+        nonlocal injected
         if spare is not None and spare(method, path):
             return None
         with lock:
-            roll, kind = rng.random(), rng.choice(kinds)
-        return kind if roll < rate else None
+            if rng.random() >= rate:
+                return None
+            injected += 1
+            return kinds[(injected - 1) % len(kinds)]
 
     return rule
 
@@ -157,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:

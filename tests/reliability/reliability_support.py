@@ -13,6 +13,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -197,14 +198,16 @@ def fingerprint(view: LakeView) -> dict[str, str]:
 
 
 def change_rows(view: LakeView) -> Counter[ChangeRow]:
-    """Every published change row as (kind, table, columns...) without `_cdc_timestamp`, which differs per run."""
+    """Every published row as (kind, table, columns...), without the columns that hold the time of the run
+    (`_cdc_timestamp`; `_ingested_at` and `_batch_id` of events), which differ between two runs of one history."""
     rows: Counter[ChangeRow] = Counter()
     for key in view.list_keys("raw/"):
         data = view.read(key)
         assert data is not None, f"{key} was listed but cannot be read"
         _, _, kind, table, _ = key.split("/", 4)
         for row in pq.read_table(io.BytesIO(data)).to_pylist():
-            row.pop("_cdc_timestamp", None)
+            for per_run in ("_cdc_timestamp", "_ingested_at", "_batch_id"):
+                row.pop(per_run, None)
             rows[(kind, table, *row.values())] += 1
     return rows
 
@@ -245,7 +248,7 @@ class RawObserver:
     """Reads raw/ over and over while runs go on, failing if it ever sees a file that is not whole Parquet."""
 
     view: LakeView
-    interval: float = 0.005
+    interval: float = 0.01
     observations: int = 0
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -326,4 +329,11 @@ class Recorder:
     def record(
         self, scenario: str, *, runs: int, expected: int = 0, lost: int = 0, duplicated: int = 0, note: str = ""
     ) -> None:
-        self._report.lines.append(ReportLine(self._nodeid, scenario, runs, expected, lost, duplicated, note))
+        self._report.lines.append(ReportLine(self._nodeid, scenario, runs, expected, lost, duplicated, _scrub(note)))
+
+
+def _scrub(text: str) -> str:
+    """The report is a file in the repository's tree: no paths of the machine that ran the tests in it."""
+    for folder, label in ((ROOT, "<repo>"), (Path(tempfile.gettempdir()).resolve(), "<tmp>")):
+        text = text.replace(str(folder), label)
+    return text.replace("|", "\\|")

@@ -88,7 +88,7 @@ def test_s3_crash_at_each_step_converges_to_the_twin(
     failpoint: str, history: History, s3_lake_env: str, seaweedfs: object, report: Recorder
 ) -> None:
     view = S3View.of(seaweedfs.client(), s3_lake_env)  # type: ignore[attr-defined]
-    observer = RawObserver(view, interval=0.02)
+    observer = RawObserver(view, interval=0.05)
     with observer.watching():
         runs = replay(s3_lake_env, view, history.folders, {0: failpoint, 1: failpoint})
     result = compare(history.twin, change_rows(view))
@@ -172,13 +172,17 @@ def test_a_crash_leaves_no_orphaned_state_after_the_rerun(
     ]
 
 
-def test_kill_at_random_moments_converges_to_the_twin(tmp_path: Path, report: Recorder) -> None:
-    """SIGKILL at seeded random moments of simulator runs over four tables (not only at failpoints): whatever step
-    a run dies in — mid-write, mid-state-update, in a later table — the rerun converges to the twin."""
-    days, scale = 4, 3000
+@pytest.mark.parametrize(("source", "tables"), [("loyalty", 4), ("hotmart", 3)])
+def test_kill_at_random_moments_converges_to_the_twin(
+    source: str, tables: int, tmp_path: Path, report: Recorder
+) -> None:
+    """SIGKILL at seeded random moments of simulator runs (not only at failpoints): whatever step a run dies in —
+    mid-write, mid-state-update, in a later table — the rerun converges to the twin. Hotmart is an events source
+    (ingestion/events.py), loyalty a snapshot source (ingestion/capture.py)."""
+    days, args = 3, ("--source", source, "--scale", "2000")
     twin = tmp_path / "twin"
     for _ in range(days):
-        assert ingest(twin, "--scale", str(scale)).returncode == 0
+        assert ingest(twin, *args).returncode == 0
     lake = tmp_path / "lake"
     view = LocalView(lake)
     rng = random.Random(20261124)
@@ -186,25 +190,25 @@ def test_kill_at_random_moments_converges_to_the_twin(tmp_path: Path, report: Re
     observer = RawObserver(view)
     with observer.watching():
         for day in range(days):
-            process = start_ingest(lake, "--scale", str(scale))
+            process = start_ingest(lake, *args)
             deadline = time.monotonic() + 30
             while not (lake / "_ingestion/lock.json").exists() and time.monotonic() < deadline:
-                time.sleep(0.005)  # from here on the run writes: kill it somewhere in the next ~0.8 s
-            time.sleep(rng.uniform(0.0, 0.8))
+                time.sleep(0.005)  # from here on the run writes: kill it somewhere in the next ~0.6 s
+            time.sleep(rng.uniform(0.0, 0.6))
             process.send_signal(signal.SIGKILL)
             process.communicate(timeout=60)
             runs += 1
             assert_raw_complete(view)
-            if process.returncode == 0 and _days_captured(view) == [day] * 4:
-                continue  # the run finished before the kill: the day is complete
+            if _days_captured(view) == [day] * tables:
+                continue  # the run got through every table before the kill: the day is complete
             kills += 1
-            rerun = ingest(lake, "--scale", str(scale))
+            rerun = ingest(lake, *args)
             runs += 1
             assert rerun.returncode == 0, rerun.stderr
-            assert _days_captured(view) == [day] * 4
+            assert _days_captured(view) == [day] * tables
     result = compare(change_rows(LocalView(twin)), change_rows(view))
     report.record(
-        "SIGKILL at random moments, simulator, 4 tables, local lake",
+        f"SIGKILL at random moments, simulator, {source} ({tables} tables), local lake",
         runs=runs,
         expected=result.expected,
         lost=result.lost,
@@ -215,10 +219,51 @@ def test_kill_at_random_moments_converges_to_the_twin(tmp_path: Path, report: Re
     assert_settled(view)
 
 
-def _days_captured(view: LakeView) -> list[int | None]:
-    """The simulated day of each table's last capture."""
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the simulator's day is settled per source, so a rerun after a crash in loyalty moves hotmart a day on",
+)
+def test_rerun_after_a_crash_in_the_second_source_keeps_every_source_on_one_day(
+    tmp_path: Path, report: Recorder
+) -> None:
+    """The default run captures every source (hotmart events, then loyalty). Killed once hotmart has its day 1 and
+    loyalty not yet, the rerun must bring loyalty to day 1 and leave hotmart alone, as a run that never crashed."""
+    args = ("--scale", "2000")
+    twin = tmp_path / "twin"
+    for _ in range(2):
+        assert ingest(twin, *args).returncode == 0
+    lake = tmp_path / "lake"
+    view = LocalView(lake)
+    assert ingest(lake, *args).returncode == 0
+    process = start_ingest(lake, *args)
+    deadline = time.monotonic() + 60
+    while _days_captured(view, "hotmart") != [1, 1, 1] and time.monotonic() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    if _days_captured(view, "loyalty") == [1, 1, 1, 1]:
+        pytest.skip("the run finished loyalty too before it could be killed")
+    rerun = ingest(lake, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    result = compare(change_rows(LocalView(twin)), change_rows(view))
+    report.record(
+        "crash between sources (hotmart done, loyalty not), rerun",
+        runs=3,
+        expected=result.expected,
+        lost=result.lost,
+        duplicated=result.duplicated,
+        note=f"days after the rerun: hotmart {_days_captured(view, 'hotmart')}, "
+        f"loyalty {_days_captured(view, 'loyalty')}",
+    )
+    assert _days_captured(view) == [1] * 7
+    assert result.exact, result
+
+
+def _days_captured(view: LakeView, source: str = "") -> list[int | None]:
+    """The simulated day of each table's last capture, for every table of `source` (default: of every source)."""
     days: list[int | None] = []
-    for table in ("clientes", "produtos", "transacoes", "transacao_produto"):
-        raw = view.read(f"_ingestion/loyalty/{table}/state.json")
-        days.append(json.loads(raw)["captures"][-1]["day"] if raw else None)
+    for key in view.list_keys(f"_ingestion/{source}"):
+        if key.endswith("/state.json"):
+            raw = view.read(key)
+            days.append(json.loads(raw)["captures"][-1]["day"] if raw else None)
     return days

@@ -38,13 +38,13 @@ batch_dates as (
     {%- elif is_incremental() %}
     select transactions.transaction_date
     from transactions
-    where transactions._loaded_at > (select max(previous_run.source_loaded_at) from {{ this }} as previous_run)
+    where {{ lago_mago.loaded_since_last_run('transactions._loaded_at', 'source_loaded_at') }}
     union
     select transactions.transaction_date
     from transaction_products
     inner join transactions
         on transaction_products.transaction_id = transactions.transaction_id
-    where transaction_products._loaded_at > (select max(previous_run.source_loaded_at) from {{ this }} as previous_run)
+    where {{ lago_mago.loaded_since_last_run('transaction_products._loaded_at', 'source_loaded_at') }}
     {%- else %}
     select distinct transaction_date
     from transactions

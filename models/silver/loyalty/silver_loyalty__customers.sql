@@ -1,7 +1,10 @@
 {{
     config(
         unique_key='customer_id',
-        post_hook="{{ lago_mago.delete_rows_missing_upstream(ref('bronze_loyalty__clientes'), 'customer_id', 'trim(upstream.idCliente)') }}",
+        post_hook=(
+            "{{ lago_mago.delete_rows_missing_upstream("
+            ~ "ref('bronze_loyalty__clientes'), 'customer_id', 'trim(upstream.idCliente)') }}"
+        ),
     )
 }}
 

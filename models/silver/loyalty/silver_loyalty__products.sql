@@ -1,7 +1,10 @@
 {{
     config(
         unique_key='product_id',
-        post_hook="{{ lago_mago.delete_rows_missing_upstream(ref('bronze_loyalty__produtos'), 'product_id', 'upstream.IdProduto') }}",
+        post_hook=(
+            "{{ lago_mago.delete_rows_missing_upstream("
+            ~ "ref('bronze_loyalty__produtos'), 'product_id', 'upstream.IdProduto') }}"
+        ),
     )
 }}
 

@@ -1,7 +1,11 @@
 {{
     config(
         unique_key='transaction_product_id',
-        post_hook="{{ lago_mago.delete_rows_missing_upstream(ref('bronze_loyalty__transacao_produto'), 'transaction_product_id', 'trim(upstream.idTransacaoProduto)') }}",
+        post_hook=(
+            "{{ lago_mago.delete_rows_missing_upstream("
+            ~ "ref('bronze_loyalty__transacao_produto'), 'transaction_product_id',"
+            ~ " 'trim(upstream.idTransacaoProduto)') }}"
+        ),
     )
 }}
 

@@ -1,7 +1,10 @@
 {{
     config(
         unique_key='transaction_id',
-        post_hook="{{ lago_mago.delete_rows_missing_upstream(ref('bronze_loyalty__transacoes'), 'transaction_id', 'trim(upstream.IdTransacao)') }}",
+        post_hook=(
+            "{{ lago_mago.delete_rows_missing_upstream("
+            ~ "ref('bronze_loyalty__transacoes'), 'transaction_id', 'trim(upstream.IdTransacao)') }}"
+        ),
     )
 }}
 
