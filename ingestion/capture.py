@@ -2,15 +2,19 @@
 
 The order of steps is what makes a crash harmless:
 
-1. the new snapshot is staged under `_ingestion/` (write-once, invisible to dbt);
-2. `pending.json` records the capture (its id, sequences and counts);
+1. the new snapshot and a copy of the change file are staged under `_ingestion/` (write-once, invisible to dbt);
+2. `pending.json` records the capture (its id, sequences and counts): from here on the capture is decided;
 3. the change file is published under `raw/` (write-once, atomic);
 4. `state.json` advances (one atomic write);
-5. `pending.json` and the previous snapshot are removed.
+5. `pending.json`, the staged copy and the previous snapshot are removed.
 
-A run first settles whatever a crashed run left: a pending capture whose data file is published (or that had no
-changes) is committed, exactly as the crashed run would have; one whose data file never appeared is discarded and
-captured again. Either way the lake ends with the change set of a run that never crashed.
+A run first settles whatever a crashed run left: a pending capture is completed exactly as the crashed run would
+have (its change file published from the staged copy if it was not yet); files staged without a `pending.json`
+are dropped and the table is captured again. Either way the lake ends with the change set of a run that never
+crashed.
+
+A run has two phases: every table's snapshot is read, checked and diffed locally first; only when all of them
+succeeded is anything published. A bad table therefore leaves the whole lake unchanged.
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from ingestion import cdc
 from ingestion.catalog import Source, Table
+from ingestion.errors import LakeError, SnapshotError
 from ingestion.lake import Lake
 from ingestion.readers.base import CaptureContext, SnapshotReader
 from ingestion.state import (
@@ -42,11 +50,14 @@ from ingestion.state import (
     save_pending,
     save_state,
     snapshot_key,
+    table_prefix,
 )
 
 log = logging.getLogger(__name__)
 
 FAILPOINT_ENV = "LAGO_FAILPOINT"
+# folders under a table's state prefix holding staged files: CDC snapshots, event fingerprint sets
+STAGED_FOLDERS = ("snapshots", "published", "staged")
 
 
 def failpoint(name: str) -> None:
@@ -59,6 +70,8 @@ def failpoint(name: str) -> None:
 @dataclass(frozen=True)
 class RunOptions:
     lock_wait: float = 0.0
+    # the simulated day of this run, settled over every source it captures (None: settled per source)
+    simulator_day: int | None = None
     workdir: Path | None = None
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -77,15 +90,15 @@ def settle_pending(lake: Lake, table: Table, state: TableState) -> CaptureRecord
         cleanup(lake, table, state, None)
         return None
     if pending.data_key is not None and not lake.exists(pending.data_key):
-        log.warning(
-            "%s: discarding interrupted capture %s (its data was never published)",
-            table.qualified_name,
-            pending.capture_id,
-        )
-        if pending.snapshot_key:
-            lake.delete(pending.snapshot_key)
-        clear_pending(lake, table)
-        return None
+        staged = staged_data_key(table, pending.capture_id)
+        if not lake.exists(staged):
+            raise LakeError(
+                f"table {table.qualified_name}: interrupted capture {pending.capture_id} has neither its data "
+                f"({lake.uri_for(pending.data_key)}) nor its staged copy ({lake.uri_for(staged)}); the lake's "
+                "_ingestion/ folder was changed by hand"
+            )
+        with tempfile.TemporaryDirectory(prefix="lago-recover-") as tmp:
+            lake.publish(lake.download(staged, Path(tmp) / "data.parquet"), pending.data_key)
     log.warning("%s: completing interrupted capture %s", table.qualified_name, pending.capture_id)
     previous = state.snapshot_key
     pending.recovered = True
@@ -103,24 +116,94 @@ def commit(lake: Lake, table: Table, state: TableState, record: CaptureRecord) -
 
 
 def cleanup(lake: Lake, table: Table, state: TableState, previous: str | None) -> None:
-    """Drop the pending marker and the snapshot the committed state no longer points at."""
+    """Drop the pending marker and every staged snapshot the committed state does not point at.
+
+    That covers the previous snapshot and any left by a run that crashed before it recorded its capture.
+    """
     failpoint("before-cleanup")
     clear_pending(lake, table)
+    prune_staged(lake, table, state)
     if previous and previous != state.snapshot_key:
         lake.delete(previous)
 
 
-def capture_table(
+def prune_staged(lake: Lake, table: Table, state: TableState) -> None:
+    for folder in STAGED_FOLDERS:
+        for item in lake.list(f"{table_prefix(table)}/{folder}/"):
+            if item.key != state.snapshot_key:
+                lake.delete(item.key)
+
+
+@dataclass
+class PreparedCapture:
+    """A capture read, checked and diffed locally, not yet published."""
+
+    table: Table
+    state: TableState
+    record: CaptureRecord
+    data: Path | None  # the file to publish at record.data_key
+    staged: Path | None  # the snapshot (or fingerprint set) to stage at record.snapshot_key
+    started: float
+
+
+def staged_data_key(table: Table, capture_id: str) -> str:
+    return f"{table_prefix(table)}/staged/{capture_id}.parquet"
+
+
+def stage_prepared(lake: Lake, prepared: PreparedCapture) -> None:
+    """Put everything the capture needs under `_ingestion/`, then record it as pending.
+
+    From the moment `pending.json` exists the capture is decided: a rerun completes it from the staged files.
+    """
+    table, record = prepared.table, prepared.record
+    if prepared.staged is not None:
+        lake.publish(prepared.staged, record.snapshot_key)
+    if prepared.data is not None:
+        lake.publish(prepared.data, staged_data_key(table, record.capture_id))
+    failpoint("after-stage-snapshot")
+    save_pending(lake, table, record)
+    failpoint("after-pending")
+
+
+def publish_prepared(lake: Lake, prepared: PreparedCapture) -> CaptureRecord:
+    """Publish a staged capture's data, commit, clean up: the crash-safe order described above."""
+    table, state, record = prepared.table, prepared.state, prepared.record
+    previous = state.snapshot_key
+    if record.data_key is not None and prepared.data is not None:
+        lake.publish(prepared.data, record.data_key)
+    failpoint("after-publish")
+    record.seconds = round(time.monotonic() - prepared.started, 3)
+    commit(lake, table, state, record)
+    failpoint("after-state")
+    cleanup(lake, table, state, previous)
+    return record
+
+
+def settle_then_continue(lake: Lake, table: Table, day: int | None) -> tuple[TableState, CaptureRecord | None]:
+    """Settle a crashed capture; returns the table's state and the recovered record when it stands for this run.
+
+    A recovered simulator capture of this run's day is this run's capture. Any other recovered capture is
+    history: the run goes on to read the source's current state.
+    """
+    state = load_state(lake, table)
+    recovered = settle_pending(lake, table, state)
+    if recovered is not None and day is not None and recovered.day == day:
+        return state, recovered
+    prune_staged(lake, table, state)
+    return state, None
+
+
+def prepare_capture(
     lake: Lake,
     table: Table,
     reader: SnapshotReader,
     workdir: Path,
     day: int | None,
     now: Callable[[], datetime],
-) -> CaptureRecord:
+) -> PreparedCapture | CaptureRecord:
+    """Read and diff one table's snapshot locally; a CaptureRecord when a recovered capture stands for it."""
     started = time.monotonic()
-    state = load_state(lake, table)
-    recovered = settle_pending(lake, table, state)
+    state, recovered = settle_then_continue(lake, table, day)
     if recovered is not None:
         return recovered
 
@@ -140,7 +223,7 @@ def capture_table(
         kind = "full-load"
         result = cdc.full_load(table, snapshot, captured_at, first_sequence, changes)
     else:
-        previous_file = lake.download(state.snapshot_key, table_dir / "previous.parquet")
+        previous_file = _previous_snapshot(lake, table, state.snapshot_key, table_dir / "previous.parquet")
         result = cdc.diff(table, previous_file, snapshot, captured_at, first_sequence, changes)
         kind = "cdc" if result.counts.total else "unchanged"
 
@@ -158,37 +241,42 @@ def capture_table(
         reader=reader.name,
         day=day,
     )
-    previous = state.snapshot_key
-    lake.publish(snapshot, record.snapshot_key)
-    failpoint("after-stage-snapshot")
-    save_pending(lake, table, record)
-    failpoint("after-pending")
-    if record.data_key is not None:
-        lake.publish(changes, record.data_key)
-    failpoint("after-publish")
-    record.seconds = round(time.monotonic() - started, 3)
-    commit(lake, table, state, record)
-    failpoint("after-state")
-    cleanup(lake, table, state, previous)
-    for path in (snapshot, changes, table_dir / "previous.parquet"):
-        path.unlink(missing_ok=True)
-    return record
+    return PreparedCapture(table, state, record, changes if record.data_key else None, snapshot, started)
 
 
-def simulator_days(states: dict[str, TableState]) -> dict[str, int | None]:
+def _previous_snapshot(lake: Lake, table: Table, key: str, dest: Path) -> Path:
+    """Download the snapshot the next capture is diffed against; an unreadable one is named by its lake URI."""
+    lake.download(key, dest)
+    try:
+        pq.read_metadata(dest)
+    except (pa.ArrowException, OSError) as exc:
+        raise SnapshotError(
+            f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not readable Parquet "
+            f"({exc}); restore it, or move the table's state aside to start again with a full load"
+        ) from exc
+    return dest
+
+
+def _last_day(state: TableState) -> int:
+    last = state.last_capture
+    return last.day if last is not None and last.day is not None else -1
+
+
+def simulator_target_day(states: list[TableState]) -> int:
+    """The simulated day a run captures: max+1, or, after an interrupted run left tables behind, the max."""
+    days = [_last_day(s) for s in states]
+    highest = max(days, default=-1)
+    return highest if any(d < highest for d in days) else highest + 1
+
+
+def simulator_days(states: dict[str, TableState], target: int | None = None) -> dict[str, int | None]:
     """The simulated day each table captures in this run; None for a table already at the run's day.
 
-    All tables move together: a run captures day max+1, unless an earlier run was interrupted with some tables
-    behind, in which case this run brings those up to the day the others reached.
+    All tables move together: every table behind the target day captures it (see `simulator_target_day`).
     """
-    last_days = {
-        name: (s.last_capture.day if s.last_capture and s.last_capture.day is not None else -1)
-        for name, s in states.items()
-    }
-    highest = max(last_days.values(), default=-1)
-    behind = [name for name, day in last_days.items() if day < highest]
-    target = highest if behind else highest + 1
-    return {name: (target if day < target else None) for name, day in last_days.items()}
+    if target is None:
+        target = simulator_target_day(list(states.values()))
+    return {name: (target if _last_day(state) < target else None) for name, state in states.items()}
 
 
 def run_tables(
@@ -196,10 +284,10 @@ def run_tables(
     tables: list[Table],
     reader_name: str,
     options: RunOptions,
-    capture_one: Callable[[Table, Path, int | None], CaptureRecord],
+    prepare_one: Callable[[Table, Path, int | None], PreparedCapture | CaptureRecord],
     describe: Callable[[CaptureRecord], str],
 ) -> list[CaptureRecord]:
-    """Capture each table once with `capture_one`, holding the lake's lock; logs one line per table.
+    """Capture each table once, holding the lake's lock: prepare every table, then publish them all.
 
     The simulator's tables move through simulated days together (see `simulator_days`).
     """
@@ -208,14 +296,22 @@ def run_tables(
         LakeLock(lake, wait=options.lock_wait),
         tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir) as tmp,
     ):
+        lake.clear_scratch()
         days: dict[str, int | None] = {t.name: None for t in tables}
         if reader_name == "simulator":
-            days = simulator_days({t.name: load_state(lake, t) for t in tables})
+            days = simulator_days({t.name: load_state(lake, t) for t in tables}, options.simulator_day)
+        prepared: list[tuple[Table, PreparedCapture | CaptureRecord]] = []
         for table in tables:
             if reader_name == "simulator" and days[table.name] is None:
                 log.info("%s: already captured for this simulated day", table.qualified_name)
                 continue
-            record = capture_one(table, Path(tmp), days[table.name])
+            prepared.append((table, prepare_one(table, Path(tmp), days[table.name])))
+        # every table is staged and decided before any is published: a crash now loses no table's capture
+        for _, item in prepared:
+            if isinstance(item, PreparedCapture):
+                stage_prepared(lake, item)
+        for table, item in prepared:
+            record = publish_prepared(lake, item) if isinstance(item, PreparedCapture) else item
             log.info(
                 "%s: %s%s, %.2fs%s",
                 table.qualified_name,
@@ -249,6 +345,6 @@ def run_capture(
         tables,
         reader.name,
         options,
-        lambda table, workdir, day: capture_table(lake, table, reader, workdir, day, options.now),
+        lambda table, workdir, day: prepare_capture(lake, table, reader, workdir, day, options.now),
         describe,
     )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from ingestion.capture import RunOptions, run_capture
+from ingestion.capture import RunOptions, run_capture, simulator_target_day
 from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
 from ingestion.errors import CatalogError, IngestionError
 from ingestion.events import EventReader, run_events
@@ -145,11 +145,11 @@ def _event_reader(args: argparse.Namespace) -> EventReader:
     raise CatalogError(f"--from {args.reader} reads snapshots; an events source reads --from simulator or csv")
 
 
-def command_run_events(source: Source, args: argparse.Namespace) -> int:
+def command_run_events(source: Source, args: argparse.Namespace, simulator_day: int | None = None) -> int:
     reader = _event_reader(args)
     tables = _tables(source, args, reader)
     lake = _lake(args)
-    records = run_events(lake, source, tables, reader, RunOptions(lock_wait=args.wait))
+    records = run_events(lake, source, tables, reader, RunOptions(lock_wait=args.wait, simulator_day=simulator_day))
     log.info("events of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
     return 0
 
@@ -163,20 +163,26 @@ def _sources(catalog: Catalog, args: argparse.Namespace) -> list[Source]:
 
 
 def command_run(catalog: Catalog, args: argparse.Namespace) -> int:
-    for source in _sources(catalog, args):
-        command_run_source(source, args)
+    sources = _sources(catalog, args)
+    day = None
+    if args.reader == "simulator" and len(sources) > 1:
+        # every source's simulator moves to the same day, also when a crash left one source behind
+        lake = _lake(args)
+        day = simulator_target_day([load_state(lake, t) for source in sources for t in source.tables.values()])
+    for source in sources:
+        command_run_source(source, args, day)
     return 0
 
 
-def command_run_source(source: Source, args: argparse.Namespace) -> int:
+def command_run_source(source: Source, args: argparse.Namespace, simulator_day: int | None = None) -> int:
     if source.capture == "events":
-        return command_run_events(source, args)
+        return command_run_events(source, args, simulator_day)
     if args.arrival_column is not None:
         raise CatalogError(f"--arrival-column applies to events sources; {source.name} is captured as snapshots")
     reader = _reader(args)
     tables = _tables(source, args, reader)
     lake = _lake(args)
-    records = run_capture(lake, source, tables, reader, RunOptions(lock_wait=args.wait))
+    records = run_capture(lake, source, tables, reader, RunOptions(lock_wait=args.wait, simulator_day=simulator_day))
     log.info("capture of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
     return 0
 

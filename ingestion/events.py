@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.capture import RunOptions, cleanup, commit, failpoint, run_tables, settle_pending
+from ingestion.capture import PreparedCapture, RunOptions, run_tables, settle_then_continue
 from ingestion.catalog import EVENT_BATCH_ID, EVENT_INGESTED_AT, Source, Table
 from ingestion.duck import connect, quote_identifier, sql_literal
 from ingestion.errors import SnapshotError
@@ -42,9 +42,7 @@ from ingestion.state import (
     CaptureRecord,
     capture_id_of,
     data_key,
-    load_state,
     moment_of,
-    save_pending,
     table_prefix,
 )
 
@@ -112,10 +110,9 @@ def capture_events(
     workdir: Path,
     batch_moment: datetime,
     day: int | None,
-) -> CaptureRecord:
+) -> PreparedCapture | CaptureRecord:
     started = time.monotonic()
-    state = load_state(lake, table)
-    recovered = settle_pending(lake, table, state)
+    state, recovered = settle_then_continue(lake, table, day)
     if recovered is not None:
         return recovered
 
@@ -185,22 +182,7 @@ def capture_events(
         reader=reader.name,
         day=day,
     )
-    previous = state.snapshot_key
-    if fingerprints is not None:
-        lake.publish(fingerprints, record.snapshot_key)
-    failpoint("after-stage-snapshot")
-    save_pending(lake, table, record)
-    failpoint("after-pending")
-    if record.data_key is not None:
-        lake.publish(events, record.data_key)
-    failpoint("after-publish")
-    record.seconds = round(time.monotonic() - started, 3)
-    commit(lake, table, state, record)
-    failpoint("after-state")
-    cleanup(lake, table, state, previous)
-    for path in table_dir.glob("*.parquet"):
-        path.unlink()
-    return record
+    return PreparedCapture(table, state, record, events if rows else None, fingerprints, started)
 
 
 def run_events(

@@ -71,6 +71,9 @@ class Lake(ABC):
     def exists(self, key: str) -> bool:
         return bool([o for o in self.list(key) if o.key == key])
 
+    def clear_scratch(self) -> None:  # noqa: B027 - S3 has no scratch files: a PUT is whole or absent
+        """Remove half-written files a crashed writer left (called while holding the lake's lock)."""
+
     def uri_for(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
 
@@ -127,6 +130,11 @@ class LocalLake(Lake):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def clear_scratch(self) -> None:
+        if self._scratch.is_dir():
+            for leftover in self._scratch.glob("*.partial"):
+                leftover.unlink(missing_ok=True)
 
     def publish(self, local_file: Path, key: str) -> bool:
         final = self._path(key)

@@ -4,6 +4,7 @@ Layout, per table `<source>/<table>`:
   _ingestion/<source>/<table>/state.json            last sequence, current snapshot, capture log
   _ingestion/<source>/<table>/pending.json          a capture whose data may be published but not committed
   _ingestion/<source>/<table>/snapshots/<id>.parquet  the snapshot the next capture is diffed against
+  _ingestion/<source>/<table>/staged/<id>.parquet     a pending capture's change file, until it is published
 and `_ingestion/lock.json`, held by the one run writing to the lake.
 """
 
@@ -158,6 +159,8 @@ class LakeLock:
             holder = self._holder()
             if holder is None:
                 continue  # released between our attempt and our read: try again at once
+            if holder.get("run_id") == self.owner["run_id"]:
+                return self  # our own create landed, but its answer was lost and the retry refused
             if self._is_stale(holder):
                 log.warning(
                     "taking over stale lock of %s (pid %s on %s)",
@@ -175,10 +178,18 @@ class LakeLock:
                 )
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
-    def __exit__(self, *exc: object) -> None:
-        holder = self._holder()
-        if holder is not None and holder.get("run_id") == self.owner.get("run_id"):
-            self.lake.delete(LOCK_KEY)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            holder = self._holder()
+            if holder is not None and holder.get("run_id") == self.owner.get("run_id"):
+                self.lake.delete(LOCK_KEY)
+        except LakeError as release_error:
+            if exc_type is None:
+                raise
+            # the run already failed (often for the same reason, e.g. S3 went away): report that failure, not this
+            log.warning(
+                "could not release the lock of %s (%s); the next run takes it over", self.lake.uri, release_error
+            )
 
     def _holder(self) -> dict[str, Any] | None:
         raw = self.lake.read_bytes(LOCK_KEY)

@@ -243,7 +243,6 @@ def test_a_corrupt_snapshot_in_the_lake_is_a_clear_error(lake: Path, history: Hi
     assert "loyalty.clientes" in message
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the error names a temporary copy, not the corrupt file in the lake")
 def test_a_corrupt_snapshot_error_names_the_lake_file(lake: Path, history: History) -> None:
     (snapshot,) = (lake / "_ingestion/loyalty/clientes/snapshots").glob("*.parquet")
     snapshot.write_bytes(b"PAR1 not really parquet")
@@ -261,9 +260,6 @@ def test_a_corrupt_state_document_is_a_clear_error(lake: Path, history: History,
     assert "_ingestion/loyalty/clientes/state.json is unreadable" in message
 
 
-@pytest.mark.xfail(
-    strict=True, reason="bug: tables are published one by one, so a bad later table leaves the earlier ones captured"
-)
 def test_a_bad_table_after_a_good_one_leaves_the_lake_unchanged(
     lake: Path, history: History, tmp_path: Path, report: Recorder
 ) -> None:

@@ -104,10 +104,6 @@ def test_s3_crash_at_each_step_converges_to_the_twin(
     assert_settled(view)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a rerun that completes an interrupted capture returns without capturing its own snapshot",
-)
 def test_rerun_with_a_newer_snapshot_after_a_crash_also_captures_it(
     history: History, tmp_path: Path, report: Recorder
 ) -> None:
@@ -137,18 +133,7 @@ def test_rerun_with_a_newer_snapshot_after_a_crash_also_captures_it(
     assert result.exact, result
 
 
-def _orphan_xfail(failpoint: str) -> pytest.MarkDecorator | tuple[()]:
-    leaks = {
-        "after-stage-snapshot": "the staged snapshot of the killed run is never removed",
-        "after-state": "the previous snapshot is never removed when the rerun finds the capture committed",
-        "before-cleanup": "the previous snapshot is never removed when the rerun finds the capture committed",
-    }
-    if failpoint in leaks:
-        return pytest.mark.xfail(strict=True, reason=f"bug: {leaks[failpoint]}")
-    return ()
-
-
-@pytest.mark.parametrize("failpoint", [pytest.param(f, marks=_orphan_xfail(f)) for f in FAILPOINTS])
+@pytest.mark.parametrize("failpoint", FAILPOINTS)
 def test_a_crash_leaves_no_orphaned_state_after_the_rerun(
     failpoint: str, history: History, tmp_path: Path, report: Recorder
 ) -> None:
@@ -219,10 +204,6 @@ def test_kill_at_random_moments_converges_to_the_twin(
     assert_settled(view)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the simulator's day is settled per source, so a rerun after a crash in loyalty moves hotmart a day on",
-)
 def test_rerun_after_a_crash_in_the_second_source_keeps_every_source_on_one_day(
     tmp_path: Path, report: Recorder
 ) -> None:

@@ -51,7 +51,7 @@ def running_seaweedfs(seaweedfs: Any) -> Iterator[Any]:
 def test_500_503_slowdown_and_resets_are_retried_without_duplicates(
     history: History, s3_lake_env: str, seaweedfs: Any, report: Recorder
 ) -> None:
-    # A conditional create of the lock whose answer is lost is a bug of its own (the xfail test below); every
+    # A conditional create of the lock whose answer is lost has a test of its own (below); every
     # other request may meet any fault.
     randomly = random_faults(seed=6, rate=0.2)
 
@@ -116,10 +116,6 @@ def test_every_write_whose_answer_is_lost_is_retried_without_duplicates(
     assert rows.exact, rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a retried lock create that meets its own first attempt (412) reports the lake locked by itself",
-)
 def test_a_lost_answer_to_the_lock_create_does_not_lock_the_run_out(
     history: History, s3_lake_env: str, seaweedfs: Any, report: Recorder
 ) -> None:
@@ -189,10 +185,6 @@ def test_server_stopped_mid_run_fails_clearly_then_a_rerun_completes(
     assert rows.exact, rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the lock's release fails too and its error replaces the one that stopped the run",
-)
 def test_an_s3_outage_mid_run_is_reported_as_the_step_that_failed(
     history: History, s3_lake_env: str, seaweedfs: Any, report: Recorder
 ) -> None:
