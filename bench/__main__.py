@@ -33,13 +33,18 @@ class Result:
     peak_rss_mb: float
     runs: int
     note: str = ""
+    # for dbt commands: the nodes' own execution time (run_results.json), without dbt's start-up
+    inner_seconds: float | None = None
 
 
 def measure(
     args: list[str], repeats: int, prepare: Callable[[], None] | None = None, env: dict[str, str] | None = None
-) -> tuple[float, float, int]:
-    """Median seconds, median peak RSS (MB) and rows of `repeats` fresh-process runs of bench/measure.py."""
-    seconds, rss, rows = [], [], 0
+) -> tuple[float, float, int, float | None]:
+    """Median seconds, peak RSS (MB), rows and inner seconds of `repeats` fresh-process runs of bench/measure.py."""
+    seconds: list[float] = []
+    rss: list[float] = []
+    inner: list[float] = []
+    rows = 0
     for _ in range(repeats):
         if prepare is not None:
             prepare()
@@ -57,7 +62,9 @@ def measure(
         seconds.append(figures["seconds"])
         rss.append(figures["peak_rss_mb"])
         rows = figures["rows"]
-    return statistics.median(seconds), statistics.median(rss), rows
+        if figures.get("inner_seconds") is not None:
+            inner.append(figures["inner_seconds"])
+    return statistics.median(seconds), statistics.median(rss), rows, (statistics.median(inner) if inner else None)
 
 
 def make_cdc_pair(scale: int, folder: Path) -> tuple[Path, Path]:
@@ -95,7 +102,10 @@ def make_cdc_pair(scale: int, folder: Path) -> tuple[Path, Path]:
 def suite_cdc(scales: list[int], repeats: int, work: Path, pandas_max: int) -> list[Result]:
     results = []
     for scale in scales:
-        old, new = make_cdc_pair(scale, work / f"cdc_{scale}")
+        folder = work / f"cdc_{scale}"
+        subprocess.run([PYTHON, str(ROOT / "bench" / "measure.py"), "prepare-cdc", str(scale), str(folder)],
+                       cwd=ROOT, check=True)  # fmt: skip
+        old, new = folder / "old.parquet", folder / "new.parquet"
         for method in ("project", "duckdb_join", "pandas_hash"):
             if method == "pandas_hash" and scale > pandas_max:
                 results.append(
@@ -111,7 +121,7 @@ def suite_cdc(scales: list[int], repeats: int, work: Path, pandas_max: int) -> l
                 )
                 continue
             dest = work / f"cdc_{scale}" / f"{method}.parquet"
-            seconds, rss, changed = measure(["cdc", method, str(old), str(new), str(dest)], repeats)
+            seconds, rss, changed, _ = measure(["cdc", method, str(old), str(new), str(dest)], repeats)
             results.append(Result("cdc", method, scale, seconds, rss, repeats, f"{changed:,} changes"))
             print(f"cdc {method:<12} {scale:>12,} rows  {seconds:8.2f} s  {rss:8.0f} MB", flush=True)
     return results
@@ -134,10 +144,10 @@ def suite_e2e(repeats: int, work: Path, scale: int) -> list[Result]:
                 shutil.rmtree(work / f"e2e_{attempt}", ignore_errors=True)
             capture = ["command", PYTHON, "-m", "ingestion", "--lake", str(lake), "--scale", str(scale)]
             build = _dbt("build", "--target", "dev", "--target-path", target, "--log-path", target)
-            seconds, rss, _ = measure(capture, 1, env=env)
+            seconds, rss, _, _ = measure(capture, 1, env=env)
             capture_times.append(seconds)
             capture_rss.append(rss)
-            seconds, rss, _ = measure(build, 1, env=env)
+            seconds, rss, _, _ = measure(build, 1, env=env)
             build_times.append(seconds)
             build_rss.append(rss)
         for name, times, rss_list in (("capture", capture_times, capture_rss), ("dbt build", build_times, build_rss)):

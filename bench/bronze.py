@@ -48,7 +48,7 @@ def suite_bronze(scales: list[int], repeats: int, work: Path) -> list[Result]:
         incremental = measure(["command", *dbt_run, "--select", MODEL], repeats, prepare=restore, env=env_vars)
         full = measure(["command", *dbt_run, "--select", MODEL, "--full-refresh"], repeats, prepare=restore,
                        env=env_vars)  # fmt: skip
-        for case, (seconds, rss, _) in (("incremental", incremental), ("full-refresh", full)):
-            results.append(Result("bronze", case, scale, seconds, rss, repeats, "dbt run of the bronze model"))
+        for case, (seconds, rss, _, inner) in (("incremental", incremental), ("full-refresh", full)):
+            results.append(Result("bronze", case, scale, seconds, rss, repeats, "dbt run of the bronze model", inner))
             print(f"bronze {case:<12} {scale:>12,} rows  {seconds:8.2f} s  {rss:8.0f} MB", flush=True)
     return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,9 @@ import yaml
 
 from ingestion.errors import CatalogError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The dbt project holding the declarations: this checkout, or env LAGO_PROJECT_DIR where the package is installed
+# apart from the project (a wheel on a Databricks job cluster).
+PROJECT_ROOT = Path(os.environ.get("LAGO_PROJECT_DIR") or Path(__file__).resolve().parent.parent)
 DEFAULT_SOURCES_GLOB = "models/bronze/*/_*__sources.yml"
 
 # Names go into lake paths and SQL: only plain identifiers are accepted.

@@ -44,3 +44,10 @@
     {%- endfor -%}
     read_parquet([{{ literals | join(', ') }}], filename = true, union_by_name = true)
 {%- endmacro %}
+
+
+{#- The lower-cased column names of a relation (e.g. lake files read together), from a query that reads no row. -#}
+{% macro relation_column_names(relation) %}
+    {%- set found = run_query('select * from ' ~ relation ~ ' where 1 = 0') -%}
+    {{ return(found.column_names | map('lower') | list) }}
+{% endmacro %}

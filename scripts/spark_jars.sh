@@ -14,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ARTIFACTS=(
-    # Delta Lake built for Spark 4.2 / Scala 2.13. The delta-spark 4.4.1 wheel on PyPI differs from 4.4.0 only in
-    # its version string, and no 4.4.1 jars exist on Maven Central: 4.4.0 is the matching JVM release.
+    # Delta Lake built for Spark 4.2 / Scala 2.13, the release the pinned delta-spark wheel (4.4.0) belongs to; no
+    # 4.4.1 jars exist on Maven Central.
     io.delta:delta-spark_4.2_2.13:4.4.0
     io.delta:delta-storage:4.4.0
     # s3a://: hadoop-aws matching pyspark 4.2.0's hadoop-client-api-3.5.0.jar, and its compile-scope dependencies

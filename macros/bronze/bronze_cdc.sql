@@ -5,6 +5,7 @@
       merged files is recorded in `bronze_processed_files` (the checkpoint) by this model's post-hook, in the
       same transaction as the merge, from the batch this compiled SQL read (the `lago_mago.bronze_batch` comment).
     - Keeps the latest change per primary key by (_cdc_timestamp, _cdc_sequence, _source_file).
+    - A declared column absent from every file read (declared after they were written) reads as NULL.
     - Incrementally, emits only changes newer than the Bronze row: 'D' rows for keys to delete, I/U rows to
       upsert (see the cdc_merge strategy). A change older than the Bronze row is ignored; replaying a file
       changes nothing.
@@ -69,7 +70,7 @@ batch_changes as (
     -- no new file in the lake: an empty batch
     {{ lago_mago.bronze_empty_changes(columns) }}
     {%- else %}
-    {{ lago_mago.bronze_changes(batch_reader, columns, convention) }}
+    {{ lago_mago.bronze_changes(batch_reader, columns, convention, lake_files=not unit_test) }}
     {%- endif %}
 ),
 
@@ -78,7 +79,7 @@ batch_changes as (
 history_changes as (
     -- a late or replayed file: the earlier changes of its keys decide together with it
     select history.*
-    from ({{ lago_mago.bronze_changes(history_reader, columns, convention) }}) as history
+    from ({{ lago_mago.bronze_changes(history_reader, columns, convention, lake_files=true) }}) as history
     where exists (
         select 1 from batch_changes
         where {% for column in key %}batch_changes.{{ adapter.quote(column) }} = history.{{ adapter.quote(column) }}
@@ -163,15 +164,24 @@ select * from final
 {%- endmacro %}
 
 
-{#- A change file's rows in the native convention, with the declared columns cast to their declared types. -#}
-{% macro bronze_changes(relation, columns, convention) -%}
+{#-
+    A change file's rows in the native convention, with the declared columns cast to their declared types.
+    Reading lake files, a declared column that none of them holds (schema drift: declared after they were
+    written) is NULL; union_by_name already gives NULL when only some of the files lack it.
+-#}
+{% macro bronze_changes(relation, columns, convention, lake_files) -%}
+    {%- set present = lago_mago.relation_column_names(relation) if lake_files else none -%}
     select
         {{ convention.operation }} as _cdc_operation,
         {{ convention.timestamp }} as _cdc_timestamp,
         {{ convention.sequence }} as _cdc_sequence,
         {%- for column in columns %}
         {%- set name = adapter.quote(column.name) %}
+        {%- if present is none or column.name | lower in present %}
         cast({{ name }} as {{ lago_mago.declared_type(column.data_type) }}) as {{ name }},
+        {%- else %}
+        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ name }},
+        {%- endif %}
         {%- endfor %}
         cast(filename as {{ dbt.type_string() }}) as _source_file
     from {{ relation }}

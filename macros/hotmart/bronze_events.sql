@@ -62,7 +62,7 @@ source as (
         {{ lago_mago.cast_to_timestamp_tz('null') }} as _ingested_at,
         cast(null as {{ dbt.type_string() }}) as _batch_id,
         {%- for column in columns %}
-        cast(null as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endfor %}
         cast(null as {{ dbt.type_string() }}) as _source_file
     where 1 = 0
@@ -71,7 +71,7 @@ source as (
         {{ lago_mago.cast_to_timestamp_tz('_ingested_at') }} as _ingested_at,
         cast(_batch_id as {{ dbt.type_string() }}) as _batch_id,
         {%- for column in columns %}
-        cast({{ adapter.quote(column.name) }} as {{ column.data_type }}) as {{ adapter.quote(column.name) }},
+        cast({{ adapter.quote(column.name) }} as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endfor %}
         {%- if model.resource_type == 'unit_test' %}
         cast('unit_test' as {{ dbt.type_string() }}) as _source_file

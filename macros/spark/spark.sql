@@ -175,3 +175,17 @@
     when not matched by source and target.{{ key }} is not null then delete
 {% endmacro %}
 
+
+
+{#-
+    dbt's snapshot helpers (hard_deletes: new_record) read column names from the `get_columns_in_relation` macro;
+    dbt-spark's returns the raw `describe` rows, so every column of a deletion record came out NULL. Return
+    dbt-spark's columns instead. dbt-databricks reads those raw rows on purpose: keep them there.
+-#}
+{% macro spark__get_columns_in_relation(relation) %}
+    {{ return(adapter.get_columns_in_relation(relation)) }}
+{% endmacro %}
+
+{% macro databricks__get_columns_in_relation(relation) %}
+    {{ return(dbt.spark__get_columns_in_relation(relation)) }}
+{% endmacro %}

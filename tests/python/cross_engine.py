@@ -22,9 +22,12 @@ import duckdb
 # run as a script, this file's folder is on sys.path
 from spark_support import isolated_parameters, start_spark
 
-# load times, load paths (relative on DuckDB, file: URIs on Spark) and hashes over engine-specific text casts
-SKIPPED_COLUMNS = ("_source_file", "dbt_scd_id")
+# load times, and hashes over engine-specific text casts
+SKIPPED_COLUMNS = ("dbt_scd_id",)
 SKIPPED_SUFFIXES = ("loaded_at", "merged_at")
+# A snapshot stamps a deletion with the time the snapshot ran (the rest with the data's _cdc_timestamp): compare
+# which versions exist, deleted or not, and which is current.
+SNAPSHOT_RUN_TIME_COLUMNS = ("dbt_valid_from", "dbt_valid_to", "dbt_updated_at")
 
 
 def normalise(value: Any) -> Any:
@@ -38,6 +41,8 @@ def normalise(value: Any) -> Any:
         return round(float(value), 6)
     if isinstance(value, str) and value in ("True", "False"):
         return value == "True"  # dbt-duckdb stores dbt_is_deleted as text
+    if isinstance(value, str) and value.startswith("file:/"):
+        return value.removeprefix("file:")  # lake paths: Spark names local files by URI
     return value
 
 
@@ -48,7 +53,7 @@ def compared_columns(columns: list[str]) -> list[str]:
 def main(manifest_path: str, duckdb_file: str, warehouse: str) -> dict[str, Any]:
     manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
     relations = sorted(
-        (node["schema"], node["alias"])
+        (node["schema"], node["alias"], node["resource_type"] == "snapshot")
         for node in manifest["nodes"].values()
         if node["resource_type"] in ("model", "snapshot") and node["config"]["materialized"] != "ephemeral"
     )
@@ -56,16 +61,20 @@ def main(manifest_path: str, duckdb_file: str, warehouse: str) -> dict[str, Any]
     spark = start_spark(isolated_parameters(Path(warehouse)))
     spark.sparkContext.setLogLevel("ERROR")
     report: dict[str, Any] = {}
-    for schema, name in relations:
+    for schema, name, is_snapshot in relations:
         duck_columns = [row[0] for row in duck.execute(f'describe "{schema}"."{name}"').fetchall()]
         spark_columns = [field.name for field in spark.table(f"{schema}.{name}").schema.fields]
         columns = [c for c in compared_columns(duck_columns) if c in spark_columns]
-        duck_select = ", ".join(f'"{c}"' for c in columns)
+        extra = ""
+        if is_snapshot:
+            columns = [c for c in columns if c not in SNAPSHOT_RUN_TIME_COLUMNS]
+            extra = ", dbt_valid_to is null as is_current"
+        duck_select = ", ".join(f'"{c}"' for c in columns) + extra
         duck_rows = sorted(
             json.dumps([normalise(v) for v in row], default=str)
             for row in duck.execute(f'select {duck_select} from "{schema}"."{name}"').fetchall()
         )
-        spark_select = ", ".join(f"`{c}`" for c in columns)
+        spark_select = ", ".join(f"`{c}`" for c in columns) + extra
         spark_rows = sorted(
             json.dumps([normalise(v) for v in row], default=str)
             for row in spark.sql(f"select {spark_select} from {schema}.{name}").collect()

@@ -7,6 +7,7 @@ from pytest itself. At the end of the session the table is printed and written t
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from reliability_support import (
+    DbtSite,
     History,
     LocalView,
     Recorder,
@@ -58,7 +60,15 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
         assert result.returncode == 0, result.stderr
     rows = change_rows(LocalView(twin))
     assert {row[2] for row in rows} == {"I", "U", "D"}
-    return History(folders, rows)
+    return History(folders, rows, twin)
+
+
+@pytest.fixture(scope="session")
+def dbt_site(tmp_path_factory: pytest.TempPathFactory) -> DbtSite:
+    """The repository's dbt project on one target folder for the whole suite (one full parse, then partial ones)."""
+    if shutil.which("dbt") is None:
+        pytest.skip("dbt is not installed")
+    return DbtSite.under(tmp_path_factory.mktemp("dbt"))
 
 
 _REPORT_KEY = pytest.StashKey[ReliabilityReport]()

@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ingestion.catalog import Table
+from ingestion.cdc import change_schema
+from ingestion.duck import quote_identifier, sql_literal
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 120
@@ -276,15 +284,150 @@ class RawObserver:
         assert not self.errors, f"a partial or unreadable file was visible under raw/: {self.errors[:3]}"
 
 
+# -- dbt on a test lake ------------------------------------------------------------------------------------------
+
+# the dbt project files, as a copy of the project needs them (docs/ holds the doc blocks the YAML refers to)
+DBT_PROJECT_FILES = ("dbt_project.yml", "profiles", "models", "macros", "snapshots", "seeds", "tests/dbt", "docs")
+
+
+@dataclass(frozen=True)
+class DbtSite:
+    """One dbt project, target folder and DuckDB file, serving whichever lake it is pointed at.
+
+    LAKE_URI and DUCKDB_PATH never change (the lake is a symlink re-pointed per scenario), so dbt's partial parsing
+    is reused from one build to the next.
+    """
+
+    base: Path
+    lake_link: Path
+    database: Path
+    target: Path
+    project: Path = ROOT
+
+    @classmethod
+    def under(cls, base: Path, project: Path = ROOT) -> DbtSite:
+        return cls(base, base / "lake", base / "warehouse.duckdb", base / "target", project)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "LAKE_URI": str(self.lake_link), "DUCKDB_PATH": str(self.database)}
+        env.pop("DBT_PROFILES_DIR", None)  # the project's own profiles.yml is the one under test
+        return env
+
+    def point_at(self, lake: Path) -> None:
+        """Serve `lake` to dbt, with an empty warehouse."""
+        lake.mkdir(parents=True, exist_ok=True)
+        self.lake_link.unlink(missing_ok=True)
+        self.lake_link.symlink_to(lake, target_is_directory=True)
+        for leftover in self.base.glob(f"{self.database.name}*"):
+            leftover.unlink()
+
+    def build(self, *args: str, target: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args, target=target), cwd=self.project, env=self.env, capture_output=True, text=True
+        )
+
+    def command(self, *args: str, target: Path | None = None) -> list[str]:
+        folder = target or self.target
+        return [
+            "dbt",
+            "build",
+            "--target",
+            "dev",
+            "--target-path",
+            str(folder),
+            "--log-path",
+            str(folder / "logs"),
+            *args,
+        ]
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.database), read_only=True)
+
+
+def copy_dbt_project(dest: Path) -> Path:
+    """A copy of the dbt project to change (sources YAML, models) without touching the repository's."""
+    for name in DBT_PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("images", "__pycache__"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, dest / name)
+    (dest / "profiles.yml").symlink_to(Path("profiles") / "profiles.yml")
+    return dest
+
+
+def capture_files(lake: Path, table: Table) -> list[Path]:
+    """The files ingestion published for `table` in capture order: the full load, then the change files."""
+    folder = lake / "raw" / table.source
+    return [
+        *sorted((folder / "full-load" / table.name).glob("*.parquet")),
+        *sorted((folder / "cdc" / table.name).glob("*.parquet")),
+    ]
+
+
+def write_change_file(path: Path, table: Table, rows: Iterable[Mapping[str, object]]) -> Path:
+    """A change file written by hand with the lake's exact schema (`ingestion.cdc.change_schema`)."""
+    schema = change_schema(table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(list(rows), schema=schema), path)
+    return path
+
+
+def relation_rows(con: duckdb.DuckDBPyConnection, relation: str, columns: Iterable[str]) -> Counter[ChangeRow]:
+    """The rows of `relation` (a table name or a `read_parquet(...)`), projected on `columns`, as a multiset."""
+    quoted = ", ".join(quote_identifier(c) for c in columns)
+    return Counter(con.execute(f"select {quoted} from {relation}").fetchall())
+
+
+def snapshot_truth(lake: Path, table: Table) -> str:
+    """The current snapshot of `table` that ingestion holds (its state points to it), as a relation to read."""
+    state = json.loads((lake / f"_ingestion/{table.source}/{table.name}/state.json").read_text())
+    return f"read_parquet({sql_literal(str(lake / state['snapshot_key']))})"
+
+
+def bronze_relation(table: Table) -> str:
+    return f"bronze.{quote_identifier(f'bronze_{table.source}__{table.name}')}"
+
+
+def compare_bronze(con: duckdb.DuckDBPyConnection, truths: Iterable[tuple[Table, str]]) -> Comparison:
+    """Each table's Bronze against its truth (a relation), as multisets of the declared columns."""
+    truth: Counter[ChangeRow] = Counter()
+    found: Counter[ChangeRow] = Counter()
+    for table, relation in truths:
+        for rows, relation_read in ((truth, relation), (found, bronze_relation(table))):
+            for row, count in relation_rows(con, relation_read, table.column_names).items():
+                rows[(table.name, *row)] += count
+    return compare(truth, found)
+
+
+def warehouse_state(database: Path) -> dict[str, list[ChangeRow]]:
+    """Every row of every table of the warehouse, sorted: equal states mean a build changed nothing."""
+    with duckdb.connect(str(database), read_only=True) as con:
+        tables = con.execute(
+            "select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE' "
+            "order by all"
+        ).fetchall()
+        return {
+            f"{schema}.{name}": sorted(
+                con.execute(f"select * from {quote_identifier(schema)}.{quote_identifier(name)}").fetchall(), key=repr
+            )
+            for schema, name in tables
+        }
+
+
 # -- the report ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class History:
-    """Three snapshot folders of clientes and produtos, and the change rows a run that never failed publishes."""
+    """Three snapshot folders of clientes and produtos, the change rows a run that never failed publishes, and
+    the lake that run wrote (read-only: copy its files, never write into it)."""
 
     folders: list[Path]
     twin: Counter[ChangeRow]
+    lake: Path
 
 
 @dataclass

@@ -77,7 +77,7 @@ cubed as (
         transaction_date,
         product_category,
         source_system,
-        grouping(product_category, source_system) as grouping_id,
+        grouping(product_category) * 2 + grouping(source_system) as grouping_id,
         count(distinct transaction_id) as transactions,
         count(distinct customer_id) as distinct_customers,
         cast(sum(case when points > 0 then points else 0 end) as {{ dbt.type_bigint() }}) as points_earned,
