@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Table
 from ingestion.duck import connect, quote_identifier, sql_literal, write_parquet
@@ -88,6 +89,17 @@ def check_keys(con: duckdb.DuckDBPyConnection, table: Table, snapshot: Path) -> 
             f"repeat, e.g. {examples}; nothing was published"
         )
     return rows
+
+
+def _declared_view(table: Table, snapshot: Path) -> str:
+    """The previous snapshot seen through today's declaration: a newly declared column reads as NULL (so every
+    row with a value in it is an update) and a column no longer declared is left out."""
+    present = set(pq.read_schema(snapshot).names)
+    columns = ", ".join(
+        quote_identifier(c.name) if c.name in present else f"cast(null as {c.data_type}) as {quote_identifier(c.name)}"
+        for c in table.columns
+    )
+    return f"select {columns} from {_read(snapshot)}"
 
 
 def _select_columns(table: Table, alias: str) -> str:
@@ -171,7 +183,7 @@ def diff(
                 case when o.{first_key} is null then 'I' when n.{first_key} is null then 'D' else 'U' end as op,
                 {payload}
             from {_read(current)} as n
-            full outer join {_read(previous)} as o on {join}
+            full outer join ({_declared_view(table, previous)}) as o on {join}
             where o.{first_key} is null or n.{first_key} is null or ({changed})
         """
         dest.unlink(missing_ok=True)

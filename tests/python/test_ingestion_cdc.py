@@ -128,3 +128,14 @@ def test_change_file_schema_is_explicit_and_stable_even_for_all_null_columns(tmp
     assert schema.field("points").type == pa.int64()
     metadata = pq.ParquetFile(tmp_path / "out.parquet").metadata
     assert metadata.row_group(0).column(0).compression == "SNAPPY"
+
+
+def test_a_newly_declared_column_reads_as_null_in_the_previous_snapshot(tmp_path: Path) -> None:
+    table = make_table()
+    before = Table(source="test", name="people", columns=table.columns[:3], primary_key=("id",))
+    old = write(tmp_path / "old.parquet", before, [(1, "n", "a"), (2, "s", "b")])
+    new = write(tmp_path / "new.parquet", table, [(1, "n", "a", None), (2, "s", "b", 7)])
+    result = cdc.diff(table, old, new, AT, 1, tmp_path / "out.parquet")
+    rows = read_changes(tmp_path / "out.parquet")
+    assert result.counts == cdc.ChangeCounts(0, 1, 0)
+    assert [(r["_cdc_operation"], r["id"], r["points"]) for r in rows] == [("U", 2, 7)]

@@ -1,20 +1,23 @@
 """Bad inputs on the dbt side: a corrupt Parquet file in the lake (named like a change file) fails `dbt build` with
 an error naming the file, a non-zero exit, and the warehouse unchanged: every table, the checkpoint and the
-snapshot included, row for row. Nothing that arrived with it is merged; once it is gone, the next build merges
-everything else and Bronze equals the truth.
+snapshot included, row for row (the report counts the warehouse's rows). Nothing that arrived with it is merged;
+once it is gone, the next build merges everything else and Bronze equals the truth.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from reliability_support import (
+    ChangeRow,
     DbtSite,
     History,
     Recorder,
     capture_files,
+    compare,
     compare_bronze,
     snapshot_truth,
     warehouse_state,
@@ -36,6 +39,11 @@ BUILD = (
 )
 # named like a change file, and newer than every other: it is in the next batch of bronze_loyalty__clientes
 BAD_NAME = "clientes_29990101_000000_000000.parquet"
+
+
+def every_row(state: dict[str, list[ChangeRow]]) -> Counter[ChangeRow]:
+    """The rows of every table of the warehouse (checkpoint and snapshot included), as one multiset."""
+    return Counter((table, *row) for table, rows in state.items() for row in rows)
 
 
 def corruptions(good: bytes) -> dict[str, bytes]:
@@ -73,16 +81,20 @@ def test_a_corrupt_parquet_file_fails_the_build_naming_it_and_changes_nothing(
         build = dbt_site.build(*BUILD)
         lines = build.stdout.replace(str(dbt_site.lake_link), "$LAKE_URI").splitlines()
         naming = [line.strip() for line in lines if BAD_NAME in line]
-        unchanged = warehouse_state(dbt_site.database) == before
+        after = warehouse_state(dbt_site.database)
+        result = compare(every_row(before), every_row(after))
         report.record(
             f"dbt: corrupt Parquet in the lake: {what}",
             runs=1,
-            note=f"exit {build.returncode}, warehouse unchanged: {unchanged}; "
+            expected=result.expected,
+            lost=result.lost,
+            duplicated=result.duplicated,
+            note=f"exit {build.returncode}; "
             + (f"the error: {naming[0][:200]}" if naming else "the error does not name the file"),
         )
         assert build.returncode != 0, build.stdout[-3000:]
         assert naming, build.stdout[-3000:]
-        assert unchanged, f"{what}: a failed build changed the warehouse"
+        assert after == before, f"{what}: a failed build changed the warehouse"
 
     bad.unlink()
     recovered = dbt_site.build(*BUILD)
