@@ -211,7 +211,7 @@ def targets(results: list[Result]) -> list[str]:
         over = ratio("cdc", "project", "duckdb_join", rows)
         if over is not None:
             lines.append(
-                f"| diff within 1.5x of bare DuckDB join at {rows:.0e} | {over:.2f}x | "
+                f"| diff within 1.5x of bare DuckDB join at {rows:,} rows | {over:.2f}x | "
                 f"{'yes' if over <= 1.5 else 'no'} |"
             )
     big = _find(results, "cdc", "project", 10_000_000)
