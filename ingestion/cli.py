@@ -20,7 +20,7 @@ from ingestion.errors import CatalogError, IngestionError
 from ingestion.events import EventReader, run_events
 from ingestion.lake import Lake, open_lake
 from ingestion.readers.base import SnapshotReader
-from ingestion.state import load_state
+from ingestion.state import LakeLock, load_state
 
 log = logging.getLogger("ingestion")
 
@@ -164,13 +164,16 @@ def _sources(catalog: Catalog, args: argparse.Namespace) -> list[Source]:
 
 def command_run(catalog: Catalog, args: argparse.Namespace) -> int:
     sources = _sources(catalog, args)
-    day = None
-    if args.reader == "simulator" and len(sources) > 1:
+    if args.reader != "simulator" or len(sources) == 1:
+        for source in sources:
+            command_run_source(source, args)
+        return 0
+    lake = _lake(args)
+    with LakeLock(lake, wait=args.wait):
         # every source's simulator moves to the same day, also when a crash left one source behind
-        lake = _lake(args)
         day = simulator_target_day([load_state(lake, t) for source in sources for t in source.tables.values()])
-    for source in sources:
-        command_run_source(source, args, day)
+        for source in sources:
+            command_run_source(source, args, day)
     return 0
 
 

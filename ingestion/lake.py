@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from ingestion.errors import LakeError
 log = logging.getLogger(__name__)
 
 STATE_PREFIX = "_ingestion"
+SCRATCH_MAX_AGE_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,13 @@ class LocalLake(Lake):
         return self._path(key).is_file()
 
     def clear_scratch(self) -> None:
+        # Only old files: a run waiting for the lock writes its lock candidate here too, seconds before it tries.
         if self._scratch.is_dir():
+            cutoff = time.time() - SCRATCH_MAX_AGE_SECONDS
             for leftover in self._scratch.glob("*.partial"):
-                leftover.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    if leftover.stat().st_mtime < cutoff:
+                        leftover.unlink()
 
     def publish(self, local_file: Path, key: str) -> bool:
         final = self._path(key)

@@ -130,6 +130,8 @@ def clear_pending(lake: Lake, table: Table) -> None:
 
 
 LOCK_KEY = f"{STATE_PREFIX}/lock.json"
+# lakes whose lock this process holds, with the depth of nested holders
+_HELD: dict[str, int] = {}
 
 
 @dataclass
@@ -144,8 +146,15 @@ class LakeLock:
     wait: float = 0.0
     stale_after: float = 6 * 3600
     owner: dict[str, Any] = field(default_factory=dict)
+    nested: bool = False
 
     def __enter__(self) -> LakeLock:
+        # re-entrant within a process: a run over several sources holds the lock once, around all of them
+        if _HELD.get(self.lake.uri, 0):
+            _HELD[self.lake.uri] += 1
+            self.nested = True
+            return self
+        self.nested = False
         self.owner = {
             "run_id": uuid.uuid4().hex,
             "pid": os.getpid(),
@@ -155,11 +164,13 @@ class LakeLock:
         deadline = time.monotonic() + self.wait
         while True:
             if self.lake.create_exclusive(LOCK_KEY, json.dumps(self.owner).encode()):
+                _HELD[self.lake.uri] = 1
                 return self
             holder = self._holder()
             if holder is None:
                 continue  # released between our attempt and our read: try again at once
             if holder.get("run_id") == self.owner["run_id"]:
+                _HELD[self.lake.uri] = 1
                 return self  # our own create landed, but its answer was lost and the retry refused
             if self._is_stale(holder):
                 log.warning(
@@ -179,6 +190,10 @@ class LakeLock:
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        _HELD[self.lake.uri] -= 1
+        if self.nested:
+            return
+        _HELD.pop(self.lake.uri, None)
         try:
             holder = self._holder()
             if holder is not None and holder.get("run_id") == self.owner.get("run_id"):
