@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -479,4 +480,6 @@ def _scrub(text: str) -> str:
     """The report is a file in the repository's tree: no paths of the machine that ran the tests in it."""
     for folder, label in ((ROOT, "<repo>"), (Path(tempfile.gettempdir()).resolve(), "<tmp>")):
         text = text.replace(str(folder), label)
+    # pytest's per-run folders (pytest-of-<user>/pytest-<n>/<test>) say nothing a reader needs
+    text = re.sub(r"<tmp>/pytest-of-[^/\s]+/pytest-\d+/[^/\s]+", "<tmp>", text)
     return text.replace("|", "\\|")
