@@ -235,10 +235,23 @@
     {{ return(adapter.dispatch('write_feed_positions', 'lago_mago')(positions, values)) }}
 {% endmacro %}
 
+{#- only positions that moved are written, so a build that read nothing new changes no row -#}
 {% macro default__write_feed_positions(positions, values) %}
-    delete from {{ positions }} where consumer_name = {{ dbt.string_literal(this.identifier) }};
+    delete from {{ positions }}
+    where
+        consumer_name = {{ dbt.string_literal(this.identifier) }}
+        and exists (
+            select 1 from ({{ values | join(' union all ') }}) as read_now
+            where read_now.producer_name = {{ positions }}.producer_name
+                and read_now.commit_version <> {{ positions }}.commit_version
+        );
     insert into {{ positions }} (consumer_name, producer_name, commit_version, recorded_at)
-    {{ values | join(' union all ') }}
+    select read_now.consumer_name, read_now.producer_name, read_now.commit_version, read_now.recorded_at
+    from ({{ values | join(' union all ') }}) as read_now
+    where not exists (
+        select 1 from {{ positions }} as held
+        where held.consumer_name = read_now.consumer_name and held.producer_name = read_now.producer_name
+    )
 {% endmacro %}
 
 {#- a Spark statement is one statement: MERGE replaces this consumer's positions at once -#}
@@ -246,7 +259,8 @@
     merge into {{ positions }} as target
     using ({{ values | join(' union all ') }}) as source
         on target.consumer_name = source.consumer_name and target.producer_name = source.producer_name
-    when matched then update set commit_version = source.commit_version, recorded_at = source.recorded_at
+    when matched and target.commit_version <> source.commit_version then
+        update set commit_version = source.commit_version, recorded_at = source.recorded_at
     when not matched then insert (consumer_name, producer_name, commit_version, recorded_at)
         values (source.consumer_name, source.producer_name, source.commit_version, source.recorded_at)
 {% endmacro %}
@@ -338,5 +352,12 @@
     from {{ changes }} as changes
     where changes._cdc_operation <> 'D';
 
-    {{ lago_mago.record_feed_commit(target, version, 'merge') }};
+    {#- a merge of no change is no commit: a build that read nothing new changes no row -#}
+    insert into {{ ref('change_feed_commits') }} (model_name, commit_version, commit_operation, committed_at)
+    select
+        {{ dbt.string_literal(target.identifier) }},
+        {{ version }},
+        'merge',
+        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
+    where exists (select 1 from {{ changes }});
 {% endmacro %}

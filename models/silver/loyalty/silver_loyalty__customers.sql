@@ -28,8 +28,7 @@ renamed as (
 
         -- lineage
         _cdc_operation,
-        _cdc_timestamp,
-        _loaded_at
+        _cdc_timestamp
     from source
 ),
 
@@ -46,7 +45,7 @@ final as (
         updated_at,
         _cdc_operation,
         _cdc_timestamp,
-        _loaded_at
+        {{ dbt.current_timestamp() }} as _loaded_at
     from renamed
 )
 

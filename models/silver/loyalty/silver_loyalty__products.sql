@@ -19,8 +19,7 @@ renamed as (
 
         -- lineage
         _cdc_operation,
-        _cdc_timestamp,
-        _loaded_at
+        _cdc_timestamp
     from source
 ),
 
@@ -32,7 +31,7 @@ final as (
         product_category,
         _cdc_operation,
         _cdc_timestamp,
-        _loaded_at
+        {{ dbt.current_timestamp() }} as _loaded_at
     from renamed
 )
 

@@ -20,8 +20,7 @@ renamed as (
 
         -- lineage
         _cdc_operation,
-        _cdc_timestamp,
-        _loaded_at
+        _cdc_timestamp
     from source
 ),
 
@@ -34,7 +33,7 @@ final as (
         points,
         _cdc_operation,
         _cdc_timestamp,
-        _loaded_at
+        {{ dbt.current_timestamp() }} as _loaded_at
     from renamed
 )
 

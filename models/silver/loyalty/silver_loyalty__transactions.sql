@@ -24,8 +24,7 @@ renamed as (
 
         -- lineage
         _cdc_operation,
-        _cdc_timestamp,
-        _loaded_at
+        _cdc_timestamp
     from source
 ),
 
@@ -39,7 +38,7 @@ final as (
         cast(transaction_at as date) as transaction_date,
         _cdc_operation,
         _cdc_timestamp,
-        _loaded_at
+        {{ dbt.current_timestamp() }} as _loaded_at
     from renamed
 )
 
