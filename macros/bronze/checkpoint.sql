@@ -125,8 +125,10 @@
     {%- set bad = run_query(bad_sql).rows -%}
     {%- if bad -%}
         {%- set missing = [] -%}
-        {%- for name, expression in checks if bad[0][loop.index] > 0 -%}
-            {%- do missing.append(bad[0][loop.index] ~ " rows without a valid " ~ name) -%}
+        {%- for name, expression in checks -%}
+            {%- if bad[0][loop.index] > 0 -%}
+                {%- do missing.append(bad[0][loop.index] ~ " rows without a valid " ~ name) -%}
+            {%- endif -%}
         {%- endfor -%}
         {{ exceptions.raise_compiler_error(
             source_name ~ "." ~ table_name ~ ": lake file " ~ lago_mago.lake_file_id(bad[0][0])
