@@ -1,4 +1,4 @@
-"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,bronze,e2e,engines]`.
+"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,bronze,e2e,engines,hotmart]`.
 
 Each figure is the median of `--repeats` runs, each run in a fresh process (peak RSS is that process's, or its
 children's for whole commands). Ratios are between alternatives measured in the same invocation, since the
@@ -232,6 +232,9 @@ def targets(results: list[Result]) -> list[str]:
             f"| the same, whole `dbt run` commands (dbt's start-up included) | {bronze:.1f}x | "
             f"{'yes' if bronze >= 10 else 'no'} |"
         )
+    from bench.hotmart import targets as hotmart_targets
+
+    lines += hotmart_targets(results)
     fresh = [r for r in results if r.suite == "e2e" and r.case == "fresh total"]
     if fresh:
         lines.append(
@@ -281,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1e5,1e6,1e7", help="comma-separated row counts")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--suites", default="cdc,bronze,e2e,engines,dag")
+    parser.add_argument("--suites", default="cdc,bronze,e2e,engines,dag,hotmart")
     parser.add_argument("--pandas-max", type=float, default=1e6, help="largest scale for the pandas baseline")
     parser.add_argument("--e2e-scale", type=int, default=10_000, help="simulator scale of the e2e suite")
+    parser.add_argument("--hotmart-scale", type=int, default=10_000, help="simulator scale of the hotmart suite")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--report-only", action="store_true", help="rewrite results.md and plots from results.json")
     args = parser.parse_args(argv)
@@ -315,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
 
         results += suite_dag(scales, args.repeats, work)
         results += suite_cadence([10, 100, 500], 1000, work)
+    if "hotmart" in suites:
+        from bench.hotmart import suite_hotmart
+
+        results += suite_hotmart(args.repeats, work, args.hotmart_scale)
     write_report(results, args.out)
     print((args.out / "results.md").read_text())
     print(f"benchmarks took {time.monotonic() - started:.0f} s; results in {args.out}")

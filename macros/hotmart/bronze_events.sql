@@ -7,21 +7,24 @@
       of re-sent events is read once.
     - An event is identified by its declared columns (`_event_id`, a hash of them): an identical event re-sent
       later is the same event, and Bronze keeps its first arrival (smallest `_ingested_at`, then `_batch_id`,
-      then file). A copy that arrives earlier than the one held replaces it (delete+insert on `_event_id`), so an
-      incremental run and a `--full-refresh` hold the same rows.
+      then file). A copy that comes first in that order replaces the one held (an update on `_event_id`), so an
+      incremental run and a `--full-refresh` hold the same rows, whatever order the files came in.
     - Nothing is updated or deleted otherwise: which state of a purchase wins is decided downstream, per day.
+    - It is a change-feed producer like the CDC Bronze (strategy `cdc_merge`, macros/change_feed.sql): every
+      event it adds (`_cdc_operation` 'I') or replaces is in its feed, so Silver reads only the new events.
 
     Usage, in models/bronze/<source>/bronze_<source>__<table>.sql:  {{ lago_mago.bronze_events('hotmart', 'purchase') }}
 -#}
 {% macro bronze_events(source_name, table_name) %}
     {{- config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy='cdc_merge',
         unique_key='_event_id',
         on_schema_change='append_new_columns',
         post_hook=[
             "{{ lago_mago.checkpoint_forget_on_rebuild() }}",
             "{{ lago_mago.checkpoint_commit_plan() }}",
+            "{{ lago_mago.record_feed_rebuild() }}",
         ],
     ) -}}
 
@@ -118,14 +121,29 @@ final as (
         {{ adapter.quote(column.name) }},
         {%- endfor %}
         _source_file,
+        -- an event is only ever added (or replaced by a copy that comes first): always an insert
+        cast('I' as {{ dbt.type_string() }}) as _cdc_operation,
         {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
     from deduplicated
     {%- if incremental %}
+    -- a copy replaces the held one only if it comes first in the full refresh's order (arrival, batch, file)
     where not exists (
         select 1 from {{ this }} as loaded
         where
             loaded._event_id = deduplicated._event_id
-            and loaded._ingested_at <= deduplicated._ingested_at
+            and (
+                loaded._ingested_at < deduplicated._ingested_at
+                or (
+                    loaded._ingested_at = deduplicated._ingested_at
+                    and (
+                        loaded._batch_id < deduplicated._batch_id
+                        or (
+                            loaded._batch_id = deduplicated._batch_id
+                            and loaded._source_file <= deduplicated._source_file
+                        )
+                    )
+                )
+            )
     )
     {%- endif %}
 )

@@ -4,8 +4,21 @@
         valid_from <= D and (valid_to is null or valid_to > D)
     Every row derives from the arrival days of the events, so a rebuild reproduces it exactly and an event only
     changes the answers from the day it arrived.
+
+    Incremental on Silver's change feed: an order date's rows depend only on the versions in GMV of that date, so
+    a build rewrites exactly the order dates that changed versions had or have (the pre-hook empties them, the
+    model recomputes them from Silver). A first build or --full-refresh computes every date.
 -#}
-{{ config(materialized='table', **lago_mago.date_partition_config('order_date')) }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook="{{ lago_mago.gmv_history_delete_touched_dates() }}",
+        post_hook="{{ lago_mago.record_feed_positions() }}",
+        **lago_mago.date_partition_config('order_date')
+    )
+}}
 
 with
 
@@ -17,7 +30,13 @@ counted_versions as (
         valid_from,
         valid_to
     from {{ ref('silver_hotmart__purchase_versions') }}
-    where is_in_gmv
+    where
+        is_in_gmv
+        {%- if is_incremental() %}
+        and order_date in (
+            {{ lago_mago.hotmart_changed_order_dates(ref('silver_hotmart__purchase_versions')) }}
+        )
+        {%- endif %}
 ),
 
 deltas as (

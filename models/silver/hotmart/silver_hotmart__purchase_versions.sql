@@ -1,12 +1,45 @@
 {#-
     The state of each purchase as of the end of each day on which one of its events arrived (SCD2 per
-    purchase). Rebuilt from Bronze on every run: the history is a pure function of the arrived events, so a
-    rebuild can only reproduce it (see docs/hotmart.md for why this is not incremental).
+    purchase). A purchase's versions are a function of its own events only, so a build recomputes exactly the
+    purchases that Bronze's change feeds show new events for (every purchase on a first build or
+    --full-refresh), from all of their events, and applies the difference with `cdc_merge`: every recomputed
+    version is upserted, a version the recomputation no longer has is deleted. Its own change feed tells Gold
+    which order dates changed. Why this design: docs/hotmart.md.
 -#}
-{{ config(materialized='table') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='cdc_merge',
+        unique_key=['purchase_id', 'valid_from'],
+        on_schema_change='append_new_columns',
+        tblproperties={'delta.enableChangeDataFeed': 'true'},
+        post_hook=[
+            "{{ lago_mago.record_feed_positions() }}",
+            "{{ lago_mago.record_feed_rebuild() }}",
+        ],
+    )
+}}
+
+{%- set version_columns = [
+    'purchase_id', 'buyer_id', 'prod_item_id', 'producer_id', 'product_id',
+    'purchase_event_id', 'product_item_event_id', 'extra_info_event_id',
+    'subsidiary', 'item_quantity', 'purchase_value', 'gmv_value',
+    'is_complete', 'is_in_gmv', 'is_current', 'order_date', 'release_date', 'valid_from', 'valid_to',
+] %}
 
 with
 
+{% if is_incremental() -%}
+touched_purchases as (
+    -- the purchases with an event Bronze added or replaced since this model's last build
+    {{ lago_mago.hotmart_changed_purchases([
+        ref('bronze_hotmart__purchase'),
+        ref('bronze_hotmart__product_item'),
+        ref('bronze_hotmart__purchase_extra_info'),
+    ]) }}
+),
+
+{% endif -%}
 purchase_events as (
     select
         -- ids
@@ -23,6 +56,9 @@ purchase_events as (
         _ingested_at as arrived_at,
         cast(_ingested_at as date) as arrival_date
     from {{ ref('bronze_hotmart__purchase') }}
+    {%- if is_incremental() %}
+    where purchase_id in (select touched_purchases.purchase_id from touched_purchases)
+    {%- endif %}
 ),
 
 product_item_events as (
@@ -39,6 +75,9 @@ product_item_events as (
         _ingested_at as arrived_at,
         cast(_ingested_at as date) as arrival_date
     from {{ ref('bronze_hotmart__product_item') }}
+    {%- if is_incremental() %}
+    where purchase_id in (select touched_purchases.purchase_id from touched_purchases)
+    {%- endif %}
 ),
 
 extra_info_events as (
@@ -53,6 +92,9 @@ extra_info_events as (
         _ingested_at as arrived_at,
         cast(_ingested_at as date) as arrival_date
     from {{ ref('bronze_hotmart__purchase_extra_info') }}
+    {%- if is_incremental() %}
+    where purchase_id in (select touched_purchases.purchase_id from touched_purchases)
+    {%- endif %}
 ),
 
 change_days as (
@@ -153,7 +195,7 @@ versioned as (
     from changed
 ),
 
-final as (
+recomputed as (
     select
         -- ids
         purchase_id,
@@ -180,6 +222,38 @@ final as (
         valid_from,
         valid_to
     from versioned
+),
+{%- if is_incremental() %}
+
+vanished as (
+    -- versions of a touched purchase that its recomputation no longer has (e.g. a late event moved a day)
+    select
+        {%- for column in version_columns %}
+        held.{{ column }},
+        {%- endfor %}
+        cast('D' as {{ dbt.type_string() }}) as _cdc_operation
+    from {{ this }} as held
+    where
+        held.purchase_id in (select touched_purchases.purchase_id from touched_purchases)
+        and not exists (
+            select 1 from recomputed
+            where recomputed.purchase_id = held.purchase_id and recomputed.valid_from = held.valid_from
+        )
+),
+{%- endif %}
+
+final as (
+    select
+        {%- for column in version_columns %}
+        recomputed.{{ column }},
+        {%- endfor %}
+        -- every version held is a live row; 'D' only travels in an incremental batch
+        cast('I' as {{ dbt.type_string() }}) as _cdc_operation
+    from recomputed
+    {%- if is_incremental() %}
+    union all
+    select * from vanished
+    {%- endif %}
 )
 
 select * from final

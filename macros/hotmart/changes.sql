@@ -1,0 +1,38 @@
+{#-
+    What the Hotmart models read of their producers' change feeds (macros/change_feed.sql), incremental runs only.
+    Bronze's events and Silver's versions are only ever recomputed per purchase and per order date, so a feed is
+    read for those keys alone; the rows themselves come from the producer's current state.
+-#}
+
+
+{#- The purchases with an event added or replaced in any of the event Bronze tables since this model's last build. -#}
+{% macro hotmart_changed_purchases(producers) %}
+    {%- set parts = [] -%}
+    {%- for producer in producers -%}
+        {%- do parts.append(
+            "select changes.purchase_id from " ~ lago_mago.changes_since_last_build(producer) ~ " as changes") -%}
+    {%- endfor -%}
+    {{ return(parts | join('\n    union\n    ')) }}
+{% endmacro %}
+
+
+{#-
+    The order dates whose GMV history a change of Silver's purchase versions since this model's last build can
+    move: the order date of every version that counted in GMV before the change (pre-images, deletes) or after it
+    (inserts, post-images). A version outside GMV adds nothing to any total, so it touches no date.
+-#}
+{% macro hotmart_changed_order_dates(purchase_versions) %}
+    {{ return(
+        "select distinct changes.order_date from "
+        ~ lago_mago.changes_since_last_build(purchase_versions) ~ " as changes where changes.is_in_gmv") }}
+{% endmacro %}
+
+
+{#- Pre-hook of the GMV history: empty every touched order date, so a date whose GMV vanished keeps no row. -#}
+{% macro gmv_history_delete_touched_dates() %}
+    {%- if not execute or not is_incremental() -%}
+        {{ return('select 1 as nothing_to_delete') }}
+    {%- endif -%}
+    {{ return(adapter.dispatch('delete_where_in', 'lago_mago')(
+        this, 'order_date', lago_mago.hotmart_changed_order_dates(ref('silver_hotmart__purchase_versions')))) }}
+{% endmacro %}
