@@ -1,4 +1,4 @@
-"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,bronze,e2e,engines,hotmart]`.
+"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,bronze,e2e,...]`.
 
 Each figure is the median of `--repeats` runs, each run in a fresh process (peak RSS is that process's, or its
 children's for whole commands). Ratios are between alternatives measured in the same invocation, since the

@@ -30,13 +30,15 @@ counted_versions as (
         valid_from,
         valid_to
     from {{ ref('silver_hotmart__purchase_versions') }}
+    {%- if is_incremental() %}
     where
         is_in_gmv
-        {%- if is_incremental() %}
         and order_date in (
             {{ lago_mago.hotmart_changed_order_dates(ref('silver_hotmart__purchase_versions')) }}
         )
-        {%- endif %}
+    {%- else %}
+    where is_in_gmv
+    {%- endif %}
 ),
 
 deltas as (
