@@ -6,18 +6,21 @@ warehouse each time: incrementally (only day N + 1's files and the purchases and
 `--full-refresh` (every event again). Both `dbt run` (the models) and `dbt build` (models and their tests) are
 measured. The figure to watch is the ratio of the incremental build at 500 days to the one at 10 days.
 
-python -m bench.hotmart capture LAKE DAYS SCALE   (appends DAYS simulator days to LAKE, in one process)
+    python -m bench --suites hotmart      (with the other suites' report, into bench/results/results.md)
+    python -m bench.hotmart [--repeats 3] [--scale 10000]      (alone, into bench/results/hotmart/)
+    python -m bench.hotmart capture LAKE DAYS SCALE      (appends DAYS simulator days to LAKE, in one process)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.__main__ import PYTHON, ROOT, Result, measure
+from bench.__main__ import PYTHON, ROOT, Result, measure, write_report
 
 HISTORIES = (10, 100, 500)
 MODELS = "path:models/bronze/hotmart path:models/silver/hotmart path:models/gold/hotmart"
@@ -29,10 +32,11 @@ def _dbt() -> str:
 
 def capture_days(lake: Path, days: int, scale: int) -> None:
     """Append `days` simulator days to the lake in this process (a process per day costs more than the day)."""
-    from ingestion.cli import main
+    from ingestion.cli import main as ingestion_main
 
     for _ in range(days):
-        if main(["run", "--source", "hotmart", "--lake", str(lake), "--scale", str(scale), "--seed", "3"]) != 0:
+        arguments = ["run", "--source", "hotmart", "--lake", str(lake), "--scale", str(scale), "--seed", "3"]
+        if ingestion_main(arguments) != 0:
             raise RuntimeError(f"the Hotmart simulator failed on {lake}")
 
 
@@ -104,8 +108,23 @@ def targets(results: list[Result]) -> list[str]:
     return lines
 
 
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["capture"]:
+        lake, days, scale = argv[1:]
+        capture_days(Path(lake), int(days), int(scale))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.hotmart", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale", type=int, default=10_000, help="simulator scale: scale / 100 purchases a day")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    results = suite_hotmart(args.repeats, args.out / "tmp", args.scale)
+    report = args.out / "hotmart"
+    write_report(results, report)
+    print((report / "results.md").read_text())
+    return 0
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["capture"] or len(sys.argv) != 5:
-        sys.exit(__doc__)
     sys.path.insert(0, str(ROOT))
-    capture_days(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    sys.exit(main(sys.argv[1:]))

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 HOTMART_MODELS = "+path:models/gold/hotmart"
 
-HISTORY = "select * from gold.gold_gmv_daily_history order by all"
+HISTORY = "select * exclude (_loaded_at) from gold.gold_gmv_daily_history order by all"
 
 # docs/hotmart.md: "GMV of a month as known on a date"
 MONTH_AS_KNOWN_ON = """
@@ -232,8 +232,8 @@ HOTMART_RELATIONS = {
     "bronze.bronze_hotmart__purchase": "_loaded_at",
     "bronze.bronze_hotmart__product_item": "_loaded_at",
     "bronze.bronze_hotmart__purchase_extra_info": "_loaded_at",
-    "silver.silver_hotmart__purchase_versions": None,
-    "gold.gold_gmv_daily_history": None,
+    "silver.silver_hotmart__purchase_versions": "_loaded_at",
+    "gold.gold_gmv_daily_history": "_loaded_at",
     "gold.gold_gmv_daily_current": None,
 }
 

@@ -116,7 +116,8 @@ final as (
         cast(gmv as decimal(18, 2)) as gmv,
         valid_from,
         valid_to,
-        valid_to is null as is_current
+        valid_to is null as is_current,
+        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
     from versions
     where gmv <> 0
 )

@@ -231,7 +231,8 @@ vanished as (
         {%- for column in version_columns %}
         held.{{ column }},
         {%- endfor %}
-        cast('D' as {{ dbt.type_string() }}) as _cdc_operation
+        cast('D' as {{ dbt.type_string() }}) as _cdc_operation,
+        held._loaded_at
     from {{ this }} as held
     where
         held.purchase_id in (select touched_purchases.purchase_id from touched_purchases)
@@ -248,7 +249,8 @@ final as (
         recomputed.{{ column }},
         {%- endfor %}
         -- every version held is a live row; 'D' only travels in an incremental batch
-        cast('I' as {{ dbt.type_string() }}) as _cdc_operation
+        cast('I' as {{ dbt.type_string() }}) as _cdc_operation,
+        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
     from recomputed
     {%- if is_incremental() %}
     union all
