@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.__main__ import PYTHON, ROOT, Result, measure, write_report
 
 HISTORIES = (10, 100, 500)
-MODELS = "path:models/bronze/hotmart path:models/silver/hotmart path:models/gold/hotmart"
+MODELS = "tag:lake_state path:models/bronze/hotmart path:models/silver/hotmart path:models/gold/hotmart"
 
 
 def _dbt() -> str:
