@@ -95,13 +95,13 @@ changes as (
 ),
 
 deduplicated as (
-    -- one change read twice (a replayed file) is one version; the copy in the latest file name is kept
+    -- one change read twice (a replayed file) is one version; the copy in the earliest file name is kept, as in Bronze
     select * from (
         select
             *,
             row_number() over (
                 partition by {{ key_columns }}, _cdc_timestamp, _cdc_sequence
-                order by _source_file desc
+                order by _source_file
             ) as _copy_rank
         from changes
     ) as ranked
