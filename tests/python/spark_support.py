@@ -77,11 +77,11 @@ def jars_dir(parameters: Mapping[str, str]) -> Path:
 
 
 def ensure_spark_jars(folder: Path, timeout: float = 1800) -> None:
-    """Run the documented install step; it returns at once when every pinned jar is already there."""
+    """Run the documented install step with `--s3` (the suite reads S3 lakes too); at once when the jars are there."""
     env = {**os.environ, "LAGO_SPARK_JARS_DIR": str(folder)}
     try:
         result = subprocess.run(
-            ["bash", str(JARS_SCRIPT)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+            ["bash", str(JARS_SCRIPT), "--s3"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired as exc:
         raise SparkSetupError(f"{JARS_SCRIPT.name} did not finish within {timeout:.0f} s") from exc
