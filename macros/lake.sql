@@ -83,7 +83,8 @@
     source lists files without reading them (only `path` is selected); declared as a catalog table over the
     folder, a missing location is an empty listing instead of an error (Spark checks paths for reads, not for
     tables). The table lives only for the listing: created, read, dropped (the files stay). Returns the paths
-    of the files under `folder`, at any depth, named like `name_glob` and whose path matches the regex `pattern`.
+    of the files under `folder` (or `folder` itself when it is a file), at any depth, named like `name_glob`
+    and whose path matches the regex `pattern`.
 -#}
 {% macro files_under(folder, name_glob, pattern) %}
     {{ return(adapter.dispatch('files_under', 'lago_mago')(folder, name_glob, pattern)) }}
@@ -258,12 +259,13 @@
 {% endmacro %}
 
 {#-
-    Spark: lake.json is looked for by listing the lake's `_ingestion` folder (macros above), so a lake without it
-    (nothing captured yet, a mistyped LAKE_URI) gives none instead of Spark's PATH_NOT_FOUND.
+    Spark: lake.json is looked for by listing it (macros above; a listing's location may be one file), so a lake
+    without it (captured before the ingestion wrote it, nothing captured yet, a mistyped LAKE_URI) gives none
+    instead of Spark's PATH_NOT_FOUND.
 -#}
 {% macro spark__read_lake_id() %}
-    {%- set folder = lago_mago.lake_filesystem_uri() ~ '/_ingestion' -%}
-    {%- set found = lago_mago.files_under(folder, 'lake.json', '/_ingestion/lake[.]json$') -%}
+    {%- set path = lago_mago.lake_filesystem_uri() ~ '/_ingestion/lake.json' -%}
+    {%- set found = lago_mago.files_under(path, 'lake.json', '/_ingestion/lake[.]json$') -%}
     {%- if not found -%}
         {{ return(none) }}
     {%- endif -%}
