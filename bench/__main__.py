@@ -1,4 +1,4 @@
-"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,bronze,e2e,...]`.
+"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,...,quickstart]`.
 
 Each figure is the median of `--repeats` runs, each run in a fresh process (peak RSS is that process's, or its
 children's for whole commands). Ratios are between alternatives measured in the same invocation, since the
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1e5,1e6,1e7", help="comma-separated row counts")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--suites", default="cdc,bronze,e2e,engines,dag,hotmart")
+    parser.add_argument("--suites", default="cdc,bronze,e2e,engines,dag,quickstart,hotmart")
     parser.add_argument("--pandas-max", type=float, default=1e6, help="largest scale for the pandas baseline")
     parser.add_argument("--e2e-scale", type=int, default=10_000, help="simulator scale of the e2e suite")
     parser.add_argument("--hotmart-scale", type=int, default=10_000, help="simulator scale of the hotmart suite")
@@ -319,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
 
         results += suite_dag(scales, args.repeats, work)
         results += suite_cadence([10, 100, 500], 1000, work)
+    if "quickstart" in suites:
+        from bench.quickstart import suite_quickstart
+
+        results += suite_quickstart(args.repeats, work, args.e2e_scale)
     if "hotmart" in suites:
         from bench.hotmart import suite_hotmart
 

@@ -67,29 +67,68 @@
 {% endmacro %}
 
 {#-
-    Spark SQL cannot list a folder, but the binaryFile source lists files without reading them (only `path` is
-    selected). It lists the lake's whole `raw/` folder, which exists once anything was captured, so a source with
-    no file yet is an empty batch. A lake without `raw/` (nothing captured, or a mistyped LAKE_URI) fails here
-    with Spark's PATH_NOT_FOUND naming the folder: Spark SQL cannot ask whether a path exists.
+    Spark: the lake's `raw/` folder, listed once per model, keeps the table's files by their path. A source with no
+    file yet, or a lake with no `raw/` at all, is an empty list (macros below).
 -#}
 {% macro spark__list_lake_files(source_name, table_name, folders) %}
-    {#- a temporary view per table: models running on parallel threads share one Spark session -#}
-    {%- set view = 'lago_mago_files__' ~ source_name ~ '__' ~ table_name ~ '__' ~ folders | join('_') | replace('-', '_') -%}
-    {%- call statement('list_' ~ view) -%}
+    {%- set pattern = '/raw/' ~ source_name ~ '/(' ~ folders | join('|') ~ ')/' ~ table_name ~ '/'
+        ~ table_name ~ '_[^/]*[.]parquet$' -%}
+    {{ return(lago_mago.files_under(
+        lago_mago.lake_filesystem_uri() ~ '/raw', table_name ~ '_*.parquet', pattern) | sort) }}
+{% endmacro %}
+
+
+{#-
+    Spark SQL cannot list a folder, and reading a path that does not exist fails (PATH_NOT_FOUND). The binaryFile
+    source lists files without reading them (only `path` is selected); declared as a catalog table over the
+    folder, a missing location is an empty listing instead of an error (Spark checks paths for reads, not for
+    tables). The table lives only for the listing: created, read, dropped (the files stay). Returns the paths
+    of the files under `folder` (or `folder` itself when it is a file), at any depth, named like `name_glob`
+    and whose path matches the regex `pattern`.
+-#}
+{% macro files_under(folder, name_glob, pattern) %}
+    {{ return(adapter.dispatch('files_under', 'lago_mago')(folder, name_glob, pattern)) }}
+{% endmacro %}
+
+{#- DuckDB lists with glob() in its own variants above, and never calls this. -#}
+{% macro default__files_under(folder, name_glob, pattern) %}
+    {{ exceptions.raise_compiler_error("files_under has no implementation for " ~ target.type) }}
+{% endmacro %}
+
+{% macro spark__files_under(folder, name_glob, pattern) %}
+    {%- set schema = generate_schema_name('bronze', none) | trim -%}
+    {%- set listing = schema ~ '.lago_mago_listing_' ~ local_md5(folder ~ '|' ~ name_glob ~ '|' ~ pattern)[:16] -%}
+    {%- do run_query('create schema if not exists ' ~ schema) -%}
+    {%- do run_query('drop table if exists ' ~ listing) -%}
+    {%- call statement('lago_mago_listing') -%}
+        create table {{ listing }}
+        using binaryFile
+        options (recursiveFileLookup 'true', pathGlobFilter {{ dbt.string_literal(name_glob) }})
+        location {{ dbt.string_literal(folder) }}
+    {%- endcall -%}
+    {%- set paths = run_query(
+        'select path from ' ~ listing ~ ' where path rlike ' ~ dbt.string_literal(pattern)).columns[0].values() | list -%}
+    {%- do run_query('drop table if exists ' ~ listing) -%}
+    {{ return(paths) }}
+{% endmacro %}
+
+{#-
+    Databricks: Unity Catalog admits an external table only under an external location, so a temporary view lists
+    the folder; a folder that does not exist fails there with PATH_NOT_FOUND naming it.
+-#}
+{% macro databricks__files_under(folder, name_glob, pattern) %}
+    {%- set view = 'lago_mago_listing_' ~ local_md5(folder ~ '|' ~ name_glob ~ '|' ~ pattern)[:16] -%}
+    {%- call statement('lago_mago_listing') -%}
         create or replace temporary view {{ view }}
         using binaryFile
         options (
-            path {{ dbt.string_literal(lago_mago.lake_filesystem_uri() ~ '/raw') }},
+            path {{ dbt.string_literal(folder) }},
             recursiveFileLookup 'true',
-            pathGlobFilter {{ dbt.string_literal(table_name ~ '_*.parquet') }}
+            pathGlobFilter {{ dbt.string_literal(name_glob) }}
         )
     {%- endcall -%}
-    {%- set pattern = '/raw/' ~ source_name ~ '/(' ~ folders | join('|') ~ ')/' ~ table_name ~ '/'
-        ~ table_name ~ '_[^/]*[.]parquet$' -%}
-    {%- set listing -%}
-        select path from {{ view }} where path rlike {{ dbt.string_literal(pattern) }}
-    {%- endset -%}
-    {{ return(run_query(listing).columns[0].values() | list | sort) }}
+    {{ return(run_query(
+        'select path from ' ~ view ~ ' where path rlike ' ~ dbt.string_literal(pattern)).columns[0].values() | list) }}
 {% endmacro %}
 
 
@@ -164,7 +203,7 @@
         {{ return('') }}
     {%- endif -%}
     {%- set recorded_relation = api.Relation.create(
-        database=target.database, schema=generate_schema_name('bronze', none) | trim, identifier='lake_identity') -%}
+        database=target.get('database'), schema=generate_schema_name('bronze', none) | trim, identifier='lake_identity') -%}
     {%- do adapter.dispatch('create_lake_identity_table', 'lago_mago')(recorded_relation) -%}
     {%- set recorded = run_query('select lake_id, lake_uri from ' ~ recorded_relation).rows -%}
     {%- set lake_id = adapter.dispatch('read_lake_id', 'lago_mago')() -%}
@@ -219,13 +258,21 @@
     {{ return(run_query('select lake_id from read_json(' ~ dbt.string_literal(path) ~ ')').rows[0][0]) }}
 {% endmacro %}
 
-{#- Spark SQL cannot ask whether a file exists: list the lake's _ingestion folder through binaryFile. -#}
+{#-
+    Spark: lake.json is looked for by listing it (macros above; a listing's location may be one file), so a lake
+    without it (captured before the ingestion wrote it, nothing captured yet, a mistyped LAKE_URI) gives none
+    instead of Spark's PATH_NOT_FOUND.
+-#}
 {% macro spark__read_lake_id() %}
-    {%- set folder = lago_mago.lake_filesystem_uri() ~ '/_ingestion' -%}
+    {%- set path = lago_mago.lake_filesystem_uri() ~ '/_ingestion/lake.json' -%}
+    {%- set found = lago_mago.files_under(path, 'lake.json', '/_ingestion/lake[.]json$') -%}
+    {%- if not found -%}
+        {{ return(none) }}
+    {%- endif -%}
     {%- call statement('lago_mago_lake_json') -%}
         create or replace temporary view lago_mago_lake_json
         using json
-        options (path {{ dbt.string_literal(folder ~ '/lake.json') }}, multiLine 'true')
+        options (path {{ dbt.string_literal(found[0]) }}, multiLine 'true')
     {%- endcall -%}
     {{ return(run_query('select lake_id from lago_mago_lake_json').rows[0][0]) }}
 {% endmacro %}

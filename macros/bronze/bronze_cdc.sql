@@ -4,8 +4,9 @@
     - Reads the table's full-load and cdc files. An incremental run reads only files not yet merged, by the
       checkpoint (macros/bronze/checkpoint.sql), which also refuses a batch that would empty the table because the
       lake holds no file of it, and a file that does not follow the table's convention.
-    - Changes are ordered by (_cdc_timestamp, _cdc_sequence, _source_file), the same order on every build, so ties
-      resolve the same way incrementally and on --full-refresh. The latest change per primary key wins.
+    - Changes are ordered by (_cdc_timestamp, _cdc_sequence); the latest change per primary key wins. Copies of one
+      change (a replayed file) resolve to the earliest file name, on every build, so ties resolve the same way
+      incrementally and on --full-refresh, and a replay under a later name changes nothing.
     - A declared column absent from every file read (declared after they were written) reads as NULL.
     - Incrementally, emits only changes newer than the Bronze row: 'D' rows for keys to delete, I/U rows to
       upsert (the cdc_merge strategy, which also publishes the change feed). A change older than the Bronze row
@@ -56,11 +57,7 @@
         {%- set history_reader = none -%}
         {%- if batch_reader is not none and batch.consumed.count > 0
               and lago_mago.checkpoint_batch_is_late(batch_reader, convention) -%}
-            {%- set history_files = [] -%}
-            {%- for file in lago_mago.list_lake_files(source_name, table_name)
-                if lago_mago.lake_file_id(file) in batch.consumed.ids -%}
-                {%- do history_files.append(file) -%}
-            {%- endfor -%}
+            {%- set history_files = batch.consumed_files -%}
             {%- set history_reader = lago_mago.read_lake_files(history_files) if history_files else none -%}
         {%- endif -%}
     {%- endif %}
@@ -103,7 +100,7 @@ ranked as (
         *,
         row_number() over (
             partition by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
-            order by _cdc_timestamp desc, _cdc_sequence desc, _source_file desc
+            order by _cdc_timestamp desc, _cdc_sequence desc, _source_file asc
         ) as _change_rank
     from changes
     where _cdc_operation is not null
@@ -144,7 +141,7 @@ applicable as (
         or (
             latest._cdc_timestamp = current_rows._cdc_timestamp
             and latest._cdc_sequence = current_rows._cdc_sequence
-            and latest._source_file > current_rows._source_file
+            and latest._source_file < current_rows._source_file
         )
 ),
 {%- else %}

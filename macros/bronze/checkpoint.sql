@@ -10,21 +10,18 @@
 -#}
 
 
-{#- The files a model has consumed, by identity (macros/lake.sql): {'ids': {id: true}, 'count': n}. -#}
+{#- The files a model has consumed, by identity (macros/lake.sql): {'ids': a set of ids, 'count': n}. -#}
 {% macro checkpoint_consumed_files(model_name) %}
     {%- set checkpoint = ref('bronze_processed_files') -%}
     {%- if load_relation(checkpoint) is none -%}
-        {{ return({'ids': {}, 'count': 0}) }}
+        {{ return({'ids': set([]), 'count': 0}) }}
     {%- endif -%}
     {%- set consumed_sql -%}
         select file_name
         from {{ checkpoint }}
         where model_name = {{ dbt.string_literal(model_name) }} and status = 'merged'
     {%- endset -%}
-    {%- set ids = {} -%}
-    {%- for file_name in run_query(consumed_sql).columns[0].values() -%}
-        {%- do ids.update({file_name: true}) -%}
-    {%- endfor -%}
+    {%- set ids = set(run_query(consumed_sql).columns[0].values()) -%}
     {{ return({'ids': ids, 'count': ids | length}) }}
 {% endmacro %}
 
@@ -33,7 +30,8 @@
     Plan this model's batch of lake files: every file of the table in `folders` not yet consumed (all of them on
     a first build or --full-refresh). `convention` gives, as SQL over a raw file row, the `operation` (or none),
     `timestamp` and `sequence` of a change, and the raw `columns` a file of the table must hold.
-    Returns {'files': [paths to read], 'reader': relation or none, 'consumed': checkpoint_consumed_files(...)}.
+    Returns {'files': [paths to read], 'reader': relation or none, 'consumed': checkpoint_consumed_files(...),
+    'consumed_files': [paths of the files already consumed, still in the lake]}.
 
     Refuses, changing nothing:
     - a batch that would empty a table because the lake holds no file of it (a mistyped LAKE_URI, a deleted
@@ -46,7 +44,18 @@
     {%- set incremental = is_incremental() -%}
     {%- set files = lago_mago.list_lake_files(source_name, table_name, folders) -%}
     {%- set consumed = lago_mago.checkpoint_consumed_files(this.identifier) if incremental
-        else {'ids': {}, 'count': 0} -%}
+        else {'ids': set([]), 'count': 0} -%}
+    {#- one pass, a set lookup and string slicing per file (no macro call): linear in the number of files -#}
+    {%- set new_files = [] -%}
+    {%- set consumed_files = [] -%}
+    {%- for file in files -%}
+        {%- set rooted = '/' ~ file -%}
+        {%- if rooted[rooted.rfind('/raw/') + 1:] in consumed.ids -%}
+            {%- do consumed_files.append(file) -%}
+        {%- else -%}
+            {%- do new_files.append(file) -%}
+        {%- endif -%}
+    {%- endfor -%}
     {%- set where = lago_mago.lake_uri() ~ '/raw/' ~ source_name ~ '/{' ~ folders | join(',') ~ '}/' ~ table_name -%}
 
     {%- if not var('allow_truncate', false) -%}
@@ -61,11 +70,7 @@
             {%- endif -%}
         {%- endif -%}
         {%- if incremental and consumed.count > 0 -%}
-            {%- set still_there = namespace(count=0) -%}
-            {%- for file in files if lago_mago.lake_file_id(file) in consumed.ids -%}
-                {%- set still_there.count = still_there.count + 1 -%}
-            {%- endfor -%}
-            {%- if still_there.count == 0 -%}
+            {%- if not consumed_files -%}
                 {{ exceptions.raise_compiler_error(
                     this.identifier ~ ": the lake holds none of the " ~ consumed.count ~ " files of "
                     ~ source_name ~ "." ~ table_name ~ " this warehouse already merged (looked in " ~ where
@@ -75,11 +80,6 @@
         {%- endif -%}
     {%- endif -%}
 
-    {#- a dictionary lookup per file: linear in the number of files -#}
-    {%- set new_files = [] -%}
-    {%- for file in files if lago_mago.lake_file_id(file) not in consumed.ids -%}
-        {%- do new_files.append(file) -%}
-    {%- endfor -%}
     {%- set reader = lago_mago.read_lake_files(new_files) if new_files else none -%}
 
     {%- if reader is not none -%}
@@ -90,7 +90,7 @@
     {%- elif flags.WHICH in ['run', 'build'] -%}
         {%- do lago_mago.checkpoint_write_plan(none, source_name, table_name, convention) -%}
     {%- endif -%}
-    {{ return({'files': new_files, 'reader': reader, 'consumed': consumed}) }}
+    {{ return({'files': new_files, 'reader': reader, 'consumed': consumed, 'consumed_files': consumed_files}) }}
 {% endmacro %}
 
 

@@ -42,6 +42,8 @@
     {%- set convention = lago_mago.cdc_convention(declaration) -%}
     {%- set columns = declaration.columns.values() | list -%}
     {%- set incremental = is_incremental() -%}
+    {#- a column declared after the history was built: NULL in the versions held, until this build appends it -#}
+    {%- set held_columns = lago_mago.relation_column_names(this) if incremental else [] -%}
     {%- set batch = lago_mago.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
     {%- set key_columns -%}
         {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
@@ -72,7 +74,11 @@ held_changes as (
         held._cdc_timestamp,
         held._cdc_sequence,
         {%- for column in columns %}
+        {%- if column.name | lower in held_columns %}
         held.{{ adapter.quote(column.name) }},
+        {%- else %}
+        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+        {%- endif %}
         {%- endfor %}
         held._source_file
     from {{ this }} as held
@@ -89,13 +95,13 @@ changes as (
 ),
 
 deduplicated as (
-    -- one change read twice (a replayed file) is one version; the copy in the latest file name is kept
+    -- one change read twice (a replayed file) is one version; the copy in the earliest file name is kept, as in Bronze
     select * from (
         select
             *,
             row_number() over (
                 partition by {{ key_columns }}, _cdc_timestamp, _cdc_sequence
-                order by _source_file desc
+                order by _source_file
             ) as _copy_rank
         from changes
     ) as ranked
