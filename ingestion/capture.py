@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from ingestion import cdc
 from ingestion.catalog import Source, Table
 from ingestion.errors import LakeError, SnapshotError
+from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.readers.base import CaptureContext, SnapshotReader
 from ingestion.state import (
@@ -306,6 +307,9 @@ def run_tables(
                 log.info("%s: already captured for this simulated day", table.qualified_name)
                 continue
             prepared.append((table, prepare_one(table, Path(tmp), days[table.name])))
+        # the identity comes with the first write of a run whose every table was read and checked: a refused
+        # run leaves a new lake as empty as it found it
+        ensure_identity(lake)
         # every table is staged and decided before any is published: a crash now loses no table's capture
         for _, item in prepared:
             if isinstance(item, PreparedCapture):

@@ -1,0 +1,90 @@
+"""The lake's identity file `_ingestion/lake.json`: written once at the first capture, never changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ingestion.errors import LakeError
+from ingestion.identity import IDENTITY_KEY, ensure_identity, read_identity
+from ingestion.lake import LocalLake, S3Lake
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ingest(lake: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingestion", "run", "--lake", lake, "--scale", "100", "--source", "loyalty", *args],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def check_identity(raw: bytes) -> dict[str, str]:
+    body = json.loads(raw)
+    assert set(body) == {"lake_id", "created_at"}
+    assert uuid.UUID(hex=body["lake_id"]).version == 4 and len(body["lake_id"]) == 32
+    created = datetime.fromisoformat(body["created_at"])
+    assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 600
+    return dict(body)
+
+
+def test_first_capture_writes_the_identity_and_later_runs_keep_it(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    assert ingest(str(lake)).returncode == 0
+    first = (lake / IDENTITY_KEY).read_bytes()
+    check_identity(first)
+    assert ingest(str(lake)).returncode == 0
+    assert (lake / IDENTITY_KEY).read_bytes() == first
+
+
+def test_an_existing_lake_without_identity_gets_one_at_its_next_run(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    assert ingest(str(lake)).returncode == 0
+    (lake / IDENTITY_KEY).unlink()
+    result = ingest(str(lake))
+    assert result.returncode == 0, result.stderr
+    check_identity((lake / IDENTITY_KEY).read_bytes())
+
+
+def test_a_refused_first_run_writes_no_identity(tmp_path: Path) -> None:
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "clientes.csv").write_text("idCliente;flEmail\n", encoding="utf-8")
+    lake = tmp_path / "lake"
+    result = ingest(str(lake), "--from", "csv", "--path", str(folder), "--tables", "clientes")
+    assert result.returncode == 3
+    assert not (lake / IDENTITY_KEY).exists()
+
+
+def test_identity_is_write_once_and_a_corrupt_one_is_refused(tmp_path: Path) -> None:
+    lake = LocalLake(tmp_path / "lake")
+    first = ensure_identity(lake)
+    assert ensure_identity(lake) == first == read_identity(lake)
+    (tmp_path / "lake" / IDENTITY_KEY).write_text("{}")
+    with pytest.raises(LakeError, match=r"lake\.json"):
+        ensure_identity(lake)
+
+
+@pytest.mark.s3
+def test_s3_lake_gets_an_identity_once(s3_lake_env: str) -> None:
+    assert ingest(s3_lake_env).returncode == 0
+    lake = S3Lake(s3_lake_env)
+    first = lake.read_bytes(IDENTITY_KEY)
+    assert first is not None
+    check_identity(first)
+    assert ingest(s3_lake_env).returncode == 0
+    assert lake.read_bytes(IDENTITY_KEY) == first
+    # write-once on S3 too: a second create is refused by the server's conditional PUT
+    assert not lake.create_exclusive(IDENTITY_KEY, b"{}")
