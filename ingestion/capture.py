@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from ingestion import cdc
 from ingestion.catalog import Source, Table
-from ingestion.errors import LakeError, SnapshotError
+from ingestion.errors import LakeError, LakeStateError, SnapshotError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.readers.base import CaptureContext, SnapshotReader
@@ -247,6 +247,14 @@ def prepare_capture(
 
 def _previous_snapshot(lake: Lake, table: Table, key: str, dest: Path) -> Path:
     """Download the snapshot the next capture is diffed against; an unreadable one is named by its lake URI."""
+    if not lake.exists(key):
+        raise LakeStateError(
+            table.qualified_name,
+            f"its state points at the snapshot {lake.uri_for(key)}, which is missing",
+            "restore the file from a backup of the lake; or, to capture the table again from scratch, move "
+            f"raw/{table.source}/*/{table.name}/ and {table_prefix(table)}/ out of the lake and rebuild dbt with "
+            "--full-refresh (see docs/operations.md)",
+        )
     lake.download(key, dest)
     try:
         pq.read_metadata(dest)

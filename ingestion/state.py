@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ingestion.catalog import Table
-from ingestion.errors import LakeError, LakeLockedError
+from ingestion.errors import LakeError, LakeLockedError, LakeStateError
 from ingestion.lake import STATE_PREFIX, Lake
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,35 @@ class TableState:
         return json.dumps(body, indent=1).encode()
 
 
+DATA_KINDS = ("full-load", "cdc", "events")
+
+
+def data_keys(lake: Lake, table: Table) -> list[str]:
+    """Every file published under raw/ for `table`."""
+    return [o.key for kind in DATA_KINDS for o in lake.list(f"raw/{table.source}/{kind}/{table.name}/")]
+
+
 def load_state(lake: Lake, table: Table) -> TableState:
+    """The table's state; a table without `state.json` but with published data is an error, never a new table.
+
+    Starting over would publish a second full load with sequences from 1, and the delete of every row removed
+    in the meantime would never be published.
+    """
     raw = lake.read_bytes(f"{table_prefix(table)}/state.json")
     if raw is None:
+        published = data_keys(lake, table)
+        pending = load_pending(lake, table)
+        # a first capture that crashed after publishing: its pending record accounts for its one file
+        unexplained = [k for k in published if pending is None or k != pending.data_key]
+        if unexplained:
+            raise LakeStateError(
+                table.qualified_name,
+                f"{lake.uri_for(table_prefix(table))}/state.json is missing, but {len(unexplained)} file(s) are "
+                f"published for the table (e.g. {lake.uri_for(unexplained[-1])})",
+                "restore state.json from a backup of the lake; or, to capture the table again from scratch, "
+                f"move raw/{table.source}/*/{table.name}/ and {table_prefix(table)}/ out of the lake and rebuild "
+                "dbt with --full-refresh (see docs/operations.md)",
+            )
         return TableState()
     try:
         body = json.loads(raw)
