@@ -19,6 +19,7 @@ succeeded is anything published. A bad table therefore leaves the whole lake unc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -37,10 +38,10 @@ from ingestion.catalog import Source, Table
 from ingestion.errors import LakeError, LakeStateError, SnapshotError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
+from ingestion.lock import LakeLock
 from ingestion.readers.base import CaptureContext, SnapshotReader
 from ingestion.state import (
     CaptureRecord,
-    LakeLock,
     TableState,
     capture_id_of,
     clear_pending,
@@ -71,6 +72,8 @@ def failpoint(name: str) -> None:
 @dataclass(frozen=True)
 class RunOptions:
     lock_wait: float = 0.0
+    # the lake's lock, already held by the caller (None: the run takes it itself)
+    lock: LakeLock | None = None
     # the simulated day of this run, settled over every source it captures (None: settled per source)
     simulator_day: int | None = None
     workdir: Path | None = None
@@ -301,10 +304,11 @@ def run_tables(
     The simulator's tables move through simulated days together (see `simulator_days`).
     """
     records: list[CaptureRecord] = []
-    with (
-        LakeLock(lake, wait=options.lock_wait),
-        tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir) as tmp,
-    ):
+    with contextlib.ExitStack() as stack:
+        # a caller running several sources holds one lock around all of them and passes it in
+        lock = options.lock or stack.enter_context(LakeLock(lake, wait=options.lock_wait))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir))
+        lock.check()
         lake.clear_scratch()
         days: dict[str, int | None] = {t.name: None for t in tables}
         if reader_name == "simulator":
@@ -321,8 +325,10 @@ def run_tables(
         # every table is staged and decided before any is published: a crash now loses no table's capture
         for _, item in prepared:
             if isinstance(item, PreparedCapture):
+                lock.check()
                 stage_prepared(lake, item)
         for table, item in prepared:
+            lock.check()
             record = publish_prepared(lake, item) if isinstance(item, PreparedCapture) else item
             log.info(
                 "%s: %s%s, %.2fs%s",

@@ -59,6 +59,10 @@ class LakeError(IngestionError):
     exit_code = 4
 
 
+class WorkspaceError(LakeError):
+    """The local work folder (TMPDIR) failed: full, read-only, no permission. Nothing was published."""
+
+
 class LakeStateError(LakeError):
     """The ingestion state of a table is missing or contradicts the data already in the lake."""
 

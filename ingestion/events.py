@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from ingestion.capture import PreparedCapture, RunOptions, run_tables, settle_then_continue
 from ingestion.catalog import EVENT_BATCH_ID, EVENT_INGESTED_AT, Source, Table
-from ingestion.duck import connect, quote_identifier, sql_literal
+from ingestion.duck import check_io, connect, quote_identifier, sql_literal
 from ingestion.errors import SnapshotError
 from ingestion.lake import Lake
 from ingestion.state import (
@@ -163,6 +163,7 @@ def capture_events(
                 writer.write_batch(pa.RecordBatch.from_arrays(list(batch.columns), schema=schema))
                 rows += batch.num_rows
     except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
         raise SnapshotError(f"table {table.qualified_name}: cannot read the new events: {exc}") from exc
     finally:
         con.close()

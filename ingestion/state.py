@@ -5,23 +5,19 @@ Layout, per table `<source>/<table>`:
   _ingestion/<source>/<table>/pending.json          a capture whose data may be published but not committed
   _ingestion/<source>/<table>/snapshots/<id>.parquet  the snapshot the next capture is diffed against
   _ingestion/<source>/<table>/staged/<id>.parquet     a pending capture's change file, until it is published
-and `_ingestion/lock.json`, held by the one run writing to the lake.
+and `_ingestion/lock.json`, held by the one run writing to the lake (see `lock.py`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ingestion.catalog import Table
-from ingestion.errors import LakeError, LakeLockedError, LakeStateError
+from ingestion.errors import LakeError, LakeStateError
 from ingestion.lake import STATE_PREFIX, Lake
 
 log = logging.getLogger(__name__)
@@ -153,112 +149,3 @@ def save_pending(lake: Lake, table: Table, record: CaptureRecord) -> None:
 
 def clear_pending(lake: Lake, table: Table) -> None:
     lake.delete(f"{table_prefix(table)}/pending.json")
-
-
-LOCK_KEY = f"{STATE_PREFIX}/lock.json"
-# lakes whose lock this process holds, with the depth of nested holders
-_HELD: dict[str, int] = {}
-
-
-@dataclass
-class LakeLock:
-    """One writer per lake: an object created only if absent (exclusive create / conditional PUT).
-
-    A lock is stale when its owner's process is gone (same host) or it is older than `stale_after` seconds;
-    a stale lock is taken over. Otherwise the run waits up to `wait` seconds, then fails with the owner named.
-    """
-
-    lake: Lake
-    wait: float = 0.0
-    stale_after: float = 6 * 3600
-    owner: dict[str, Any] = field(default_factory=dict)
-    nested: bool = False
-
-    def __enter__(self) -> LakeLock:
-        # re-entrant within a process: a run over several sources holds the lock once, around all of them
-        if _HELD.get(self.lake.uri, 0):
-            _HELD[self.lake.uri] += 1
-            self.nested = True
-            return self
-        self.nested = False
-        self.owner = {
-            "run_id": uuid.uuid4().hex,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "acquired_at": datetime.now(UTC).isoformat(),
-        }
-        deadline = time.monotonic() + self.wait
-        while True:
-            if self.lake.create_exclusive(LOCK_KEY, json.dumps(self.owner).encode()):
-                _HELD[self.lake.uri] = 1
-                return self
-            holder = self._holder()
-            if holder is None:
-                continue  # released between our attempt and our read: try again at once
-            if holder.get("run_id") == self.owner["run_id"]:
-                _HELD[self.lake.uri] = 1
-                return self  # our own create landed, but its answer was lost and the retry refused
-            if self._is_stale(holder):
-                log.warning(
-                    "taking over stale lock of %s (pid %s on %s)",
-                    self.lake.uri,
-                    holder.get("pid"),
-                    holder.get("host"),
-                )
-                self.lake.delete(LOCK_KEY)
-                continue
-            if time.monotonic() >= deadline:
-                raise LakeLockedError(
-                    f"lake {self.lake.uri} is locked by another ingestion run (pid {holder.get('pid')} on "
-                    f"{holder.get('host')}, since {holder.get('acquired_at')}); wait for it to finish, pass "
-                    f"--wait SECONDS, or if that run is dead remove {self.lake.uri_for(LOCK_KEY)}"
-                )
-            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        _HELD[self.lake.uri] -= 1
-        if self.nested:
-            return
-        _HELD.pop(self.lake.uri, None)
-        try:
-            holder = self._holder()
-            if holder is not None and holder.get("run_id") == self.owner.get("run_id"):
-                self.lake.delete(LOCK_KEY)
-        except LakeError as release_error:
-            if exc_type is None:
-                raise
-            # the run already failed (often for the same reason, e.g. S3 went away): report that failure, not this
-            log.warning(
-                "could not release the lock of %s (%s); the next run takes it over", self.lake.uri, release_error
-            )
-
-    def _holder(self) -> dict[str, Any] | None:
-        raw = self.lake.read_bytes(LOCK_KEY)
-        if raw is None:
-            return None
-        try:
-            holder: dict[str, Any] = json.loads(raw)
-        except ValueError:
-            return {"pid": "?", "host": "?", "acquired_at": "1970-01-01T00:00:00+00:00"}
-        return holder
-
-    def _is_stale(self, holder: dict[str, Any]) -> bool:
-        try:
-            acquired = datetime.fromisoformat(str(holder.get("acquired_at")))
-        except ValueError:
-            return True
-        if (datetime.now(UTC) - acquired).total_seconds() > self.stale_after:
-            return True
-        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return not _process_alive(holder["pid"])
-        return False
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from ingestion.catalog import Table
-from ingestion.duck import connect, quote_identifier, sql_literal, write_parquet
+from ingestion.duck import check_io, connect, quote_identifier, sql_literal, write_parquet
 from ingestion.errors import BadCsvError, BadValueError, UsageError
 from ingestion.readers.base import CaptureContext
 
@@ -228,6 +228,7 @@ def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
             casts.append(f"{cast_expression(value, column.data_type)} as {quoted}")
         write_parquet(con, f"select {', '.join(casts)} from raw_csv order by _record", table.schema, dest)
     except duckdb.Error as exc:
+        check_io(exc, f"table {qualified}, file {name}")
         raise BadCsvError(qualified, name, f"cannot be read as CSV: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()

@@ -54,6 +54,8 @@ CSV_FILES = {
         "idTransacaoProduto;IdTransacao;IdProduto;QtdeProduto;vlProduto\n"
         "5e4d3c2b-0000-4000-8000-000000000001;9f8e7d6c-0000-4000-8000-00000000000a;1;1;10\n"
         "5e4d3c2b-0000-4000-8000-000000000002;9f8e7d6c-0000-4000-8000-00000000000b;5;1;-100\n"
+        # course products carry text ids in the real dataset: the line must still be captured
+        "5e4d3c2b-0000-4000-8000-000000000003;9f8e7d6c-0000-4000-8000-00000000000b;carreira;1;0\n"
     ),
 }
 
@@ -141,7 +143,8 @@ def test_downloads_once_and_writes_typed_parquet(
     assert produtos["IdProduto"] == [1, 5, 11]
     assert produtos["DescDescricaoProduto"] == ["Mensagem no chat", None, None]
     assert snapshots["transacoes"].column("QtdePontos").to_pylist() == [10, -100]
-    assert snapshots["transacao_produto"].column("vlProduto").to_pylist() == [10, -100]
+    assert snapshots["transacao_produto"].column("vlProduto").to_pylist() == [10, -100, 0]
+    assert snapshots["transacao_produto"].column("IdProduto").to_pylist() == ["1", "5", "carreira"]
 
     # One request for the whole dataset, to the dataset's download method, with the user's key.
     assert len(kaggle_env.calls) == 1
