@@ -63,6 +63,8 @@ class CaptureRecord:
     day: int | None = None
     seconds: float = 0.0
     recovered: bool = False
+    # events: the latest arrival (`_ingested_at`, ISO UTC) published so far, the floor of every later arrival
+    last_arrival: str | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> CaptureRecord:
