@@ -34,8 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingestion import cdc
+from ingestion.breaker import Verdict, drop_held, held_files, hold, judge
 from ingestion.catalog import Source, Table
-from ingestion.errors import LakeError, LakeStateError, SnapshotError
+from ingestion.errors import LakeError, LakeStateError, MassDeleteError, SnapshotError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.lock import LakeLock
@@ -74,6 +75,8 @@ class RunOptions:
     lock_wait: float = 0.0
     # the lake's lock, already held by the caller (None: the run takes it itself)
     lock: LakeLock | None = None
+    # publish a capture the circuit breaker would hold
+    allow_mass_delete: bool = False
     # the simulated day of this run, settled over every source it captures (None: settled per source)
     simulator_day: int | None = None
     workdir: Path | None = None
@@ -148,6 +151,7 @@ class PreparedCapture:
     data: Path | None  # the file to publish at record.data_key
     staged: Path | None  # the snapshot (or fingerprint set) to stage at record.snapshot_key
     started: float
+    verdict: Verdict | None = None  # set when the circuit breaker holds the capture
 
 
 def staged_data_key(table: Table, capture_id: str) -> str:
@@ -180,6 +184,7 @@ def publish_prepared(lake: Lake, prepared: PreparedCapture) -> CaptureRecord:
     commit(lake, table, state, record)
     failpoint("after-state")
     cleanup(lake, table, state, previous)
+    drop_held(lake, table)  # a capture held earlier is superseded by this one
     return record
 
 
@@ -245,7 +250,10 @@ def prepare_capture(
         reader=reader.name,
         day=day,
     )
-    return PreparedCapture(table, state, record, changes if record.data_key else None, snapshot, started)
+    verdict = None
+    if kind == "cdc" and last is not None:
+        verdict = judge(table, last.snapshot_rows, result.snapshot_rows, result.counts.deletes)
+    return PreparedCapture(table, state, record, changes if record.data_key else None, snapshot, started, verdict)
 
 
 def _previous_snapshot(lake: Lake, table: Table, key: str, dest: Path) -> Path:
@@ -319,6 +327,7 @@ def run_tables(
                 log.info("%s: already captured for this simulated day", table.qualified_name)
                 continue
             prepared.append((table, prepare_one(table, Path(tmp), days[table.name])))
+        _apply_breaker(lake, [item for _, item in prepared if isinstance(item, PreparedCapture)], options)
         # the identity comes with the first write of a run whose every table was read and checked: a refused
         # run leaves a new lake as empty as it found it
         ensure_identity(lake)
@@ -340,6 +349,61 @@ def run_tables(
             )
             records.append(record)
     return records
+
+
+def _apply_breaker(lake: Lake, prepared: list[PreparedCapture], options: RunOptions) -> None:
+    """Hold every capture the circuit breaker trips on, then stop the run: no table is published."""
+    tripped = [p for p in prepared if p.verdict is not None]
+    if not tripped:
+        return
+    if options.allow_mass_delete:
+        for item in tripped:
+            assert item.verdict is not None
+            log.warning("%s; published anyway (--allow-mass-delete)", item.verdict.describe())
+        return
+    lines = []
+    for item in tripped:
+        assert item.verdict is not None and item.data is not None and item.staged is not None
+        key = hold(lake, item.table, item.state, item.record, item.data, item.staged, item.verdict.describe())
+        lines.append(f"{item.verdict.describe()}; held as {lake.uri_for(key)}")
+    names = " ".join(item.table.qualified_name for item in tripped)
+    raise MassDeleteError(
+        tripped[0].table.qualified_name,
+        f"{'; '.join(lines)}. Nothing was published. If the source really lost those rows, publish the held "
+        f"capture with `python -m ingestion approve {names}` (or rerun with --allow-mass-delete); if the "
+        "snapshot was truncated, fix it and run again",
+    )
+
+
+def approve_held(lake: Lake, table: Table, lock: LakeLock) -> CaptureRecord:
+    """Publish the capture the circuit breaker held for `table`, exactly as it was captured."""
+    with tempfile.TemporaryDirectory(prefix="lago-approve-") as tmp:
+        lock.check()
+        state = load_state(lake, table)
+        settle_pending(lake, table, state)
+        held, data, snapshot = held_files(lake, table, Path(tmp))
+        if state.snapshot_key != held.base_snapshot or state.last_sequence != held.base_sequence:
+            raise LakeStateError(
+                table.qualified_name,
+                f"the table was captured again after capture {held.record.capture_id} was held, so its changes no "
+                "longer apply",
+                "run the capture again (with --allow-mass-delete if the deletes are real)",
+            )
+        prepared = PreparedCapture(table, state, held.record, data, snapshot, time.monotonic())
+        stage_prepared(lake, prepared)
+        lock.check()
+        record = publish_prepared(lake, prepared)
+    log.info(
+        "%s: held capture %s approved and published: I=%d U=%d D=%d, sequences %d..%d",
+        table.qualified_name,
+        record.capture_id,
+        record.inserts,
+        record.updates,
+        record.deletes,
+        record.first_sequence,
+        record.last_sequence,
+    )
+    return record
 
 
 def run_capture(

@@ -67,6 +67,44 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Breaker:
+    """When a capture looks like a truncated download rather than real deletes: it is held, not published.
+
+    Tripped when the diff deletes more than `max_deleted_share` of the previous snapshot's rows, or the row count
+    falls by more than `max_row_drop_share`; tables whose previous snapshot has fewer than `min_rows` rows are
+    not guarded (a handful of deletes is a large share of a tiny table). Declared per table under
+    `meta.circuit_breaker`.
+    """
+
+    max_deleted_share: float = 0.2
+    max_row_drop_share: float = 0.2
+    min_rows: int = 100
+
+
+def _parse_breaker(raw: object, where: str) -> Breaker:
+    if raw is None:
+        return Breaker()
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: meta.circuit_breaker must be a mapping")
+    unknown = sorted(set(raw) - set(Breaker.__dataclass_fields__))
+    if unknown:
+        raise CatalogError(f"{where}: meta.circuit_breaker has unknown key(s) {', '.join(map(str, unknown))}")
+    values: dict[str, float | int] = {}
+    for name in ("max_deleted_share", "max_row_drop_share"):
+        if name in raw:
+            value = raw[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise CatalogError(f"{where}: meta.circuit_breaker.{name} must be a share between 0 and 1")
+            values[name] = float(value)
+    if "min_rows" in raw:
+        rows = raw["min_rows"]
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise CatalogError(f"{where}: meta.circuit_breaker.min_rows must be a whole number, 0 or more")
+        values["min_rows"] = rows
+    return Breaker(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class Table:
     source: str
     name: str
@@ -74,6 +112,7 @@ class Table:
     primary_key: tuple[str, ...]
     ordering_column: str | None = None
     csv_separator: str = ","
+    breaker: Breaker = field(default_factory=Breaker)
 
     @property
     def column_names(self) -> list[str]:
@@ -153,7 +192,8 @@ def _parse_table(source: str, raw: dict[str, object], path: Path) -> Table:
     separator = meta.get("csv_separator", ",")
     if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
         raise CatalogError(f"{where}: csv_separator must be one character other than a quote or newline")
-    return Table(source, name, tuple(columns), tuple(key), ordering, separator)
+    breaker = _parse_breaker(meta.get("circuit_breaker"), where)
+    return Table(source, name, tuple(columns), tuple(key), ordering, separator, breaker)
 
 
 def load_catalog(paths: list[Path] | None = None) -> Catalog:

@@ -1,4 +1,4 @@
-"""Command line: `python -m ingestion [run|schedule|status] ...`."""
+"""Command line: `python -m ingestion [run|schedule|status|approve] ...`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from types import FrameType
 
 import duckdb
 
-from ingestion.capture import RunOptions, run_capture, simulator_target_day
+from ingestion.capture import RunOptions, approve_held, run_capture, simulator_target_day
 from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
 from ingestion.errors import CatalogError, IngestionError, LakeError, LakeLockedError, UsageError
 from ingestion.events import EventReader, run_events
@@ -71,6 +71,11 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         help="seconds to wait for another run's lock before giving up (default: 0)",
     )
     parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="publish a capture even when it deletes or drops more of a table than its circuit breaker allows",
+    )
+    parser.add_argument(
         "--single-writer",
         action="store_true",
         help="S3: skip the check that the server enforces conditional writes; only for a lake that has exactly "
@@ -98,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--max-runs", type=int, default=None, help="stop after this many captures")
     status = commands.add_parser("status", help="show each table's captures")
     _add_common(status)
+    approve = commands.add_parser(
+        "approve", help="publish a capture the circuit breaker held (exit 6), exactly as it was captured"
+    )
+    approve.add_argument("tables", nargs="+", metavar="SOURCE.TABLE", help="e.g. loyalty.clientes")
+    approve.add_argument("--lake", default=None, help="lake root (default: env LAKE_URI, else ./lake)")
+    approve.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for the lake's lock")
+    approve.add_argument("--single-writer", action="store_true", help="as for run")
+    approve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
@@ -226,7 +239,7 @@ def command_run_source(
         raise UsageError(f"--arrival-column applies to events sources; {source.name} is captured as snapshots")
     reader = _reader(args)
     tables = _tables(source, args, reader)
-    options = RunOptions(lock=lock, simulator_day=simulator_day)
+    options = RunOptions(lock=lock, simulator_day=simulator_day, allow_mass_delete=args.allow_mass_delete)
     records = run_capture(lake, source, tables, reader, options)
     log.info("capture of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
     return 0
@@ -297,6 +310,22 @@ def _dbt_build(target: str, running: list[subprocess.Popen[bytes]]) -> int:
     return process.wait()
 
 
+def command_approve(catalog: Catalog, args: argparse.Namespace) -> int:
+    tables = []
+    for name in args.tables:
+        source_name, dot, table_name = name.partition(".")
+        if not dot:
+            raise UsageError(f"approve {name!r}: name the table as <source>.<table>, e.g. loyalty.clientes")
+        tables.append(catalog.source(source_name).table(table_name))
+    lake = _lake(args, create=False)
+    if not args.single_writer:
+        lake.verify_conditional_writes()
+    with LakeLock(lake, wait=args.wait) as lock:
+        for table in tables:
+            approve_held(lake, table, lock)
+    return 0
+
+
 def command_status(catalog: Catalog, args: argparse.Namespace) -> int:
     lake = _lake(args, create=False)
     for source in _sources(catalog, args):
@@ -352,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_status(catalog, args)
         if args.command == "schedule":
             return command_schedule(catalog, args)
+        if args.command == "approve":
+            return command_approve(catalog, args)
         return command_run(catalog, args)
     except IngestionError as exc:
         log.error("%s", exc)
