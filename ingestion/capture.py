@@ -268,12 +268,22 @@ def _previous_snapshot(lake: Lake, table: Table, key: str, dest: Path) -> Path:
         )
     lake.download(key, dest)
     try:
-        pq.read_metadata(dest)
+        schema = pq.read_schema(dest)
     except (pa.ArrowException, OSError) as exc:
         raise SnapshotError(
             f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not readable Parquet "
             f"({exc}); restore it, or move the table's state aside to start again with a full load"
         ) from exc
+    # a file of another table or another tool: its key columns must be there, with their declared types
+    for name in table.primary_key:
+        declared = table.schema.field(name).type
+        found = schema.field(name).type if name in schema.names else None
+        if found != declared:
+            raise SnapshotError(
+                f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not a snapshot of this "
+                f"table: key column {name} is {found or 'missing'}, declared {declared}; restore the table's "
+                "snapshot from a backup of the lake"
+            )
     return dest
 
 

@@ -31,6 +31,11 @@ from ingestion.errors import LakeError, UsageError
 log = logging.getLogger(__name__)
 
 STATE_PREFIX = "_ingestion"
+# A run against an endpoint that accepts connections and never answers fails within about a minute: 4 attempts of
+# at most 5 s to connect and 10 s to read, plus botocore's backoff between them.
+DEFAULT_MAX_ATTEMPTS = 4
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 10.0
 # what S3 answers a conditional write whose condition does not hold (AWS: 409 to a concurrent writer)
 _CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 SCRATCH_MAX_AGE_SECONDS = 3600
@@ -308,8 +313,9 @@ def _fsync_dir(path: Path) -> None:
 class S3Lake(Lake):
     """An S3 prefix. Credentials and endpoint come from boto3's standard chain (env AWS_ENDPOINT_URL included).
 
-    Transient errors (5xx, throttling, connection resets) are retried by botocore's `standard` retry mode with
-    exponential backoff; `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` override it as usual.
+    Transient errors (5xx, throttling, connection resets, timeouts) are retried by botocore's `standard` retry mode
+    with exponential backoff, each retry logged; `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` override it as usual, and
+    `LAGO_S3_CONNECT_TIMEOUT` / `LAGO_S3_READ_TIMEOUT` the timeouts (seconds).
     """
 
     def __init__(self, uri: str) -> None:
@@ -326,14 +332,39 @@ class S3Lake(Lake):
         retry_mode = os.environ.get("AWS_RETRY_MODE", "standard")
         if retry_mode not in ("standard", "adaptive", "legacy"):
             raise LakeError(f"AWS_RETRY_MODE={retry_mode!r}: use standard, adaptive or legacy")
+        self.max_attempts = _env_number("AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int)
         config = Config(
-            retries={"mode": retry_mode, "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8"))},  # type: ignore[arg-type]
-            connect_timeout=5,
-            read_timeout=120,
+            retries={"mode": retry_mode, "max_attempts": self.max_attempts},  # type: ignore[arg-type]
+            connect_timeout=_env_number("LAGO_S3_CONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS, float),
+            read_timeout=_env_number("LAGO_S3_READ_TIMEOUT", READ_TIMEOUT_SECONDS, float),
             s3={"addressing_style": "path"},
         )
         session = boto3.session.Session()
         self.client = session.client("s3", config=config)
+        # botocore retries silently; a run waiting on a failing endpoint says so, attempt by attempt
+        self.client.meta.events.register_last("needs-retry.s3", self._log_retry)
+
+    def _log_retry(
+        self, attempts: int, caught_exception: Exception | None = None, response: Any = None, **kwargs: Any
+    ) -> None:
+        if attempts >= self.max_attempts:
+            return
+        if caught_exception is not None:
+            problem = _safe(caught_exception)
+        else:
+            status = response[0].status_code if response is not None else 0
+            if status < 500 and status != 429:
+                return
+            problem = f"HTTP {status} {(response[1] or {}).get('Error', {}).get('Code', '')}".strip()
+        operation = getattr(kwargs.get("operation"), "name", "request")
+        log.warning(
+            "S3 %s on %s: attempt %d of %d failed (%s); retrying",
+            operation,
+            self.client.meta.endpoint_url,
+            attempts,
+            self.max_attempts,
+            problem,
+        )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -502,6 +533,19 @@ class S3Lake(Lake):
 
 
 PROGRESS_MIN_BYTES = 32 << 20
+
+
+def _env_number(name: str, default: float, kind: type[float] | type[int]) -> Any:
+    text = os.environ.get(name)
+    if text is None:
+        return kind(default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise LakeError(f"{name}={text!r} is not a number") from None
+    if not value > 0:
+        raise LakeError(f"{name}={text!r} must be positive")
+    return value
 
 
 @contextlib.contextmanager

@@ -483,3 +483,19 @@ def test_missing_state_next_to_published_data_is_an_error_not_a_new_table(
     assert ("state.json is missing" if removed == "state.json" else "which is missing") in message
     # no second full load: the only full-load file is the first capture's
     assert len(list((lake / "raw/loyalty/full-load/clientes").glob("*.parquet"))) == 1
+
+
+def test_a_foreign_parquet_file_as_the_snapshot_is_named(
+    lake: Path, history: History, tmp_path: Path, report: Recorder
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (snapshot,) = (lake / "_ingestion/loyalty/clientes/snapshots").glob("*.parquet")
+    pq.write_table(pa.table({"id": [1, 2], "name": ["a", "b"]}), snapshot)  # another tool's file, valid Parquet
+    before = Before.of(lake)
+    result = ingest(lake, *csv_args(history.folders[1], tables="clientes"))
+    message = _error_line(result.stderr)
+    _check_unchanged(lake, before, report, "foreign Parquet file of another schema as the snapshot", 3, message)
+    assert result.returncode == 3, result.stderr
+    assert snapshot.name in message and "key column idCliente is missing" in message
