@@ -195,13 +195,17 @@ def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
     max_line = max(DUCKDB_DEFAULT_MAX_LINE, scan.longest + 1024)
     con = connect(context_dir=dest.parent)
     try:
+        # the text of the file goes to a local Parquet file, not a table in memory: every check below streams it
+        text = dest.with_name(f"{dest.stem}.text.parquet")
         con.execute(
-            f"""create temp table raw_csv as
-            select row_number() over () as _record, *
-            from read_csv({sql_literal(str(csv_path))}, delim={sql_literal(table.csv_separator)},
-                header=true, columns={columns_spec}, quote='"', escape='"', strict_mode=true,
-                null_padding=false, auto_detect=false, encoding='utf-8', max_line_size={max_line})"""
+            f"""copy (
+                select row_number() over () as _record, *
+                from read_csv({sql_literal(str(csv_path))}, delim={sql_literal(table.csv_separator)},
+                    header=true, columns={columns_spec}, quote='"', escape='"', strict_mode=true,
+                    null_padding=false, auto_detect=false, encoding='utf-8', max_line_size={max_line})
+            ) to {sql_literal(str(text))} (format parquet, compression snappy)"""
         )
+        con.execute(f"create temp view raw_csv as select * from read_parquet({sql_literal(str(text))})")
         (rows,) = con.execute("select count(*) from raw_csv").fetchall()[0]
         if rows != scan.records:
             raise BadCsvError(
@@ -226,7 +230,9 @@ def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
             if column.data_type != "varchar":
                 _check_values(con, table, name, scan, column.name, column.data_type, value)
             casts.append(f"{cast_expression(value, column.data_type)} as {quoted}")
-        write_parquet(con, f"select {', '.join(casts)} from raw_csv order by _record", table.schema, dest)
+        # insertion order is preserved (the connection is ordered): no sort of the whole file
+        write_parquet(con, f"select {', '.join(casts)} from raw_csv", table.schema, dest)
+        text.unlink()
     except duckdb.Error as exc:
         check_io(exc, f"table {qualified}, file {name}")
         raise BadCsvError(qualified, name, f"cannot be read as CSV: {str(exc).splitlines()[0]}") from exc
