@@ -42,6 +42,7 @@ from ingestion.lake import Lake
 from ingestion.lock import LakeLock
 from ingestion.readers.base import CaptureContext, SnapshotReader
 from ingestion.state import (
+    CaptureKind,
     CaptureRecord,
     TableState,
     capture_id_of,
@@ -228,6 +229,7 @@ def prepare_capture(
     first_sequence = state.last_sequence + 1
     changes = table_dir / f"changes_{capture_id}.parquet"
 
+    kind: CaptureKind
     if state.snapshot_key is None:
         kind = "full-load"
         result = cdc.full_load(table, snapshot, captured_at, first_sequence, changes)
@@ -312,7 +314,7 @@ def simulator_days(states: dict[str, TableState], target: int | None = None) -> 
 def run_tables(
     lake: Lake,
     tables: list[Table],
-    reader_name: str,
+    simulated_days: bool,
     options: RunOptions,
     prepare_one: Callable[[Table, Path, int | None], PreparedCapture | CaptureRecord],
     describe: Callable[[CaptureRecord], str],
@@ -329,11 +331,11 @@ def run_tables(
         lock.check()
         lake.clear_scratch()
         days: dict[str, int | None] = {t.name: None for t in tables}
-        if reader_name == "simulator":
+        if simulated_days:
             days = simulator_days({t.name: load_state(lake, t) for t in tables}, options.simulator_day)
         prepared: list[tuple[Table, PreparedCapture | CaptureRecord]] = []
         for table in tables:
-            if reader_name == "simulator" and days[table.name] is None:
+            if simulated_days and days[table.name] is None:
                 log.info("%s: already captured for this simulated day", table.qualified_name)
                 continue
             prepared.append((table, prepare_one(table, Path(tmp), days[table.name])))
@@ -435,7 +437,7 @@ def run_capture(
     return run_tables(
         lake,
         tables,
-        reader.name,
+        reader.simulated_days,
         options,
         lambda table, workdir, day: prepare_capture(lake, table, reader, workdir, day, options.now),
         describe,

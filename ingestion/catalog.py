@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import yaml
@@ -30,6 +31,9 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "date": pa.date32(),
     "timestamp": pa.timestamp("us"),
 }
+
+# "snapshot": diffed into CDC files; "events": append-only
+CaptureMode = Literal["snapshot", "events"]
 
 CDC_OPERATION = "_cdc_operation"
 CDC_TIMESTAMP = "_cdc_timestamp"
@@ -130,7 +134,7 @@ class Table:
 @dataclass(frozen=True)
 class Source:
     name: str
-    capture: str  # "snapshot" (diffed into CDC files) or "events" (append-only)
+    capture: CaptureMode
     tables: dict[str, Table] = field(default_factory=dict)
 
     def table(self, name: str) -> Table:
@@ -212,7 +216,7 @@ def load_catalog(paths: list[Path] | None = None) -> Catalog:
             if name in sources:
                 raise CatalogError(f"{path.name}: source {name} is declared twice")
             meta = raw_source.get("meta") or {}
-            capture = meta.get("capture", "snapshot")
+            capture: CaptureMode = meta.get("capture", "snapshot")
             if capture not in ("snapshot", "events"):
                 raise CatalogError(f"{path.name}: source {name}: meta.capture must be 'snapshot' or 'events'")
             tables: dict[str, Table] = {}

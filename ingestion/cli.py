@@ -21,10 +21,10 @@ import duckdb
 from ingestion.capture import RunOptions, approve_held, run_capture, simulator_target_day
 from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
 from ingestion.errors import CatalogError, IngestionError, LakeError, LakeLockedError, UsageError
-from ingestion.events import EventReader, run_events
+from ingestion.events import run_events
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
-from ingestion.readers.base import SnapshotReader
+from ingestion.readers.base import EventReader, SnapshotReader
 from ingestion.state import CaptureRecord, TableState, load_state, moment_of
 
 log = logging.getLogger("ingestion")

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -38,7 +36,9 @@ from ingestion.catalog import EVENT_BATCH_ID, EVENT_INGESTED_AT, Source, Table
 from ingestion.duck import check_io, connect, quote_identifier, sql_literal
 from ingestion.errors import SnapshotError
 from ingestion.lake import Lake
+from ingestion.readers.base import EventContext, EventReader
 from ingestion.state import (
+    CaptureKind,
     CaptureRecord,
     capture_id_of,
     data_key,
@@ -49,32 +49,9 @@ from ingestion.state import (
 
 log = logging.getLogger(__name__)
 
-EVENTS_KIND = "events"
-NO_EVENTS_KIND = "no-events"
+EVENTS_KIND: CaptureKind = "events"
+NO_EVENTS_KIND: CaptureKind = "no-events"
 FINGERPRINT = "_fingerprint"
-
-
-@dataclass(frozen=True)
-class EventContext:
-    """What an event reader may know about the batch it serves."""
-
-    workdir: Path
-    # The batch's moment: the arrival time of events whose reader has no clock of its own.
-    arrived_at: datetime
-    # The simulator's clock: the day this batch represents (0 = the first batch).
-    day: int = 0
-
-
-class EventReader(Protocol):
-    """Writes the events that arrived since the last batch as Parquet: `_ingested_at`, then declared columns."""
-
-    name: str
-    # True when the reader re-reads all its input each time (a CSV folder): rows already published are dropped.
-    skip_published: bool
-
-    def read(self, table: Table, context: EventContext) -> Path: ...
-
-    def available_tables(self, tables: list[Table]) -> list[Table]: ...
 
 
 def event_schema(table: Table) -> pa.Schema:
@@ -270,7 +247,7 @@ def run_events(
     return run_tables(
         lake,
         tables,
-        reader.name,
+        reader.simulated_days,
         options,
         prepare,
         describe,

@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from ingestion.catalog import Table
 from ingestion.errors import LakeError, LakeStateError
@@ -23,6 +23,11 @@ from ingestion.lake import STATE_PREFIX, Lake
 log = logging.getLogger(__name__)
 
 CAPTURE_ID_FORMAT = "%Y%m%d_%H%M%S_%f"
+
+# what one capture of a table was: a first load, a diff with changes, a diff without, an event batch, or none
+CaptureKind = Literal["full-load", "cdc", "unchanged", "events", "no-events"]
+# the folders under raw/<source>/ that hold published files
+DataKind = Literal["full-load", "cdc", "events"]
 
 
 def capture_id_of(moment: datetime) -> str:
@@ -37,7 +42,7 @@ def table_prefix(table: Table) -> str:
     return f"{STATE_PREFIX}/{table.source}/{table.name}"
 
 
-def data_key(table: Table, kind: str, capture_id: str) -> str:
+def data_key(table: Table, kind: DataKind, capture_id: str) -> str:
     return f"raw/{table.source}/{kind}/{table.name}/{table.name}_{capture_id}.parquet"
 
 
@@ -50,7 +55,7 @@ class CaptureRecord:
     """One capture of one table, as logged in its state and printed by `status`."""
 
     capture_id: str
-    kind: str  # "full-load", "cdc" or "unchanged"
+    kind: CaptureKind
     data_key: str | None
     snapshot_key: str
     first_sequence: int
@@ -90,7 +95,7 @@ class TableState:
         return json.dumps(body, indent=1).encode()
 
 
-DATA_KINDS = ("full-load", "cdc", "events")
+DATA_KINDS: tuple[DataKind, ...] = ("full-load", "cdc", "events")
 
 
 def data_keys(lake: Lake, table: Table) -> list[str]:

@@ -268,6 +268,7 @@ class CsvFolderReader:
     """Reads `<folder>/<table>.csv` for each table."""
 
     name = "csv"
+    simulated_days = False
 
     def __init__(self, folder: Path) -> None:
         if not folder.is_dir():
