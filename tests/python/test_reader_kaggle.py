@@ -21,7 +21,7 @@ import pytest
 import responses
 
 from ingestion.catalog import Table, load_catalog
-from ingestion.errors import SnapshotError
+from ingestion.errors import SnapshotError, SourceAccessError
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.kaggle import DEFAULT_DATASET, KaggleReader
 
@@ -200,7 +200,7 @@ def test_a_csv_that_breaks_the_declaration_is_reported_by_the_csv_checks(
     ],
     ids=["401-json", "403-text"],
 )
-def test_refused_credentials_are_a_clear_snapshot_error(
+def test_refused_credentials_are_a_clear_source_access_error(
     kaggle_env: responses.RequestsMock,
     loyalty_tables: list[Table],
     status: int,
@@ -209,7 +209,7 @@ def test_refused_credentials_are_a_clear_snapshot_error(
 ) -> None:
     kaggle_env.add(responses.POST, DOWNLOAD_URL, body=body, status=status, content_type=content_type)
 
-    with pytest.raises(SnapshotError) as caught:
+    with pytest.raises(SourceAccessError) as caught:
         KaggleReader().available_tables(loyalty_tables)
 
     message = str(caught.value)
@@ -221,12 +221,12 @@ def test_refused_credentials_are_a_clear_snapshot_error(
     assert len(kaggle_env.calls) == 1
 
 
-def test_an_unknown_dataset_is_a_snapshot_error(
+def test_an_unknown_dataset_is_a_source_access_error(
     kaggle_env: responses.RequestsMock, loyalty_tables: list[Table]
 ) -> None:
     kaggle_env.add(responses.POST, DOWNLOAD_URL, json={"code": 404, "message": "Not found"}, status=404)
 
-    with pytest.raises(SnapshotError, match=r"no such dataset on Kaggle \(HTTP 404\)"):
+    with pytest.raises(SourceAccessError, match=r"no such dataset on Kaggle \(HTTP 404\)"):
         KaggleReader("nobody/nothing").available_tables(loyalty_tables)
 
 
@@ -236,7 +236,7 @@ def test_missing_credentials_say_how_to_provide_them(
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
 
-    with pytest.raises(SnapshotError, match=r"no Kaggle credentials found; .*KAGGLE_USERNAME and KAGGLE_KEY"):
+    with pytest.raises(SourceAccessError, match=r"no Kaggle credentials found; .*KAGGLE_USERNAME and KAGGLE_KEY"):
         KaggleReader().available_tables(loyalty_tables)
 
     assert len(kaggle_env.calls) == 0
