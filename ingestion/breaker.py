@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ingestion.catalog import Table
 from ingestion.errors import LakeStateError, UsageError
-from ingestion.lake import Lake
-from ingestion.state import CaptureRecord, TableState, table_prefix
+from ingestion.state import CaptureRecord, TableState
+from ingestion.table_store import TableStore
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,6 @@ def judge(table: Table, previous_rows: int, rows: int, deletes: int) -> Verdict 
     return Verdict(table.qualified_name, previous_rows, rows, deletes, tuple(reasons))
 
 
-def held_prefix(table: Table) -> str:
-    return f"{table_prefix(table)}/held/"
-
-
 @dataclass(frozen=True)
 class Held:
     record: CaptureRecord
@@ -83,26 +79,21 @@ class Held:
         return json.dumps(body, indent=1).encode()
 
 
-def hold(
-    lake: Lake, table: Table, state: TableState, record: CaptureRecord, data: Path, snapshot: Path, verdict: str
-) -> str:
+def hold(store: TableStore, state: TableState, record: CaptureRecord, data: Path, snapshot: Path, verdict: str) -> str:
     """Keep a capture aside, replacing whatever was held for the table before; returns its record's key."""
-    drop_held(lake, table)
-    base = f"{held_prefix(table)}{record.capture_id}"
+    lake = store.lake
+    store.drop_held()
+    base = f"{store.held_prefix}{record.capture_id}"
     lake.publish(data, f"{base}.changes.parquet")
     lake.publish(snapshot, f"{base}.snapshot.parquet")
     lake.put_bytes(f"{base}.json", Held(record, state.snapshot_key, state.last_sequence, verdict).to_json())
     return f"{base}.json"
 
 
-def drop_held(lake: Lake, table: Table) -> None:
-    for item in lake.list(held_prefix(table)):
-        lake.delete(item.key)
-
-
-def load_held(lake: Lake, table: Table) -> tuple[Held, str] | None:
-    """The held capture of `table` and its key prefix, or None."""
-    records = [o.key for o in lake.list(held_prefix(table)) if o.key.endswith(".json")]
+def load_held(store: TableStore) -> tuple[Held, str] | None:
+    """The held capture of the table and its key prefix, or None."""
+    lake, table = store.lake, store.table
+    records = [o.key for o in lake.list(store.held_prefix) if o.key.endswith(".json")]
     if not records:
         return None
     key = records[-1]
@@ -119,16 +110,17 @@ def load_held(lake: Lake, table: Table) -> tuple[Held, str] | None:
         raise LakeStateError(
             table.qualified_name,
             f"the held capture {lake.uri_for(key)} is unreadable ({exc})",
-            f"remove {held_prefix(table)} and capture the table again",
+            f"remove {store.held_prefix} and capture the table again",
         ) from exc
     return held, key.removesuffix(".json")
 
 
-def held_files(lake: Lake, table: Table, workdir: Path) -> tuple[Held, Path, Path]:
-    """Download the held capture of `table` for publishing; UsageError when nothing is held."""
-    found = load_held(lake, table)
+def held_files(store: TableStore, workdir: Path) -> tuple[Held, Path, Path]:
+    """Download the held capture of the table for publishing; UsageError when nothing is held."""
+    lake = store.lake
+    found = load_held(store)
     if found is None:
-        raise UsageError(f"table {table.qualified_name}: no capture is held; nothing to approve")
+        raise UsageError(f"table {store.table.qualified_name}: no capture is held; nothing to approve")
     held, base = found
     data = lake.download(f"{base}.changes.parquet", workdir / "changes.parquet")
     snapshot = lake.download(f"{base}.snapshot.parquet", workdir / "snapshot.parquet")

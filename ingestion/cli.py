@@ -25,7 +25,8 @@ from ingestion.events import run_events
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
 from ingestion.readers.base import EventReader, SnapshotReader
-from ingestion.state import CaptureRecord, TableState, load_state, moment_of
+from ingestion.state import CaptureRecord, TableState, moment_of
+from ingestion.table_store import load_state
 
 log = logging.getLogger("ingestion")
 

@@ -31,21 +31,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.capture import PreparedCapture, RunOptions, run_tables, settle_then_continue
+from ingestion.capture import RunOptions, run_tables
 from ingestion.catalog import EVENT_BATCH_ID, EVENT_INGESTED_AT, Source, Table
 from ingestion.duck import check_io, connect, quote_identifier, sql_literal
 from ingestion.errors import SnapshotError
 from ingestion.lake import Lake
 from ingestion.readers.base import EventContext, EventReader
-from ingestion.state import (
-    CaptureKind,
-    CaptureRecord,
-    capture_id_of,
-    data_key,
-    load_state,
-    moment_of,
-    table_prefix,
-)
+from ingestion.state import CaptureKind, CaptureRecord, capture_id_of, moment_of
+from ingestion.table_store import PreparedCapture, TableStore, load_state
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +56,6 @@ def event_schema(table: Table) -> pa.Schema:
             *table.schema,
         ]
     )
-
-
-def fingerprints_key(table: Table, batch_id: str) -> str:
-    return f"{table_prefix(table)}/published/{batch_id}.parquet"
 
 
 def _check_events(con: duckdb.DuckDBPyConnection, table: Table, reader: EventReader) -> None:
@@ -91,7 +80,8 @@ def capture_events(
     floor: datetime | None,
 ) -> PreparedCapture | CaptureRecord:
     started = time.monotonic()
-    state, recovered = settle_then_continue(lake, table, day)
+    store = TableStore(lake, table)
+    state, recovered = store.settle_then_continue(day)
     if recovered is not None:
         return recovered
 
@@ -153,8 +143,8 @@ def capture_events(
     record = CaptureRecord(
         capture_id=batch_id,
         kind=kind,
-        data_key=data_key(table, "events", batch_id) if rows else None,
-        snapshot_key=fingerprints_key(table, batch_id) if fingerprints is not None else "",
+        data_key=store.data_key("events", batch_id) if rows else None,
+        snapshot_key=store.fingerprints_key(batch_id) if fingerprints is not None else "",
         first_sequence=state.last_sequence + 1,
         last_sequence=state.last_sequence + rows,
         inserts=rows,

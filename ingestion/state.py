@@ -1,12 +1,5 @@
-"""Ingestion state kept in the lake under `_ingestion/`: per-table state, the pending capture, the lock.
-
-Layout, per table `<source>/<table>`:
-  _ingestion/<source>/<table>/state.json            last sequence, current snapshot, capture log
-  _ingestion/<source>/<table>/pending.json          a capture whose data may be published but not committed
-  _ingestion/<source>/<table>/snapshots/<id>.parquet  the snapshot the next capture is diffed against
-  _ingestion/<source>/<table>/staged/<id>.parquet     a pending capture's change file, until it is published
-and `_ingestion/lock.json`, held by the one run writing to the lake (see `lock.py`).
-"""
+"""What a table's state is made of: its capture records and capture ids. Where they live in the lake and how
+they change is `table_store.py`'s; the lake's lock is `lock.py`'s."""
 
 from __future__ import annotations
 
@@ -15,10 +8,6 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
-
-from ingestion.catalog import Table
-from ingestion.errors import LakeError, LakeStateError
-from ingestion.lake import STATE_PREFIX, Lake
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +25,6 @@ def capture_id_of(moment: datetime) -> str:
 
 def moment_of(capture_id: str) -> datetime:
     return datetime.strptime(capture_id, CAPTURE_ID_FORMAT).replace(tzinfo=UTC)
-
-
-def table_prefix(table: Table) -> str:
-    return f"{STATE_PREFIX}/{table.source}/{table.name}"
-
-
-def data_key(table: Table, kind: DataKind, capture_id: str) -> str:
-    return f"raw/{table.source}/{kind}/{table.name}/{table.name}_{capture_id}.parquet"
-
-
-def snapshot_key(table: Table, capture_id: str) -> str:
-    return f"{table_prefix(table)}/snapshots/{capture_id}.parquet"
 
 
 @dataclass
@@ -93,66 +70,3 @@ class TableState:
             "captures": [asdict(c) for c in self.captures],
         }
         return json.dumps(body, indent=1).encode()
-
-
-DATA_KINDS: tuple[DataKind, ...] = ("full-load", "cdc", "events")
-
-
-def data_keys(lake: Lake, table: Table) -> list[str]:
-    """Every file published under raw/ for `table`."""
-    return [o.key for kind in DATA_KINDS for o in lake.list(f"raw/{table.source}/{kind}/{table.name}/")]
-
-
-def load_state(lake: Lake, table: Table) -> TableState:
-    """The table's state; a table without `state.json` but with published data is an error, never a new table.
-
-    Starting over would publish a second full load with sequences from 1, and the delete of every row removed
-    in the meantime would never be published.
-    """
-    raw = lake.read_bytes(f"{table_prefix(table)}/state.json")
-    if raw is None:
-        published = data_keys(lake, table)
-        pending = load_pending(lake, table)
-        # a first capture that crashed after publishing: its pending record accounts for its one file
-        unexplained = [k for k in published if pending is None or k != pending.data_key]
-        if unexplained:
-            raise LakeStateError(
-                table.qualified_name,
-                f"{lake.uri_for(table_prefix(table))}/state.json is missing, but {len(unexplained)} file(s) are "
-                f"published for the table (e.g. {lake.uri_for(unexplained[-1])})",
-                "restore state.json from a backup of the lake; or, to capture the table again from scratch, "
-                f"move raw/{table.source}/*/{table.name}/ and {table_prefix(table)}/ out of the lake and rebuild "
-                "dbt with --full-refresh (see docs/operations.md)",
-            )
-        return TableState()
-    try:
-        body = json.loads(raw)
-        return TableState(
-            last_sequence=int(body["last_sequence"]),
-            snapshot_key=body["snapshot_key"],
-            captures=[CaptureRecord.from_json(c) for c in body["captures"]],
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LakeError(f"{lake.uri_for(table_prefix(table))}/state.json is unreadable: {exc}") from exc
-
-
-def save_state(lake: Lake, table: Table, state: TableState) -> None:
-    lake.put_bytes(f"{table_prefix(table)}/state.json", state.to_json())
-
-
-def load_pending(lake: Lake, table: Table) -> CaptureRecord | None:
-    raw = lake.read_bytes(f"{table_prefix(table)}/pending.json")
-    if raw is None:
-        return None
-    try:
-        return CaptureRecord.from_json(json.loads(raw))
-    except (ValueError, TypeError) as exc:
-        raise LakeError(f"{lake.uri_for(table_prefix(table))}/pending.json is unreadable: {exc}") from exc
-
-
-def save_pending(lake: Lake, table: Table, record: CaptureRecord) -> None:
-    lake.put_bytes(f"{table_prefix(table)}/pending.json", json.dumps(asdict(record)).encode())
-
-
-def clear_pending(lake: Lake, table: Table) -> None:
-    lake.delete(f"{table_prefix(table)}/pending.json")
