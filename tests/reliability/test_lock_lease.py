@@ -22,11 +22,9 @@ from ingestion.lake import Lake, LocalLake, S3Lake
 from ingestion.lock import LOCK_KEY, LakeLock
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def lake_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "s3":
-        return str(request.getfixturevalue("s3_lake_env"))
-    return str(tmp_path / "lake")
+@pytest.fixture
+def lake_uri(any_lake: str) -> str:
+    return any_lake
 
 
 def kind(uri: str) -> str:
