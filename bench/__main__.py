@@ -1,4 +1,4 @@
-"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,bronze,e2e,engines]`.
+"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,...,quickstart]`.
 
 Each figure is the median of `--repeats` runs, each run in a fresh process (peak RSS is that process's, or its
 children's for whole commands). Ratios are between alternatives measured in the same invocation, since the
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1e5,1e6,1e7", help="comma-separated row counts")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--suites", default="cdc,bronze,e2e,engines")
+    parser.add_argument("--suites", default="cdc,bronze,e2e,engines,dag,quickstart")
     parser.add_argument("--pandas-max", type=float, default=1e6, help="largest scale for the pandas baseline")
     parser.add_argument("--e2e-scale", type=int, default=10_000, help="simulator scale of the e2e suite")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -310,6 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         from bench.engines import suite_engines
 
         results += suite_engines(args.repeats, work, args.e2e_scale)
+    if "dag" in suites:
+        from bench.dag import suite_cadence, suite_dag
+
+        results += suite_dag(scales, args.repeats, work)
+        results += suite_cadence([10, 100, 500], 1000, work)
+    if "quickstart" in suites:
+        from bench.quickstart import suite_quickstart
+
+        results += suite_quickstart(args.repeats, work, args.e2e_scale)
     write_report(results, args.out)
     print((args.out / "results.md").read_text())
     print(f"benchmarks took {time.monotonic() - started:.0f} s; results in {args.out}")

@@ -7,7 +7,11 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ingestion.catalog import Table
+    from ingestion.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +74,11 @@ class TableState:
             "captures": [asdict(c) for c in self.captures],
         }
         return json.dumps(body, indent=1).encode()
+
+
+def load_state(lake: Lake, table: Table) -> TableState:
+    """The table's state, for callers outside the capture engine; the owner is `TableStore` (imported here, not
+    at the top: it builds on this module)."""
+    from ingestion.table_store import TableStore
+
+    return TableStore(lake, table).load_state()

@@ -1,8 +1,10 @@
 {#-
-    The lake: where the raw CDC files of a source table live, and how an engine lists and reads them.
-    Layout (written by `python -m ingestion`):
+    The lake: where the raw change files of a source table live, how each engine lists and reads them, and what
+    names a file whatever the spelling of LAKE_URI. Layout (written by `python -m ingestion`):
         <LAKE_URI>/raw/<source>/full-load/<table>/<table>_<yyyymmdd_HHMMSS_ffffff>.parquet
         <LAKE_URI>/raw/<source>/cdc/<table>/<table>_<yyyymmdd_HHMMSS_ffffff>.parquet
+        <LAKE_URI>/raw/<source>/events/<table>/<table>_<batch>.parquet
+        <LAKE_URI>/_ingestion/lake.json       the lake's identity, written once at its first capture
 -#}
 
 {% macro lake_uri() %}
@@ -10,29 +12,130 @@
 {% endmacro %}
 
 
-{% macro lake_table_patterns(source_name, table_name) %}
-    {%- set folder = lago_mago.lake_uri() ~ '/raw/' ~ source_name -%}
-    {%- set file_pattern = table_name ~ '/' ~ table_name ~ '_*.parquet' -%}
-    {{ return([folder ~ '/full-load/' ~ file_pattern, folder ~ '/cdc/' ~ file_pattern]) }}
+{#- The lake root as the engine's file system names it: Hadoop reads S3 through s3a://, Databricks reads s3://. -#}
+{% macro lake_filesystem_uri() %}
+    {{ return(adapter.dispatch('lake_filesystem_uri', 'lago_mago')()) }}
+{% endmacro %}
+
+{% macro default__lake_filesystem_uri() %}
+    {{ return(lago_mago.lake_uri()) }}
+{% endmacro %}
+
+{% macro spark__lake_filesystem_uri() %}
+    {%- set uri = lago_mago.lake_uri() -%}
+    {{ return('s3a://' ~ uri[5:] if uri.startswith('s3://') else uri) }}
+{% endmacro %}
+
+{% macro databricks__lake_filesystem_uri() %}
+    {{ return(lago_mago.lake_uri()) }}
 {% endmacro %}
 
 
-{#- Every capture file of a table, sorted by name (= capture time); an absent folder is no file. -#}
-{% macro list_lake_files(source_name, table_name) %}
-    {{ return(adapter.dispatch('list_lake_files', 'lago_mago')(source_name, table_name)) }}
+{#-
+    A lake file's identity: its path from the lake root (`raw/<source>/<folder>/<table>/<file>`). The checkpoint
+    and Bronze's _source_file hold this, so a relative or absolute LAKE_URI, a trailing slash, s3:// or s3a://,
+    or a lake moved to another folder name the same files.
+-#}
+{% macro lake_file_id(path) %}
+    {%- set path = '/' ~ path -%}
+    {{ return(path[path.rfind('/raw/') + 1:]) }}
 {% endmacro %}
 
-{% macro duckdb__list_lake_files(source_name, table_name) %}
+{#- The same in SQL, over a column of paths as an engine reports them. -#}
+{% macro lake_file_id_sql(column) -%}
+    regexp_extract({{ column }}, '(raw/[^/]+/[^/]+/[^/]+/[^/]+)$', 1)
+{%- endmacro %}
+
+
+{#-
+    Every file of a table in the given folders (`full-load`, `cdc` or `events`), sorted by name (= capture time).
+    A folder that does not exist holds no file.
+-#}
+{% macro list_lake_files(source_name, table_name, folders=['full-load', 'cdc']) %}
+    {{ return(adapter.dispatch('list_lake_files', 'lago_mago')(source_name, table_name, folders)) }}
+{% endmacro %}
+
+{% macro duckdb__list_lake_files(source_name, table_name, folders) %}
     {%- set globs = [] -%}
-    {%- for pattern in lago_mago.lake_table_patterns(source_name, table_name) -%}
+    {%- for folder in folders -%}
+        {%- set pattern = lago_mago.lake_uri() ~ '/raw/' ~ source_name ~ '/' ~ folder ~ '/' ~ table_name ~ '/'
+            ~ table_name ~ '_*.parquet' -%}
         {%- do globs.append("select file from glob(" ~ dbt.string_literal(pattern) ~ ")") -%}
     {%- endfor -%}
     {%- set files = run_query(globs | join(' union all ')).columns[0].values() | list -%}
-    {{ return(files | sort(attribute=none) | list) }}
+    {{ return(files | sort) }}
+{% endmacro %}
+
+{#-
+    Spark: the lake's `raw/` folder, listed once per model, keeps the table's files by their path. A source with no
+    file yet, or a lake with no `raw/` at all, is an empty list (macros below).
+-#}
+{% macro spark__list_lake_files(source_name, table_name, folders) %}
+    {%- set pattern = '/raw/' ~ source_name ~ '/(' ~ folders | join('|') ~ ')/' ~ table_name ~ '/'
+        ~ table_name ~ '_[^/]*[.]parquet$' -%}
+    {{ return(lago_mago.files_under(
+        lago_mago.lake_filesystem_uri() ~ '/raw', table_name ~ '_*.parquet', pattern) | sort) }}
 {% endmacro %}
 
 
-{#- A relation reading the given files with a `filename` column naming each row's file. -#}
+{#-
+    Spark SQL cannot list a folder, and reading a path that does not exist fails (PATH_NOT_FOUND). The binaryFile
+    source lists files without reading them (only `path` is selected); declared as a catalog table over the
+    folder, a missing location is an empty listing instead of an error (Spark checks paths for reads, not for
+    tables). The table lives only for the listing: created, read, dropped (the files stay). Returns the paths
+    of the files under `folder` (or `folder` itself when it is a file), at any depth, named like `name_glob`
+    and whose path matches the regex `pattern`.
+-#}
+{% macro files_under(folder, name_glob, pattern) %}
+    {{ return(adapter.dispatch('files_under', 'lago_mago')(folder, name_glob, pattern)) }}
+{% endmacro %}
+
+{#- DuckDB lists with glob() in its own variants above, and never calls this. -#}
+{% macro default__files_under(folder, name_glob, pattern) %}
+    {{ exceptions.raise_compiler_error("files_under has no implementation for " ~ target.type) }}
+{% endmacro %}
+
+{% macro spark__files_under(folder, name_glob, pattern) %}
+    {%- set schema = generate_schema_name('bronze', none) | trim -%}
+    {%- set listing = schema ~ '.lago_mago_listing_' ~ local_md5(folder ~ '|' ~ name_glob ~ '|' ~ pattern)[:16] -%}
+    {%- do run_query('create schema if not exists ' ~ schema) -%}
+    {%- do run_query('drop table if exists ' ~ listing) -%}
+    {%- call statement('lago_mago_listing') -%}
+        create table {{ listing }}
+        using binaryFile
+        options (recursiveFileLookup 'true', pathGlobFilter {{ dbt.string_literal(name_glob) }})
+        location {{ dbt.string_literal(folder) }}
+    {%- endcall -%}
+    {%- set paths = run_query(
+        'select path from ' ~ listing ~ ' where path rlike ' ~ dbt.string_literal(pattern)).columns[0].values() | list -%}
+    {%- do run_query('drop table if exists ' ~ listing) -%}
+    {{ return(paths) }}
+{% endmacro %}
+
+{#-
+    Databricks: Unity Catalog admits an external table only under an external location, so a temporary view lists
+    the folder; a folder that does not exist fails there with PATH_NOT_FOUND naming it.
+-#}
+{% macro databricks__files_under(folder, name_glob, pattern) %}
+    {%- set view = 'lago_mago_listing_' ~ local_md5(folder ~ '|' ~ name_glob ~ '|' ~ pattern)[:16] -%}
+    {%- call statement('lago_mago_listing') -%}
+        create or replace temporary view {{ view }}
+        using binaryFile
+        options (
+            path {{ dbt.string_literal(folder) }},
+            recursiveFileLookup 'true',
+            pathGlobFilter {{ dbt.string_literal(name_glob) }}
+        )
+    {%- endcall -%}
+    {{ return(run_query(
+        'select path from ' ~ view ~ ' where path rlike ' ~ dbt.string_literal(pattern)).columns[0].values() | list) }}
+{% endmacro %}
+
+
+{#-
+    A relation reading exactly the given files, with `filename` (the path as listed) and `file_row_number` (the
+    row's position in its file, which orders the changes of a file that has no sequence column).
+-#}
 {% macro read_lake_files(files) %}
     {{ return(adapter.dispatch('read_lake_files', 'lago_mago')(files)) }}
 {% endmacro %}
@@ -42,7 +145,43 @@
     {%- for file in files -%}
         {%- do literals.append(dbt.string_literal(file)) -%}
     {%- endfor -%}
-    read_parquet([{{ literals | join(', ') }}], filename = true, union_by_name = true)
+    read_parquet([{{ literals | join(', ') }}], filename = true, file_row_number = true, union_by_name = true)
+{%- endmacro %}
+
+{#-
+    One path with a Hadoop glob `<common folder>/{<file>,<file>,...}` names every file;
+    spark.sql.parquet.mergeSchema (profiles.yml) unions files written before and after a column was added.
+-#}
+{% macro spark__read_lake_files(files) %}
+    {%- set first = files[0].split('/') -%}
+    {%- set common = namespace(depth=(first | length) - 1) -%}
+    {%- for file in files[1:] -%}
+        {%- set parts = file.split('/') -%}
+        {%- set shared = namespace(depth=0) -%}
+        {%- for index in range([common.depth, (parts | length) - 1] | min) -%}
+            {%- if shared.depth == index and parts[index] == first[index] -%}
+                {%- set shared.depth = index + 1 -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- set common.depth = shared.depth -%}
+    {%- endfor -%}
+    {%- set folder = first[:common.depth] | join('/') -%}
+    {%- set names = [] -%}
+    {%- for file in files -%}
+        {%- set escaped = namespace(name=file.split('/')[common.depth:] | join('/')) -%}
+        {%- for special in ['\\', '{', '}', ',', '[', ']', '*', '?'] -%}
+            {%- set escaped.name = escaped.name | replace(special, '\\' ~ special) -%}
+        {%- endfor -%}
+        {%- do names.append(escaped.name) -%}
+    {%- endfor -%}
+    {%- set glob = folder ~ '/' ~ (names[0] if names | length == 1 else '{' ~ names | join(',') ~ '}') -%}
+    (
+        select
+            *,
+            _metadata.file_path as filename,
+            _metadata.row_index as file_row_number
+        from parquet.`{{ glob }}`
+    )
 {%- endmacro %}
 
 
@@ -50,4 +189,90 @@
 {% macro relation_column_names(relation) %}
     {%- set found = run_query('select * from ' ~ relation ~ ' where 1 = 0') -%}
     {{ return(found.column_names | map('lower') | list) }}
+{% endmacro %}
+
+
+{#-
+    on-run-start: a warehouse belongs to one lake. The lake's identity is `<lake>/_ingestion/lake.json`
+    (`lake_id`, written once by the ingestion at the lake's first capture); the warehouse records the first one
+    it is built from in `bronze.lake_identity` and refuses any other, or a lake without one (a mistyped
+    LAKE_URI), changing nothing. `--full-refresh --vars '{switch_lake: true}'` moves the warehouse to a new lake.
+-#}
+{% macro check_lake_identity() %}
+    {%- if not execute or flags.WHICH not in ['run', 'build'] -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set recorded_relation = api.Relation.create(
+        database=target.get('database'), schema=generate_schema_name('bronze', none) | trim, identifier='lake_identity') -%}
+    {%- do adapter.dispatch('create_lake_identity_table', 'lago_mago')(recorded_relation) -%}
+    {%- set recorded = run_query('select lake_id, lake_uri from ' ~ recorded_relation).rows -%}
+    {%- set lake_id = adapter.dispatch('read_lake_id', 'lago_mago')() -%}
+    {%- set uri = lago_mago.lake_uri() -%}
+    {%- if recorded and lake_id != recorded[0][0] -%}
+        {%- if flags.FULL_REFRESH and var('switch_lake', false) and lake_id is not none -%}
+            {%- do run_query('delete from ' ~ recorded_relation) -%}
+            {%- set recorded = [] -%}
+        {%- elif lake_id is none -%}
+            {{ exceptions.raise_compiler_error(
+                "LAKE_URI=" ~ uri ~ " is not a lake (no _ingestion/lake.json there), but this warehouse was built"
+                ~ " from lake " ~ recorded[0][0] ~ " at " ~ recorded[0][1] ~ ". Check LAKE_URI. Nothing was changed.") }}
+        {%- else -%}
+            {{ exceptions.raise_compiler_error(
+                "LAKE_URI=" ~ uri ~ " is lake " ~ lake_id ~ ", but this warehouse was built from lake "
+                ~ recorded[0][0] ~ " at " ~ recorded[0][1] ~ ": one warehouse belongs to one lake. Point LAKE_URI"
+                ~ " at that lake or DUCKDB_PATH at another warehouse; to move this one, rebuild it with"
+                ~ " --full-refresh --vars '{switch_lake: true}'. Nothing was changed.") }}
+        {%- endif -%}
+    {%- endif -%}
+    {%- if not recorded and lake_id is not none -%}
+        {%- do run_query(
+            "insert into " ~ recorded_relation ~ " (lake_id, lake_uri, recorded_at) values ("
+            ~ dbt.string_literal(lake_id) ~ ", " ~ dbt.string_literal(uri) ~ ", "
+            ~ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) ~ ")") -%}
+        {%- do adapter.commit() if target.type == 'duckdb' -%}
+    {%- endif -%}
+    {{ return('') }}
+{% endmacro %}
+
+{% macro default__create_lake_identity_table(relation) %}
+    {%- do run_query('create schema if not exists ' ~ relation.without_identifier()) -%}
+    {%- do run_query(
+        'create table if not exists ' ~ relation ~ ' (lake_id ' ~ dbt.type_string() ~ ', lake_uri '
+        ~ dbt.type_string() ~ ', recorded_at ' ~ lago_mago.declared_type('timestamptz') ~ ')') -%}
+{% endmacro %}
+
+{% macro spark__create_lake_identity_table(relation) %}
+    {%- do run_query('create schema if not exists ' ~ relation.schema) -%}
+    {%- do run_query(
+        'create table if not exists ' ~ relation ~ ' (lake_id string, lake_uri string, recorded_at timestamp)'
+        ~ ' using delta') -%}
+{% endmacro %}
+
+
+{#- The lake's id from <lake>/_ingestion/lake.json, or none when the file is not there. -#}
+{% macro duckdb__read_lake_id() %}
+    {%- set path = lago_mago.lake_uri() ~ '/_ingestion/lake.json' -%}
+    {%- if not run_query('select file from glob(' ~ dbt.string_literal(path) ~ ')').rows -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {{ return(run_query('select lake_id from read_json(' ~ dbt.string_literal(path) ~ ')').rows[0][0]) }}
+{% endmacro %}
+
+{#-
+    Spark: lake.json is looked for by listing it (macros above; a listing's location may be one file), so a lake
+    without it (captured before the ingestion wrote it, nothing captured yet, a mistyped LAKE_URI) gives none
+    instead of Spark's PATH_NOT_FOUND.
+-#}
+{% macro spark__read_lake_id() %}
+    {%- set path = lago_mago.lake_filesystem_uri() ~ '/_ingestion/lake.json' -%}
+    {%- set found = lago_mago.files_under(path, 'lake.json', '/_ingestion/lake[.]json$') -%}
+    {%- if not found -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- call statement('lago_mago_lake_json') -%}
+        create or replace temporary view lago_mago_lake_json
+        using json
+        options (path {{ dbt.string_literal(found[0]) }}, multiLine 'true')
+    {%- endcall -%}
+    {{ return(run_query('select lake_id from lago_mago_lake_json').rows[0][0]) }}
 {% endmacro %}

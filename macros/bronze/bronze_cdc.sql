@@ -1,14 +1,16 @@
 {#-
     The Bronze model of one declared source table: its current state, merged from the lake's CDC files.
 
-    - Reads the table's full-load and cdc files. An incremental run reads only files not yet merged: the set of
-      merged files is recorded in `bronze_processed_files` (the checkpoint) by this model's post-hook, in the
-      same transaction as the merge, from the batch this compiled SQL read (the `lago_mago.bronze_batch` comment).
-    - Keeps the latest change per primary key by (_cdc_timestamp, _cdc_sequence, _source_file).
+    - Reads the table's full-load and cdc files. An incremental run reads only files not yet merged, by the
+      checkpoint (macros/bronze/checkpoint.sql), which also refuses a batch that would empty the table because the
+      lake holds no file of it, and a file that does not follow the table's convention.
+    - Changes are ordered by (_cdc_timestamp, _cdc_sequence); the latest change per primary key wins. Copies of one
+      change (a replayed file) resolve to the earliest file name, on every build, so ties resolve the same way
+      incrementally and on --full-refresh, and a replay under a later name changes nothing.
     - A declared column absent from every file read (declared after they were written) reads as NULL.
     - Incrementally, emits only changes newer than the Bronze row: 'D' rows for keys to delete, I/U rows to
-      upsert (see the cdc_merge strategy). A change older than the Bronze row is ignored; replaying a file
-      changes nothing.
+      upsert (the cdc_merge strategy, which also publishes the change feed). A change older than the Bronze row
+      is ignored; replaying a file changes nothing.
     - A batch that holds a change not newer than everything merged before (a late or replayed file) is decided
       on the whole history of its keys, so a late update never resurrects a row deleted by a newer change.
     - A first build or --full-refresh reads every file and keeps the latest non-deleted change per key.
@@ -16,15 +18,16 @@
     Usage, in models/bronze/<source>/bronze_<source>__<table>.sql:  {{ lago_mago.bronze_cdc('loyalty', 'clientes') }}
 -#}
 {% macro bronze_cdc(source_name, table_name) %}
-    {%- set table_args = "('" ~ source_name ~ "', '" ~ table_name ~ "')" -%}
     {{- config(post_hook=[
-        "{{ lago_mago.bronze_forget_files_on_rebuild() }}",
-        "{{ lago_mago.bronze_record_batch" ~ table_args ~ " }}",
+        "{{ lago_mago.checkpoint_forget_on_rebuild() }}",
+        "{{ lago_mago.checkpoint_commit_plan() }}",
+        "{{ lago_mago.record_feed_rebuild() }}",
     ]) -}}
 
     {%- if not execute -%}
         {#- parsing: declare the lineage; the SQL is built at execution, when the declaration is known #}
         -- depends_on: {{ ref('bronze_processed_files') }}
+        -- depends_on: {{ ref('change_feed_commits') }}
         select * from {{ source(source_name, table_name) }}
     {%- else -%}
         {{ lago_mago.bronze_cdc_sql(source_name, table_name) }}
@@ -46,23 +49,19 @@
 
     {%- if unit_test -%}
         {#- unit tests: every row of the source fixture is the new batch -#}
-        {%- set batch = {'kind': 'unit_test', 'files': []} -%}
         {%- set batch_reader = source(source_name, table_name) -%}
         {%- set history_reader = none -%}
     {%- else -%}
-        {%- set files = lago_mago.list_lake_files(source_name, table_name) -%}
-        {%- set merged = lago_mago.bronze_merged_files(this) if incremental else {'files': []} -%}
-        {%- set new_files = files | reject('in', merged.files) | list -%}
-        {%- set batch = {'kind': 'increment' if incremental else 'rebuild', 'files': new_files} -%}
-        {%- set batch_reader = lago_mago.read_lake_files(new_files) if new_files else none -%}
+        {%- set batch = lago_mago.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
+        {%- set batch_reader = batch.reader -%}
         {%- set history_reader = none -%}
-        {%- if new_files and merged.files
-              and lago_mago.bronze_batch_is_late(batch_reader, convention, merged) -%}
-            {%- set history_reader = lago_mago.read_lake_files(merged.files | select('in', files) | list) -%}
+        {%- if batch_reader is not none and batch.consumed.count > 0
+              and lago_mago.checkpoint_batch_is_late(batch_reader, convention) -%}
+            {%- set history_files = batch.consumed_files -%}
+            {%- set history_reader = lago_mago.read_lake_files(history_files) if history_files else none -%}
         {%- endif -%}
     {%- endif %}
 
-/* lago_mago.bronze_batch: {{ tojson(batch) }} */
 with
 
 batch_changes as (
@@ -101,7 +100,7 @@ ranked as (
         *,
         row_number() over (
             partition by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
-            order by _cdc_timestamp desc, _cdc_sequence desc, _source_file desc
+            order by _cdc_timestamp desc, _cdc_sequence desc, _source_file asc
         ) as _change_rank
     from changes
     where _cdc_operation is not null
@@ -120,7 +119,8 @@ current_rows as (
         {{ adapter.quote(column) }},
         {%- endfor %}
         _cdc_timestamp,
-        _cdc_sequence
+        _cdc_sequence,
+        _source_file
     from {{ this }}
 ),
 
@@ -137,6 +137,11 @@ applicable as (
         or (
             latest._cdc_timestamp = current_rows._cdc_timestamp
             and latest._cdc_sequence > current_rows._cdc_sequence
+        )
+        or (
+            latest._cdc_timestamp = current_rows._cdc_timestamp
+            and latest._cdc_sequence = current_rows._cdc_sequence
+            and latest._source_file < current_rows._source_file
         )
 ),
 {%- else %}
@@ -183,7 +188,11 @@ select * from final
         cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ name }},
         {%- endif %}
         {%- endfor %}
+        {%- if lake_files %}
+        {{ lago_mago.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as _source_file
+        {%- else %}
         cast(filename as {{ dbt.type_string() }}) as _source_file
+        {%- endif %}
     from {{ relation }}
 {%- endmacro %}
 

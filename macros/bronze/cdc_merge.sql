@@ -1,22 +1,34 @@
 {#-
-    Incremental strategy `cdc_merge` of the bronze models. The model's SQL has already kept only the changes
-    that win over the Bronze rows; applying them is: delete the rows of every changed key, insert the I/U rows.
-    That is MERGE's semantics (D deletes, I/U update or insert); on DuckDB delete + insert is several times faster
-    than MERGE (see stack-notes), other engines use MERGE.
+    Incremental strategy `cdc_merge` of the change-applying models (Bronze, Silver). The model's SQL has already
+    kept one change per key, the one that wins over the target's row; applying it is MERGE's semantics: a change
+    with _cdc_operation 'D' deletes the key, any other updates or inserts it. The merge also publishes the
+    model's change feed (macros/change_feed.sql).
+
+    The key is the model's `unique_key`, or else the primary key declared for the source table it reads.
 -#}
 {% macro get_incremental_cdc_merge_sql(arg_dict) %}
-    {%- set source_name, table_name = model.sources[0] -%}
-    {%- set key = lago_mago.declared_primary_key(lago_mago.source_declaration(source_name, table_name)) -%}
+    {%- set key = config.get('unique_key') -%}
+    {%- if key is none -%}
+        {%- set source_name, table_name = model.sources[0] -%}
+        {%- set key = lago_mago.declared_primary_key(lago_mago.source_declaration(source_name, table_name)) -%}
+    {%- endif -%}
+    {%- set key = [key] if key is string else key -%}
     {{ return(adapter.dispatch('cdc_merge_sql', 'lago_mago')(
         arg_dict.target_relation, arg_dict.temp_relation, key, arg_dict.dest_columns)) }}
 {% endmacro %}
 
 
+{#-
+    DuckDB: the feed rows, then delete the rows of every changed key and insert the I/U rows, one transaction.
+    Delete + insert is several times faster than MERGE on DuckDB (see stack-notes) and means the same here.
+-#}
 {% macro duckdb__cdc_merge_sql(target, changes, key, columns) %}
     {%- set quoted = [] -%}
     {%- for column in columns -%}
         {%- do quoted.append(adapter.quote(column.name)) -%}
     {%- endfor -%}
+    {{ lago_mago.write_feed_sql(target, changes, key, columns) }}
+
     delete from {{ target }}
     where exists (
         select 1 from {{ changes }} as changes
@@ -31,6 +43,7 @@
 {% endmacro %}
 
 
+{#- Spark, Databricks: one MERGE; Delta's Change Data Feed records what it changed. -#}
 {% macro default__cdc_merge_sql(target, changes, key, columns) %}
     {%- set quoted = [] -%}
     {%- for column in columns -%}

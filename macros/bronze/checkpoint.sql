@@ -1,103 +1,227 @@
 {#-
-    The checkpoint of Bronze: which lake files each bronze model has merged (model bronze_processed_files).
+    The checkpoint: which lake files each model fed by the lake (Bronze, history, event Bronze) has consumed,
+    one row per (model, file) in model `bronze_processed_files`, the analogue of a streaming checkpoint.
+
+    A run plans its batch when its SQL is built: it lists the table's files, keeps those not yet consumed, checks
+    that they follow the table's convention, and writes them as `planned` rows. The model's post-hook, inside
+    the model's transaction, turns its planned rows into `merged` ones. So the plan travels from build time to
+    the post-hook through the warehouse itself, and a file published while the model ran is never recorded
+    without having been read: it is in no plan.
 -#}
 
-{#- The files already merged into a bronze model, and the newest change among them. -#}
-{% macro bronze_merged_files(model_relation) %}
+
+{#- The files a model has consumed, by identity (macros/lake.sql): {'ids': a set of ids, 'count': n}. -#}
+{% macro checkpoint_consumed_files(model_name) %}
     {%- set checkpoint = ref('bronze_processed_files') -%}
     {%- if load_relation(checkpoint) is none -%}
-        {{ return({'files': [], 'max_cdc_timestamp': none, 'max_cdc_sequence': none}) }}
+        {{ return({'ids': set([]), 'count': 0}) }}
     {%- endif -%}
-    {%- set model_name = dbt.string_literal(model_relation.identifier) -%}
-    {%- set files_sql -%}
-        select file_name from {{ checkpoint }} where model_name = {{ model_name }} order by file_name
+    {%- set consumed_sql -%}
+        select file_name
+        from {{ checkpoint }}
+        where model_name = {{ dbt.string_literal(model_name) }} and status = 'merged'
     {%- endset -%}
-    {%- set newest_sql -%}
-        select max(max_cdc_timestamp), max(max_cdc_sequence) from {{ checkpoint }} where model_name = {{ model_name }}
-    {%- endset -%}
-    {%- set newest = run_query(newest_sql).rows[0] -%}
-    {{ return({
-        'files': run_query(files_sql).columns[0].values() | list,
-        'max_cdc_timestamp': newest[0],
-        'max_cdc_sequence': newest[1],
-    }) }}
+    {%- set ids = set(run_query(consumed_sql).columns[0].values()) -%}
+    {{ return({'ids': ids, 'count': ids | length}) }}
 {% endmacro %}
 
 
-{#- True when a new file holds a change not newer than the newest change already merged (late or replayed). -#}
-{% macro bronze_batch_is_late(batch_reader, convention, merged) %}
+{#-
+    Plan this model's batch of lake files: every file of the table in `folders` not yet consumed (all of them on
+    a first build or --full-refresh). `convention` gives, as SQL over a raw file row, the `operation` (or none),
+    `timestamp` and `sequence` of a change, and the raw `columns` a file of the table must hold.
+    Returns {'files': [paths to read], 'reader': relation or none, 'consumed': checkpoint_consumed_files(...),
+    'consumed_files': [paths of the files already consumed, still in the lake]}.
+
+    Refuses, changing nothing:
+    - a batch that would empty a table because the lake holds no file of it (a mistyped LAKE_URI, a deleted
+      folder), or an incremental run whose lake holds none of the files already consumed (another lake), unless
+      --vars '{allow_truncate: true}';
+    - a file that does not follow the table's convention (a missing column, an unknown operation, no time or no
+      sequence): it is named, and nothing is ever recorded as consumed that was not applied.
+-#}
+{% macro checkpoint_plan_batch(source_name, table_name, folders, convention) %}
+    {%- set incremental = is_incremental() -%}
+    {%- set files = lago_mago.list_lake_files(source_name, table_name, folders) -%}
+    {%- set consumed = lago_mago.checkpoint_consumed_files(this.identifier) if incremental
+        else {'ids': set([]), 'count': 0} -%}
+    {#- one pass, a set lookup and string slicing per file (no macro call): linear in the number of files -#}
+    {%- set new_files = [] -%}
+    {%- set consumed_files = [] -%}
+    {%- for file in files -%}
+        {%- set rooted = '/' ~ file -%}
+        {%- if rooted[rooted.rfind('/raw/') + 1:] in consumed.ids -%}
+            {%- do consumed_files.append(file) -%}
+        {%- else -%}
+            {%- do new_files.append(file) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- set where = lago_mago.lake_uri() ~ '/raw/' ~ source_name ~ '/{' ~ folders | join(',') ~ '}/' ~ table_name -%}
+
+    {%- if not var('allow_truncate', false) -%}
+        {%- if not files and not incremental and load_relation(this) is not none -%}
+            {%- set held = run_query('select count(*) from ' ~ this).rows[0][0] -%}
+            {%- if held > 0 -%}
+                {{ exceptions.raise_compiler_error(
+                    this.identifier ~ ": the lake holds no file of " ~ source_name ~ "." ~ table_name
+                    ~ " (looked in " ~ where ~ "), but the table holds " ~ held ~ " rows: rebuilding would empty it."
+                    ~ " Check LAKE_URI; to empty it on purpose, add --vars '{allow_truncate: true}'."
+                    ~ " Nothing was changed.") }}
+            {%- endif -%}
+        {%- endif -%}
+        {%- if incremental and consumed.count > 0 -%}
+            {%- if not consumed_files -%}
+                {{ exceptions.raise_compiler_error(
+                    this.identifier ~ ": the lake holds none of the " ~ consumed.count ~ " files of "
+                    ~ source_name ~ "." ~ table_name ~ " this warehouse already merged (looked in " ~ where
+                    ~ ", found " ~ files | length ~ " files). Is LAKE_URI the lake this warehouse was built from?"
+                    ~ " To accept it, add --vars '{allow_truncate: true}'. Nothing was changed.") }}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endif -%}
+
+    {%- set reader = lago_mago.read_lake_files(new_files) if new_files else none -%}
+
+    {%- if reader is not none -%}
+        {%- do lago_mago.checkpoint_check_convention(reader, new_files, source_name, table_name, convention) -%}
+        {%- if flags.WHICH in ['run', 'build'] -%}
+            {%- do lago_mago.checkpoint_write_plan(reader, source_name, table_name, convention) -%}
+        {%- endif -%}
+    {%- elif flags.WHICH in ['run', 'build'] -%}
+        {%- do lago_mago.checkpoint_write_plan(none, source_name, table_name, convention) -%}
+    {%- endif -%}
+    {{ return({'files': new_files, 'reader': reader, 'consumed': consumed, 'consumed_files': consumed_files}) }}
+{% endmacro %}
+
+
+{#- Every row of a batch must carry the convention's operation, time and sequence; the first file that does not is named. -#}
+{% macro checkpoint_check_convention(reader, files, source_name, table_name, convention) %}
+    {%- set present = lago_mago.relation_column_names(reader) -%}
+    {%- for column in convention.columns if column | lower not in present -%}
+        {{ exceptions.raise_compiler_error(
+            source_name ~ "." ~ table_name ~ ": no new file holds column " ~ column ~ " of the table's CDC convention"
+            ~ " (first file: " ~ lago_mago.lake_file_id(files[0]) ~ "). Declare the file's convention"
+            ~ " under meta.cdc, or move the file out of the table's folder. Nothing was changed.") }}
+    {%- endfor -%}
+    {%- set checks = [('time', convention.timestamp)]
+        + ([('sequence', convention.sequence)] if convention.sequence else [])
+        + ([('operation', convention.operation)] if convention.operation else []) -%}
+    {%- set bad_sql -%}
+        select
+            filename,
+            {%- for name, expression in checks %}
+            sum(case when {{ expression }} is null then 1 else 0 end) as missing_{{ name }},
+            {%- endfor %}
+            count(*) as row_count
+        from {{ reader }}
+        group by filename
+        having
+            {%- for name, expression in checks %}
+            sum(case when {{ expression }} is null then 1 else 0 end) > 0{{ ' or' if not loop.last }}
+            {%- endfor %}
+        order by filename
+        limit 1
+    {%- endset -%}
+    {%- set bad = run_query(bad_sql).rows -%}
+    {%- if bad -%}
+        {%- set missing = [] -%}
+        {%- for name, expression in checks -%}
+            {%- if bad[0][loop.index] > 0 -%}
+                {%- do missing.append(bad[0][loop.index] ~ " rows without a valid " ~ name) -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {{ exceptions.raise_compiler_error(
+            source_name ~ "." ~ table_name ~ ": lake file " ~ lago_mago.lake_file_id(bad[0][0])
+            ~ " does not follow the table's CDC convention (" ~ convention.description ~ "): "
+            ~ missing | join(', ') ~ " of " ~ bad[0][-1] ~ ". Declare the file's convention under meta.cdc,"
+            ~ " or move the file out of the table's folder. Nothing was changed.") }}
+    {%- endif -%}
+{% endmacro %}
+
+
+{#- Replace this model's planned rows by the files of this batch (none: the batch is empty). -#}
+{% macro checkpoint_write_plan(reader, source_name, table_name, convention) %}
     {%- set checkpoint = ref('bronze_processed_files') -%}
     {%- set model_name = dbt.string_literal(this.identifier) -%}
+    {%- call statement('checkpoint_forget_plan') -%}
+        delete from {{ checkpoint }} where model_name = {{ model_name }} and status = 'planned'
+    {%- endcall -%}
+    {%- if reader is not none -%}
+        {%- call statement('checkpoint_plan') -%}
+            insert into {{ checkpoint }} (
+                model_name, source_name, table_name, file_name, row_count,
+                min_cdc_timestamp, max_cdc_timestamp, min_cdc_sequence, max_cdc_sequence, status, merged_at
+            )
+            select
+                {{ model_name }},
+                {{ dbt.string_literal(source_name) }},
+                {{ dbt.string_literal(table_name) }},
+                {{ lago_mago.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }},
+                count(*),
+                min({{ convention.timestamp }}),
+                max({{ convention.timestamp }}),
+                min({{ convention.sequence or 'cast(null as ' ~ dbt.type_bigint() ~ ')' }}),
+                max({{ convention.sequence or 'cast(null as ' ~ dbt.type_bigint() ~ ')' }}),
+                'planned',
+                cast(null as {{ lago_mago.declared_type('timestamptz') }})
+            from {{ reader }}
+            group by filename
+        {%- endcall -%}
+    {%- endif -%}
+{% endmacro %}
+
+
+{#- True when a batch holds a change not newer than the newest change already consumed (a late or replayed file). -#}
+{% macro checkpoint_batch_is_late(reader, convention) %}
     {%- set late_sql -%}
         with newest as (
-            select max(max_cdc_timestamp) as max_cdc_timestamp, max(max_cdc_sequence) as max_cdc_sequence
-            from {{ checkpoint }}
-            where model_name = {{ model_name }}
+            select max(max_cdc_timestamp) as max_cdc_timestamp
+            from {{ ref('bronze_processed_files') }}
+            where model_name = {{ dbt.string_literal(this.identifier) }} and status = 'merged'
+        ),
+
+        newest_sequence as (
+            select max(checkpoint.max_cdc_sequence) as max_cdc_sequence
+            from {{ ref('bronze_processed_files') }} as checkpoint
+            inner join newest on checkpoint.max_cdc_timestamp = newest.max_cdc_timestamp
+            where checkpoint.model_name = {{ dbt.string_literal(this.identifier) }} and checkpoint.status = 'merged'
         ),
 
         batch_changes as (
             select
                 {{ convention.timestamp }} as cdc_timestamp,
                 {{ convention.sequence }} as cdc_sequence
-            from {{ batch_reader }}
+            from {{ reader }}
         )
 
         select count(*)
         from batch_changes
         cross join newest
+        cross join newest_sequence
         where
             batch_changes.cdc_timestamp < newest.max_cdc_timestamp
             or (
                 batch_changes.cdc_timestamp = newest.max_cdc_timestamp
-                and batch_changes.cdc_sequence <= newest.max_cdc_sequence
+                and batch_changes.cdc_sequence <= newest_sequence.max_cdc_sequence
             )
     {%- endset -%}
     {{ return(run_query(late_sql).rows[0][0] > 0) }}
 {% endmacro %}
 
 
-{#- The batch a bronze model's compiled SQL read: {'kind': 'rebuild' | 'increment' | 'unit_test', 'files': [...]}. -#}
-{% macro bronze_compiled_batch() %}
-    {%- set found = modules.re.search('lago_mago\\.bronze_batch: (\\{.*?\\}) \\*/', model.compiled_code or '') -%}
-    {{ return(fromjson(found.group(1)) if found else {'kind': 'none', 'files': []}) }}
-{% endmacro %}
-
-
-{#- Post-hook of every bronze model: a rebuild read every file, so it replaces the model's checkpoint rows. -#}
-{% macro bronze_forget_files_on_rebuild() %}
-    {%- if lago_mago.bronze_compiled_batch().kind != 'rebuild' -%}
+{#- Post-hook: a rebuild read every file, so it forgets the files the model had consumed before. -#}
+{% macro checkpoint_forget_on_rebuild() %}
+    {%- if not should_full_refresh() -%}
         {{ return('select 1 as nothing_to_forget') }}
     {%- endif -%}
-    delete from {{ ref('bronze_processed_files') }} where model_name = {{ dbt.string_literal(this.identifier) }}
+    delete from {{ ref('bronze_processed_files') }}
+    where model_name = {{ dbt.string_literal(this.identifier) }} and status = 'merged'
 {% endmacro %}
 
 
-{#-
-    Post-hook of every bronze model, inside the model's transaction: record the files its compiled SQL read.
-    The batch is read back from the `lago_mago.bronze_batch` comment of the compiled SQL, so a file published
-    while the model ran is never recorded without having been merged.
--#}
-{% macro bronze_record_batch(source_name, table_name) %}
-    {%- set batch = lago_mago.bronze_compiled_batch() -%}
-    {%- if not batch.files -%}
-        {{ return('select 1 as nothing_to_record') }}
-    {%- endif -%}
-    {%- set convention = lago_mago.cdc_convention(lago_mago.source_declaration(source_name, table_name)) -%}
-    insert into {{ ref('bronze_processed_files') }} (
-        model_name, source_name, table_name, file_name, row_count,
-        min_cdc_timestamp, max_cdc_timestamp, min_cdc_sequence, max_cdc_sequence, merged_at
-    )
-    select
-        {{ dbt.string_literal(this.identifier) }},
-        {{ dbt.string_literal(source_name) }},
-        {{ dbt.string_literal(table_name) }},
-        cast(filename as {{ dbt.type_string() }}),
-        count(*),
-        min({{ convention.timestamp }}),
-        max({{ convention.timestamp }}),
-        min({{ convention.sequence }}),
-        max({{ convention.sequence }}),
-        {{ dbt.current_timestamp() }}
-    from {{ lago_mago.read_lake_files(batch.files) }}
-    group by filename
+{#- Post-hook, inside the model's transaction: the planned files are now consumed. -#}
+{% macro checkpoint_commit_plan() %}
+    update {{ ref('bronze_processed_files') }}
+    set status = 'merged', merged_at = {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
+    where model_name = {{ dbt.string_literal(this.identifier) }} and status = 'planned'
 {% endmacro %}

@@ -32,20 +32,26 @@
         cdc: {operation_column: op, timestamp_column: DtAtualizacao}
         cdc: {operation_column: op, insert: [c, r], update: [u], delete: [d],
               timestamp_column: ts_ms, timestamp_epoch_unit: ms, sequence_column: lsn}
-    Operation codes outside the declared lists become NULL and are never applied.
+    Changes are ordered by (timestamp, sequence, file). Without a sequence column, a change's position in its
+    file is its sequence, so two changes of one key at one time resolve the same way on every build.
+    An operation code outside the declared lists is NULL, and a file holding one is refused (checkpoint.sql).
 -#}
 {% macro cdc_convention(declaration) %}
     {%- set cdc = declaration.meta.get('cdc') or {} -%}
-    {%- set operation = adapter.quote(cdc.get('operation_column', '_cdc_operation')) -%}
-    {%- set timestamp = adapter.quote(cdc.get('timestamp_column', '_cdc_timestamp')) -%}
-    {%- set sequence = cdc.get('sequence_column', none if cdc else '_cdc_sequence') -%}
+    {%- set operation_column = cdc.get('operation_column', '_cdc_operation') -%}
+    {%- set timestamp_column = cdc.get('timestamp_column', '_cdc_timestamp') -%}
+    {%- set sequence_column = cdc.get('sequence_column', none if cdc else '_cdc_sequence') -%}
+    {%- set operation = adapter.quote(operation_column) -%}
+    {%- set timestamp = adapter.quote(timestamp_column) -%}
 
+    {%- set codes = {} -%}
     {%- set operation_sql -%}
         case
             {%- for code, default in [('I', ['I']), ('U', ['U']), ('D', ['D'])] %}
-            {%- set codes = cdc.get({'I': 'insert', 'U': 'update', 'D': 'delete'}[code], default) %}
+            {%- set listed = cdc.get({'I': 'insert', 'U': 'update', 'D': 'delete'}[code], default) %}
+            {%- do codes.update({code: listed}) %}
             when cast({{ operation }} as {{ dbt.type_string() }}) in (
-                {%- for value in codes %}{{ dbt.string_literal(value) }}{{ ', ' if not loop.last }}{% endfor -%}
+                {%- for value in listed %}{{ dbt.string_literal(value) }}{{ ', ' if not loop.last }}{% endfor -%}
             ) then '{{ code }}'
             {%- endfor %}
         end
@@ -57,13 +63,22 @@
         {%- set timestamp_sql = lago_mago.cast_to_timestamp_tz(timestamp) -%}
     {%- endif -%}
 
-    {%- if sequence -%}
-        {%- set sequence_sql = "cast(" ~ adapter.quote(sequence) ~ " as " ~ dbt.type_bigint() ~ ")" -%}
+    {%- if sequence_column -%}
+        {%- set sequence_sql = "cast(" ~ adapter.quote(sequence_column) ~ " as " ~ dbt.type_bigint() ~ ")" -%}
     {%- else -%}
-        {%- set sequence_sql = "cast(0 as " ~ dbt.type_bigint() ~ ")" -%}
+        {%- set sequence_sql = "cast(file_row_number as " ~ dbt.type_bigint() ~ ")" -%}
     {%- endif -%}
 
-    {{ return({'operation': operation_sql, 'timestamp': timestamp_sql, 'sequence': sequence_sql}) }}
+    {%- set columns = [operation_column, timestamp_column] + ([sequence_column] if sequence_column else []) -%}
+    {%- set description = operation_column ~ " in " ~ tojson(codes) ~ ", " ~ timestamp_column
+        ~ (", " ~ sequence_column if sequence_column else ", no sequence column") -%}
+    {{ return({
+        'operation': operation_sql,
+        'timestamp': timestamp_sql,
+        'sequence': sequence_sql,
+        'columns': columns,
+        'description': description,
+    }) }}
 {% endmacro %}
 
 
@@ -82,4 +97,18 @@
     {{ exceptions.raise_compiler_error(
         "a unit test of a bronze model must override the macro unit_test_declaration with the table's"
         ~ " declaration: {meta: {primary_key: [...]}, columns: {<name>: {name: ..., data_type: ...}}}") }}
+{% endmacro %}
+
+{#-
+    Declared column types (sources YAML `data_type`, written in DuckDB's words) as Spark types: Spark has no
+    unbounded `varchar`, and its `timestamp` is already a point in time.
+-#}
+{% macro spark__declared_type(data_type) %}
+    {%- set spark_types = {
+        'varchar': 'string',
+        'text': 'string',
+        'timestamptz': 'timestamp',
+        'timestamp with time zone': 'timestamp',
+    } -%}
+    {{ return(spark_types.get(data_type | trim | lower, data_type)) }}
 {% endmacro %}

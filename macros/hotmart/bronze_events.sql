@@ -3,7 +3,8 @@
     event that arrived, once.
 
     - Reads the table's files `<LAKE_URI>/raw/<source>/events/<table>/<table>_<batch>.parquet`. An incremental
-      run reads only files not yet loaded (the `_source_file` values Bronze holds); re-reading a file is harmless.
+      run reads only files not yet loaded, by the checkpoint (macros/bronze/checkpoint.sql), so a file made only
+      of re-sent events is read once.
     - An event is identified by its declared columns (`_event_id`, a hash of them): an identical event re-sent
       later is the same event, and Bronze keeps its first arrival (smallest `_ingested_at`, then `_batch_id`,
       then file). A copy that arrives earlier than the one held replaces it (delete+insert on `_event_id`), so an
@@ -18,10 +19,15 @@
         incremental_strategy='delete+insert',
         unique_key='_event_id',
         on_schema_change='append_new_columns',
+        post_hook=[
+            "{{ lago_mago.checkpoint_forget_on_rebuild() }}",
+            "{{ lago_mago.checkpoint_commit_plan() }}",
+        ],
     ) -}}
 
     {%- if not execute -%}
         {#- parsing: declare the lineage; the SQL is built at execution, when the declaration is known #}
+        -- depends_on: {{ ref('bronze_processed_files') }}
         select * from {{ source(source_name, table_name) }}
     {%- else -%}
         {{ lago_mago.bronze_events_sql(source_name, table_name) }}
@@ -42,15 +48,14 @@
     {%- if model.resource_type == 'unit_test' -%}
         {%- set reader = source(source_name, table_name) -%}
     {%- else -%}
-        {%- set files = lago_mago.list_event_files(source_name, table_name) -%}
-        {%- if incremental -%}
-            {%- set loaded_sql -%}
-                select distinct _source_file from {{ this }}
-            {%- endset -%}
-            {%- set loaded = run_query(loaded_sql).columns[0].values() | list -%}
-            {%- set files = files | reject('in', loaded) | list -%}
-        {%- endif -%}
-        {%- set reader = lago_mago.read_lake_files(files) if files else none -%}
+        {%- set convention = {
+            'operation': none,
+            'timestamp': lago_mago.cast_to_timestamp_tz('_ingested_at'),
+            'sequence': none,
+            'columns': ['_ingested_at', '_batch_id'],
+            'description': 'events with _ingested_at and _batch_id',
+        } -%}
+        {%- set reader = lago_mago.checkpoint_plan_batch(source_name, table_name, ['events'], convention).reader -%}
     {%- endif %}
 
 with
@@ -76,7 +81,7 @@ source as (
         {%- if model.resource_type == 'unit_test' %}
         cast('unit_test' as {{ dbt.type_string() }}) as _source_file
         {%- else %}
-        cast(filename as {{ dbt.type_string() }}) as _source_file
+        {{ lago_mago.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as _source_file
         {%- endif %}
     from {{ reader }}
     {%- endif %}
@@ -142,16 +147,3 @@ select * from final
         {%- endfor %}
     ))
 {%- endmacro %}
-
-
-{#- Every events file of a table, sorted by name (= batch time); an absent folder is no file. -#}
-{% macro list_event_files(source_name, table_name) %}
-    {{ return(adapter.dispatch('list_event_files', 'lago_mago')(source_name, table_name)) }}
-{% endmacro %}
-
-{% macro duckdb__list_event_files(source_name, table_name) %}
-    {%- set pattern = lago_mago.lake_uri() ~ '/raw/' ~ source_name ~ '/events/' ~ table_name ~ '/'
-        ~ table_name ~ '_*.parquet' -%}
-    {%- set files = run_query("select file from glob(" ~ dbt.string_literal(pattern) ~ ")").columns[0].values() -%}
-    {{ return(files | list | sort) }}
-{% endmacro %}

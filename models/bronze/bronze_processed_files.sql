@@ -1,8 +1,8 @@
 {#-
-    The checkpoint of Bronze: one row per lake file merged into a bronze model. The bronze models' post-hook
-    writes it (macros/bronze/checkpoint.sql); this model only creates it, empty, and never changes it after.
+    The checkpoint: one row per lake file planned for or merged into a model fed by the lake. The models'
+    build and post-hooks write it (macros/bronze/checkpoint.sql); this model only creates it, empty.
 -#}
-{{ config(materialized='incremental', incremental_strategy='append') }}
+{{ config(materialized='incremental', incremental_strategy='append', tags=['lake_state'], full_refresh=false) }}
 
 with
 
@@ -17,6 +17,7 @@ final as (
         {{ lago_mago.cast_to_timestamp_tz('null') }} as max_cdc_timestamp,
         cast(null as {{ dbt.type_bigint() }}) as min_cdc_sequence,
         cast(null as {{ dbt.type_bigint() }}) as max_cdc_sequence,
+        cast(null as {{ dbt.type_string() }}) as status,
         {{ lago_mago.cast_to_timestamp_tz('null') }} as merged_at
 )
 

@@ -33,6 +33,8 @@ SPARK_TARGET = "spark"
 JARS_SCRIPT = REPO_ROOT / "scripts" / "spark_jars.sh"
 
 CLASS_PATH = "spark.driver.extraClassPath"
+JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+LOG4J_OPTION = "-Dlog4j2.configurationFile="
 # The profile keeps tables, metastore and derby.log under this folder (default warehouse/spark).
 WAREHOUSE_ENV = "SPARK_WAREHOUSE_DIR"
 S3A_PREFIX = "spark.hadoop.fs.s3a."
@@ -64,6 +66,11 @@ def isolated_parameters(workdir: Path, env: Mapping[str, str] | None = None) -> 
     class_path = Path(parameters[CLASS_PATH])
     if not class_path.is_absolute():
         parameters[CLASS_PATH] = str(REPO_ROOT / class_path)
+    # so is the log4j2 file the profile names
+    parameters[JAVA_OPTIONS] = " ".join(
+        LOG4J_OPTION + str(REPO_ROOT / option.removeprefix(LOG4J_OPTION)) if option.startswith(LOG4J_OPTION) else option
+        for option in parameters[JAVA_OPTIONS].split()
+    )
     return parameters
 
 
@@ -77,11 +84,11 @@ def jars_dir(parameters: Mapping[str, str]) -> Path:
 
 
 def ensure_spark_jars(folder: Path, timeout: float = 1800) -> None:
-    """Run the documented install step; it returns at once when every pinned jar is already there."""
+    """Run the documented install step with `--s3` (the suite reads S3 lakes too); at once when the jars are there."""
     env = {**os.environ, "LAGO_SPARK_JARS_DIR": str(folder)}
     try:
         result = subprocess.run(
-            ["bash", str(JARS_SCRIPT)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+            ["bash", str(JARS_SCRIPT), "--s3"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired as exc:
         raise SparkSetupError(f"{JARS_SCRIPT.name} did not finish within {timeout:.0f} s") from exc

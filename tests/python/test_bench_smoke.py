@@ -29,3 +29,21 @@ def test_bench_regenerates_table_and_plots_at_tiny_scale(tmp_path: Path) -> None
     assert "| cdc | project | 1,000 |" in (out / "results.md").read_text()
     for plot in ("cdc.png", "bronze.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_dag_bench_compares_incremental_and_full_builds_at_tiny_scale(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "bench.dag", "--scales", "500", "--cadence", "2,3", "--cadence-scale", "300"]
+    result = subprocess.run([*command, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads((out / "dag.json").read_text())
+    cases = {(r["suite"], r["case"]) for r in figures}
+    assert cases == {
+        ("dag", "incremental"),
+        ("dag", "full-refresh"),
+        ("cadence", "after 2 captures"),
+        ("cadence", "after 3 captures"),
+    }
+    for figure in figures:
+        assert "bronze" in figure["note"] and "tests" in figure["note"], figure["note"]
+    assert "full refresh / incremental" in (out / "dag.md").read_text()

@@ -45,7 +45,7 @@ SEED = 7
 GOLD_MODEL = "gold_points_daily_cube"
 # named in the issue; the full set of expected ancestors comes from the manifest
 MUST_SHOW = ("silver_loyalty__transactions", "bronze_loyalty__transacoes")
-LAYER_COLOURS = {"bronze": "#cd7f32", "silver": "silver", "gold": "gold"}
+LAYER_COLOURS = {"bronze": "#cd7f32", "history": "#7b3f00", "silver": "silver", "gold": "gold"}
 SCREENSHOT = REPO / "docs" / "images" / "lineage.png"
 VIEWPORT = (1280, 640)
 

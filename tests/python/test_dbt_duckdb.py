@@ -32,7 +32,7 @@ SOURCE = "loyalty"
 SCALE = 20_000  # large enough that the simulator deletes a few customers every day
 SEED = 42
 # the loyalty lineage only, for the tests that do not need the whole project
-LOYALTY = ("--select", f"source:{SOURCE}+", "bronze_processed_files")
+LOYALTY = ("--select", f"source:{SOURCE}+", "tag:lake_state")
 
 pytestmark = pytest.mark.dbt
 
@@ -284,7 +284,7 @@ def write_change_file(lake: Path, kind: str, name: str, rows: list[tuple[str, in
 
 def test_a_late_update_does_not_resurrect_a_deleted_row(project: Project) -> None:
     lake = Path(project.lake)
-    select = ("--select", "bronze_processed_files", "bronze_loyalty__clientes")
+    select = ("--select", "tag:lake_state", "bronze_loyalty__clientes")
     write_change_file(
         lake, "full-load", "clientes_20250101_000000_000000.parquet", [("I", 1, "2025-01-01 00:00:00", 1)]
     )
@@ -335,7 +335,7 @@ def test_any_delivery_order_and_replay_gives_the_same_bronze(
             target = lake / path.parent.relative_to(staging_lake) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target)
-        project.dbt("run", "--target", "dev", "--select", "bronze_processed_files", "bronze_loyalty__clientes")
+        project.dbt("run", "--target", "dev", "--select", "tag:lake_state", "bronze_loyalty__clientes")
 
     with project.connect() as con:
         assert_bronze_equals(con, "clientes", simulator_states["clientes", 3])

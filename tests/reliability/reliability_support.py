@@ -263,7 +263,7 @@ class RawObserver:
 # -- dbt on a test lake ------------------------------------------------------------------------------------------
 
 # the dbt project files, as a copy of the project needs them (docs/ holds the doc blocks the YAML refers to)
-DBT_PROJECT_FILES = ("dbt_project.yml", "profiles", "models", "macros", "snapshots", "seeds", "tests/dbt", "docs")
+DBT_PROJECT_FILES = ("dbt_project.yml", "profiles", "models", "macros", "seeds", "tests/dbt", "docs")
 
 
 @dataclass(frozen=True)

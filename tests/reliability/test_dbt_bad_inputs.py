@@ -32,7 +32,7 @@ CLIENTES = LOYALTY.tables["clientes"]
 TABLES = (CLIENTES, LOYALTY.tables["produtos"])
 BUILD = (
     "--select",
-    "bronze_processed_files",
+    "tag:lake_state",
     "bronze_loyalty__clientes",
     "bronze_loyalty__produtos",
     "snp_loyalty__clientes",

@@ -45,7 +45,7 @@ NEW = quote_identifier(NEW_COLUMN["name"])
 ONLY_SELECTED_TESTS = ("--indirect-selection", "cautious", "--exclude", "test_type:unit")
 BUILD = (
     "--select",
-    "bronze_processed_files",
+    "tag:lake_state",
     "bronze_loyalty__clientes",
     "snp_loyalty__clientes",
     "silver_loyalty__customers",

@@ -1,8 +1,12 @@
 {#-
     Points per day × product category × source system, with subtotals (GROUP BY day, CUBE(category, source
     system): the day is in every grouping set, so each day's rows can be rewritten alone).
-    Incremental by date: a run rewrites the days touched by Silver rows loaded since the last run; a backfill
-    rewrites exactly the days of a range: --vars '{backfill_start_date: 2025-01-01, backfill_end_date: 2025-01-31}'.
+
+    Incremental on Silver's change feeds: a run rewrites every day a change since the last build touches,
+    the old and the new day of a moved, updated or deleted transaction, the day of each transaction whose lines
+    changed, and every day with a line of a product whose category changed or that was deleted. A day left
+    with no transaction loses its rows (the pre-hook empties every touched day first). A backfill rewrites
+    exactly the days of a range: --vars '{backfill_start_date: 2025-01-01, backfill_end_date: 2025-01-31}'.
 -#}
 {{
     config(
@@ -10,11 +14,10 @@
         incremental_strategy='delete+insert',
         unique_key='transaction_date',
         on_schema_change='fail',
+        pre_hook="{{ lago_mago.points_cube_delete_touched_days() }}",
+        post_hook="{{ lago_mago.record_feed_positions() }}",
     )
 }}
-
-{%- set backfill_start = var('backfill_start_date') -%}
-{%- set backfill_end = var('backfill_end_date') -%}
 
 with
 
@@ -31,20 +34,8 @@ products as (
 ),
 
 batch_dates as (
-    {%- if backfill_start and backfill_end %}
-    select distinct transaction_date
-    from transactions
-    where transaction_date between cast('{{ backfill_start }}' as date) and cast('{{ backfill_end }}' as date)
-    {%- elif is_incremental() %}
-    select transactions.transaction_date
-    from transactions
-    where {{ lago_mago.loaded_since_last_run('transactions._loaded_at', 'source_loaded_at') }}
-    union
-    select transactions.transaction_date
-    from transaction_products
-    inner join transactions
-        on transaction_products.transaction_id = transactions.transaction_id
-    where {{ lago_mago.loaded_since_last_run('transaction_products._loaded_at', 'source_loaded_at') }}
+    {%- if is_incremental() or (var('backfill_start_date') and var('backfill_end_date')) %}
+    {{ lago_mago.points_cube_touched_days() }}
     {%- else %}
     select distinct transaction_date
     from transactions

@@ -1,20 +1,10 @@
-{{
-    config(
-        unique_key='customer_id',
-        post_hook=(
-            "{{ lago_mago.delete_rows_missing_upstream("
-            ~ "ref('bronze_loyalty__clientes'), 'customer_id', 'trim(upstream.idCliente)') }}"
-        ),
-    )
-}}
+{{ config(unique_key='customer_id') }}
 
 with
 
 source as (
-    select * from {{ ref('bronze_loyalty__clientes') }}
-    {%- if is_incremental() %}
-    where {{ lago_mago.loaded_since_last_run() }}
-    {%- endif %}
+    -- every Bronze row on a first build; then the rows Bronze changed since the last build, deletes as 'D'
+    select * from {{ lago_mago.latest_changes(ref('bronze_loyalty__clientes')) }}
 ),
 
 renamed as (
@@ -37,8 +27,8 @@ renamed as (
         {{ lago_mago.parse_source_timestamp('DtAtualizacao') }} as updated_at,
 
         -- lineage
-        _cdc_timestamp,
-        _loaded_at
+        _cdc_operation,
+        _cdc_timestamp
     from source
 ),
 
@@ -53,8 +43,9 @@ final as (
         has_instagram,
         created_at,
         updated_at,
+        _cdc_operation,
         _cdc_timestamp,
-        _loaded_at
+        {{ dbt.current_timestamp() }} as _loaded_at
     from renamed
 )
 

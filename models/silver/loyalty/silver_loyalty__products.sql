@@ -1,26 +1,16 @@
-{{
-    config(
-        unique_key='product_id',
-        post_hook=(
-            "{{ lago_mago.delete_rows_missing_upstream("
-            ~ "ref('bronze_loyalty__produtos'), 'product_id', 'upstream.IdProduto') }}"
-        ),
-    )
-}}
+{{ config(unique_key='product_id') }}
 
 with
 
 source as (
-    select * from {{ ref('bronze_loyalty__produtos') }}
-    {%- if is_incremental() %}
-    where {{ lago_mago.loaded_since_last_run() }}
-    {%- endif %}
+    -- every Bronze row on a first build; then the rows Bronze changed since the last build, deletes as 'D'
+    select * from {{ lago_mago.latest_changes(ref('bronze_loyalty__produtos')) }}
 ),
 
 renamed as (
     select
         -- ids
-        cast(IdProduto as {{ dbt.type_int() }}) as product_id,
+        {{ lago_mago.clean_text('IdProduto') }} as product_id,
 
         -- strings
         {{ lago_mago.clean_text('DescNomeProduto') }} as product_name,
@@ -28,8 +18,8 @@ renamed as (
         lower({{ lago_mago.clean_text('DescCategoriaProduto') }}) as product_category,
 
         -- lineage
-        _cdc_timestamp,
-        _loaded_at
+        _cdc_operation,
+        _cdc_timestamp
     from source
 ),
 
@@ -39,8 +29,9 @@ final as (
         product_name,
         product_description,
         product_category,
+        _cdc_operation,
         _cdc_timestamp,
-        _loaded_at
+        {{ dbt.current_timestamp() }} as _loaded_at
     from renamed
 )
 

@@ -1,21 +1,10 @@
-{{
-    config(
-        unique_key='transaction_product_id',
-        post_hook=(
-            "{{ lago_mago.delete_rows_missing_upstream("
-            ~ "ref('bronze_loyalty__transacao_produto'), 'transaction_product_id',"
-            ~ " 'trim(upstream.idTransacaoProduto)') }}"
-        ),
-    )
-}}
+{{ config(unique_key='transaction_product_id') }}
 
 with
 
 source as (
-    select * from {{ ref('bronze_loyalty__transacao_produto') }}
-    {%- if is_incremental() %}
-    where {{ lago_mago.loaded_since_last_run() }}
-    {%- endif %}
+    -- every Bronze row on a first build; then the rows Bronze changed since the last build, deletes as 'D'
+    select * from {{ lago_mago.latest_changes(ref('bronze_loyalty__transacao_produto')) }}
 ),
 
 renamed as (
@@ -23,15 +12,15 @@ renamed as (
         -- ids
         {{ lago_mago.clean_text('idTransacaoProduto') }} as transaction_product_id,
         {{ lago_mago.clean_text('IdTransacao') }} as transaction_id,
-        cast(IdProduto as {{ dbt.type_int() }}) as product_id,
+        {{ lago_mago.clean_text('IdProduto') }} as product_id,
 
         -- numerics
         cast(QtdeProduto as {{ dbt.type_int() }}) as quantity,
         cast(vlProduto as {{ dbt.type_bigint() }}) as points,
 
         -- lineage
-        _cdc_timestamp,
-        _loaded_at
+        _cdc_operation,
+        _cdc_timestamp
     from source
 ),
 
@@ -42,8 +31,9 @@ final as (
         product_id,
         quantity,
         points,
+        _cdc_operation,
         _cdc_timestamp,
-        _loaded_at
+        {{ dbt.current_timestamp() }} as _loaded_at
     from renamed
 )
 

@@ -1,20 +1,10 @@
-{{
-    config(
-        unique_key='transaction_id',
-        post_hook=(
-            "{{ lago_mago.delete_rows_missing_upstream("
-            ~ "ref('bronze_loyalty__transacoes'), 'transaction_id', 'trim(upstream.IdTransacao)') }}"
-        ),
-    )
-}}
+{{ config(unique_key='transaction_id') }}
 
 with
 
 source as (
-    select * from {{ ref('bronze_loyalty__transacoes') }}
-    {%- if is_incremental() %}
-    where {{ lago_mago.loaded_since_last_run() }}
-    {%- endif %}
+    -- every Bronze row on a first build; then the rows Bronze changed since the last build, deletes as 'D'
+    select * from {{ lago_mago.latest_changes(ref('bronze_loyalty__transacoes')) }}
 ),
 
 renamed as (
@@ -33,8 +23,8 @@ renamed as (
         {{ lago_mago.parse_source_timestamp('DtCriacao') }} as transaction_at,
 
         -- lineage
-        _cdc_timestamp,
-        _loaded_at
+        _cdc_operation,
+        _cdc_timestamp
     from source
 ),
 
@@ -46,8 +36,9 @@ final as (
         points,
         transaction_at,
         cast(transaction_at as date) as transaction_date,
+        _cdc_operation,
         _cdc_timestamp,
-        _loaded_at
+        {{ dbt.current_timestamp() }} as _loaded_at
     from renamed
 )
 

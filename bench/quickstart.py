@@ -1,0 +1,64 @@
+"""Quick start: the README's default data built by `dbt build` on DuckDB (`dev`) and on Spark + Delta (`spark`).
+
+The data is what `python -m ingestion` captures (every source's simulator, one day, default scale). Each engine
+builds it from scratch, then, after one more capture, incrementally: the two builds a user waits for every day.
+Wall times include each engine's start-up (Spark's JVM), as a user sees them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.__main__ import PYTHON, ROOT, Result, measure
+
+TARGETS = ("dev", "spark")
+
+
+def _dbt() -> str:
+    return shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
+
+
+def _capture(lake: Path, scale: int) -> None:
+    command = [PYTHON, "-m", "ingestion", "run", "--lake", str(lake), "--scale", str(scale)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+
+
+def suite_quickstart(repeats: int, work: Path, scale: int) -> list[Result]:
+    folder = work / "quickstart"
+    shutil.rmtree(folder, ignore_errors=True)
+    first_day = folder / "lake-day-0"
+    _capture(first_day, scale)
+    subprocess.run(["bash", "scripts/spark_jars.sh"], cwd=ROOT, check=True, capture_output=True)
+    results = []
+    for target in TARGETS:
+        state = folder / target
+        lake = state / "lake"
+        target_path = str(folder / f"target_{target}")
+        build = [_dbt(), "build", "--target", target, "--target-path", target_path, "--log-path", target_path]
+        env = {
+            "LAKE_URI": str(lake),
+            "DUCKDB_PATH": str(state / "warehouse.duckdb"),
+            "SPARK_WAREHOUSE_DIR": str(state / "spark"),
+        }
+
+        def fresh(state: Path = state, lake: Path = lake) -> None:
+            shutil.rmtree(state, ignore_errors=True)
+            state.mkdir(parents=True)
+            shutil.copytree(first_day, lake)
+
+        def built_then_captured(build: list[str] = build, env: dict[str, str] = env, lake: Path = lake) -> None:
+            # the state a daily build starts from: yesterday's warehouse and one new capture in its own lake
+            fresh()
+            subprocess.run(build, cwd=ROOT, check=True, capture_output=True, env={**os.environ, **env})
+            _capture(lake, scale)
+
+        for case, prepare in (("from scratch", fresh), ("incremental", built_then_captured)):
+            seconds, rss, _, inner = measure(["command", *build], repeats, prepare=prepare, env=env)
+            note = f"dbt build {case} on `python -m ingestion`'s data (RSS: the dbt process, not Spark's JVM)"
+            results.append(Result("quickstart", f"{target} {case}", scale, seconds, rss, repeats, note, inner))
+            print(f"quickstart {target:<6} {case:<13} {seconds:8.2f} s  {rss:8.0f} MB", flush=True)
+    return results

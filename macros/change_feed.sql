@@ -1,0 +1,363 @@
+{#-
+    The change feed of a table (Delta Lake's Change Data Feed semantics, on every engine): every row a merge
+    changed, with `_change_type` ('insert', 'update_preimage', 'update_postimage', 'delete'), `_commit_version`
+    (increases with each merge) and `_commit_timestamp`, beside the table's own columns as they were before
+    (pre-image, delete) or after (post-image, insert) the change.
+
+    - Spark and Databricks: Delta's own feed (`delta.enableChangeDataFeed`, `table_changes()`); versions are the
+      table's Delta versions.
+    - DuckDB: the table `<table>__changes` beside it, written by the cdc_merge strategy in the same transaction as
+      the merge and the checkpoint; versions are counted in `change_feed_commits`.
+
+    Producers are the models built with the cdc_merge strategy (Bronze, Silver). A consumer (Silver, Gold) reads
+    the changes since its last build: its position per producer is kept in `change_feed_positions`, written by its
+    post-hook `record_feed_positions()`. A producer rebuilt by --full-refresh starts a new feed: a consumer that
+    read the old one refuses to go on incrementally and asks for its own --full-refresh.
+
+    Reading a feed by hand, changes after version 12:
+        DuckDB:  select * from bronze.bronze_loyalty__clientes__changes where _commit_version > 12
+        Spark:   select * from table_changes('bronze.bronze_loyalty__clientes', 13)
+-#}
+
+
+{#- The DuckDB feed table of a relation. -#}
+{% macro feed_relation(relation) %}
+    {{ return(api.Relation.create(
+        database=relation.database, schema=relation.schema, identifier=relation.identifier ~ '__changes')) }}
+{% endmacro %}
+
+
+{#- The relation of a model node of the graph. -#}
+{% macro node_relation(node) %}
+    {{ return(api.Relation.create(database=node.database, schema=node.schema, identifier=node.alias)) }}
+{% endmacro %}
+
+
+{#- The latest commit version of a producer's feed (0 before its first build). -#}
+{% macro feed_version(relation) %}
+    {{ return(adapter.dispatch('feed_version', 'lago_mago')(relation)) }}
+{% endmacro %}
+
+{% macro default__feed_version(relation) %}
+    {%- set version_sql -%}
+        select coalesce(max(commit_version), 0) from {{ ref('change_feed_commits') }}
+        where model_name = {{ dbt.string_literal(relation.identifier) }}
+    {%- endset -%}
+    {{ return(run_query(version_sql).rows[0][0] | int) }}
+{% endmacro %}
+
+{% macro spark__feed_version(relation) %}
+    {%- if load_relation(relation) is none -%}
+        {{ return(0) }}
+    {%- endif -%}
+    {%- set history = run_query('describe history ' ~ relation) -%}
+    {{ return(history.columns['version'].values() | max | int) }}
+{% endmacro %}
+
+
+{#- The commit versions after `version` that rebuilt the producer (a first build or a --full-refresh). -#}
+{% macro feed_rebuilds_after(relation, version) %}
+    {{ return(adapter.dispatch('feed_rebuilds_after', 'lago_mago')(relation, version)) }}
+{% endmacro %}
+
+{% macro default__feed_rebuilds_after(relation, version) %}
+    {%- set rebuilds_sql -%}
+        select commit_version from {{ ref('change_feed_commits') }}
+        where model_name = {{ dbt.string_literal(relation.identifier) }}
+            and commit_operation = 'create' and commit_version > {{ version }}
+    {%- endset -%}
+    {{ return(run_query(rebuilds_sql).columns[0].values() | list) }}
+{% endmacro %}
+
+{% macro spark__feed_rebuilds_after(relation, version) %}
+    {%- set rebuilds = [] -%}
+    {%- for row in run_query('describe history ' ~ relation).rows -%}
+        {%- if row['version'] > version and ('CREATE' in row['operation'] or 'REPLACE' in row['operation']) -%}
+            {%- do rebuilds.append(row['version']) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(rebuilds) }}
+{% endmacro %}
+
+
+{#- The feed rows of versions in (after_version, upto_version]. -#}
+{% macro feed_between(relation, after_version, upto_version) %}
+    {{ return(adapter.dispatch('feed_between', 'lago_mago')(relation, after_version, upto_version)) }}
+{% endmacro %}
+
+{% macro default__feed_between(relation, after_version, upto_version) %}
+    {%- set feed = lago_mago.feed_relation(relation) -%}
+    {%- if load_relation(feed) is none -%}
+        {{ exceptions.raise_compiler_error(
+            relation ~ " has no change feed (" ~ feed ~ "): build it again with --full-refresh") }}
+    {%- endif -%}
+    {{ return(
+        "(select * from " ~ feed ~ " where _commit_version > " ~ after_version
+        ~ " and _commit_version <= " ~ upto_version ~ ")") }}
+{% endmacro %}
+
+{% macro spark__feed_between(relation, after_version, upto_version) %}
+    {%- if after_version >= upto_version -%}
+        {{ return(
+            "(select *, cast(null as string) as _change_type, cast(null as bigint) as _commit_version,"
+            ~ " cast(null as timestamp) as _commit_timestamp from " ~ relation ~ " where 1 = 0)") }}
+    {%- endif -%}
+    {{ return(
+        "(select * from table_changes(" ~ dbt.string_literal(relation.schema ~ '.' ~ relation.identifier)
+        ~ ", " ~ (after_version + 1) ~ ", " ~ upto_version ~ "))") }}
+{% endmacro %}
+
+
+{#- The version of `producer` this model read at its last build, or none. -#}
+{% macro feed_position(producer) %}
+    {%- set positions = ref('change_feed_positions') -%}
+    {%- if load_relation(positions) is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set position_sql -%}
+        select max(commit_version) from {{ positions }}
+        where consumer_name = {{ dbt.string_literal(this.identifier) }}
+            and producer_name = {{ dbt.string_literal(producer.identifier) }}
+    {%- endset -%}
+    {%- set found = run_query(position_sql).rows[0][0] -%}
+    {{ return(none if found is none else found | int) }}
+{% endmacro %}
+
+
+{#-
+    Every feed row of `producer` since this model's last build (incremental runs only). Refuses when the
+    producer was rebuilt since: its old changes are gone, so only a rebuild of this model is exact.
+-#}
+{% macro changes_since_last_build(producer) %}
+    {%- set position = lago_mago.feed_position(producer) -%}
+    {%- set current = lago_mago.feed_version(producer) -%}
+    {%- set fix = " Run: dbt build --full-refresh --select " ~ this.identifier ~ "+" -%}
+    {%- if position is none -%}
+        {{ exceptions.raise_compiler_error(
+            this.identifier ~ " has no position in the change feed of " ~ producer.identifier ~ "." ~ fix) }}
+    {%- endif -%}
+    {%- set rebuilds = lago_mago.feed_rebuilds_after(producer, position) -%}
+    {%- if rebuilds or position > current -%}
+        {{ exceptions.raise_compiler_error(
+            producer.identifier ~ " was rebuilt (--full-refresh) after " ~ this.identifier
+            ~ " last read its changes (version " ~ position ~ "), so they cannot be applied incrementally." ~ fix) }}
+    {%- endif -%}
+    {{ return(lago_mago.feed_between(producer, position, current)) }}
+{% endmacro %}
+
+
+{#-
+    The rows of `producer` (a cdc_merge model) that changed since this model's last build, one per key (the
+    producer's unique_key, or the primary key declared for its source table): the row after its last change,
+    with _cdc_operation 'D' when that change deleted it. A first build or --full-refresh reads every row.
+-#}
+{% macro latest_changes(producer) %}
+    {%- if not is_incremental() -%}
+        {{ return("(select * from " ~ producer ~ ")") }}
+    {%- endif -%}
+    {%- set key = lago_mago.producer_key(producer) -%}
+    {%- set columns = adapter.get_columns_in_relation(producer) -%}
+    {%- set latest -%}
+        (
+            select
+                {%- for column in columns if column.name | lower != '_cdc_operation' %}
+                {{ adapter.quote(column.name) }},
+                {%- endfor %}
+                case when _change_type = 'delete' then 'D' else _cdc_operation end as _cdc_operation
+            from (
+                select
+                    *,
+                    row_number() over (
+                        partition by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
+                        order by _commit_version desc, case when _change_type = 'update_preimage' then 0 else 1 end desc
+                    ) as _change_rank
+                from {{ lago_mago.changes_since_last_build(producer) }} as changes
+            ) as ranked
+            where _change_rank = 1
+        )
+    {%- endset -%}
+    {{ return(latest) }}
+{% endmacro %}
+
+
+{#- The key of a cdc_merge model: its unique_key, or else its source table's declared primary key. -#}
+{% macro producer_key(producer) %}
+    {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ producer.identifier) -%}
+    {%- if node is none -%}
+        {{ exceptions.raise_compiler_error(producer ~ " is not a model of this project") }}
+    {%- endif -%}
+    {%- set key = node.config.get('unique_key') -%}
+    {%- if key is none -%}
+        {%- set key = lago_mago.declared_primary_key(lago_mago.upstream_source_declaration(node)) -%}
+    {%- endif -%}
+    {{ return([key] if key is string else key) }}
+{% endmacro %}
+
+
+{#- The source declaration a node descends from (the first source found walking up its parents). -#}
+{% macro upstream_source_declaration(node) %}
+    {%- for parent in node.depends_on.nodes if parent in graph.sources -%}
+        {{ return(graph.sources[parent]) }}
+    {%- endfor -%}
+    {%- for parent in node.depends_on.nodes if parent in graph.nodes -%}
+        {{ return(lago_mago.upstream_source_declaration(graph.nodes[parent])) }}
+    {%- endfor -%}
+    {{ exceptions.raise_compiler_error(node.unique_id ~ " does not descend from a declared source table") }}
+{% endmacro %}
+
+
+{#- Post-hook of a consumer: the version of each producer it depends on is now read. -#}
+{% macro record_feed_positions() %}
+    {#- referenced before anything else, so that parsing records the dependencies of every consumer -#}
+    {%- set positions = ref('change_feed_positions') -%}
+    {%- set commits = ref('change_feed_commits') -%}
+    {%- if not execute -%}
+        {{ return('select 1 as nothing_to_record') }}
+    {%- endif -%}
+    {%- set producers = [] -%}
+    {%- for parent in model.depends_on.nodes if parent in graph.nodes -%}
+        {%- set node = graph.nodes[parent] -%}
+        {%- if node.config.get('incremental_strategy') == 'cdc_merge' -%}
+            {%- do producers.append(lago_mago.node_relation(node)) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if not producers -%}
+        {{ return('select 1 as nothing_to_record') }}
+    {%- endif -%}
+    {%- set values = [] -%}
+    {%- for producer in producers -%}
+        {%- do values.append(
+            "select " ~ dbt.string_literal(this.identifier) ~ " as consumer_name, "
+            ~ dbt.string_literal(producer.identifier) ~ " as producer_name, "
+            ~ "cast(" ~ lago_mago.feed_version(producer) ~ " as " ~ dbt.type_bigint() ~ ") as commit_version, "
+            ~ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) ~ " as recorded_at") -%}
+    {%- endfor -%}
+    {{ return(adapter.dispatch('write_feed_positions', 'lago_mago')(positions, values)) }}
+{% endmacro %}
+
+{#- only positions that moved are written, so a build that read nothing new changes no row -#}
+{% macro default__write_feed_positions(positions, values) %}
+    delete from {{ positions }}
+    where
+        consumer_name = {{ dbt.string_literal(this.identifier) }}
+        and exists (
+            select 1 from ({{ values | join(' union all ') }}) as read_now
+            where read_now.producer_name = {{ positions }}.producer_name
+                and read_now.commit_version <> {{ positions }}.commit_version
+        );
+    insert into {{ positions }} (consumer_name, producer_name, commit_version, recorded_at)
+    select read_now.consumer_name, read_now.producer_name, read_now.commit_version, read_now.recorded_at
+    from ({{ values | join(' union all ') }}) as read_now
+    where not exists (
+        select 1 from {{ positions }} as held
+        where held.consumer_name = read_now.consumer_name and held.producer_name = read_now.producer_name
+    )
+{% endmacro %}
+
+{#- a Spark statement is one statement: MERGE replaces this consumer's positions at once -#}
+{% macro spark__write_feed_positions(positions, values) %}
+    merge into {{ positions }} as target
+    using ({{ values | join(' union all ') }}) as source
+        on target.consumer_name = source.consumer_name and target.producer_name = source.producer_name
+    when matched and target.commit_version <> source.commit_version then
+        update set commit_version = source.commit_version, recorded_at = source.recorded_at
+    when not matched then insert (consumer_name, producer_name, commit_version, recorded_at)
+        values (source.consumer_name, source.producer_name, source.commit_version, source.recorded_at)
+{% endmacro %}
+
+
+{#-
+    Post-hook of a producer: a first build or --full-refresh starts a new feed (DuckDB: an empty feed table and a
+    'create' commit; Delta records its own CREATE OR REPLACE).
+-#}
+{% macro record_feed_rebuild() %}
+    {{ return(adapter.dispatch('record_feed_rebuild', 'lago_mago')()) }}
+{% endmacro %}
+
+{% macro default__record_feed_rebuild() %}
+    {%- set commits = ref('change_feed_commits') -%}
+    {%- if not execute -%}
+        {{ return('select 1 as nothing_to_record') }}
+    {%- endif -%}
+    {%- set first_build = lago_mago.feed_version(this) == 0 -%}
+    {%- if not (should_full_refresh() or first_build) -%}
+        {{ return('select 1 as nothing_to_record') }}
+    {%- endif -%}
+    {%- set feed = lago_mago.feed_relation(this) -%}
+    drop table if exists {{ feed }};
+    create table {{ feed }} as
+    select
+        *,
+        cast(null as {{ dbt.type_string() }}) as _change_type,
+        cast(null as {{ dbt.type_bigint() }}) as _commit_version,
+        {{ lago_mago.cast_to_timestamp_tz('null') }} as _commit_timestamp
+    from {{ this }}
+    where 1 = 0;
+    {{ lago_mago.record_feed_commit(this, lago_mago.feed_version(this) + 1, 'create') }}
+{% endmacro %}
+
+{% macro spark__record_feed_rebuild() %}
+    select 1 as nothing_to_record
+{% endmacro %}
+
+
+{% macro record_feed_commit(relation, version, operation) %}
+    insert into {{ ref('change_feed_commits') }} (model_name, commit_version, commit_operation, committed_at)
+    values (
+        {{ dbt.string_literal(relation.identifier) }},
+        {{ version }},
+        {{ dbt.string_literal(operation) }},
+        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
+    )
+{% endmacro %}
+
+
+{#-
+    DuckDB: the feed rows of one merge of `changes` (one row per key; _cdc_operation 'D' deletes) into `target`,
+    written before the merge itself, in its transaction: pre-images and deletes from the target's rows,
+    post-images and inserts from the changes.
+-#}
+{% macro write_feed_sql(target, changes, key, columns) %}
+    {%- set feed = lago_mago.feed_relation(target) -%}
+    {%- set version = lago_mago.feed_version(target) + 1 -%}
+    {%- set matches -%}
+        {% for column in key %}changes.{{ adapter.quote(column) }} = target.{{ adapter.quote(column) }}
+            {{- ' and ' if not loop.last }}{% endfor %}
+    {%- endset -%}
+    {%- for column in columns %}
+    alter table {{ feed }} add column if not exists {{ adapter.quote(column.name) }} {{ column.data_type }};
+    {%- endfor %}
+
+    insert into {{ feed }} by name
+    select
+        target.*,
+        case when changes._cdc_operation = 'D' then 'delete' else 'update_preimage' end as _change_type,
+        {{ version }} as _commit_version,
+        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _commit_timestamp
+    from {{ target }} as target
+    inner join {{ changes }} as changes
+        on {{ matches }};
+
+    insert into {{ feed }} by name
+    select
+        {%- for column in columns %}
+        changes.{{ adapter.quote(column.name) }},
+        {%- endfor %}
+        case
+            when exists (select 1 from {{ target }} as target where {{ matches }}) then 'update_postimage'
+            else 'insert'
+        end as _change_type,
+        {{ version }} as _commit_version,
+        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _commit_timestamp
+    from {{ changes }} as changes
+    where changes._cdc_operation <> 'D';
+
+    {#- a merge of no change is no commit: a build that read nothing new changes no row -#}
+    insert into {{ ref('change_feed_commits') }} (model_name, commit_version, commit_operation, committed_at)
+    select
+        {{ dbt.string_literal(target.identifier) }},
+        {{ version }},
+        'merge',
+        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
+    where exists (select 1 from {{ changes }});
+{% endmacro %}

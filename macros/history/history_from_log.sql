@@ -1,0 +1,153 @@
+{#-
+    The SCD2 history of one declared source table, derived from the lake's change log (not from Bronze's state
+    at build time), with dbt snapshot columns: one version per captured change of a row, in the order of
+    (_cdc_timestamp, _cdc_sequence, _source_file).
+
+    - An insert or update opens a version at its capture time; the next change of the key closes it.
+    - A delete closes the open version at the delete's capture time and is itself a deletion record
+      (dbt_is_deleted 'True', valid from the delete until a re-insert opens a new version).
+    - A late change is slotted into place: each build re-derives the versions of the keys its new files touch,
+      from their versions already held plus the new changes, so neighbours' validity is adjusted and intervals
+      never overlap or invert. A change Bronze ignores as older still lands where it belongs.
+    - The same change read twice (a replayed file) is one version: a change is (key, time, sequence).
+    - Any build cadence gives the same history, and `dbt build --full-refresh --select tag:history` rebuilds it
+      from the log with the identical result.
+
+    Usage, in models/history/<source>/snp_<source>__<table>.sql:  {{ lago_mago.history_from_log('loyalty', 'clientes') }}
+-#}
+{% macro history_from_log(source_name, table_name) %}
+    {{- config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='dbt_scd_id',
+        on_schema_change='append_new_columns',
+        post_hook=[
+            "{{ lago_mago.checkpoint_forget_on_rebuild() }}",
+            "{{ lago_mago.checkpoint_commit_plan() }}",
+        ],
+    ) -}}
+
+    {%- if not execute -%}
+        -- depends_on: {{ ref('bronze_processed_files') }}
+        select * from {{ source(source_name, table_name) }}
+    {%- else -%}
+        {{ lago_mago.history_from_log_sql(source_name, table_name) }}
+    {%- endif -%}
+{% endmacro %}
+
+
+{% macro history_from_log_sql(source_name, table_name) %}
+    {%- set declaration = lago_mago.source_declaration(source_name, table_name) -%}
+    {%- set key = lago_mago.declared_primary_key(declaration) -%}
+    {%- set convention = lago_mago.cdc_convention(declaration) -%}
+    {%- set columns = declaration.columns.values() | list -%}
+    {%- set incremental = is_incremental() -%}
+    {#- a column declared after the history was built: NULL in the versions held, until this build appends it -#}
+    {%- set held_columns = lago_mago.relation_column_names(this) if incremental else [] -%}
+    {%- set batch = lago_mago.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
+    {%- set key_columns -%}
+        {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
+    {%- endset -%}
+    {%- set key_matches -%}
+        {% for column in key %}held.{{ adapter.quote(column) }} = batch_changes.{{ adapter.quote(column) }}
+            {{- ' and ' if not loop.last }}{% endfor %}
+    {%- endset %}
+
+with
+
+batch_changes as (
+    {%- if batch.reader is none %}
+    -- no new file in the lake: an empty batch
+    {{ lago_mago.bronze_empty_changes(columns) }}
+    {%- else %}
+    select * from ({{ lago_mago.bronze_changes(batch.reader, columns, convention, lake_files=true) }}) as changes
+    where _cdc_operation is not null
+    {%- endif %}
+),
+
+{%- if incremental %}
+
+held_changes as (
+    -- the versions already held for the keys this batch touches, as the changes they were made from
+    select
+        held._cdc_operation,
+        held._cdc_timestamp,
+        held._cdc_sequence,
+        {%- for column in columns %}
+        {%- if column.name | lower in held_columns %}
+        held.{{ adapter.quote(column.name) }},
+        {%- else %}
+        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+        {%- endif %}
+        {%- endfor %}
+        held._source_file
+    from {{ this }} as held
+    where exists (select 1 from batch_changes where {{ key_matches }})
+),
+{%- endif %}
+
+changes as (
+    select * from batch_changes
+    {%- if incremental %}
+    union all
+    select * from held_changes
+    {%- endif %}
+),
+
+deduplicated as (
+    -- one change read twice (a replayed file) is one version; the copy in the earliest file name is kept, as in Bronze
+    select * from (
+        select
+            *,
+            row_number() over (
+                partition by {{ key_columns }}, _cdc_timestamp, _cdc_sequence
+                order by _source_file
+            ) as _copy_rank
+        from changes
+    ) as ranked
+    where _copy_rank = 1
+),
+
+versions as (
+    select
+        *,
+        lead(_cdc_timestamp) over (
+            partition by {{ key_columns }}
+            order by _cdc_timestamp, _cdc_sequence, _source_file
+        ) as next_change_at
+    from deduplicated
+),
+
+final as (
+    select
+        {%- for column in columns %}
+        {{ adapter.quote(column.name) }},
+        {%- endfor %}
+        _cdc_operation,
+        _cdc_timestamp,
+        _cdc_sequence,
+        _source_file,
+        {{ dbt.current_timestamp() }} as _loaded_at,
+        {{ lago_mago.history_scd_id(key) }} as dbt_scd_id,
+        _cdc_timestamp as dbt_updated_at,
+        _cdc_timestamp as dbt_valid_from,
+        next_change_at as dbt_valid_to,
+        case when _cdc_operation = 'D' then 'True' else 'False' end as dbt_is_deleted
+    from versions
+)
+
+select * from final
+{%- endmacro %}
+
+
+{#- A version's identity: its key, capture time and sequence (not its file: a replay is the same version). -#}
+{% macro history_scd_id(key) -%}
+    md5(concat_ws(
+        '|',
+        {%- for column in key %}
+        cast({{ adapter.quote(column) }} as {{ dbt.type_string() }}),
+        {%- endfor %}
+        cast({{ lago_mago.epoch_microseconds('_cdc_timestamp') }} as {{ dbt.type_string() }}),
+        cast(_cdc_sequence as {{ dbt.type_string() }})
+    ))
+{%- endmacro %}

@@ -1,0 +1,1 @@
+{{ lago_mago.history_from_log('loyalty', 'transacao_produto') }}

@@ -1,0 +1,85 @@
+"""Every dbt model, snapshot and seed as a Dagster asset (dagster-dbt), each dbt test as an asset check."""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.capture import retry_policy
+from orchestration.settings import Settings
+
+DBT_ASSETS_NAME = "dbt_build"
+
+
+class LagoMagoTranslator(DagsterDbtTranslator):
+    """Groups follow the project's layers: the model folders (bronze, silver, gold), history, seeds."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        resource_type = dbt_resource_props.get("resource_type")
+        if resource_type == "snapshot":
+            return "history"
+        if resource_type == "seed":
+            return "seeds"
+        fqn = dbt_resource_props.get("fqn") or []
+        # fqn is [project, folder, ..., name]: the first folder under models/ is the layer
+        return str(fqn[1]) if resource_type == "model" and len(fqn) > 2 else "dbt"
+
+
+def dbt_project(settings: Settings) -> DbtProject:
+    """The project of this checkout; its manifest is parsed when missing, and on every load under `dagster dev`."""
+    project = DbtProject(
+        project_dir=settings.project_dir,
+        target_path=settings.dbt_target_path,
+        profiles_dir=settings.project_dir / "profiles",
+        target=settings.dbt_target,
+    )
+    project.prepare_if_dev()
+    if not project.manifest_path.exists():
+        project.preparer.prepare(project)
+    return project
+
+
+def dbt_resource(project: DbtProject) -> DbtCliResource:
+    return DbtCliResource(project_dir=project, profiles_dir=str(project.profiles_dir), target=project.target)
+
+
+class DbtBuildFailed(dg.Failure):
+    """`dbt build` ended with failures; the message names the nodes."""
+
+
+def _failures(run_results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The nodes whose tests failed (data: a retry changes nothing) and the nodes that errored (maybe transient)."""
+    failed, errored = [], []
+    for result in run_results.get("results", []):
+        node = str(result.get("unique_id", "?"))
+        if result.get("status") == "fail":
+            failed.append(node)
+        elif result.get("status") in ("error", "runtime error"):
+            errored.append(node)
+    return failed, errored
+
+
+def dbt_build_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefinition:
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        name=DBT_ASSETS_NAME,
+        dagster_dbt_translator=LagoMagoTranslator(),
+        retry_policy=retry_policy(settings),
+        pool="lake",
+    )
+    def build(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+        # one target folder for every run: dbt's partial parsing then skips the 15-20 s of a full parse
+        invocation = dbt.cli(["build"], context=context, raise_on_error=False, target_path=project.target_path)
+        # each event carries dbt's own timing ("Execution Duration") as asset metadata
+        yield from invocation.stream()
+        if invocation.is_successful():
+            return
+        failed, errored = _failures(invocation.get_artifact("run_results.json"))
+        if failed and not errored:
+            raise DbtBuildFailed(f"dbt tests failed: {', '.join(failed)}", allow_retries=False)
+        nodes = ", ".join(errored) or "see the run's logs"
+        raise DbtBuildFailed(f"dbt build failed (exit code {invocation.process.returncode}): {nodes}")
+
+    return build

@@ -1,0 +1,88 @@
+"""`python -m orchestration.local_s3`, the README's local S3 lake: start in the background, use, stop.
+
+The printed line is evaluated the way a shell's `eval` would, a capture runs into the lake it names, the files
+are in the server's bucket, and `--stop` ends the server.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+pytestmark = pytest.mark.s3
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def local_s3(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "orchestration.local_s3", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def exported(line: str) -> dict[str, str]:
+    words = shlex.split(line)
+    assert words[0] == "export", line
+    return dict(word.split("=", 1) for word in words[1:])
+
+
+def test_a_local_s3_lake_in_one_command(tmp_path: Path) -> None:
+    # nothing from the developer's own AWS set-up may help the commands below
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "LAKE_URI"}
+    base |= {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    folder = tmp_path / "s3"
+    port = free_port()
+    started = local_s3("--background", "--dir", str(folder), "--port", str(port), env=base)
+    assert started.returncode == 0, started.stderr
+    try:
+        lines = started.stdout.strip().splitlines()
+        assert len(lines) == 1, started.stdout  # only the export line: `eval "$(...)"` must work
+        env = exported(lines[0])
+        assert env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{port}"
+        assert env["LAKE_URI"] == "s3://lake/lago-mago"
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= env.keys()
+
+        # a second start on the same folder refuses rather than starting a second server
+        again = local_s3("--background", "--dir", str(folder), "--port", str(free_port()), env=base)
+        assert again.returncode == 1 and "--stop" in again.stderr
+
+        capture = [sys.executable, "-m", "ingestion", "run", "--source", "loyalty", "--scale", "100"]
+        ran = subprocess.run(capture, cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        client = boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_REGION"],
+        )
+        listed = client.list_objects_v2(Bucket="lake", Prefix="lago-mago/raw/loyalty/full-load/clientes/")
+        assert [o["Key"] for o in listed.get("Contents", [])], listed
+    finally:
+        stopped = local_s3("--stop", "--dir", str(folder), env=base)
+    assert stopped.returncode == 0, stopped.stderr
+    pid = int((folder / "weed.pid").read_text()) if (folder / "weed.pid").exists() else None
+    assert pid is None, "the pid file is removed on --stop"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                pass
+        except OSError:
+            break  # nothing listens any more
+        assert time.monotonic() < deadline, f"port {port} still answers after --stop"
+        time.sleep(0.5)

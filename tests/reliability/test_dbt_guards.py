@@ -1,0 +1,200 @@
+"""Guards on the dbt side: a build that would empty or mix the warehouse refuses, names what is wrong, and changes
+nothing; how LAKE_URI is spelled and what the clock says never change what a build does.
+
+Each scenario builds a warehouse from a real capture, then attacks it, and compares the whole warehouse (every
+table, the checkpoint and the change feeds included) before and after the refused build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from reliability_support import ROOT, Recorder, ingest, warehouse_state
+
+pytestmark = pytest.mark.dbt
+
+CAPTURE = ("--source", "loyalty", "--scale", "300")
+LOYALTY = ("--select", "source:loyalty+", "tag:lake_state")
+
+
+def dbt_build(lake: str, database: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LAKE_URI": lake, "DUCKDB_PATH": str(database)}
+    env.pop("DBT_PROFILES_DIR", None)
+    target = database.parent / "target"
+    command = ["dbt", "build", "--target", "dev", "--project-dir", str(ROOT), "--profiles-dir", str(ROOT)]
+    command += ["--target-path", str(target), "--log-path", str(target / "logs"), *LOYALTY, *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+def built_warehouse(tmp_path: Path, captures: int = 2) -> tuple[Path, Path]:
+    lake, database = tmp_path / "lake", tmp_path / "warehouse.duckdb"
+    for _ in range(captures):
+        assert ingest(lake, *CAPTURE).returncode == 0
+        build = dbt_build(str(lake), database)
+        assert build.returncode == 0, build.stdout[-3000:]
+    return lake, database
+
+
+def rows(database: Path) -> int:
+    return sum(len(table) for table in warehouse_state(database).values())
+
+
+def test_a_full_refresh_against_a_missing_lake_refuses_and_changes_nothing(tmp_path: Path, report: Recorder) -> None:
+    lake, database = built_warehouse(tmp_path)
+    before = warehouse_state(database)
+    refused = dbt_build(str(tmp_path / "lake-mistyped"), database, "--full-refresh")
+    assert refused.returncode != 0
+    assert "lake-mistyped" in refused.stdout and "Nothing was changed" in refused.stdout, refused.stdout[-3000:]
+    assert warehouse_state(database) == before
+    # the next build against the right lake is green and changes nothing either
+    assert dbt_build(str(lake), database).returncode == 0
+    assert warehouse_state(database).keys() == before.keys()
+    report.record(
+        "dbt: --full-refresh with a mistyped LAKE_URI refuses; warehouse unchanged",
+        runs=4,
+        expected=rows(database),
+        note="refused before any model is rebuilt",
+    )
+
+
+def test_a_table_whose_files_were_all_deleted_is_not_emptied(tmp_path: Path, report: Recorder) -> None:
+    lake, database = built_warehouse(tmp_path)
+    shutil.rmtree(lake / "raw" / "loyalty" / "full-load" / "produtos")
+    shutil.rmtree(lake / "raw" / "loyalty" / "cdc" / "produtos", ignore_errors=True)
+    before = warehouse_state(database)
+    refused = dbt_build(str(lake), database, "--full-refresh")
+    assert refused.returncode != 0
+    assert "bronze_loyalty__produtos: the lake holds no file of loyalty.produtos" in refused.stdout
+    assert "allow_truncate" in refused.stdout
+    assert warehouse_state(database)["bronze.bronze_loyalty__produtos"] == before["bronze.bronze_loyalty__produtos"]
+    assert warehouse_state(database)["snapshots.snp_loyalty__produtos"] == before["snapshots.snp_loyalty__produtos"]
+    # an explicit truncation is allowed
+    allowed = dbt_build(str(lake), database, "--full-refresh", "--select", "bronze_loyalty__produtos",
+                        "--vars", "{allow_truncate: true}")  # fmt: skip
+    assert allowed.returncode == 0, allowed.stdout[-3000:]
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.execute("select count(*) from bronze.bronze_loyalty__produtos").fetchone() == (0,)
+    report.record(
+        "dbt: --full-refresh after every file of one table was deleted refuses; allow_truncate empties it",
+        runs=4,
+        expected=len(before["bronze.bronze_loyalty__produtos"]),
+        note="the table and its history kept; truncation only when asked",
+    )
+
+
+def test_a_warehouse_refuses_another_lake(tmp_path: Path, report: Recorder) -> None:
+    _, database = built_warehouse(tmp_path / "a")
+    other = tmp_path / "b" / "lake"
+    assert ingest(other, *CAPTURE).returncode == 0
+    before = warehouse_state(database)
+    for extra in ((), ("--full-refresh",)):
+        refused = dbt_build(str(other), database, *extra)
+        assert refused.returncode != 0
+        assert "this warehouse" in refused.stdout and "Nothing was changed" in refused.stdout, refused.stdout[-3000:]
+        assert warehouse_state(database) == before
+    report.record(
+        "dbt: a warehouse built from one lake, pointed at another (incremental and --full-refresh), refuses",
+        runs=4,
+        expected=rows(database),
+        note="no mix of two lakes",
+    )
+
+
+def test_the_same_lake_spelled_otherwise_is_the_same_lake(tmp_path: Path, report: Recorder) -> None:
+    lake, database = built_warehouse(tmp_path)
+    assert ingest(lake, *CAPTURE).returncode == 0
+    spellings = [str(lake) + "/", os.path.relpath(lake, tmp_path), str(lake)]
+    for spelling in spellings:
+        build = dbt_build(spelling, database, cwd=tmp_path)
+        assert build.returncode == 0, build.stdout[-3000:]
+    with duckdb.connect(str(database), read_only=True) as con:
+        merged = con.execute(
+            "select count(*), count(distinct file_name) from bronze.bronze_processed_files "
+            "where model_name = 'bronze_loyalty__clientes'"
+        ).fetchone()
+        assert merged == (3, 3), merged
+        names = con.execute("select distinct _source_file from bronze.bronze_loyalty__clientes").fetchall()
+        assert all(name.startswith("raw/loyalty/") for (name,) in names), names
+    moved = tmp_path / "moved" / "lake"
+    shutil.move(lake, moved)
+    before = warehouse_state(database)
+    assert dbt_build(str(moved), database).returncode == 0
+    assert warehouse_state(database) == before
+    report.record(
+        "dbt: one lake as an absolute path, with a trailing slash, relative, then moved",
+        runs=5,
+        expected=rows(database),
+        note="files named from the lake root; nothing merged twice",
+    )
+
+
+def test_a_file_of_another_convention_in_a_native_folder_is_refused(tmp_path: Path, report: Recorder) -> None:
+    lake, database = built_warehouse(tmp_path, captures=1)
+    assert ingest(lake, *CAPTURE).returncode == 0  # a native change file in the same batch
+    folder = lake / "raw" / "loyalty" / "cdc" / "clientes"
+    native = sorted(folder.glob("*.parquet"))[-1]
+    foreign = (
+        pq.read_table(native)
+        .drop(["_cdc_operation", "_cdc_sequence"])
+        .append_column("op", pa.array(["u"] * pq.read_metadata(native).num_rows))
+    )
+    alien = folder / "clientes_29990101_000000_000000.parquet"
+    pq.write_table(foreign, alien)
+    before = warehouse_state(database)
+    refused = dbt_build(str(lake), database)
+    assert refused.returncode != 0
+    assert "raw/loyalty/cdc/clientes/clientes_29990101_000000_000000.parquet" in refused.stdout, refused.stdout[-3000:]
+    state = warehouse_state(database)
+    for table in ("bronze.bronze_loyalty__clientes", "snapshots.snp_loyalty__clientes"):
+        assert state[table] == before[table], table
+
+    def clientes_files(state: dict[str, list[tuple[object, ...]]]) -> list[tuple[object, ...]]:
+        return [row for row in state["bronze.bronze_processed_files"] if "clientes" in str(row[0])]
+
+    # the other tables of the capture merged as usual; no file of the refused batch was recorded
+    assert clientes_files(state) == clientes_files(before)
+    alien.unlink()
+    assert dbt_build(str(lake), database).returncode == 0
+    report.record(
+        "dbt: a change file without _cdc_operation/_cdc_sequence in a native folder, with a native one",
+        runs=3,
+        expected=len(before["bronze.bronze_loyalty__clientes"]),
+        note="refused naming the file; nothing recorded as merged; merged once it is gone",
+    )
+
+
+def test_silver_follows_the_change_feed_not_the_clock(tmp_path: Path, report: Recorder) -> None:
+    """Bronze's load times moved hours behind (a clock set back) and ahead: Silver still gets every change."""
+    lake, database = built_warehouse(tmp_path)
+    for shift in ("- interval 3 hour", "+ interval 30 day"):
+        with duckdb.connect(str(database)) as con:
+            con.execute(f"update bronze.bronze_loyalty__clientes set _loaded_at = _loaded_at {shift}")
+        assert ingest(lake, *CAPTURE).returncode == 0
+        build = dbt_build(str(lake), database)
+        assert build.returncode == 0, build.stdout[-3000:]
+    with duckdb.connect(str(database), read_only=True) as con:
+        missing = con.execute(
+            """
+            select count(*) from (
+                select trim("idCliente"), "qtdePontos" from bronze.bronze_loyalty__clientes
+                except
+                select customer_id, points_balance from silver.silver_loyalty__customers
+            )
+            """
+        ).fetchone()
+        total = con.execute("select count(*) from silver.silver_loyalty__customers").fetchone()
+    assert missing == (0,)
+    report.record(
+        "dbt: Bronze's load times 3 h behind, then 30 days ahead; Silver vs Bronze",
+        runs=6,
+        expected=total[0] if total else 0,
+        lost=missing[0] if missing else 0,
+        note="Silver reads Bronze's change feed by version",
+    )
