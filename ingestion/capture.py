@@ -1,27 +1,15 @@
-"""One capture run: for each table, read a snapshot, diff it, publish the changes, advance the state.
-
-The order of steps is what makes a crash harmless:
-
-1. the new snapshot and a copy of the change file are staged under `_ingestion/` (write-once, invisible to dbt);
-2. `pending.json` records the capture (its id, sequences and counts): from here on the capture is decided;
-3. the change file is published under `raw/` (write-once, atomic);
-4. `state.json` advances (one atomic write);
-5. `pending.json`, the staged copy and the previous snapshot are removed.
-
-A run first settles whatever a crashed run left: a pending capture is completed exactly as the crashed run would
-have (its change file published from the staged copy if it was not yet); files staged without a `pending.json`
-are dropped and the table is captured again. Either way the lake ends with the change set of a run that never
-crashed.
+"""One capture run: for each table, read a snapshot, diff it against the last one, and hand the prepared
+capture to its `TableStore`, which stages, publishes and commits it in the crash-safe order it documents.
 
 A run has two phases: every table's snapshot is read, checked and diffed locally first; only when all of them
-succeeded is anything published. A bad table therefore leaves the whole lake unchanged.
+succeeded (and the circuit breaker let them pass) is anything published. A bad table therefore leaves the whole
+lake unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,165 +21,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingestion import cdc
+from ingestion.breaker import held_files, hold, judge
 from ingestion.catalog import Source, Table
-from ingestion.errors import LakeError, SnapshotError
+from ingestion.errors import LakeStateError, MassDeleteError, SnapshotError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
+from ingestion.lock import LakeLock
 from ingestion.readers.base import CaptureContext, SnapshotReader
-from ingestion.state import (
-    CaptureRecord,
-    LakeLock,
-    TableState,
-    capture_id_of,
-    clear_pending,
-    data_key,
-    load_pending,
-    load_state,
-    moment_of,
-    save_pending,
-    save_state,
-    snapshot_key,
-    table_prefix,
-)
+from ingestion.state import CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
+from ingestion.table_store import PreparedCapture, TableStore
 
 log = logging.getLogger(__name__)
-
-FAILPOINT_ENV = "LAGO_FAILPOINT"
-# folders under a table's state prefix holding staged files: CDC snapshots, event fingerprint sets
-STAGED_FOLDERS = ("snapshots", "published", "staged")
-
-
-def failpoint(name: str) -> None:
-    """Crash the process here when the reliability tests ask for it (LAGO_FAILPOINT=<name>)."""
-    if os.environ.get(FAILPOINT_ENV) == name:
-        log.error("failpoint %s: killing the process", name)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
 class RunOptions:
     lock_wait: float = 0.0
+    # the lake's lock, already held by the caller (None: the run takes it itself)
+    lock: LakeLock | None = None
+    # publish a capture the circuit breaker would hold
+    allow_mass_delete: bool = False
     # the simulated day of this run, settled over every source it captures (None: settled per source)
     simulator_day: int | None = None
     workdir: Path | None = None
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
-
-
-def settle_pending(lake: Lake, table: Table, state: TableState) -> CaptureRecord | None:
-    """Finish or discard the capture a crashed run left behind. Returns the record when it was committed.
-
-    Shared by snapshot captures and event batches: both stage, record `pending.json`, publish, then commit.
-    """
-    pending = load_pending(lake, table)
-    if pending is None:
-        return None
-    last = state.last_capture
-    if last is not None and last.capture_id >= pending.capture_id:
-        log.info("%s: capture %s was already committed; clearing its marker", table.qualified_name, pending.capture_id)
-        cleanup(lake, table, state, None)
-        return None
-    if pending.data_key is not None and not lake.exists(pending.data_key):
-        staged = staged_data_key(table, pending.capture_id)
-        if not lake.exists(staged):
-            raise LakeError(
-                f"table {table.qualified_name}: interrupted capture {pending.capture_id} has neither its data "
-                f"({lake.uri_for(pending.data_key)}) nor its staged copy ({lake.uri_for(staged)}); the lake's "
-                "_ingestion/ folder was changed by hand"
-            )
-        with tempfile.TemporaryDirectory(prefix="lago-recover-") as tmp:
-            lake.publish(lake.download(staged, Path(tmp) / "data.parquet"), pending.data_key)
-    log.warning("%s: completing interrupted capture %s", table.qualified_name, pending.capture_id)
-    previous = state.snapshot_key
-    pending.recovered = True
-    commit(lake, table, state, pending)
-    cleanup(lake, table, state, previous)
-    return pending
-
-
-def commit(lake: Lake, table: Table, state: TableState, record: CaptureRecord) -> None:
-    """Advance the table's state past `record`: one atomic write."""
-    state.last_sequence = max(state.last_sequence, record.last_sequence)
-    state.snapshot_key = record.snapshot_key or state.snapshot_key
-    state.captures.append(record)
-    save_state(lake, table, state)
-
-
-def cleanup(lake: Lake, table: Table, state: TableState, previous: str | None) -> None:
-    """Drop the pending marker and every staged snapshot the committed state does not point at.
-
-    That covers the previous snapshot and any left by a run that crashed before it recorded its capture.
-    """
-    failpoint("before-cleanup")
-    clear_pending(lake, table)
-    prune_staged(lake, table, state)
-    if previous and previous != state.snapshot_key:
-        lake.delete(previous)
-
-
-def prune_staged(lake: Lake, table: Table, state: TableState) -> None:
-    for folder in STAGED_FOLDERS:
-        for item in lake.list(f"{table_prefix(table)}/{folder}/"):
-            if item.key != state.snapshot_key:
-                lake.delete(item.key)
-
-
-@dataclass
-class PreparedCapture:
-    """A capture read, checked and diffed locally, not yet published."""
-
-    table: Table
-    state: TableState
-    record: CaptureRecord
-    data: Path | None  # the file to publish at record.data_key
-    staged: Path | None  # the snapshot (or fingerprint set) to stage at record.snapshot_key
-    started: float
-
-
-def staged_data_key(table: Table, capture_id: str) -> str:
-    return f"{table_prefix(table)}/staged/{capture_id}.parquet"
-
-
-def stage_prepared(lake: Lake, prepared: PreparedCapture) -> None:
-    """Put everything the capture needs under `_ingestion/`, then record it as pending.
-
-    From the moment `pending.json` exists the capture is decided: a rerun completes it from the staged files.
-    """
-    table, record = prepared.table, prepared.record
-    if prepared.staged is not None:
-        lake.publish(prepared.staged, record.snapshot_key)
-    if prepared.data is not None:
-        lake.publish(prepared.data, staged_data_key(table, record.capture_id))
-    failpoint("after-stage-snapshot")
-    save_pending(lake, table, record)
-    failpoint("after-pending")
-
-
-def publish_prepared(lake: Lake, prepared: PreparedCapture) -> CaptureRecord:
-    """Publish a staged capture's data, commit, clean up: the crash-safe order described above."""
-    table, state, record = prepared.table, prepared.state, prepared.record
-    previous = state.snapshot_key
-    if record.data_key is not None and prepared.data is not None:
-        lake.publish(prepared.data, record.data_key)
-    failpoint("after-publish")
-    record.seconds = round(time.monotonic() - prepared.started, 3)
-    commit(lake, table, state, record)
-    failpoint("after-state")
-    cleanup(lake, table, state, previous)
-    return record
-
-
-def settle_then_continue(lake: Lake, table: Table, day: int | None) -> tuple[TableState, CaptureRecord | None]:
-    """Settle a crashed capture; returns the table's state and the recovered record when it stands for this run.
-
-    A recovered simulator capture of this run's day is this run's capture. Any other recovered capture is
-    history: the run goes on to read the source's current state.
-    """
-    state = load_state(lake, table)
-    recovered = settle_pending(lake, table, state)
-    if recovered is not None and day is not None and recovered.day == day:
-        return state, recovered
-    prune_staged(lake, table, state)
-    return state, None
 
 
 def prepare_capture(
@@ -204,7 +57,8 @@ def prepare_capture(
 ) -> PreparedCapture | CaptureRecord:
     """Read and diff one table's snapshot locally; a CaptureRecord when a recovered capture stands for it."""
     started = time.monotonic()
-    state, recovered = settle_then_continue(lake, table, day)
+    store = TableStore(lake, table)
+    state, recovered = store.settle_then_continue(day)
     if recovered is not None:
         return recovered
 
@@ -220,19 +74,20 @@ def prepare_capture(
     first_sequence = state.last_sequence + 1
     changes = table_dir / f"changes_{capture_id}.parquet"
 
+    kind: CaptureKind
     if state.snapshot_key is None:
         kind = "full-load"
         result = cdc.full_load(table, snapshot, captured_at, first_sequence, changes)
     else:
-        previous_file = _previous_snapshot(lake, table, state.snapshot_key, table_dir / "previous.parquet")
+        previous_file = _previous_snapshot(store, state.snapshot_key, table_dir / "previous.parquet")
         result = cdc.diff(table, previous_file, snapshot, captured_at, first_sequence, changes)
         kind = "cdc" if result.counts.total else "unchanged"
 
     record = CaptureRecord(
         capture_id=capture_id,
         kind=kind,
-        data_key=data_key(table, kind, capture_id) if kind != "unchanged" else None,
-        snapshot_key=snapshot_key(table, capture_id),
+        data_key=store.data_key(kind, capture_id) if kind != "unchanged" else None,
+        snapshot_key=store.snapshot_key(capture_id),
         first_sequence=first_sequence,
         last_sequence=result.last_sequence if result.counts.total else state.last_sequence,
         inserts=result.counts.inserts,
@@ -242,19 +97,40 @@ def prepare_capture(
         reader=reader.name,
         day=day,
     )
-    return PreparedCapture(table, state, record, changes if record.data_key else None, snapshot, started)
+    verdict = None
+    if kind == "cdc" and last is not None:
+        verdict = judge(table, last.snapshot_rows, result.snapshot_rows, result.counts.deletes)
+    return PreparedCapture(table, state, record, changes if record.data_key else None, snapshot, started, verdict)
 
 
-def _previous_snapshot(lake: Lake, table: Table, key: str, dest: Path) -> Path:
+def _previous_snapshot(store: TableStore, key: str, dest: Path) -> Path:
     """Download the snapshot the next capture is diffed against; an unreadable one is named by its lake URI."""
+    lake, table = store.lake, store.table
+    if not lake.exists(key):
+        raise LakeStateError(
+            table.qualified_name,
+            f"its state points at the snapshot {lake.uri_for(key)}, which is missing",
+            "restore the file from a backup of the lake; or, to capture the table again from scratch, "
+            + store.repair_hint(),
+        )
     lake.download(key, dest)
     try:
-        pq.read_metadata(dest)
+        schema = pq.read_schema(dest)
     except (pa.ArrowException, OSError) as exc:
         raise SnapshotError(
             f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not readable Parquet "
             f"({exc}); restore it, or move the table's state aside to start again with a full load"
         ) from exc
+    # a file of another table or another tool: its key columns must be there, with their declared types
+    for name in table.primary_key:
+        declared = table.schema.field(name).type
+        found = schema.field(name).type if name in schema.names else None
+        if found != declared:
+            raise SnapshotError(
+                f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not a snapshot of this "
+                f"table: key column {name} is {found or 'missing'}, declared {declared}; restore the table's "
+                "snapshot from a backup of the lake"
+            )
     return dest
 
 
@@ -283,7 +159,7 @@ def simulator_days(states: dict[str, TableState], target: int | None = None) -> 
 def run_tables(
     lake: Lake,
     tables: list[Table],
-    reader_name: str,
+    simulated_days: bool,
     options: RunOptions,
     prepare_one: Callable[[Table, Path, int | None], PreparedCapture | CaptureRecord],
     describe: Callable[[CaptureRecord], str],
@@ -293,29 +169,33 @@ def run_tables(
     The simulator's tables move through simulated days together (see `simulator_days`).
     """
     records: list[CaptureRecord] = []
-    with (
-        LakeLock(lake, wait=options.lock_wait),
-        tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir) as tmp,
-    ):
+    with contextlib.ExitStack() as stack:
+        # a caller running several sources holds one lock around all of them and passes it in
+        lock = options.lock or stack.enter_context(LakeLock(lake, wait=options.lock_wait))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir))
+        lock.check()
         lake.clear_scratch()
         days: dict[str, int | None] = {t.name: None for t in tables}
-        if reader_name == "simulator":
-            days = simulator_days({t.name: load_state(lake, t) for t in tables}, options.simulator_day)
+        if simulated_days:
+            days = simulator_days({t.name: TableStore(lake, t).load_state() for t in tables}, options.simulator_day)
         prepared: list[tuple[Table, PreparedCapture | CaptureRecord]] = []
         for table in tables:
-            if reader_name == "simulator" and days[table.name] is None:
+            if simulated_days and days[table.name] is None:
                 log.info("%s: already captured for this simulated day", table.qualified_name)
                 continue
             prepared.append((table, prepare_one(table, Path(tmp), days[table.name])))
+        _apply_breaker(lake, [item for _, item in prepared if isinstance(item, PreparedCapture)], options)
         # the identity comes with the first write of a run whose every table was read and checked: a refused
         # run leaves a new lake as empty as it found it
         ensure_identity(lake)
         # every table is staged and decided before any is published: a crash now loses no table's capture
         for _, item in prepared:
             if isinstance(item, PreparedCapture):
-                stage_prepared(lake, item)
+                lock.check()
+                TableStore(lake, item.table).stage(item)
         for table, item in prepared:
-            record = publish_prepared(lake, item) if isinstance(item, PreparedCapture) else item
+            lock.check()
+            record = TableStore(lake, table).publish(item) if isinstance(item, PreparedCapture) else item
             log.info(
                 "%s: %s%s, %.2fs%s",
                 table.qualified_name,
@@ -326,6 +206,64 @@ def run_tables(
             )
             records.append(record)
     return records
+
+
+def _apply_breaker(lake: Lake, prepared: list[PreparedCapture], options: RunOptions) -> None:
+    """Hold every capture the circuit breaker trips on, then stop the run: no table is published."""
+    tripped = [p for p in prepared if p.verdict is not None]
+    if not tripped:
+        return
+    if options.allow_mass_delete:
+        for item in tripped:
+            assert item.verdict is not None
+            log.warning("%s; published anyway (--allow-mass-delete)", item.verdict.describe())
+        return
+    lines = []
+    for item in tripped:
+        assert item.verdict is not None and item.data is not None and item.staged is not None
+        key = hold(
+            TableStore(lake, item.table), item.state, item.record, item.data, item.staged, item.verdict.describe()
+        )
+        lines.append(f"{item.verdict.describe()}; held as {lake.uri_for(key)}")
+    names = " ".join(item.table.qualified_name for item in tripped)
+    raise MassDeleteError(
+        tripped[0].table.qualified_name,
+        f"{'; '.join(lines)}. Nothing was published. If the source really lost those rows, publish the held "
+        f"capture with `python -m ingestion approve {names}` (or rerun with --allow-mass-delete); if the "
+        "snapshot was truncated, fix it and run again",
+    )
+
+
+def approve_held(lake: Lake, table: Table, lock: LakeLock) -> CaptureRecord:
+    """Publish the capture the circuit breaker held for `table`, exactly as it was captured."""
+    with tempfile.TemporaryDirectory(prefix="lago-approve-") as tmp:
+        lock.check()
+        store = TableStore(lake, table)
+        state = store.load_state()
+        store.settle(state)
+        held, data, snapshot = held_files(store, Path(tmp))
+        if state.snapshot_key != held.base_snapshot or state.last_sequence != held.base_sequence:
+            raise LakeStateError(
+                table.qualified_name,
+                f"the table was captured again after capture {held.record.capture_id} was held, so its changes no "
+                "longer apply",
+                "run the capture again (with --allow-mass-delete if the deletes are real)",
+            )
+        prepared = PreparedCapture(table, state, held.record, data, snapshot, time.monotonic())
+        store.stage(prepared)
+        lock.check()
+        record = store.publish(prepared)
+    log.info(
+        "%s: held capture %s approved and published: I=%d U=%d D=%d, sequences %d..%d",
+        table.qualified_name,
+        record.capture_id,
+        record.inserts,
+        record.updates,
+        record.deletes,
+        record.first_sequence,
+        record.last_sequence,
+    )
+    return record
 
 
 def run_capture(
@@ -347,7 +285,7 @@ def run_capture(
     return run_tables(
         lake,
         tables,
-        reader.name,
+        reader.simulated_days,
         options,
         lambda table, workdir, day: prepare_capture(lake, table, reader, workdir, day, options.now),
         describe,

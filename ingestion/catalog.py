@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import yaml
@@ -30,6 +31,9 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "date": pa.date32(),
     "timestamp": pa.timestamp("us"),
 }
+
+# "snapshot": diffed into CDC files; "events": append-only
+CaptureMode = Literal["snapshot", "events"]
 
 CDC_OPERATION = "_cdc_operation"
 CDC_TIMESTAMP = "_cdc_timestamp"
@@ -67,6 +71,44 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Breaker:
+    """When a capture looks like a truncated download rather than real deletes: it is held, not published.
+
+    Tripped when the diff deletes more than `max_deleted_share` of the previous snapshot's rows, or the row count
+    falls by more than `max_row_drop_share`; tables whose previous snapshot has fewer than `min_rows` rows are
+    not guarded (a handful of deletes is a large share of a tiny table). Declared per table under
+    `meta.circuit_breaker`.
+    """
+
+    max_deleted_share: float = 0.2
+    max_row_drop_share: float = 0.2
+    min_rows: int = 100
+
+
+def _parse_breaker(raw: object, where: str) -> Breaker:
+    if raw is None:
+        return Breaker()
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: meta.circuit_breaker must be a mapping")
+    unknown = sorted(set(raw) - set(Breaker.__dataclass_fields__))
+    if unknown:
+        raise CatalogError(f"{where}: meta.circuit_breaker has unknown key(s) {', '.join(map(str, unknown))}")
+    values: dict[str, float | int] = {}
+    for name in ("max_deleted_share", "max_row_drop_share"):
+        if name in raw:
+            value = raw[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise CatalogError(f"{where}: meta.circuit_breaker.{name} must be a share between 0 and 1")
+            values[name] = float(value)
+    if "min_rows" in raw:
+        rows = raw["min_rows"]
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise CatalogError(f"{where}: meta.circuit_breaker.min_rows must be a whole number, 0 or more")
+        values["min_rows"] = rows
+    return Breaker(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class Table:
     source: str
     name: str
@@ -74,6 +116,7 @@ class Table:
     primary_key: tuple[str, ...]
     ordering_column: str | None = None
     csv_separator: str = ","
+    breaker: Breaker = field(default_factory=Breaker)
 
     @property
     def column_names(self) -> list[str]:
@@ -91,7 +134,7 @@ class Table:
 @dataclass(frozen=True)
 class Source:
     name: str
-    capture: str  # "snapshot" (diffed into CDC files) or "events" (append-only)
+    capture: CaptureMode
     tables: dict[str, Table] = field(default_factory=dict)
 
     def table(self, name: str) -> Table:
@@ -153,7 +196,8 @@ def _parse_table(source: str, raw: dict[str, object], path: Path) -> Table:
     separator = meta.get("csv_separator", ",")
     if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
         raise CatalogError(f"{where}: csv_separator must be one character other than a quote or newline")
-    return Table(source, name, tuple(columns), tuple(key), ordering, separator)
+    breaker = _parse_breaker(meta.get("circuit_breaker"), where)
+    return Table(source, name, tuple(columns), tuple(key), ordering, separator, breaker)
 
 
 def load_catalog(paths: list[Path] | None = None) -> Catalog:
@@ -172,7 +216,7 @@ def load_catalog(paths: list[Path] | None = None) -> Catalog:
             if name in sources:
                 raise CatalogError(f"{path.name}: source {name} is declared twice")
             meta = raw_source.get("meta") or {}
-            capture = meta.get("capture", "snapshot")
+            capture: CaptureMode = meta.get("capture", "snapshot")
             if capture not in ("snapshot", "events"):
                 raise CatalogError(f"{path.name}: source {name}: meta.capture must be 'snapshot' or 'events'")
             tables: dict[str, Table] = {}

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Table
-from ingestion.duck import connect, quote_identifier, sql_literal, write_parquet
+from ingestion.duck import check_io, connect, quote_identifier, sql_literal, write_parquet
 from ingestion.errors import SnapshotError
 
 
@@ -149,6 +149,9 @@ def full_load(table: Table, snapshot: Path, captured_at: datetime, first_sequenc
             first_sequence,
             dest,
         )
+    except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
+        raise SnapshotError(f"table {table.qualified_name}: full load failed: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
     return DiffResult(counts, rows, first_sequence + counts.total - 1)
@@ -191,6 +194,7 @@ def diff(
         if counts.total == 0:
             dest.unlink(missing_ok=True)
     except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
         raise SnapshotError(f"table {table.qualified_name}: diff failed: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()

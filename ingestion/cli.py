@@ -1,26 +1,32 @@
-"""Command line: `python -m ingestion [run|schedule|status] ...`."""
+"""Command line: `python -m ingestion [run|schedule|status|approve] ...`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from ingestion.capture import RunOptions, run_capture, simulator_target_day
+import duckdb
+
+from ingestion.capture import RunOptions, approve_held, run_capture, simulator_target_day
 from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
-from ingestion.errors import CatalogError, IngestionError
-from ingestion.events import EventReader, run_events
-from ingestion.lake import Lake, open_lake
-from ingestion.readers.base import SnapshotReader
-from ingestion.state import LakeLock, load_state
+from ingestion.errors import CatalogError, IngestionError, LakeError, LakeLockedError, UsageError
+from ingestion.events import run_events
+from ingestion.lake import Lake, open_lake, os_error_text
+from ingestion.lock import LakeLock
+from ingestion.readers.base import EventReader, SnapshotReader
+from ingestion.state import CaptureRecord, TableState, moment_of
+from ingestion.table_store import load_state
 
 log = logging.getLogger("ingestion")
 
@@ -61,9 +67,20 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--wait",
-        type=float,
+        type=_seconds,
         default=0.0,
         help="seconds to wait for another run's lock before giving up (default: 0)",
+    )
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="publish a capture even when it deletes or drops more of a table than its circuit breaker allows",
+    )
+    parser.add_argument(
+        "--single-writer",
+        action="store_true",
+        help="S3: skip the check that the server enforces conditional writes; only for a lake that has exactly "
+        "one writer by construction (the lock and write-once publishing rely on those writes)",
     )
 
 
@@ -76,32 +93,66 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands.add_parser("run", help="capture every table once (the default command)"))
     schedule = commands.add_parser("schedule", help="capture on an interval until interrupted")
     _add_run(schedule)
-    schedule.add_argument("--every", required=True, help="interval, e.g. 30s, 15m, 6h, 1d")
+    schedule.add_argument(
+        "--every",
+        required=True,
+        help="period between the starts of two captures, e.g. 30s, 15m, 6h, 1d (a capture that overruns skips "
+        "the ticks it missed)",
+    )
     schedule.add_argument("--dbt-build", action="store_true", help="run `dbt build` after each capture")
     schedule.add_argument("--dbt-target", default="dev", help="dbt target for --dbt-build (default: dev)")
     schedule.add_argument("--max-runs", type=int, default=None, help="stop after this many captures")
     status = commands.add_parser("status", help="show each table's captures")
     _add_common(status)
+    approve = commands.add_parser(
+        "approve", help="publish a capture the circuit breaker held (exit 6), exactly as it was captured"
+    )
+    approve.add_argument("tables", nargs="+", metavar="SOURCE.TABLE", help="e.g. loyalty.clientes")
+    approve.add_argument("--lake", default=None, help="lake root (default: env LAKE_URI, else ./lake)")
+    approve.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for the lake's lock")
+    approve.add_argument("--single-writer", action="store_true", help="as for run")
+    approve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+MAX_INTERVAL_SECONDS = 366 * 86400
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more (`nan` would wait forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds, 0 or more")
+    return value
 
 
 def parse_interval(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
     if not match:
-        raise CatalogError(f"--every {text!r}: use a number and a unit, e.g. 30s, 15m, 6h, 1d")
+        raise UsageError(f"--every {text!r}: use a number and a unit, e.g. 30s, 15m, 6h, 1d")
     seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     if seconds <= 0:
-        raise CatalogError("--every must be positive")
+        raise UsageError("--every must be positive")
+    if seconds > MAX_INTERVAL_SECONDS:
+        raise UsageError(f"--every {text!r}: at most 366d")
     return seconds
 
 
-def _lake(args: argparse.Namespace) -> Lake:
-    return open_lake(args.lake or os.environ.get("LAKE_URI") or DEFAULT_LAKE)
+def _lake(args: argparse.Namespace, *, create: bool = True) -> Lake:
+    uri = args.lake if args.lake is not None else (os.environ.get("LAKE_URI") or DEFAULT_LAKE)
+    return open_lake(uri, create=create)
 
 
 def _tables(source: Source, args: argparse.Namespace, reader: SnapshotReader | EventReader) -> list[Table]:
     if args.tables:
         names = [validate_identifier(n.strip(), "table") for n in args.tables.split(",") if n.strip()]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            # one run captures a table once: two captures in one run would share their sequences
+            raise UsageError(f"--tables names {', '.join(repeated)} more than once")
         return [source.table(n) for n in names]
     declared = list(source.tables.values())
     available = reader.available_tables(declared)
@@ -145,11 +196,13 @@ def _event_reader(args: argparse.Namespace) -> EventReader:
     raise CatalogError(f"--from {args.reader} reads snapshots; an events source reads --from simulator or csv")
 
 
-def command_run_events(source: Source, args: argparse.Namespace, simulator_day: int | None = None) -> int:
+def command_run_events(
+    source: Source, args: argparse.Namespace, lake: Lake, lock: LakeLock, simulator_day: int | None
+) -> int:
     reader = _event_reader(args)
     tables = _tables(source, args, reader)
-    lake = _lake(args)
-    records = run_events(lake, source, tables, reader, RunOptions(lock_wait=args.wait, simulator_day=simulator_day))
+    options = RunOptions(lock=lock, simulator_day=simulator_day)
+    records = run_events(lake, source, tables, reader, options)
     log.info("events of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
     return 0
 
@@ -163,85 +216,151 @@ def _sources(catalog: Catalog, args: argparse.Namespace) -> list[Source]:
 
 
 def command_run(catalog: Catalog, args: argparse.Namespace) -> int:
+    """One lake, one lock, around every source of the run."""
     sources = _sources(catalog, args)
-    if args.reader != "simulator" or len(sources) == 1:
-        for source in sources:
-            command_run_source(source, args)
-        return 0
     lake = _lake(args)
-    with LakeLock(lake, wait=args.wait):
-        # every source's simulator moves to the same day, also when a crash left one source behind
-        day = simulator_target_day([load_state(lake, t) for source in sources for t in source.tables.values()])
+    if not args.single_writer:
+        lake.verify_conditional_writes()
+    with LakeLock(lake, wait=args.wait) as lock:
+        day = None
+        if args.reader == "simulator" and len(sources) > 1:
+            # every source's simulator moves to the same day, also when a crash left one source behind
+            day = simulator_target_day([load_state(lake, t) for source in sources for t in source.tables.values()])
         for source in sources:
-            command_run_source(source, args, day)
+            command_run_source(source, args, lake, lock, day)
     return 0
 
 
-def command_run_source(source: Source, args: argparse.Namespace, simulator_day: int | None = None) -> int:
+def command_run_source(
+    source: Source, args: argparse.Namespace, lake: Lake, lock: LakeLock, simulator_day: int | None = None
+) -> int:
     if source.capture == "events":
-        return command_run_events(source, args, simulator_day)
+        return command_run_events(source, args, lake, lock, simulator_day)
     if args.arrival_column is not None:
-        raise CatalogError(f"--arrival-column applies to events sources; {source.name} is captured as snapshots")
+        raise UsageError(f"--arrival-column applies to events sources; {source.name} is captured as snapshots")
     reader = _reader(args)
     tables = _tables(source, args, reader)
-    lake = _lake(args)
-    records = run_capture(lake, source, tables, reader, RunOptions(lock_wait=args.wait, simulator_day=simulator_day))
+    options = RunOptions(lock=lock, simulator_day=simulator_day, allow_mass_delete=args.allow_mass_delete)
+    records = run_capture(lake, source, tables, reader, options)
     log.info("capture of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
     return 0
 
 
 def command_schedule(catalog: Catalog, args: argparse.Namespace) -> int:
+    """Capture every `--every` (a period: starts are `--every` apart) until interrupted or `--max-runs`.
+
+    A lock conflict skips the tick; a first Ctrl-C (or SIGTERM) stops after the current step, also during
+    `dbt build`, which runs in its own session so the terminal's Ctrl-C does not reach it; a second one stops dbt.
+    """
     interval = parse_interval(args.every)
     stop = threading.Event()
+    dbt: list[subprocess.Popen[bytes]] = []
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and dbt and dbt[0].poll() is None:
+            log.warning("second interrupt: stopping dbt build")
+            dbt[0].send_signal(signal.SIGINT)
+            return
         log.info("stopping after the current step (signal %d)", signum)
         stop.set()
 
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     runs = 0
+    next_start = time.monotonic()
     while not stop.is_set():
-        command_run(catalog, args)
         runs += 1
-        if args.dbt_build:
-            command = ["dbt", "build", "--target", args.dbt_target]
-            log.info("running %s", " ".join(command))
-            completed = subprocess.run(command, check=False)
-            if completed.returncode != 0:
-                log.error("dbt build failed with exit code %d", completed.returncode)
-                return completed.returncode
+        try:
+            command_run(catalog, args)
+        except LakeLockedError as locked:
+            log.warning("capture %d skipped: %s; trying again at the next tick", runs, locked)
+        else:
+            if args.dbt_build:
+                code = _dbt_build(args.dbt_target, dbt)
+                dbt.clear()
+                if stop.is_set():
+                    break
+                if code != 0:
+                    log.error("dbt build failed with exit code %d", code)
+                    return code
         if args.max_runs is not None and runs >= args.max_runs:
             break
-        log.info("next capture in %s", args.every)
-        stop.wait(interval)
+        next_start += interval
+        now = time.monotonic()
+        if next_start < now:
+            missed = math.ceil((now - next_start) / interval)
+            log.warning("the capture took longer than --every %s: %d tick(s) skipped", args.every, missed)
+            next_start += missed * interval
+        log.info("next capture in %.0f s", next_start - now)
+        stop.wait(next_start - now)
+    log.info("schedule stopped after %d capture(s)", runs)
+    return 0
+
+
+def _dbt_build(target: str, running: list[subprocess.Popen[bytes]]) -> int:
+    command = ["dbt", "build", "--target", target]
+    log.info("running %s", " ".join(command))
+    try:
+        process = subprocess.Popen(command, start_new_session=True)
+    except duckdb.IOException as exc:
+        log.error("filesystem error: %s", str(exc).splitlines()[0])
+        return LakeError.exit_code
+    except OSError as exc:
+        raise UsageError(f"--dbt-build: cannot start dbt: {os_error_text(exc)}") from exc
+    running.append(process)
+    return process.wait()
+
+
+def command_approve(catalog: Catalog, args: argparse.Namespace) -> int:
+    tables = []
+    for name in args.tables:
+        source_name, dot, table_name = name.partition(".")
+        if not dot:
+            raise UsageError(f"approve {name!r}: name the table as <source>.<table>, e.g. loyalty.clientes")
+        tables.append(catalog.source(source_name).table(table_name))
+    lake = _lake(args, create=False)
+    if not args.single_writer:
+        lake.verify_conditional_writes()
+    with LakeLock(lake, wait=args.wait) as lock:
+        for table in tables:
+            approve_held(lake, table, lock)
     return 0
 
 
 def command_status(catalog: Catalog, args: argparse.Namespace) -> int:
-    lake = _lake(args)
+    lake = _lake(args, create=False)
     for source in _sources(catalog, args):
         _print_status(lake, source)
     return 0
 
 
+def _when(record: CaptureRecord) -> str:
+    return moment_of(record.capture_id).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _sequences(state: TableState, record: CaptureRecord) -> str:
+    if record.last_sequence < record.first_sequence:
+        return f"- (last {state.last_sequence})"  # nothing was published by this capture
+    return f"{record.first_sequence}..{record.last_sequence}"
+
+
 def _print_status(lake: Lake, source: Source) -> None:
-    header = (
-        f"{'table':<20} {'last capture (UTC)':<28} {'kind':<10} {'files':>6} {'rows':>10} "
-        f"{'I':>8} {'U':>8} {'D':>8}  sequence"
-    )
+    events = source.capture == "events"
+    counts = f"{'new events':>10}" if events else f"{'I':>8} {'U':>8} {'D':>8}"
+    rows = "in lake" if events else "rows"
     print(f"lake {lake.uri}, source {source.name}")
-    print(header)
+    print(f"{'table':<20} {'last capture (UTC)':<20} {'kind':<10} {'files':>6} {rows:>10} {counts}  sequences")
     for table in source.tables.values():
         state = load_state(lake, table)
         last = state.last_capture
         files = sum(1 for c in state.captures if c.data_key is not None)
         if last is None:
-            print(f"{table.name:<20} {'never captured':<28}")
+            print(f"{table.name:<20} {'never captured':<20}")
             continue
+        numbers = f"{last.inserts:>10}" if events else f"{last.inserts:>8} {last.updates:>8} {last.deletes:>8}"
         print(
-            f"{table.name:<20} {last.capture_id:<28} {last.kind:<10} {files:>6} {last.snapshot_rows:>10} "
-            f"{last.inserts:>8} {last.updates:>8} {last.deletes:>8}  {state.last_sequence}"
+            f"{table.name:<20} {_when(last):<20} {last.kind:<10} {files:>6} {last.snapshot_rows:>10} {numbers}  "
+            f"{_sequences(state, last)}"
         )
 
 
@@ -263,10 +382,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_status(catalog, args)
         if args.command == "schedule":
             return command_schedule(catalog, args)
+        if args.command == "approve":
+            return command_approve(catalog, args)
         return command_run(catalog, args)
     except IngestionError as exc:
         log.error("%s", exc)
         return exc.exit_code
+    except duckdb.IOException as exc:
+        log.error("filesystem error: %s", str(exc).splitlines()[0])
+        return LakeError.exit_code
+    except OSError as exc:
+        # the local filesystem outside the lake (TMPDIR, the work folder): full, read-only, no permission
+        where = f" {exc.filename}" if exc.filename else ""
+        log.error("filesystem error%s: %s", where, os_error_text(exc))
+        return LakeError.exit_code
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130

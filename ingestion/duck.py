@@ -10,6 +10,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingestion.errors import WorkspaceError
+
 
 def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -35,6 +37,13 @@ def connect(context_dir: Path, *, ordered: bool = True) -> duckdb.DuckDBPyConnec
     # DuckDB's own progress bar for the long scans and joins of large tables, only on a terminal
     con.execute(f"set enable_progress_bar = {'true' if sys.stderr.isatty() else 'false'}")
     return con
+
+
+def check_io(exc: duckdb.Error, where: str) -> None:
+    """Raise a WorkspaceError for DuckDB's failures to read or write its local files (a full or read-only
+    TMPDIR), which are not a bad snapshot."""
+    if isinstance(exc, duckdb.IOException | duckdb.OutOfMemoryException):
+        raise WorkspaceError(f"{where}: the local work folder failed: {str(exc).splitlines()[0]}") from exc
 
 
 def write_parquet(con: duckdb.DuckDBPyConnection, query: str, schema: pa.Schema, dest: Path) -> int:

@@ -1,4 +1,5 @@
-"""Exceptions a user can act on. Each maps to a non-zero exit code in the CLI."""
+"""Exceptions a user can act on. Each class carries its exit code, and the facts of the failure as fields, so a
+caller (or a test) reads `error.line` rather than parsing a message."""
 
 from __future__ import annotations
 
@@ -9,14 +10,45 @@ class IngestionError(Exception):
     exit_code = 1
 
 
-class CatalogError(IngestionError):
-    """The table declarations are invalid or a requested table/source is not declared."""
+class UsageError(IngestionError):
+    """The command line asks for something impossible (a missing folder, a bad interval, a repeated table)."""
 
     exit_code = 2
 
 
+class CatalogError(UsageError):
+    """The table declarations are invalid or a requested table/source is not declared."""
+
+
 class SnapshotError(IngestionError):
     """A source snapshot is unusable (bad file, bad row, bad key); nothing was published."""
+
+    exit_code = 3
+
+
+class BadCsvError(SnapshotError):
+    """A CSV file is not the declared table: its header, its shape, or a line of it."""
+
+    def __init__(self, table: str, file: str, problem: str, line: int | None = None) -> None:
+        self.table, self.file, self.line, self.problem = table, file, line, problem
+        at = f", line {line}" if line is not None else ""
+        super().__init__(f"table {table}, file {file}{at}: {problem}; nothing was published")
+
+
+class BadValueError(SnapshotError):
+    """A value that is not of its column's declared type (nothing is rounded or guessed)."""
+
+    def __init__(self, table: str, file: str, line: int, column: str, value: str, data_type: str, why: str) -> None:
+        self.table, self.file, self.line = table, file, line
+        self.column, self.value, self.data_type = column, value, data_type
+        super().__init__(
+            f"table {table}, file {file}, line {line}: column {column} has {value!r}, which is not a valid "
+            f"{data_type} ({why}); nothing was published"
+        )
+
+
+class SourceAccessError(IngestionError):
+    """The source could not be reached or refused us (credentials, HTTP): not a bad snapshot."""
 
     exit_code = 3
 
@@ -27,7 +59,29 @@ class LakeError(IngestionError):
     exit_code = 4
 
 
+class WorkspaceError(LakeError):
+    """The local work folder (TMPDIR) failed: full, read-only, no permission. Nothing was published."""
+
+
+class LakeStateError(LakeError):
+    """The ingestion state of a table is missing or contradicts the data already in the lake."""
+
+    def __init__(self, table: str, problem: str, repair: str) -> None:
+        self.table, self.problem, self.repair = table, problem, repair
+        super().__init__(f"table {table}: {problem}; nothing was published. Repair: {repair}")
+
+
 class LakeLockedError(IngestionError):
     """Another ingestion run holds the lake's lock."""
 
     exit_code = 5
+
+
+class MassDeleteError(IngestionError):
+    """A capture would delete or drop more of a table than its thresholds allow: held, not published."""
+
+    exit_code = 6
+
+    def __init__(self, table: str, message: str) -> None:
+        self.table = table
+        super().__init__(message)

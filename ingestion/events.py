@@ -24,56 +24,27 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingestion.capture import PreparedCapture, RunOptions, run_tables, settle_then_continue
+from ingestion.capture import RunOptions, run_tables
 from ingestion.catalog import EVENT_BATCH_ID, EVENT_INGESTED_AT, Source, Table
-from ingestion.duck import connect, quote_identifier, sql_literal
+from ingestion.duck import check_io, connect, quote_identifier, sql_literal
 from ingestion.errors import SnapshotError
 from ingestion.lake import Lake
-from ingestion.state import (
-    CaptureRecord,
-    capture_id_of,
-    data_key,
-    moment_of,
-    table_prefix,
-)
+from ingestion.readers.base import EventContext, EventReader
+from ingestion.state import CaptureKind, CaptureRecord, capture_id_of, moment_of
+from ingestion.table_store import PreparedCapture, TableStore, load_state
 
 log = logging.getLogger(__name__)
 
-EVENTS_KIND = "events"
-NO_EVENTS_KIND = "no-events"
+EVENTS_KIND: CaptureKind = "events"
+NO_EVENTS_KIND: CaptureKind = "no-events"
 FINGERPRINT = "_fingerprint"
-
-
-@dataclass(frozen=True)
-class EventContext:
-    """What an event reader may know about the batch it serves."""
-
-    workdir: Path
-    # The batch's moment: the arrival time of events whose reader has no clock of its own.
-    arrived_at: datetime
-    # The simulator's clock: the day this batch represents (0 = the first batch).
-    day: int = 0
-
-
-class EventReader(Protocol):
-    """Writes the events that arrived since the last batch as Parquet: `_ingested_at`, then declared columns."""
-
-    name: str
-    # True when the reader re-reads all its input each time (a CSV folder): rows already published are dropped.
-    skip_published: bool
-
-    def read(self, table: Table, context: EventContext) -> Path: ...
-
-    def available_tables(self, tables: list[Table]) -> list[Table]: ...
 
 
 def event_schema(table: Table) -> pa.Schema:
@@ -85,10 +56,6 @@ def event_schema(table: Table) -> pa.Schema:
             *table.schema,
         ]
     )
-
-
-def fingerprints_key(table: Table, batch_id: str) -> str:
-    return f"{table_prefix(table)}/published/{batch_id}.parquet"
 
 
 def _check_events(con: duckdb.DuckDBPyConnection, table: Table, reader: EventReader) -> None:
@@ -110,9 +77,11 @@ def capture_events(
     workdir: Path,
     batch_moment: datetime,
     day: int | None,
+    floor: datetime | None,
 ) -> PreparedCapture | CaptureRecord:
     started = time.monotonic()
-    state, recovered = settle_then_continue(lake, table, day)
+    store = TableStore(lake, table)
+    state, recovered = store.settle_then_continue(day)
     if recovered is not None:
         return recovered
 
@@ -129,7 +98,8 @@ def capture_events(
     columns = ", ".join(quote_identifier(c) for c in table.column_names)
     con = connect(table_dir)
     try:
-        con.execute(f"create temp view arrived as select * from read_parquet({sql_literal(str(raw))})")
+        con.execute(f"create temp view read_events as select * from read_parquet({sql_literal(str(raw))})")
+        _clamp_arrivals(con, table, floor)
         if reader.skip_published:
             # a row's fingerprint covers its declared columns, not its arrival: the same event read again later
             # is the same event, and was published the first time it was read
@@ -162,7 +132,9 @@ def capture_events(
             for batch in result.to_arrow_reader(64_000):
                 writer.write_batch(pa.RecordBatch.from_arrays(list(batch.columns), schema=schema))
                 rows += batch.num_rows
+        (latest,) = con.execute(f"select max({quote_identifier(EVENT_INGESTED_AT)}) from new_events").fetchall()[0]
     except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
         raise SnapshotError(f"table {table.qualified_name}: cannot read the new events: {exc}") from exc
     finally:
         con.close()
@@ -171,8 +143,8 @@ def capture_events(
     record = CaptureRecord(
         capture_id=batch_id,
         kind=kind,
-        data_key=data_key(table, "events", batch_id) if rows else None,
-        snapshot_key=fingerprints_key(table, batch_id) if fingerprints is not None else "",
+        data_key=store.data_key("events", batch_id) if rows else None,
+        snapshot_key=store.fingerprints_key(batch_id) if fingerprints is not None else "",
         first_sequence=state.last_sequence + 1,
         last_sequence=state.last_sequence + rows,
         inserts=rows,
@@ -181,8 +153,61 @@ def capture_events(
         snapshot_rows=state.last_sequence + rows,
         reader=reader.name,
         day=day,
+        last_arrival=_latest_arrival(latest, floor),
     )
     return PreparedCapture(table, state, record, events if rows else None, fingerprints, started)
+
+
+def _latest_arrival(latest: datetime | None, floor: datetime | None) -> str | None:
+    moment = latest.astimezone(UTC) if latest is not None else floor
+    return moment.isoformat() if moment is not None else None
+
+
+def source_arrival_floor(lake: Lake, source: Source) -> datetime | None:
+    """The latest arrival published for any table of the source: Gold combines its tables, so a late
+    product_item must not backdate itself below a purchase already published either."""
+    floors = [arrival_floor(load_state(lake, t).captures) for t in source.tables.values()]
+    return max((f for f in floors if f is not None), default=None)
+
+
+def arrival_floor(captures: list[CaptureRecord]) -> datetime | None:
+    """The latest arrival already published for the table; None before its first batch.
+
+    Batches from before arrivals were recorded count with their batch time, which is never earlier than the
+    arrivals they published (a clock arrival is the batch time; a column arrival lies in the past).
+    """
+    moments = [
+        datetime.fromisoformat(c.last_arrival) if c.last_arrival else moment_of(c.capture_id)
+        for c in captures
+        if c.kind == EVENTS_KIND or c.last_arrival
+    ]
+    return max(moments, default=None)
+
+
+def _clamp_arrivals(con: duckdb.DuckDBPyConnection, table: Table, floor: datetime | None) -> None:
+    """An event never arrives before what the lake already knew: a column arrival earlier than the latest
+    published arrival is stamped just after it. Otherwise a late event would backdate itself into days whose
+    answers were already given (the GMV of a day as known on that day would change)."""
+    arrival = quote_identifier(EVENT_INGESTED_AT)
+    if floor is None:
+        con.execute("create temp view arrived as select * from read_events")
+        return
+    after = sql_literal((floor + timedelta(microseconds=1)).isoformat())
+    (late,) = con.execute(
+        f"select count(*) from read_events where {arrival} <= cast({after} as timestamptz)"
+    ).fetchall()[0]
+    if late:
+        log.warning(
+            "%s: %d event(s) carry an arrival time before the latest one already published (%s); they are "
+            "stamped as arriving just after it, so no answer already given changes",
+            table.qualified_name,
+            late,
+            floor.isoformat(),
+        )
+    con.execute(
+        f"create temp view arrived as select * replace (greatest({arrival}, cast({after} as timestamptz)) "
+        f"as {arrival}) from read_events"
+    )
 
 
 def run_events(
@@ -200,11 +225,20 @@ def run_events(
     def describe(record: CaptureRecord) -> str:
         return f"{record.inserts} new event(s), {record.snapshot_rows} in the lake, batch {record.capture_id}"
 
+    floors: list[datetime | None] = []
+
+    def prepare(table: Table, workdir: Path, day: int | None) -> PreparedCapture | CaptureRecord:
+        if not floors:
+            # taken under the lock, before any table settles a crashed batch: a rerun after a crash then clamps
+            # exactly as the run that crashed did
+            floors.append(source_arrival_floor(lake, source))
+        return capture_events(lake, table, reader, workdir, batch_moment, day, floors[0])
+
     return run_tables(
         lake,
         tables,
-        reader.name,
+        reader.simulated_days,
         options,
-        lambda table, workdir, day: capture_events(lake, table, reader, workdir, batch_moment, day),
+        prepare,
         describe,
     )

@@ -8,9 +8,13 @@ name exists); on S3 it is a single PUT with `If-None-Match: *`.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -22,11 +26,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ingestion.errors import LakeError
+from ingestion.errors import LakeError, UsageError
 
 log = logging.getLogger(__name__)
 
 STATE_PREFIX = "_ingestion"
+# A run against an endpoint that accepts connections and never answers fails within about a minute: 4 attempts of
+# at most 5 s to connect and 10 s to read, plus botocore's backoff between them.
+DEFAULT_MAX_ATTEMPTS = 4
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 10.0
+# what S3 answers a conditional write whose condition does not hold (AWS: 409 to a concurrent writer)
+_CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 SCRATCH_MAX_AGE_SECONDS = 3600
 
 
@@ -67,6 +78,18 @@ class Lake(ABC):
         """Remove an object; a missing object is not an error."""
 
     @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's content and a version token for `replace_if`/`delete_if`; None when absent."""
+
+    @abstractmethod
+    def replace_if(self, key: str, data: bytes, version: str) -> bool:
+        """Replace the object only if it still is at `version` (compare-and-swap); False otherwise."""
+
+    @abstractmethod
+    def delete_if(self, key: str, version: str) -> bool:
+        """Delete the object only if it still is at `version`; False otherwise."""
+
+    @abstractmethod
     def download(self, key: str, dest: Path) -> Path:
         """Copy an object to a local file."""
 
@@ -75,6 +98,9 @@ class Lake(ABC):
 
     def clear_scratch(self) -> None:  # noqa: B027 - S3 has no scratch files: a PUT is whole or absent
         """Remove half-written files a crashed writer left (called while holding the lake's lock)."""
+
+    def verify_conditional_writes(self) -> None:  # noqa: B027 - a local folder's hard links are always exclusive
+        """Raise unless the store refuses a conditional write whose condition fails (checked before trusting it)."""
 
     def uri_for(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
@@ -88,12 +114,36 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def os_error_text(exc: OSError) -> str:
+    """`No space left on device (ENOSPC)`: the words a user searches for, and the code a script checks."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    return f"{exc.strerror or exc}" + (f" ({code})" if code else "")
+
+
 class LocalLake(Lake):
-    def __init__(self, root: Path) -> None:
+    """A folder. Every filesystem failure (read-only, full, no permission, a file where a folder belongs) is a
+    LakeError naming the path, never a traceback."""
+
+    def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root.resolve()
         self.uri = str(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self._scratch = self.root / STATE_PREFIX / "tmp"
+        with self._os_errors("create the lake folder", self.root):
+            if self.root.exists() and not self.root.is_dir():
+                raise LakeError(f"lake {self.uri} is a file, not a folder")
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            elif not self.root.is_dir():
+                raise LakeError(f"lake {self.uri} does not exist (a mistyped --lake, or a lake never captured)")
+
+    @contextlib.contextmanager
+    def _os_errors(self, action: str, path: Path) -> Iterator[None]:
+        try:
+            yield
+        except LakeError:
+            raise
+        except OSError as exc:
+            raise LakeError(f"lake {self.uri}: cannot {action} {exc.filename or path}: {os_error_text(exc)}") from exc
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -104,30 +154,39 @@ class LocalLake(Lake):
     def _write_temp(self, writer: Any) -> Path:
         self._scratch.mkdir(parents=True, exist_ok=True)
         temp = self._scratch / f"{uuid.uuid4().hex}.partial"
-        with temp.open("wb") as handle:
-            writer(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with temp.open("wb") as handle:
+                writer(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            temp.unlink(missing_ok=True)  # a full disk must not keep the half-written file too
+            raise
         return temp
 
     def read_bytes(self, key: str) -> bytes | None:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            return None
+        path = self._path(key)
+        with self._os_errors("read", path):
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                return None
+            except IsADirectoryError:
+                raise LakeError(f"{self.uri_for(key)} is a folder where ingestion keeps a file") from None
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         # S3 semantics: every key that starts with `prefix`, whether or not the prefix ends at a '/'
         folder = prefix.rpartition("/")[0]
         base = self._path(folder) if folder else self.root
-        if not base.is_dir():
-            return []
         found = []
-        for path in base.rglob("*"):
-            key = path.relative_to(self.root).as_posix()
-            if key.startswith(prefix) and path.is_file():
-                stat = path.stat()
-                found.append(ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        with self._os_errors("list", base):
+            if not base.is_dir():
+                return []
+            for path in base.rglob("*"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix) and path.is_file():
+                    stat = path.stat()
+                    found.append(ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
         return sorted(found, key=lambda o: o.key)
 
     def exists(self, key: str) -> bool:
@@ -135,60 +194,111 @@ class LocalLake(Lake):
 
     def clear_scratch(self) -> None:
         # Only old files: a run waiting for the lock writes its lock candidate here too, seconds before it tries.
-        if self._scratch.is_dir():
-            cutoff = time.time() - SCRATCH_MAX_AGE_SECONDS
-            for leftover in self._scratch.glob("*.partial"):
-                with contextlib.suppress(FileNotFoundError):
-                    if leftover.stat().st_mtime < cutoff:
-                        leftover.unlink()
+        with self._os_errors("clean", self._scratch):
+            if self._scratch.is_dir():
+                cutoff = time.time() - SCRATCH_MAX_AGE_SECONDS
+                for leftover in self._scratch.glob("*.partial"):
+                    with contextlib.suppress(FileNotFoundError):
+                        if leftover.stat().st_mtime < cutoff:
+                            leftover.unlink()
 
     def publish(self, local_file: Path, key: str) -> bool:
         final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
 
         def copy(handle: IO[bytes]) -> None:
             with local_file.open("rb") as source:
                 shutil.copyfileobj(source, handle, 1 << 20)
 
-        temp = self._write_temp(copy)
-        try:
-            os.link(temp, final)
-        except FileExistsError:
-            if _md5(final) == _md5(local_file):
-                return False
-            raise LakeError(f"{self.uri_for(key)} already exists with other content; refusing to overwrite") from None
-        finally:
-            temp.unlink(missing_ok=True)
-        _fsync_dir(final.parent)
+        with self._os_errors("publish", final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temp = self._write_temp(copy)
+            try:
+                os.link(temp, final)
+            except FileExistsError:
+                if _md5(final) == _md5(local_file):
+                    return False
+                raise LakeError(
+                    f"{self.uri_for(key)} already exists with other content; refusing to overwrite"
+                ) from None
+            finally:
+                temp.unlink(missing_ok=True)
+            _fsync_dir(final.parent)
         return True
 
     def put_bytes(self, key: str, data: bytes) -> None:
         final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = self._write_temp(lambda handle: handle.write(data))
-        os.replace(temp, final)
-        _fsync_dir(final.parent)
+        with self._os_errors("write", final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temp = self._write_temp(lambda handle: handle.write(data))
+            try:
+                os.replace(temp, final)
+            finally:
+                temp.unlink(missing_ok=True)
+            _fsync_dir(final.parent)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = self._write_temp(lambda handle: handle.write(data))
-        try:
-            os.link(temp, final)
-        except FileExistsError:
-            return False
-        finally:
-            temp.unlink(missing_ok=True)
+        with self._os_errors("create", final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temp = self._write_temp(lambda handle: handle.write(data))
+            try:
+                os.link(temp, final)
+            except FileExistsError:
+                return False
+            finally:
+                temp.unlink(missing_ok=True)
+            _fsync_dir(final.parent)
         return True
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        with self._os_errors("delete", path):
+            path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """A short critical section over the lake's small documents: an OS file lock, released by the kernel
+        when its process dies, so no crash can leave it held."""
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        # the state folder itself is the lock (flock works on a directory): no mutex file is left in the lake
+        fd = os.open(self._scratch.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        data = self.read_bytes(key)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
+
+    def replace_if(self, key: str, data: bytes, version: str) -> bool:
+        path = self._path(key)
+        with self._os_errors("replace", path), self._exclusive():
+            current = self.read_versioned(key)
+            if current is None or current[1] != version:
+                return False
+            self.put_bytes(key, data)
+        return True
+
+    def delete_if(self, key: str, version: str) -> bool:
+        path = self._path(key)
+        with self._os_errors("delete", path), self._exclusive():
+            current = self.read_versioned(key)
+            if current is None or current[1] != version:
+                return False
+            path.unlink(missing_ok=True)
+        return True
 
     def download(self, key: str, dest: Path) -> Path:
-        try:
-            shutil.copyfile(self._path(key), dest)
-        except FileNotFoundError as exc:
-            raise LakeError(f"{self.uri_for(key)} is missing") from exc
+        path = self._path(key)
+        with self._os_errors("copy", path):
+            try:
+                shutil.copyfile(path, dest)
+            except FileNotFoundError as exc:
+                if exc.filename == str(path) or not path.exists():
+                    raise LakeError(f"{self.uri_for(key)} is missing") from exc
+                raise
         return dest
 
 
@@ -203,8 +313,9 @@ def _fsync_dir(path: Path) -> None:
 class S3Lake(Lake):
     """An S3 prefix. Credentials and endpoint come from boto3's standard chain (env AWS_ENDPOINT_URL included).
 
-    Transient errors (5xx, throttling, connection resets) are retried by botocore's `standard` retry mode with
-    exponential backoff; `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` override it as usual.
+    Transient errors (5xx, throttling, connection resets, timeouts) are retried by botocore's `standard` retry mode
+    with exponential backoff, each retry logged; `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` override it as usual, and
+    `LAGO_S3_CONNECT_TIMEOUT` / `LAGO_S3_READ_TIMEOUT` the timeouts (seconds).
     """
 
     def __init__(self, uri: str) -> None:
@@ -221,17 +332,67 @@ class S3Lake(Lake):
         retry_mode = os.environ.get("AWS_RETRY_MODE", "standard")
         if retry_mode not in ("standard", "adaptive", "legacy"):
             raise LakeError(f"AWS_RETRY_MODE={retry_mode!r}: use standard, adaptive or legacy")
+        self.max_attempts = _env_number("AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int)
         config = Config(
-            retries={"mode": retry_mode, "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8"))},  # type: ignore[arg-type]
-            connect_timeout=5,
-            read_timeout=120,
+            retries={"mode": retry_mode, "max_attempts": self.max_attempts},  # type: ignore[arg-type]
+            connect_timeout=_env_number("LAGO_S3_CONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS, float),
+            read_timeout=_env_number("LAGO_S3_READ_TIMEOUT", READ_TIMEOUT_SECONDS, float),
             s3={"addressing_style": "path"},
         )
         session = boto3.session.Session()
         self.client = session.client("s3", config=config)
+        # botocore retries silently; a run waiting on a failing endpoint says so, attempt by attempt
+        self.client.meta.events.register_last("needs-retry.s3", self._log_retry)
+
+    def _log_retry(
+        self, attempts: int, caught_exception: Exception | None = None, response: Any = None, **kwargs: Any
+    ) -> None:
+        if attempts >= self.max_attempts:
+            return
+        if caught_exception is not None:
+            problem = _safe(caught_exception)
+        else:
+            status = response[0].status_code if response is not None else 0
+            if status < 500 and status != 429:
+                return
+            problem = f"HTTP {status} {(response[1] or {}).get('Error', {}).get('Code', '')}".strip()
+        operation = getattr(kwargs.get("operation"), "name", "request")
+        log.warning(
+            "S3 %s on %s: attempt %d of %d failed (%s); retrying",
+            operation,
+            self.client.meta.endpoint_url,
+            attempts,
+            self.max_attempts,
+            problem,
+        )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def verify_conditional_writes(self) -> None:
+        """Write a probe object twice with `If-None-Match: *` and once with a wrong `If-Match`: a server that
+        accepts either would void the lock and write-once publishing without a sign, so it is refused."""
+        token = uuid.uuid4().hex
+        probe = f"{STATE_PREFIX}/probe/{token}.json"
+        endpoint = self.client.meta.endpoint_url
+        mine = json.dumps({"probe": token}).encode()
+        # a refusal of the first create is our own retried PUT whose first answer was lost, if it holds our bytes
+        if not self.create_exclusive(probe, mine) and self.read_bytes(probe) != mine:
+            raise LakeError(f"S3 endpoint {endpoint}: a new probe object {self.uri_for(probe)} was refused")
+        try:
+            ignored = []
+            if self.create_exclusive(probe, b'{"again": true}'):
+                ignored.append("If-None-Match: * on an existing key")
+            if self.replace_if(probe, b'{"replaced": true}', '"00000000000000000000000000000000"'):
+                ignored.append("If-Match with a wrong ETag")
+        finally:
+            self.delete(probe)
+        if ignored:
+            raise LakeError(
+                f"S3 endpoint {endpoint} ignores conditional writes ({'; '.join(ignored)} was accepted): the "
+                f"lake's lock and write-once publishing would not hold on {self.uri}. Use a server that enforces "
+                "them, or pass --single-writer if this lake has exactly one writer by construction"
+            )
 
     @contextlib.contextmanager
     def _errors(self, action: str, key: str) -> Iterator[None]:
@@ -324,6 +485,43 @@ class S3Lake(Lake):
         with self._errors("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        with self._errors("read", key):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            body: bytes = response["Body"].read()
+            return body, str(response["ETag"])
+
+    def replace_if(self, key: str, data: bytes, version: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        with self._errors("replace", key):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=version)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in (*_CONDITION_FAILED, "NoSuchKey", "404"):
+                    return False
+                raise
+        return True
+
+    def delete_if(self, key: str, version: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        with self._errors("delete", key):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=version)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in (*_CONDITION_FAILED, "NoSuchKey", "404"):
+                    return False
+                raise
+        return True
+
     def download(self, key: str, dest: Path) -> Path:
         with self._errors("download", key):
             size = int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
@@ -335,6 +533,19 @@ class S3Lake(Lake):
 
 
 PROGRESS_MIN_BYTES = 32 << 20
+
+
+def _env_number(name: str, default: float, kind: type[float] | type[int]) -> Any:
+    text = os.environ.get(name)
+    if text is None:
+        return kind(default)
+    try:
+        value = kind(text)
+    except ValueError:
+        raise LakeError(f"{name}={text!r} is not a number") from None
+    if not value > 0:
+        raise LakeError(f"{name}={text!r} must be positive")
+    return value
 
 
 @contextlib.contextmanager
@@ -381,9 +592,16 @@ def _safe(exc: BaseException) -> str:
     return text
 
 
-def open_lake(uri: str) -> Lake:
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def open_lake(uri: str, *, create: bool = True) -> Lake:
+    """The lake at `uri`: `s3://bucket/prefix` or a folder (created unless `create` is False)."""
+    if not uri.strip():
+        raise UsageError("--lake is empty: give a folder or s3://bucket/prefix")
     if uri.startswith("s3://"):
         return S3Lake(uri)
-    if "://" in uri:
-        raise LakeError(f"lake {uri!r}: only local paths and s3:// URIs are supported")
-    return LocalLake(Path(uri))
+    # `s3:/bucket`, `S3://...`, `gs://...`: a typo or another store, never a local folder named `s3:`
+    if _SCHEME.match(uri) and not Path(uri).exists():
+        raise UsageError(f"lake {uri!r}: only local folders and s3://bucket/prefix URIs are supported")
+    return LocalLake(Path(uri), create=create)

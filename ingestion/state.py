@@ -1,32 +1,26 @@
-"""Ingestion state kept in the lake under `_ingestion/`: per-table state, the pending capture, the lock.
-
-Layout, per table `<source>/<table>`:
-  _ingestion/<source>/<table>/state.json            last sequence, current snapshot, capture log
-  _ingestion/<source>/<table>/pending.json          a capture whose data may be published but not committed
-  _ingestion/<source>/<table>/snapshots/<id>.parquet  the snapshot the next capture is diffed against
-  _ingestion/<source>/<table>/staged/<id>.parquet     a pending capture's change file, until it is published
-and `_ingestion/lock.json`, held by the one run writing to the lake.
-"""
+"""What a table's state is made of: its capture records and capture ids. Where they live in the lake and how
+they change is `table_store.py`'s; the lake's lock is `lock.py`'s."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from ingestion.catalog import Table
-from ingestion.errors import LakeError, LakeLockedError
-from ingestion.lake import STATE_PREFIX, Lake
+if TYPE_CHECKING:
+    from ingestion.catalog import Table
+    from ingestion.lake import Lake
 
 log = logging.getLogger(__name__)
 
 CAPTURE_ID_FORMAT = "%Y%m%d_%H%M%S_%f"
+
+# what one capture of a table was: a first load, a diff with changes, a diff without, an event batch, or none
+CaptureKind = Literal["full-load", "cdc", "unchanged", "events", "no-events"]
+# the folders under raw/<source>/ that hold published files
+DataKind = Literal["full-load", "cdc", "events"]
 
 
 def capture_id_of(moment: datetime) -> str:
@@ -37,24 +31,12 @@ def moment_of(capture_id: str) -> datetime:
     return datetime.strptime(capture_id, CAPTURE_ID_FORMAT).replace(tzinfo=UTC)
 
 
-def table_prefix(table: Table) -> str:
-    return f"{STATE_PREFIX}/{table.source}/{table.name}"
-
-
-def data_key(table: Table, kind: str, capture_id: str) -> str:
-    return f"raw/{table.source}/{kind}/{table.name}/{table.name}_{capture_id}.parquet"
-
-
-def snapshot_key(table: Table, capture_id: str) -> str:
-    return f"{table_prefix(table)}/snapshots/{capture_id}.parquet"
-
-
 @dataclass
 class CaptureRecord:
     """One capture of one table, as logged in its state and printed by `status`."""
 
     capture_id: str
-    kind: str  # "full-load", "cdc" or "unchanged"
+    kind: CaptureKind
     data_key: str | None
     snapshot_key: str
     first_sequence: int
@@ -67,6 +49,8 @@ class CaptureRecord:
     day: int | None = None
     seconds: float = 0.0
     recovered: bool = False
+    # events: the latest arrival (`_ingested_at`, ISO UTC) published so far, the floor of every later arrival
+    last_arrival: str | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> CaptureRecord:
@@ -93,146 +77,8 @@ class TableState:
 
 
 def load_state(lake: Lake, table: Table) -> TableState:
-    raw = lake.read_bytes(f"{table_prefix(table)}/state.json")
-    if raw is None:
-        return TableState()
-    try:
-        body = json.loads(raw)
-        return TableState(
-            last_sequence=int(body["last_sequence"]),
-            snapshot_key=body["snapshot_key"],
-            captures=[CaptureRecord.from_json(c) for c in body["captures"]],
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LakeError(f"{lake.uri_for(table_prefix(table))}/state.json is unreadable: {exc}") from exc
+    """The table's state, for callers outside the capture engine; the owner is `TableStore` (imported here, not
+    at the top: it builds on this module)."""
+    from ingestion.table_store import TableStore
 
-
-def save_state(lake: Lake, table: Table, state: TableState) -> None:
-    lake.put_bytes(f"{table_prefix(table)}/state.json", state.to_json())
-
-
-def load_pending(lake: Lake, table: Table) -> CaptureRecord | None:
-    raw = lake.read_bytes(f"{table_prefix(table)}/pending.json")
-    if raw is None:
-        return None
-    try:
-        return CaptureRecord.from_json(json.loads(raw))
-    except (ValueError, TypeError) as exc:
-        raise LakeError(f"{lake.uri_for(table_prefix(table))}/pending.json is unreadable: {exc}") from exc
-
-
-def save_pending(lake: Lake, table: Table, record: CaptureRecord) -> None:
-    lake.put_bytes(f"{table_prefix(table)}/pending.json", json.dumps(asdict(record)).encode())
-
-
-def clear_pending(lake: Lake, table: Table) -> None:
-    lake.delete(f"{table_prefix(table)}/pending.json")
-
-
-LOCK_KEY = f"{STATE_PREFIX}/lock.json"
-# lakes whose lock this process holds, with the depth of nested holders
-_HELD: dict[str, int] = {}
-
-
-@dataclass
-class LakeLock:
-    """One writer per lake: an object created only if absent (exclusive create / conditional PUT).
-
-    A lock is stale when its owner's process is gone (same host) or it is older than `stale_after` seconds;
-    a stale lock is taken over. Otherwise the run waits up to `wait` seconds, then fails with the owner named.
-    """
-
-    lake: Lake
-    wait: float = 0.0
-    stale_after: float = 6 * 3600
-    owner: dict[str, Any] = field(default_factory=dict)
-    nested: bool = False
-
-    def __enter__(self) -> LakeLock:
-        # re-entrant within a process: a run over several sources holds the lock once, around all of them
-        if _HELD.get(self.lake.uri, 0):
-            _HELD[self.lake.uri] += 1
-            self.nested = True
-            return self
-        self.nested = False
-        self.owner = {
-            "run_id": uuid.uuid4().hex,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "acquired_at": datetime.now(UTC).isoformat(),
-        }
-        deadline = time.monotonic() + self.wait
-        while True:
-            if self.lake.create_exclusive(LOCK_KEY, json.dumps(self.owner).encode()):
-                _HELD[self.lake.uri] = 1
-                return self
-            holder = self._holder()
-            if holder is None:
-                continue  # released between our attempt and our read: try again at once
-            if holder.get("run_id") == self.owner["run_id"]:
-                _HELD[self.lake.uri] = 1
-                return self  # our own create landed, but its answer was lost and the retry refused
-            if self._is_stale(holder):
-                log.warning(
-                    "taking over stale lock of %s (pid %s on %s)",
-                    self.lake.uri,
-                    holder.get("pid"),
-                    holder.get("host"),
-                )
-                self.lake.delete(LOCK_KEY)
-                continue
-            if time.monotonic() >= deadline:
-                raise LakeLockedError(
-                    f"lake {self.lake.uri} is locked by another ingestion run (pid {holder.get('pid')} on "
-                    f"{holder.get('host')}, since {holder.get('acquired_at')}); wait for it to finish, pass "
-                    f"--wait SECONDS, or if that run is dead remove {self.lake.uri_for(LOCK_KEY)}"
-                )
-            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        _HELD[self.lake.uri] -= 1
-        if self.nested:
-            return
-        _HELD.pop(self.lake.uri, None)
-        try:
-            holder = self._holder()
-            if holder is not None and holder.get("run_id") == self.owner.get("run_id"):
-                self.lake.delete(LOCK_KEY)
-        except LakeError as release_error:
-            if exc_type is None:
-                raise
-            # the run already failed (often for the same reason, e.g. S3 went away): report that failure, not this
-            log.warning(
-                "could not release the lock of %s (%s); the next run takes it over", self.lake.uri, release_error
-            )
-
-    def _holder(self) -> dict[str, Any] | None:
-        raw = self.lake.read_bytes(LOCK_KEY)
-        if raw is None:
-            return None
-        try:
-            holder: dict[str, Any] = json.loads(raw)
-        except ValueError:
-            return {"pid": "?", "host": "?", "acquired_at": "1970-01-01T00:00:00+00:00"}
-        return holder
-
-    def _is_stale(self, holder: dict[str, Any]) -> bool:
-        try:
-            acquired = datetime.fromisoformat(str(holder.get("acquired_at")))
-        except ValueError:
-            return True
-        if (datetime.now(UTC) - acquired).total_seconds() > self.stale_after:
-            return True
-        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return not _process_alive(holder["pid"])
-        return False
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return TableStore(lake, table).load_state()

@@ -12,10 +12,12 @@ import dagster as dg
 from ingestion.capture import RunOptions, run_capture, simulator_days, simulator_target_day
 from ingestion.catalog import Catalog, Source, Table
 from ingestion.errors import IngestionError, LakeError, LakeLockedError
-from ingestion.events import EventReader, run_events
+from ingestion.events import run_events
 from ingestion.lake import Lake, open_lake
-from ingestion.readers.base import SnapshotReader
-from ingestion.state import CaptureRecord, LakeLock, load_state
+from ingestion.lock import LakeLock
+from ingestion.readers.base import EventReader, SnapshotReader
+from ingestion.state import CaptureRecord
+from ingestion.table_store import load_state
 from orchestration.settings import Settings
 
 CAPTURE_GROUP = "capture"
@@ -103,15 +105,15 @@ def _capture(
     if config.reader not in READERS:
         raise dg.Failure(f"reader must be one of {', '.join(READERS)}, not {config.reader!r}", allow_retries=False)
     lake = open_lake(settings.lake_uri)
-    options = RunOptions(lock_wait=settings.lock_wait_seconds)
     try:
-        # the lock is re-entrant: the day is settled and the tables captured under one hold of it
-        with LakeLock(lake, wait=settings.lock_wait_seconds):
+        # one hold of the lock, passed down: the day is settled and the tables captured under it
+        with LakeLock(lake, wait=settings.lock_wait_seconds) as lock:
+            options = RunOptions(lock=lock)
             if config.reader == "simulator":
                 # every source's simulator moves to the same day, like the CLI's run over all sources
                 every_table = [t for s in catalog.sources.values() for t in s.tables.values()]
                 day = simulator_target_day([load_state(lake, t) for t in every_table])
-                options = RunOptions(lock_wait=settings.lock_wait_seconds, simulator_day=day)
+                options = RunOptions(lock=lock, simulator_day=day)
                 # the tables the run will capture: those behind the day (the rest return no record)
                 days = simulator_days({t.name: load_state(lake, t) for t in tables}, day)
                 captured = [t for t in tables if days[t.name] is not None]

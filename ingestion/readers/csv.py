@@ -1,96 +1,278 @@
-"""A folder of `<table>.csv` files: the user's own snapshots, and the format of the Kaggle dataset."""
+"""A folder of `<table>.csv` files: the user's own snapshots, and the format of the Kaggle dataset.
+
+A file is read in two passes. The first streams it once in Python, line by line: it checks UTF-8, the header
+and the field count of every record, and counts the records, with their line numbers. The second is DuckDB's
+parser, given a line-size limit above the longest record found, so it can never skip or split one (DuckDB
+silently drops a last line longer than its limit); its row count must equal the first pass's or the file is
+refused. Values are read as text and checked against their declared type with exact patterns, so nothing is
+rounded or guessed (`1.5` is not an integer, `50.005` not a `decimal(18,2)`).
+"""
 
 from __future__ import annotations
 
+import re
+from array import array
+from bisect import bisect_right
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from ingestion.catalog import Table
-from ingestion.duck import connect, quote_identifier, sql_literal, write_parquet
-from ingestion.errors import SnapshotError
+from ingestion.duck import check_io, connect, quote_identifier, sql_literal, write_parquet
+from ingestion.errors import BadCsvError, BadValueError, UsageError
 from ingestion.readers.base import CaptureContext
+
+# DuckDB's default line limit; raised per file to fit its longest record
+DUCKDB_DEFAULT_MAX_LINE = 2 << 20
+_QUOTED = re.compile(rb'"(?:[^"]|"")*"', re.DOTALL)
+
+# Patterns a value must match before it is cast: DuckDB's casts round (`1.5` -> 2) and accept `0x1F` or `1_000`.
+_INTEGER = r"^[+-]?[0-9]+$"
+_DOUBLE = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_OFFSET = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)"
+_TIMESTAMP = rf"^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}([ T][0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}}(\.[0-9]{{1,6}})?)?)?{_OFFSET}?$"
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+
+
+@dataclass(frozen=True)
+class TypeRule:
+    pattern: str | None  # a regular expression the text must match in full; None: the cast alone decides
+    why: str
+
+
+def type_rule(data_type: str) -> TypeRule:
+    """What text a declared type accepts, and how to say it when a value does not."""
+    kind = data_type.strip().lower()
+    if kind in ("integer", "bigint"):
+        return TypeRule(_INTEGER, "an integer is digits with an optional sign, in range; no decimals or separators")
+    if kind == "double":
+        return TypeRule(_DOUBLE, "a number with '.' as decimal point and an optional exponent")
+    if kind == "date":
+        return TypeRule(_DATE, "a date is YYYY-MM-DD")
+    if kind == "timestamp":
+        return TypeRule(_TIMESTAMP, "a timestamp is YYYY-MM-DD[ HH:MM[:SS[.ffffff]]] with an optional UTC offset or Z")
+    match = _DECIMAL.match(kind)
+    if match:
+        precision, scale = int(match.group(1)), int(match.group(2))
+        places = rf"(\.[0-9]{{0,{scale}}})?" if scale else ""
+        fraction = rf"|\.[0-9]{{1,{scale}}}" if scale else ""
+        return TypeRule(
+            rf"^[+-]?([0-9]+{places}{fraction})$",
+            f"at most {precision - scale} digits before '.' and {scale} after it; nothing is rounded",
+        )
+    return TypeRule(None, "not a value of this type")
+
+
+def cast_expression(value: str, data_type: str, cast: str = "cast") -> str:
+    """SQL turning checked text into the declared type (`cast="try_cast"` to test it); a timestamp with an
+    offset is converted to UTC, so an event keeps its instant and its UTC day."""
+    if data_type.strip().lower() == "timestamp":
+        # the connection's time zone is UTC, so timestamptz -> timestamp gives the UTC wall time
+        return (
+            f"case when regexp_matches({value}, '{_OFFSET}$') "
+            f"then {cast}({cast}({value} as timestamptz) as timestamp) else {cast}({value} as timestamp) end"
+        )
+    return f"{cast}({value} as {data_type})"
+
+
+@dataclass
+class CsvScan:
+    """What the first pass learns about a file."""
+
+    header: list[str]
+    records: int = 0
+    longest: int = 0  # bytes of the longest record
+    # (record index, line) wherever the record -> line mapping stops being `index + 2` (blank or multi-line)
+    # where the record -> line mapping stops being `index + 1` (blank lines, multi-line records): the record
+    # index and the line it starts on, so the mapping costs nothing for a regular file
+    break_records: array[int] = field(default_factory=lambda: array("q"))
+    break_lines: array[int] = field(default_factory=lambda: array("q"))
+
+    def line_of(self, index: int) -> int:
+        """The line a record starts on; `index` counts records from 1, the header is line 1."""
+        position = bisect_right(self.break_records, index) - 1
+        if position < 0:
+            return index + 1
+        return self.break_lines[position] + index - self.break_records[position]
+
+
+def scan_csv(table: Table, csv_path: Path) -> CsvScan:
+    """Stream the file once: UTF-8, header, field counts and record lines, without holding the file in memory."""
+    qualified, name = table.qualified_name, csv_path.name
+    separator = table.csv_separator.encode()
+    scan: CsvScan | None = None
+    expected = 0
+    record: list[bytes] = []
+    record_start = 0
+    quotes = 0
+    with csv_path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadCsvError(qualified, name, f"not valid UTF-8 (byte {exc.start} of the line)", number) from exc
+            if scan is None:
+                if not line.strip():
+                    continue
+                scan = CsvScan(_header(table, name, line))
+                expected = len(scan.header)
+                continue
+            if not record:
+                if not line.strip():
+                    continue  # DuckDB skips blank lines too
+                record_start = number
+            record.append(line)
+            quotes += line.count(b'"')
+            if quotes % 2:
+                continue  # a quoted field goes on over the next line
+            text = b"".join(record)
+            record, quotes = [], 0
+            scan.records += 1
+            scan.longest = max(scan.longest, len(text))
+            if record_start != scan.line_of(scan.records):
+                scan.break_records.append(scan.records)
+                scan.break_lines.append(record_start)
+            fields = (_QUOTED.sub(b"", text) if b'"' in text else text).count(separator) + 1
+            if fields != expected:
+                which = "too many" if fields > expected else "some missing"
+                raise BadCsvError(
+                    qualified, name, f"{fields} fields where the header has {expected} ({which})", record_start
+                )
+    if scan is None:
+        raise BadCsvError(
+            qualified, name, f"file is empty (expected a header line with {', '.join(table.column_names)})"
+        )
+    if record:
+        raise BadCsvError(qualified, name, "a quoted field is never closed", record_start)
+    if scan.records == 0:
+        raise BadCsvError(qualified, name, "the file has a header but no rows; refusing to capture an empty table")
+    return scan
+
+
+def _header(table: Table, name: str, line: bytes) -> list[str]:
+    header = line.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
+    names = [n.strip().strip('"') for n in header.split(table.csv_separator)]
+    qualified = table.qualified_name
+    if len(names) == 1 and len(table.columns) > 1:
+        raise BadCsvError(
+            qualified,
+            name,
+            f"the header has a single column {names[0]!r}; the declared separator is {table.csv_separator!r} — "
+            "is the file written with another separator?",
+            1,
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise BadCsvError(qualified, name, f"the header names column(s) {', '.join(repeated)} more than once", 1)
+    missing = [c for c in table.column_names if c not in names]
+    if missing:
+        raise BadCsvError(qualified, name, f"missing column(s) {', '.join(missing)} (header: {', '.join(names)})", 1)
+    extra = [n for n in names if n not in table.column_names]
+    if extra:
+        raise BadCsvError(
+            qualified,
+            name,
+            f"column(s) {', '.join(extra)} are not declared; declare them in the sources YAML (a new column then "
+            "flows into the lake with the next capture)",
+            1,
+        )
+    return names
 
 
 def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
-    """Read `csv_path` as text, check its header and values against `table`, write typed Parquet to `dest`.
+    """Read `csv_path`, check its header and values against `table`, write typed Parquet to `dest`.
 
     Every value is read as text first so that a bad value is reported with its column and line instead of a
     type-sniffing guess; empty fields are NULL.
     """
-    where = f"table {table.qualified_name}, file {csv_path.name}"
+    qualified, name = table.qualified_name, csv_path.name
     if not csv_path.is_file():
-        raise SnapshotError(f"{where}: file not found")
-    raw = csv_path.read_bytes()
-    if not raw.strip():
-        raise SnapshotError(f"{where}: file is empty (expected a header line with {', '.join(table.column_names)})")
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise SnapshotError(f"{where}: line {line} is not valid UTF-8 (byte offset {exc.start})") from exc
-
-    header = raw.splitlines()[0].decode("utf-8").lstrip("\ufeff")
-    names = [name.strip().strip('"') for name in header.split(table.csv_separator)]
-    if len(names) == 1 and len(table.columns) > 1:
-        raise SnapshotError(
-            f"{where}: the header has a single column {names[0]!r}; the declared separator is "
-            f"{table.csv_separator!r} — is the file written with another separator?"
-        )
-    missing = [c for c in table.column_names if c not in names]
-    if missing:
-        raise SnapshotError(f"{where}: missing column(s) {', '.join(missing)} (header: {', '.join(names)})")
-    extra = [n for n in names if n not in table.column_names]
-    if extra:
-        raise SnapshotError(
-            f"{where}: column(s) {', '.join(extra)} are not declared; declare them in the sources YAML "
-            "(a new column then flows into the lake with the next capture)"
-        )
-
-    columns_spec = "{" + ", ".join(f"{sql_literal(n)}: 'VARCHAR'" for n in names) + "}"
+        raise BadCsvError(qualified, name, "file not found")
+    scan = scan_csv(table, csv_path)
+    columns_spec = "{" + ", ".join(f"{sql_literal(n)}: 'VARCHAR'" for n in scan.header) + "}"
+    max_line = max(DUCKDB_DEFAULT_MAX_LINE, scan.longest + 1024)
     con = connect(context_dir=dest.parent)
     try:
+        # the text of the file goes to a local Parquet file, not a table in memory: every check below streams it
+        text = dest.with_name(f"{dest.stem}.text.parquet")
         con.execute(
-            f"""create temp table raw_csv as
-            select row_number() over () + 1 as _line, *
-            from read_csv({sql_literal(str(csv_path))}, delim={sql_literal(table.csv_separator)},
-                header=true, columns={columns_spec}, quote='"', escape='"', strict_mode=true,
-                null_padding=false, auto_detect=false, encoding='utf-8')"""
+            f"""copy (
+                select row_number() over () as _record, *
+                from read_csv({sql_literal(str(csv_path))}, delim={sql_literal(table.csv_separator)},
+                    header=true, columns={columns_spec}, quote='"', escape='"', strict_mode=true,
+                    null_padding=false, auto_detect=false, encoding='utf-8', max_line_size={max_line})
+            ) to {sql_literal(str(text))} (format parquet, compression snappy)"""
         )
-        rows = con.execute("select count(*) from raw_csv").fetchall()[0][0]
-        if rows == 0:
-            raise SnapshotError(f"{where}: the file has a header but no rows; refusing to capture an empty table")
+        con.execute(f"create temp view raw_csv as select * from read_parquet({sql_literal(str(text))})")
+        (rows,) = con.execute("select count(*) from raw_csv").fetchall()[0]
+        if rows != scan.records:
+            raise BadCsvError(
+                qualified,
+                name,
+                f"the CSV parser read {rows} row(s) of the {scan.records} record(s) in the file; refusing a "
+                "partial read",
+            )
         casts = []
         for column in table.columns:
-            name = quote_identifier(column.name)
-            value = f"nullif(trim({name}), '')" if column.data_type != "varchar" else name
-            if column.data_type != "varchar":
-                bad = con.execute(
-                    f"select _line, {name} from raw_csv where {value} is not null "
-                    f"and try_cast({value} as {column.data_type}) is null limit 1"
-                ).fetchall()
-                if bad:
-                    raise SnapshotError(
-                        f"{where}: line {bad[0][0]}: column {column.name} has {bad[0][1]!r}, "
-                        f"which is not a valid {column.data_type}"
+            quoted = quote_identifier(column.name)
+            value = f"nullif(trim({quoted}), '')" if column.data_type != "varchar" else quoted
+            if column.name in table.primary_key:
+                null = con.execute(f"select min(_record) from raw_csv where {value} is null").fetchall()[0][0]
+                if null is not None:
+                    raise BadCsvError(
+                        qualified,
+                        name,
+                        f"primary key column {column.name} is empty (NULL); every row needs a key",
+                        scan.line_of(int(null)),
                     )
-            casts.append(f"cast({value} as {column.data_type}) as {name}")
-        write_parquet(con, f"select {', '.join(casts)} from raw_csv order by _line", table.schema, dest)
+            if column.data_type != "varchar":
+                _check_values(con, table, name, scan, column.name, column.data_type, value)
+            casts.append(f"{cast_expression(value, column.data_type)} as {quoted}")
+        # insertion order is preserved (the connection is ordered): no sort of the whole file
+        write_parquet(con, f"select {', '.join(casts)} from raw_csv", table.schema, dest)
+        text.unlink()
     except duckdb.Error as exc:
-        raise SnapshotError(f"{where}: cannot be read as CSV: {str(exc).splitlines()[0]}") from exc
+        check_io(exc, f"table {qualified}, file {name}")
+        raise BadCsvError(qualified, name, f"cannot be read as CSV: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
     return dest
+
+
+def _check_values(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    file: str,
+    scan: CsvScan,
+    column: str,
+    data_type: str,
+    value: str,
+) -> None:
+    rule = type_rule(data_type)
+    matches = f"regexp_full_match({value}, {sql_literal(rule.pattern)}) and " if rule.pattern else ""
+    bad = con.execute(
+        f"select _record, {quote_identifier(column)} from raw_csv where {value} is not null "
+        f"and not coalesce({matches}{cast_expression(value, data_type, 'try_cast')} is not null, false) "
+        " order by _record limit 1"
+    ).fetchall()
+    if bad:
+        record, text = bad[0]
+        raise BadValueError(
+            table.qualified_name, file, scan.line_of(int(record)), column, str(text), data_type, rule.why
+        )
 
 
 class CsvFolderReader:
     """Reads `<folder>/<table>.csv` for each table."""
 
     name = "csv"
+    simulated_days = False
 
     def __init__(self, folder: Path) -> None:
         if not folder.is_dir():
-            raise SnapshotError(f"CSV folder {folder} does not exist")
+            raise UsageError(f"--path {folder}: no such folder (expected one <table>.csv per table)")
         self.folder = folder
 
     def available_tables(self, tables: list[Table]) -> list[Table]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from ingestion.catalog import EVENT_INGESTED_AT, Table
 from ingestion.duck import connect, quote_identifier, sql_literal
 from ingestion.errors import CatalogError, SnapshotError
-from ingestion.events import EventContext
+from ingestion.readers.base import EventContext
 from ingestion.readers.csv import csv_to_parquet
 
 
@@ -20,6 +20,7 @@ class EventCsvFolderReader:
     """Reads `<folder>/<table>.csv` for each table, with the same checks as the snapshot CSV reader."""
 
     name = "csv"
+    simulated_days = False
     skip_published = True
 
     def __init__(self, folder: Path, arrival_column: str | None = None) -> None:

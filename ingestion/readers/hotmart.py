@@ -24,7 +24,7 @@ from pathlib import Path
 from ingestion.catalog import EVENT_INGESTED_AT, Table
 from ingestion.duck import connect, quote_identifier, sql_literal
 from ingestion.errors import CatalogError
-from ingestion.events import EventContext
+from ingestion.readers.base import EventContext
 
 BASE_DATE = "2023-01-01"
 # Events of a purchase arrive at most this many days after the order (value corrections are the latest).
@@ -41,6 +41,7 @@ class HotmartSimulatorReader:
     """Events that arrive on the capture's simulated day, with their arrival time as `_ingested_at`."""
 
     name = "simulator"
+    simulated_days = True
     # The stream's own re-sends must reach the lake: Bronze is where identical events are deduplicated.
     skip_published = False
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ingestion.catalog import Table
-from ingestion.errors import SnapshotError
+from ingestion.errors import SnapshotError, SourceAccessError
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.csv import csv_to_parquet
 
@@ -38,6 +38,7 @@ class KaggleReader:
     """Reads each table from `<table>.csv` of a Kaggle dataset (found in any sub-folder of the zip)."""
 
     name = "kaggle"
+    simulated_days = False
 
     def __init__(self, dataset: str = DEFAULT_DATASET) -> None:
         if dataset.count("/") != 1 or not all(dataset.split("/")):
@@ -98,9 +99,9 @@ def _authenticated_api() -> Any:
             api.authenticate()
     except SystemExit:
         # The client ends the process (exit(1)) when it finds no credentials at all.
-        raise SnapshotError(f"no Kaggle credentials found; {CREDENTIALS_HELP}") from None
+        raise SourceAccessError(f"no Kaggle credentials found; {CREDENTIALS_HELP}") from None
     except OSError as exc:  # requests' errors, when validating an access token
-        raise SnapshotError(f"Kaggle authentication failed: {_redact(str(exc))}; {CREDENTIALS_HELP}") from None
+        raise SourceAccessError(f"Kaggle authentication failed: {_redact(str(exc))}; {CREDENTIALS_HELP}") from None
     return api
 
 
@@ -114,15 +115,15 @@ def _download_errors(dataset: str) -> Iterator[None]:
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status in (401, 403):
-            raise SnapshotError(
+            raise SourceAccessError(
                 f"{where}: Kaggle refused the credentials (HTTP {status}); check that the token is current and "
                 f"that your account accepted the dataset's rules on its Kaggle page. To {CREDENTIALS_HELP}"
             ) from None
         if status == 404:
-            raise SnapshotError(f"{where}: no such dataset on Kaggle (HTTP 404)") from None
-        raise SnapshotError(f"{where} failed: HTTP {status}: {_redact(str(exc))}") from None
+            raise SourceAccessError(f"{where}: no such dataset on Kaggle (HTTP 404)") from None
+        raise SourceAccessError(f"{where} failed: HTTP {status}: {_redact(str(exc))}") from None
     except requests.RequestException as exc:
-        raise SnapshotError(f"{where} failed: {type(exc).__name__}: {_redact(str(exc))}") from None
+        raise SourceAccessError(f"{where} failed: {type(exc).__name__}: {_redact(str(exc))}") from None
     except (ValueError, RuntimeError, OSError) as exc:
         # A corrupt zip (ValueError/RuntimeError from the client's unzip step) or a full disk.
         raise SnapshotError(f"{where} failed: {_redact(str(exc))}") from None

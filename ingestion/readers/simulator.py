@@ -53,6 +53,7 @@ def _transactions_per_day(scale: int) -> int:
 
 class SimulatorReader:
     name = "simulator"
+    simulated_days = True
 
     def __init__(self, scale: int = 10_000, seed: int = 42) -> None:
         if scale < 10:

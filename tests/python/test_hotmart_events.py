@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingestion.catalog import load_catalog
-from ingestion.events import EventContext, event_schema
+from ingestion.events import event_schema
+from ingestion.readers.base import EventContext
 from ingestion.readers.hotmart import HotmartSimulatorReader
 
 ROOT = Path(__file__).resolve().parents[2]

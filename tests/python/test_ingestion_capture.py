@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingestion.lake import LocalLake
-from ingestion.state import LOCK_KEY, LakeLock
+from ingestion.lock import LOCK_KEY, LakeLock
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "idCliente;flEmail;flTwitch;flYouTube;flBlueSky;flInstagram;qtdePontos;DtCriacao;DtAtualizacao"

@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.cli import ingest as support_ingest
 
 from ingestion.errors import LakeError
 from ingestion.identity import IDENTITY_KEY, ensure_identity, read_identity
-from ingestion.lake import LocalLake, S3Lake
+from ingestion.lake import Lake, LocalLake, S3Lake
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def ingest(lake: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestion", "run", "--lake", lake, "--scale", "100", "--source", "loyalty", *args],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return support_ingest(lake, "--scale", "100", "--source", "loyalty", *args)
+
+
+def open_any(uri: str) -> Lake:
+    return S3Lake(uri) if uri.startswith("s3://") else LocalLake(Path(uri))
 
 
 def check_identity(raw: bytes) -> dict[str, str]:
@@ -40,13 +36,16 @@ def check_identity(raw: bytes) -> dict[str, str]:
     return dict(body)
 
 
-def test_first_capture_writes_the_identity_and_later_runs_keep_it(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
-    assert ingest(str(lake)).returncode == 0
-    first = (lake / IDENTITY_KEY).read_bytes()
+def test_first_capture_writes_the_identity_and_later_runs_keep_it(any_lake: str) -> None:
+    lake = open_any(any_lake)
+    assert ingest(any_lake).returncode == 0
+    first = lake.read_bytes(IDENTITY_KEY)
+    assert first is not None
     check_identity(first)
-    assert ingest(str(lake)).returncode == 0
-    assert (lake / IDENTITY_KEY).read_bytes() == first
+    assert ingest(any_lake).returncode == 0
+    assert lake.read_bytes(IDENTITY_KEY) == first
+    # write-once: a second create is refused (hard link locally, the server's conditional PUT on S3)
+    assert not lake.create_exclusive(IDENTITY_KEY, b"{}")
 
 
 def test_an_existing_lake_without_identity_gets_one_at_its_next_run(tmp_path: Path) -> None:
@@ -75,16 +74,3 @@ def test_identity_is_write_once_and_a_corrupt_one_is_refused(tmp_path: Path) -> 
     (tmp_path / "lake" / IDENTITY_KEY).write_text("{}")
     with pytest.raises(LakeError, match=r"lake\.json"):
         ensure_identity(lake)
-
-
-@pytest.mark.s3
-def test_s3_lake_gets_an_identity_once(s3_lake_env: str) -> None:
-    assert ingest(s3_lake_env).returncode == 0
-    lake = S3Lake(s3_lake_env)
-    first = lake.read_bytes(IDENTITY_KEY)
-    assert first is not None
-    check_identity(first)
-    assert ingest(s3_lake_env).returncode == 0
-    assert lake.read_bytes(IDENTITY_KEY) == first
-    # write-once on S3 too: a second create is refused by the server's conditional PUT
-    assert not lake.create_exclusive(IDENTITY_KEY, b"{}")

@@ -21,7 +21,7 @@ import pytest
 import responses
 
 from ingestion.catalog import Table, load_catalog
-from ingestion.errors import SnapshotError
+from ingestion.errors import SnapshotError, SourceAccessError
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.kaggle import DEFAULT_DATASET, KaggleReader
 
@@ -54,6 +54,8 @@ CSV_FILES = {
         "idTransacaoProduto;IdTransacao;IdProduto;QtdeProduto;vlProduto\n"
         "5e4d3c2b-0000-4000-8000-000000000001;9f8e7d6c-0000-4000-8000-00000000000a;1;1;10\n"
         "5e4d3c2b-0000-4000-8000-000000000002;9f8e7d6c-0000-4000-8000-00000000000b;5;1;-100\n"
+        # course products carry text ids in the real dataset: the line must still be captured
+        "5e4d3c2b-0000-4000-8000-000000000003;9f8e7d6c-0000-4000-8000-00000000000b;carreira;1;0\n"
     ),
 }
 
@@ -141,7 +143,8 @@ def test_downloads_once_and_writes_typed_parquet(
     assert produtos["IdProduto"] == [1, 5, 11]
     assert produtos["DescDescricaoProduto"] == ["Mensagem no chat", None, None]
     assert snapshots["transacoes"].column("QtdePontos").to_pylist() == [10, -100]
-    assert snapshots["transacao_produto"].column("vlProduto").to_pylist() == [10, -100]
+    assert snapshots["transacao_produto"].column("vlProduto").to_pylist() == [10, -100, 0]
+    assert snapshots["transacao_produto"].column("IdProduto").to_pylist() == ["1", "5", "carreira"]
 
     # One request for the whole dataset, to the dataset's download method, with the user's key.
     assert len(kaggle_env.calls) == 1
@@ -197,7 +200,7 @@ def test_a_csv_that_breaks_the_declaration_is_reported_by_the_csv_checks(
     ],
     ids=["401-json", "403-text"],
 )
-def test_refused_credentials_are_a_clear_snapshot_error(
+def test_refused_credentials_are_a_clear_source_access_error(
     kaggle_env: responses.RequestsMock,
     loyalty_tables: list[Table],
     status: int,
@@ -206,7 +209,7 @@ def test_refused_credentials_are_a_clear_snapshot_error(
 ) -> None:
     kaggle_env.add(responses.POST, DOWNLOAD_URL, body=body, status=status, content_type=content_type)
 
-    with pytest.raises(SnapshotError) as caught:
+    with pytest.raises(SourceAccessError) as caught:
         KaggleReader().available_tables(loyalty_tables)
 
     message = str(caught.value)
@@ -218,12 +221,12 @@ def test_refused_credentials_are_a_clear_snapshot_error(
     assert len(kaggle_env.calls) == 1
 
 
-def test_an_unknown_dataset_is_a_snapshot_error(
+def test_an_unknown_dataset_is_a_source_access_error(
     kaggle_env: responses.RequestsMock, loyalty_tables: list[Table]
 ) -> None:
     kaggle_env.add(responses.POST, DOWNLOAD_URL, json={"code": 404, "message": "Not found"}, status=404)
 
-    with pytest.raises(SnapshotError, match=r"no such dataset on Kaggle \(HTTP 404\)"):
+    with pytest.raises(SourceAccessError, match=r"no such dataset on Kaggle \(HTTP 404\)"):
         KaggleReader("nobody/nothing").available_tables(loyalty_tables)
 
 
@@ -233,7 +236,7 @@ def test_missing_credentials_say_how_to_provide_them(
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
 
-    with pytest.raises(SnapshotError, match=r"no Kaggle credentials found; .*KAGGLE_USERNAME and KAGGLE_KEY"):
+    with pytest.raises(SourceAccessError, match=r"no Kaggle credentials found; .*KAGGLE_USERNAME and KAGGLE_KEY"):
         KaggleReader().available_tables(loyalty_tables)
 
     assert len(kaggle_env.calls) == 0

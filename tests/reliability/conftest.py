@@ -1,4 +1,4 @@
-"""Reliability suite: the SeaweedFS fixtures of tests/python, and the report every scenario adds a line to.
+"""Reliability suite: the report every scenario adds a line to (the S3 server is the root conftest's).
 
 Each scenario records what it measured (runs, rows expected, rows lost, rows duplicated); the outcome comes
 from pytest itself. At the end of the session the table is printed and written to tests/reliability/report.md.
@@ -6,12 +6,9 @@ from pytest itself. At the end of the session the table is printed and written t
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from reliability_support import (
@@ -28,26 +25,7 @@ from reliability_support import (
 )
 
 _HERE = Path(__file__).resolve().parent
-_PYTHON_TESTS = _HERE.parent / "python"
 REPORT_PATH = _HERE / "report.md"
-
-# The real S3 server and its fixtures live in tests/python (s3server.py, conftest.py); reuse them as they are.
-if str(_PYTHON_TESTS) not in sys.path:
-    sys.path.insert(0, str(_PYTHON_TESTS))
-_spec = importlib.util.spec_from_file_location("lago_python_test_fixtures", _PYTHON_TESTS / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_python_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_python_fixtures)
-
-seaweedfs_server = _python_fixtures.seaweedfs
-s3_lake_env = _python_fixtures.s3_lake_env
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(seaweedfs_server: Any) -> Iterator[Any]:
-    """The tests/python server; at the end of the session it is killed, not stopped gracefully (~10 s saved)."""
-    yield seaweedfs_server
-    seaweedfs_server.stop(graceful=False)
 
 
 @pytest.fixture(scope="session")

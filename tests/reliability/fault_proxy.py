@@ -42,6 +42,8 @@ ERRORS: dict[Fault, tuple[int, str, str]] = {
 
 # (method, path with query, 1-based request number) -> the fault to inject, or None to forward
 FaultRule = Callable[[str, str, int], Fault | None]
+# (method, path with query, headers, body) -> the headers to forward instead (e.g. a condition stripped)
+Rewrite = Callable[[str, str, list[tuple[str, str]], bytes], list[tuple[str, str]]]
 
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade", "expect"}
 
@@ -80,6 +82,7 @@ class FaultProxy:
         rule: FaultRule = no_faults,
         *,
         on_request: Callable[[str, str, int], None] | None = None,
+        rewrite: Rewrite | None = None,
         max_requests: int = 5000,
         lifetime: float = 180.0,
     ) -> None:
@@ -87,6 +90,7 @@ class FaultProxy:
         self.upstream = (host, int(port))
         self.rule = rule
         self.on_request = on_request
+        self.rewrite = rewrite
         self.max_requests = max_requests
         self.lifetime = lifetime
         self.requests = 0
@@ -204,8 +208,11 @@ class _Handler(BaseHTTPRequestHandler):
             proxy._record(method, path, fault.value)
             self._reset()
             return
+        headers = list(self.headers.items())
+        if proxy.rewrite is not None:
+            headers = proxy.rewrite(method, path, headers, body)
         try:
-            response, data = proxy.forward(method, path, list(self.headers.items()), body)
+            response, data = proxy.forward(method, path, headers, body)
         except OSError as exc:  # the server is down: the client sees its connection dropped
             proxy._record(method, path, f"upstream unreachable: {type(exc).__name__}")
             self._reset()

@@ -15,7 +15,6 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,42 +28,18 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from support.cli import ingest as ingest  # the one way to run ingestion, shared by every suite
+from support.cli import start_ingest as start_ingest
 
 from ingestion.catalog import Table
 from ingestion.cdc import change_schema
 from ingestion.duck import quote_identifier, sql_literal
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN_TIMEOUT = 120
 
 ChangeRow = tuple[object, ...]
 
 # -- running the CLI ---------------------------------------------------------------------------------------------
-
-
-def ingest(
-    lake: str | Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = RUN_TIMEOUT
-) -> subprocess.CompletedProcess[str]:
-    """`python -m ingestion run --lake LAKE ARGS...` as a user types it; never raises on a non-zero exit."""
-    return subprocess.run(
-        [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start_ingest(lake: str | Path, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def csv_args(folder: Path, tables: str = "clientes,produtos") -> list[str]:

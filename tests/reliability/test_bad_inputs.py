@@ -53,13 +53,13 @@ CASES = [
         "ragged row (one field too many)",
         _clientes(GOOD_ROW, GOOD_ROW.replace("c9000", "c9001") + ";extra"),
         3,
-        ("loyalty.clientes", "clientes.csv", "Line: 3"),
+        ("loyalty.clientes", "clientes.csv", "line 3", "10 fields where the header has 9"),
     ),
     BadInput(
         "ragged row (fields missing)",
         _clientes(GOOD_ROW, "c9001;1;0;1"),
         3,
-        ("loyalty.clientes", "clientes.csv", "Line: 3"),
+        ("loyalty.clientes", "clientes.csv", "line 3", "4 fields where the header has 9"),
     ),
     BadInput(
         "wrong separator (',' for ';')",
@@ -79,7 +79,7 @@ CASES = [
         "NULL key",
         _clientes(GOOD_ROW, ";" + GOOD_ROW.split(";", 1)[1]),
         3,
-        ("loyalty.clientes", "NULL", "idCliente"),
+        ("loyalty.clientes", "clientes.csv", "line 3", "NULL", "idCliente"),
     ),
     BadInput(
         "duplicate keys",
@@ -109,6 +109,28 @@ CASES = [
         _clientes(GOOD_ROW) + "c9001;1;0;1;;0;10;Conceição;x\n".encode("latin-1"),
         3,
         ("loyalty.clientes", "clientes.csv", "line 3", "UTF-8"),
+    ),
+    BadInput(
+        "duplicate header names",
+        _clientes(GOOD_ROW + ";1", header=CLIENTES_HEADER + ";qtdePontos"),
+        3,
+        ("loyalty.clientes", "clientes.csv", "line 1", "qtdePontos more than once"),
+    ),
+    BadInput(
+        "a quoted field never closed",
+        _clientes(GOOD_ROW, GOOD_ROW.replace("c9000", '"c9001')),
+        3,
+        ("loyalty.clientes", "clientes.csv", "line 3", "never closed"),
+    ),
+    *(
+        BadInput(
+            f"integer column given {text!r}",
+            _clientes(GOOD_ROW, GOOD_ROW.replace("c9000", "c9001").replace(";10;", f";{text};")),
+            3,
+            ("loyalty.clientes", "clientes.csv", "line 3", "qtdePontos", repr(text), "bigint"),
+        )
+        # DuckDB's cast alone rounds the first four and reads the others as numbers; 1.234 is pt-BR for 1234
+        for text in ("1.5", "2.5", "1.4", "1e3", "0x1F", "1_000", "1.234", "1,0")
     ),
     BadInput(
         "column name with quotes and SQL in the header",
@@ -326,3 +348,154 @@ def test_wrong_s3_credentials_are_a_clear_error_and_the_lake_is_unchanged(
     assert s3_lake_env in message
     assert ("SignatureDoesNotMatch" if wrong == "secret key" else "InvalidAccessKeyId") in message
     assert fingerprint(view) == before
+
+
+# -- exact reading: long lines, strict types, offsets --------------------------------------------------------------
+
+LONG = 33 << 20  # DuckDB's read_csv silently drops a last line of 32 MiB or more
+
+
+@pytest.mark.parametrize("where", ["last line", "middle line"])
+def test_a_very_long_line_is_read_not_dropped(
+    where: str, lake: Path, history: History, tmp_path: Path, report: Recorder
+) -> None:
+    folder = tmp_path / "snapshots"
+    shutil.copytree(history.folders[0], folder)
+    path = folder / "clientes.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    position = len(lines) - 1 if where == "last line" else len(lines) // 2
+    key = lines[position].split(";", 1)[0]
+    fields = lines[position].split(";")
+    fields[-1] = "2024-03-01 " + "x" * (LONG if where == "last line" else 3 << 20)
+    lines[position] = ";".join(fields)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    before = change_rows(LocalView(lake))
+    result = ingest(lake, *csv_args(folder, tables="clientes"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    new = change_rows(LocalView(lake)) - before
+    operations = Counter((row[2], row[4]) for row in new)  # (operation, idCliente)
+    report.record(
+        f"CSV whose {where} is {'33' if where == 'last line' else '3'} MiB long",
+        runs=1,
+        expected=1,
+        lost=operations[("D", key)],
+        note=f"exit {result.returncode}; the long row is an update, not a delete",
+    )
+    assert operations == Counter({("U", key): 1}), operations
+
+
+PRODUCT_ITEM_HEADER = "transaction_datetime,transaction_date,purchase_id,product_id,item_quantity,purchase_value"
+
+
+@pytest.mark.parametrize(
+    ("column", "text", "type_name"),
+    [
+        ("purchase_value", "50.005", "decimal(18,2)"),
+        ("purchase_value", "1.234,50", "decimal(18,2)"),
+        ("transaction_datetime", "2023-01-01 10:00:00.1234567", "timestamp"),
+        ("transaction_datetime", "01/02/2023 10:00", "timestamp"),
+        ("transaction_date", "2023-1-2", "date"),
+        ("item_quantity", "2.0", "integer"),
+    ],
+)
+def test_decimals_timestamps_and_dates_are_checked_exactly(
+    column: str, text: str, type_name: str, tmp_path: Path, report: Recorder
+) -> None:
+    from ingestion.errors import BadValueError
+    from ingestion.readers.csv import csv_to_parquet
+
+    table = load_catalog().source("hotmart").table("product_item")
+    good = {
+        "transaction_datetime": "2023-01-01 10:00:00",
+        "transaction_date": "2023-01-01",
+        "purchase_id": "1",
+        "product_id": "7",
+        "item_quantity": "1",
+        "purchase_value": "50.00",
+    }
+    header = [c for c in PRODUCT_ITEM_HEADER.split(",") if c in table.column_names]
+    assert sorted(header) == sorted(table.column_names)
+    row = {**good, column: text}
+    path = tmp_path / "product_item.csv"
+    sep = table.csv_separator
+    lines = [sep.join(header), sep.join(good[c] for c in header), sep.join(f'"{row[c]}"' for c in header)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(BadValueError) as error:
+        csv_to_parquet(table, path, tmp_path / "out.parquet")
+    found = error.value
+    assert (found.table, found.file, found.line, found.column, found.value, found.data_type) == (
+        "hotmart.product_item",
+        "product_item.csv",
+        3,
+        column,
+        text,
+        type_name,
+    )
+    report.record(f"bad input: {type_name} column given {text!r}", runs=1, note=str(found)[:90])
+
+
+def test_a_timestamp_with_an_offset_is_converted_to_utc(tmp_path: Path, report: Recorder) -> None:
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from ingestion.readers.csv import csv_to_parquet
+
+    table = load_catalog().source("hotmart").table("product_item")
+    header = [c for c in PRODUCT_ITEM_HEADER.split(",") if c in table.column_names]
+    values = {
+        "transaction_datetime": "2023-01-01 22:30:00-03:00",
+        "transaction_date": "2023-01-01",
+        "purchase_id": "1",
+        "product_id": "7",
+        "item_quantity": "1",
+        "purchase_value": "50.5",
+    }
+    path = tmp_path / "product_item.csv"
+    sep = table.csv_separator
+    path.write_text(sep.join(header) + "\n" + sep.join(values[c] for c in header) + "\n", encoding="utf-8")
+    (row,) = pq.read_table(csv_to_parquet(table, path, tmp_path / "out.parquet")).to_pylist()
+    # 22:30 at UTC-3 is 01:30 UTC the next day: the instant is kept, not the wall time
+    assert row["transaction_datetime"] == dt.datetime(2023, 1, 2, 1, 30)
+    report.record("timestamp with a UTC offset", runs=1, note="converted to UTC: 22:30-03:00 -> 01:30 next day")
+
+
+# -- the lake's own state, changed by hand --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("removed", ["state.json", "current snapshot"])
+def test_missing_state_next_to_published_data_is_an_error_not_a_new_table(
+    removed: str, lake: Path, history: History, report: Recorder
+) -> None:
+    folder = lake / "_ingestion/loyalty/clientes"
+    if removed == "state.json":
+        (folder / "state.json").unlink()
+    else:
+        (snapshot,) = (folder / "snapshots").glob("*.parquet")
+        snapshot.unlink()
+    before = Before.of(lake)
+    result = ingest(lake, *csv_args(history.folders[1], tables="clientes"))
+    message = _error_line(result.stderr)
+    _check_unchanged(lake, before, report, f"{removed} of a captured table deleted", result.returncode, message)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "loyalty.clientes" in message and "Repair:" in message and "--full-refresh" in message
+    assert ("state.json is missing" if removed == "state.json" else "which is missing") in message
+    # no second full load: the only full-load file is the first capture's
+    assert len(list((lake / "raw/loyalty/full-load/clientes").glob("*.parquet"))) == 1
+
+
+def test_a_foreign_parquet_file_as_the_snapshot_is_named(
+    lake: Path, history: History, tmp_path: Path, report: Recorder
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (snapshot,) = (lake / "_ingestion/loyalty/clientes/snapshots").glob("*.parquet")
+    pq.write_table(pa.table({"id": [1, 2], "name": ["a", "b"]}), snapshot)  # another tool's file, valid Parquet
+    before = Before.of(lake)
+    result = ingest(lake, *csv_args(history.folders[1], tables="clientes"))
+    message = _error_line(result.stderr)
+    _check_unchanged(lake, before, report, "foreign Parquet file of another schema as the snapshot", 3, message)
+    assert result.returncode == 3, result.stderr
+    assert snapshot.name in message and "key column idCliente is missing" in message

@@ -152,6 +152,7 @@ def test_a_crash_leaves_no_orphaned_state_after_the_rerun(
     )
     assert sorted(snapshots) == expected
     assert [k for k in keys if "/snapshots/" not in k] == [
+        "_ingestion/lake.json",
         "_ingestion/loyalty/clientes/state.json",
         "_ingestion/loyalty/produtos/state.json",
     ]

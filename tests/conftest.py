@@ -1,0 +1,99 @@
+"""Shared by every suite: the test tiers, the real S3 server (SeaweedFS) started once per session, and a lake
+that is a local folder or an S3 prefix by parameter (`any_lake`), so one test covers both.
+
+Tiers: `pytest` runs everything; `pytest -m "not slow and not spark and not docs"` is the quick tier.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# the S3 server helper lives beside the suites that started it; both suites import it by module name
+sys.path.insert(0, str(Path(__file__).resolve().parent / "python"))
+
+from s3server import REGION, SeaweedFS
+
+MARKERS = {
+    "slow": "minutes rather than seconds (dbt builds, large files, many runs); left out of the quick tier",
+    "spark": "needs a local Spark session with Delta Lake (Java 17 and the jars of scripts/spark_jars.sh)",
+    "docs": "builds or browses the dbt docs site (headless Chromium)",
+}
+
+
+# Whole files by tier, so a suite's tier is set in one place; single tests also carry `@pytest.mark.slow`.
+TIERS = {
+    "spark": ("test_spark_delta.py", "test_spark_dbt.py"),
+    "docs": ("test_dbt_docs.py",),
+    "slow": (
+        "test_dbt_duckdb.py",
+        "test_hotmart_dbt.py",
+        "test_dbt.py",
+        "test_dbt_bad_inputs.py",
+        "test_replay_property.py",
+        "test_bench_smoke.py",
+        "test_code_quality.py",
+        "test_crash.py",
+        "test_s3_faults.py",
+        "test_s3_timeouts.py",
+        "test_concurrency.py",
+    ),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, meaning in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, files in TIERS.items():
+            if item.path.name in files:
+                item.add_marker(marker)
+        if item.get_closest_marker("dbt") is not None:
+            item.add_marker("slow")  # every dbt build costs its parse and its run
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 server (SeaweedFS) on free loopback ports, for the whole session.
+
+    Tests that stop it (`seaweedfs.stop()` / `restart()`) must leave it running again. At the end of the session
+    it is killed, not stopped gracefully (about 10 s saved).
+    """
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(graceful=False)
+        server.close()
+
+
+@pytest.fixture
+def s3_lake_env(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Point boto3's standard configuration at the test server; the value is a lake URI in a fresh bucket."""
+    if not seaweedfs.running:
+        seaweedfs.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", seaweedfs.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # Nothing from the developer's own AWS setup may leak in.
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    return f"s3://{seaweedfs.create_bucket('lake')}/lake"
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def any_lake(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A lake URI: a local folder, or a prefix on the session's S3 server (with the environment pointed at it)."""
+    if request.param == "s3":
+        return str(request.getfixturevalue("s3_lake_env"))
+    return str(tmp_path / "lake")

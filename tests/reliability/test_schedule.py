@@ -1,0 +1,106 @@
+"""`schedule`: a lock conflict skips one tick and the next one captures; Ctrl-C during `dbt build` stops cleanly
+(dbt finishes its build, no traceback, exit 0) instead of reaching dbt."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from reliability_support import ROOT, DbtSite, Recorder
+
+from ingestion.lake import LocalLake
+from ingestion.lock import LOCK_KEY
+
+
+def schedule(lake: Path, out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The schedule command; its stdout (and dbt's) goes to the file `out`, its stderr to a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingestion", "schedule", "--lake", str(lake), "--source", "loyalty", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=out.open("w"),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: a Ctrl-C sent to it as a terminal does
+    )
+
+
+def follow(process: subprocess.Popen[str], on_line: dict[str, threading.Event]) -> list[str]:
+    """Collect stderr in a thread; set the event of every marker text once a line contains it."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            for text, event in on_line.items():
+                if text in line:
+                    event.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def test_a_locked_tick_is_skipped_and_the_next_one_captures(tmp_path: Path, report: Recorder) -> None:
+    lake_path = tmp_path / "lake"
+    lake = LocalLake(lake_path)
+    now = datetime.now(UTC)
+    holder = {"run_id": "other", "pid": 1, "host": "elsewhere", "acquired_at": now.isoformat()}
+    holder["expires_at"] = (now + timedelta(minutes=5)).isoformat()
+    assert lake.create_exclusive(LOCK_KEY, json.dumps(holder).encode())
+    skipped = threading.Event()
+    process = schedule(lake_path, tmp_path / "out.txt", "--every", "1s", "--max-runs", "3", "--scale", "100")
+    lines = follow(process, {"skipped": skipped})
+    assert skipped.wait(60), "".join(lines)
+    lake.delete(LOCK_KEY)  # the other run finished
+    process.wait(timeout=120)
+    time.sleep(0.2)
+    text = "".join(lines)
+    state = json.loads((lake_path / "_ingestion/loyalty/clientes/state.json").read_text())
+    report.record(
+        "schedule meets a locked lake at a tick",
+        runs=3,
+        note=f"exit {process.returncode}; {text.count('skipped')} tick(s) skipped, {len(state['captures'])} captured",
+    )
+    assert process.returncode == 0, text
+    assert text.count("skipped") >= 1 and len(state["captures"]) >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.dbt
+def test_ctrl_c_during_dbt_build_stops_cleanly(tmp_path: Path, report: Recorder) -> None:
+    (tmp_path / "dbt").mkdir()
+    site = DbtSite.under(tmp_path / "dbt")
+    site.point_at(tmp_path / "lake")
+    started = threading.Event()
+    process = schedule(
+        site.lake_link,
+        tmp_path / "out.txt",
+        "--every",
+        "1h",
+        "--dbt-build",
+        "--scale",
+        "100",
+        env={**site.env, "DBT_TARGET_PATH": str(site.target)},
+    )
+    lines = follow(process, {"running dbt build": started})
+    assert started.wait(120), "".join(lines)
+    time.sleep(2)  # dbt is parsing or building now
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    process.wait(timeout=600)
+    time.sleep(0.2)
+    stdout = (tmp_path / "out.txt").read_text()
+    text = "".join(lines)
+    report.record("Ctrl-C during schedule --dbt-build", runs=1, note=f"exit {process.returncode}")
+    assert process.returncode == 0, text + stdout[-3000:]
+    assert "Traceback" not in text + stdout
+    assert "stopping after the current step" in text and "schedule stopped after 1 capture(s)" in text
+    assert "Completed successfully" in stdout, stdout[-3000:]
