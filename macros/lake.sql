@@ -276,3 +276,35 @@
     {%- endcall -%}
     {{ return(run_query('select lake_id from lago_mago_lake_json').rows[0][0]) }}
 {% endmacro %}
+
+
+{#-
+    on-run-start (DuckDB): the view `bronze.lake_capture_times` (source, table, capture time) over the lake's file
+    names, pointed at this run's LAKE_URI. The sources YAML reads it for `dbt source freshness`, so no lake path is
+    rendered at parse time. Other engines read sources from their catalog and skip it.
+-#}
+{% macro publish_lake_capture_times() %}
+    {{ return(adapter.dispatch('publish_lake_capture_times', 'lago_mago')()) }}
+{% endmacro %}
+
+{% macro default__publish_lake_capture_times() %}
+    {{ return('') }}
+{% endmacro %}
+
+{% macro duckdb__publish_lake_capture_times() %}
+    {%- if not execute -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set files = lago_mago.lake_uri() ~ '/raw/*/*/*/*.parquet' -%}
+    {%- do run_query('create schema if not exists ' ~ (generate_schema_name('bronze', none) | trim)) -%}
+    {%- call statement('lago_mago_lake_capture_times') -%}
+        create or replace view {{ generate_schema_name('bronze', none) | trim }}.lake_capture_times as
+        select
+            regexp_extract(file, '/raw/([^/]+)/[^/]+/[^/]+/[^/]+$', 1) as source_name,
+            regexp_extract(file, '/raw/[^/]+/[^/]+/([^/]+)/[^/]+$', 1) as table_name,
+            try_strptime(regexp_extract(file, '_(\d+_\d+_\d+)[.]parquet$', 1), '%Y%m%d_%H%M%S_%f') as captured_at
+        from glob({{ dbt.string_literal(files) }})
+    {%- endcall -%}
+    {%- do adapter.commit() -%}
+    {{ return('') }}
+{% endmacro %}
