@@ -15,17 +15,7 @@ from pathlib import Path
 
 import pytest
 from reliability_support import ROOT, History, Recorder, csv_args, ingest
-
-
-def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestion", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from support.cli import run_cli as cli
 
 
 @pytest.fixture(scope="module")
