@@ -1,4 +1,4 @@
-"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites cdc,...,quickstart]`.
+"""Lago Mago benchmarks: `python -m bench [--scales 1e5,1e6,1e7] [--repeats 3] [--suites capture,...,hotmart]`.
 
 Each figure is the median of `--repeats` runs, each run in a fresh process (peak RSS is that process's, or its
 children's for whole commands). Ratios are between alternatives measured in the same invocation, since the
@@ -81,7 +81,7 @@ def make_cdc_pair(scale: int, folder: Path) -> tuple[Path, Path]:
     if old.exists() and new.exists():
         return old, new
     table = load_catalog().source("loyalty").table("clientes")
-    produced = SimulatorReader(scale=scale).read(table, CaptureContext(folder, 0))
+    produced = SimulatorReader(scale=scale).read(table, CaptureContext(folder, 0)).to_parquet(old, table)
     produced.rename(old)
     con = duckdb.connect()
     con.execute(
@@ -199,6 +199,9 @@ def _find(results: list[Result], suite: str, case: str, rows: int) -> Result | N
 def targets(results: list[Result]) -> list[str]:
     """The issue's targets, computed from this run's figures (reported, never asserted)."""
     lines = ["| target | measured | met |", "|---|---|---|"]
+    from bench.capture import targets as capture_targets
+
+    lines += capture_targets(results)
 
     def ratio(suite: str, slow: str, fast: str, rows: int) -> float | None:
         a, b = _find(results, suite, slow, rows), _find(results, suite, fast, rows)
@@ -284,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1e5,1e6,1e7", help="comma-separated row counts")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--suites", default="cdc,bronze,e2e,engines,dag,quickstart,hotmart")
+    parser.add_argument("--suites", default="capture,cdc,bronze,e2e,engines,dag,quickstart,hotmart")
     parser.add_argument("--pandas-max", type=float, default=1e6, help="largest scale for the pandas baseline")
+    parser.add_argument(
+        "--reference-max", type=float, default=1e7, help="largest scale for the capture's reference tool (pandas)"
+    )
     parser.add_argument("--e2e-scale", type=int, default=10_000, help="simulator scale of the e2e suite")
     parser.add_argument("--hotmart-scale", type=int, default=10_000, help="simulator scale of the hotmart suite")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -302,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     results: list[Result] = []
+    if "capture" in suites:
+        from bench.capture import suite_capture
+
+        results += suite_capture(scales, args.repeats, work, int(args.reference_max))
     if "cdc" in suites:
         results += suite_cdc(scales, args.repeats, work, int(args.pandas_max))
     if "bronze" in suites:

@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import duckdb
 
 from ingestion import cdc
 from ingestion.breaker import held_files, hold, judge
 from ingestion.catalog import Source, Table
+from ingestion.duck import parquet_columns, same_type
 from ingestion.errors import LakeStateError, MassDeleteError, SnapshotError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.lock import LakeLock
-from ingestion.readers.base import CaptureContext, SnapshotReader
+from ingestion.readers.base import CaptureContext, Snapshot, SnapshotReader
 from ingestion.state import CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
 from ingestion.table_store import PreparedCapture, TableStore
 
@@ -75,19 +75,24 @@ def prepare_capture(
     changes = table_dir / f"changes_{capture_id}.parquet"
 
     kind: CaptureKind
+    delta = False
     if state.snapshot_key is None:
         kind = "full-load"
         result = cdc.full_load(table, snapshot, captured_at, first_sequence, changes)
+        # the full load holds every row: it is the table's first stored snapshot as it is
+        stored: Path | None = snapshot.file or changes
     else:
-        previous_file = _previous_snapshot(store, state.snapshot_key, table_dir / "previous.parquet")
-        result = cdc.diff(table, previous_file, snapshot, captured_at, first_sequence, changes)
+        rows = last.snapshot_rows if last is not None else 0
+        baseline = _baseline(store, state, rows, table_dir)
+        result = cdc.diff(table, baseline, snapshot, captured_at, first_sequence, changes)
         kind = "cdc" if result.counts.total else "unchanged"
+        stored, delta = _next_snapshot(table, state, kind, snapshot, result, changes, table_dir)
 
     record = CaptureRecord(
         capture_id=capture_id,
         kind=kind,
         data_key=store.data_key(kind, capture_id) if kind != "unchanged" else None,
-        snapshot_key=store.snapshot_key(capture_id),
+        snapshot_key=store.snapshot_key(capture_id) if stored is not None else "",
         first_sequence=first_sequence,
         last_sequence=result.last_sequence if result.counts.total else state.last_sequence,
         inserts=result.counts.inserts,
@@ -96,15 +101,56 @@ def prepare_capture(
         snapshot_rows=result.snapshot_rows,
         reader=reader.name,
         day=day,
+        snapshot_delta=delta,
     )
     verdict = None
     if kind == "cdc" and last is not None:
         verdict = judge(table, last.snapshot_rows, result.snapshot_rows, result.counts.deletes)
-    return PreparedCapture(table, state, record, changes if record.data_key else None, snapshot, started, verdict)
+    return PreparedCapture(table, state, record, changes if record.data_key else None, stored, started, verdict)
 
 
-def _previous_snapshot(store: TableStore, key: str, dest: Path) -> Path:
-    """Download the snapshot the next capture is diffed against; an unreadable one is named by its lake URI."""
+# A CSV capture stores its change file as the next snapshot (see `cdc.Baseline`) until the change files since
+# the last full snapshot hold more rows than this share of the table, or there are this many of them; the
+# capture then writes a full snapshot again, so the previous state stays cheap to read.
+COMPACT_SHARE = 0.25
+COMPACT_FILES = 16
+
+
+def _next_snapshot(
+    table: Table,
+    state: TableState,
+    kind: CaptureKind,
+    snapshot: Snapshot,
+    result: cdc.DiffResult,
+    changes: Path,
+    workdir: Path,
+) -> tuple[Path | None, bool]:
+    """What the capture stores as the table's next snapshot, and whether it is a change file on top of the
+    previous state: nothing when nothing changed; the reader's own Parquet file when it wrote one (free);
+    else the change file, or a full snapshot when the stored change files have grown too big."""
+    if kind == "unchanged":
+        return None, False
+    if snapshot.file is not None:
+        return snapshot.file, False
+    grown = state.delta_rows + result.counts.total > COMPACT_SHARE * max(result.snapshot_rows, 1)
+    if grown or len(state.snapshot_deltas) + 1 >= COMPACT_FILES:
+        return cdc.write_snapshot(table, snapshot, workdir / "snapshot.parquet"), False
+    return changes, True
+
+
+def _baseline(store: TableStore, state: TableState, rows: int, workdir: Path) -> cdc.Baseline:
+    """The stored state the next capture is diffed against, as local files."""
+    assert state.snapshot_key is not None
+    snapshot = _stored_file(store, state.snapshot_key, workdir / "previous.parquet")
+    deltas = tuple(
+        _stored_file(store, key, workdir / f"previous_{i}.parquet") for i, key in enumerate(state.snapshot_deltas)
+    )
+    return cdc.Baseline(snapshot, deltas, rows)
+
+
+def _stored_file(store: TableStore, key: str, dest: Path) -> Path:
+    """A stored snapshot file: read in place in a local lake, downloaded from S3; an unreadable one is named by
+    its lake URI."""
     lake, table = store.lake, store.table
     if not lake.exists(key):
         raise LakeStateError(
@@ -113,25 +159,29 @@ def _previous_snapshot(store: TableStore, key: str, dest: Path) -> Path:
             "restore the file from a backup of the lake; or, to capture the table again from scratch, "
             + store.repair_hint(),
         )
-    lake.download(key, dest)
+    path = lake.local_path(key) or lake.download(key, dest)
+    con = duckdb.connect()
     try:
-        schema = pq.read_schema(dest)
-    except (pa.ArrowException, OSError) as exc:
+        columns = parquet_columns(con, path)
+    except duckdb.Error as exc:
         raise SnapshotError(
             f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not readable Parquet "
-            f"({exc}); restore it, or move the table's state aside to start again with a full load"
+            f"({str(exc).splitlines()[0]}); restore it, or move the table's state aside to start again with a "
+            "full load"
         ) from exc
+    finally:
+        con.close()
     # a file of another table or another tool: its key columns must be there, with their declared types
     for name in table.primary_key:
-        declared = table.schema.field(name).type
-        found = schema.field(name).type if name in schema.names else None
-        if found != declared:
+        declared = table.column(name).data_type
+        found = columns.get(name)
+        if found is None or not same_type(found, declared):
             raise SnapshotError(
                 f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not a snapshot of this "
                 f"table: key column {name} is {found or 'missing'}, declared {declared}; restore the table's "
                 "snapshot from a backup of the lake"
             )
-    return dest
+    return path
 
 
 def _last_day(state: TableState) -> int:
@@ -277,6 +327,8 @@ def run_capture(
     options = options or RunOptions()
 
     def describe(record: CaptureRecord) -> str:
+        if record.kind == "unchanged":
+            return f"unchanged, {record.snapshot_rows} rows in snapshot"
         return (
             f"{record.kind}, {record.snapshot_rows} rows in snapshot, I={record.inserts} U={record.updates} "
             f"D={record.deletes}, sequences {record.first_sequence}..{record.last_sequence}"

@@ -6,12 +6,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pyarrow as pa
 import yaml
 
 from ingestion.errors import CatalogError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # The dbt project holding the declarations: this checkout, or env LAGO_PROJECT_DIR where the package is installed
 # apart from the project (a wheel on a Databricks job cluster).
@@ -22,15 +24,9 @@ DEFAULT_SOURCES_GLOB = "models/bronze/*/_*__sources.yml"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
 
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "varchar": pa.string(),
-    "integer": pa.int32(),
-    "bigint": pa.int64(),
-    "double": pa.float64(),
-    "boolean": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us"),
-}
+# the declarable types, and their Arrow types for readers of the lake (pyarrow is imported only when asked)
+DATA_TYPES = ("varchar", "integer", "bigint", "double", "boolean", "date", "timestamp")
+
 
 # "snapshot": diffed into CDC files; "events": append-only
 CaptureMode = Literal["snapshot", "events"]
@@ -53,21 +49,43 @@ def validate_identifier(name: object, what: str) -> str:
     return name
 
 
-def arrow_type(data_type: str, where: str) -> pa.DataType:
+def check_type(data_type: str, where: str) -> str:
+    """The declared type, or a CatalogError naming where it is declared."""
     normalised = data_type.strip().lower()
-    if normalised in _ARROW_TYPES:
-        return _ARROW_TYPES[normalised]
+    if normalised not in DATA_TYPES and not _DECIMAL.match(normalised):
+        raise CatalogError(
+            f"{where}: unsupported data_type {data_type!r} (use one of {sorted(DATA_TYPES)} or decimal(p,s))"
+        )
+    return data_type
+
+
+def arrow_type(data_type: str, where: str) -> pa.DataType:
+    import pyarrow as pa
+
+    normalised = check_type(data_type, where).strip().lower()
     match = _DECIMAL.match(normalised)
     if match:
         return pa.decimal128(int(match.group(1)), int(match.group(2)))
-    raise CatalogError(f"{where}: unsupported data_type {data_type!r} (use one of {sorted(_ARROW_TYPES)})")
+    types = {
+        "varchar": pa.string(),
+        "integer": pa.int32(),
+        "bigint": pa.int64(),
+        "double": pa.float64(),
+        "boolean": pa.bool_(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us"),
+    }
+    return types[normalised]
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
     data_type: str
-    arrow: pa.DataType
+
+    @property
+    def arrow(self) -> pa.DataType:
+        return arrow_type(self.data_type, self.name)
 
 
 @dataclass(frozen=True)
@@ -122,8 +140,16 @@ class Table:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"table {self.qualified_name} has no column {name}")
+
     @property
     def schema(self) -> pa.Schema:
+        import pyarrow as pa
+
         return pa.schema([pa.field(c.name, c.arrow) for c in self.columns])
 
     @property
@@ -170,7 +196,7 @@ def _parse_table(source: str, raw: dict[str, object], path: Path) -> Table:
         data_type = raw_column.get("data_type")
         if not isinstance(data_type, str):
             raise CatalogError(f"{where}: column {column_name} has no data_type")
-        columns.append(Column(column_name, data_type, arrow_type(data_type, f"{where}.{column_name}")))
+        columns.append(Column(column_name, check_type(data_type, f"{where}.{column_name}")))
     names = [c.name for c in columns]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

@@ -3,7 +3,24 @@
 Two Parquet snapshots of a table go in; one Parquet file of changes comes out, each row tagged with
 `_cdc_operation` (I/U/D), `_cdc_timestamp` (the capture's time) and `_cdc_sequence` (strictly increasing per
 table). Rows are compared column by column with IS DISTINCT FROM, so NULL in both snapshots is no change.
-Neither snapshot is ever loaded into Python objects: DuckDB streams and, past its memory budget, spills.
+Neither snapshot is ever loaded into Python objects: DuckDB streams, writes the change file with its own COPY
+and, past its memory budget, spills.
+
+The key check costs no scan of its own on a diff. The previous snapshot's keys are unique (it passed this check
+when it was captured), so every new row meets at most one old row in the join, and:
+
+    rows of the new snapshot - inserts + deletes = rows of the previous snapshot
+
+holds exactly when no key of the previous snapshot appears twice in the new one. A repeated or NULL key among
+the inserts shows in the change file itself, which is small. Only when either test fails is the whole snapshot
+scanned again, to name the repeated keys. The same equation proves the read complete: a row the parser
+skipped would be counted as a delete (or a missing insert) and break it, since the new snapshot's row count is
+counted apart from the read (a Parquet footer, a CSV's lines).
+
+The previous state need not be one file. A diff stores its own change file as the table's next snapshot: the
+last full snapshot plus the change files since (`Baseline`), each key's latest change winning. A CSV capture
+therefore writes only its changes; a full snapshot is written again when the changes since the last one outgrow
+a share of it (see `capture.py`).
 """
 
 from __future__ import annotations
@@ -11,14 +28,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Table
-from ingestion.duck import check_io, connect, quote_identifier, sql_literal, write_parquet
-from ingestion.errors import SnapshotError
+from ingestion.duck import (
+    check_io,
+    connect,
+    copy_to_parquet,
+    quote_identifier,
+    same_type,
+    sql_literal,
+)
+from ingestion.errors import BadKeyError, SnapshotError
+from ingestion.readers.base import Snapshot
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -33,6 +60,15 @@ class ChangeCounts:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """A table's previous state: its last full snapshot and the change files applied to it since, oldest first."""
+
+    snapshot: Path
+    deltas: tuple[Path, ...]
+    rows: int  # the rows it holds, as the capture that made it counted them
+
+
+@dataclass(frozen=True)
 class DiffResult:
     counts: ChangeCounts
     snapshot_rows: int
@@ -40,7 +76,9 @@ class DiffResult:
 
 
 def change_schema(table: Table) -> pa.Schema:
-    """The Arrow schema of every full-load and change file of `table`."""
+    """The Arrow schema of every full-load and change file of `table` (for readers of the lake)."""
+    import pyarrow as pa
+
     cdc_fields = [
         pa.field(CDC_OPERATION, pa.string()),
         pa.field(CDC_TIMESTAMP, pa.timestamp("us", tz="UTC")),
@@ -53,53 +91,93 @@ def _read(path: Path) -> str:
     return f"read_parquet({sql_literal(str(path))})"
 
 
-def check_keys(con: duckdb.DuckDBPyConnection, table: Table, snapshot: Path) -> int:
-    """Raise if a key column is NULL or a key repeats; return the snapshot's row count."""
-    keys = ", ".join(quote_identifier(k) for k in table.primary_key)
-    key_label = ", ".join(table.primary_key)
-    null_test = " or ".join(f"{quote_identifier(k)} is null" for k in table.primary_key)
-    distinct_key = quote_identifier(table.primary_key[0]) if len(table.primary_key) == 1 else f"({keys})"
-    # one scan answers both questions; the slower search for examples runs only when a key repeats
+def _row_count(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """From the file's footer: no column is read."""
+    (rows,) = con.execute(f"select count(*) from {_read(path)}").fetchall()[0]
+    return int(rows)
+
+
+def _null_test(table: Table, alias: str = "") -> str:
+    prefix = f"{alias}." if alias else ""
+    return " or ".join(f"{prefix}{quote_identifier(k)} is null" for k in table.primary_key)
+
+
+def _key_value(table: Table) -> str:
+    keys = [quote_identifier(k) for k in table.primary_key]
+    return keys[0] if len(keys) == 1 else f"({', '.join(keys)})"
+
+
+def check_keys(con: duckdb.DuckDBPyConnection, table: Table, relation: str) -> int:
+    """Raise BadKeyError if a key column is NULL or a key repeats in `relation`; return its row count."""
+    null_test = _null_test(table)
     row = con.execute(
         f"select count(*), count(*) filter (where {null_test}), "
-        f"count(distinct {distinct_key}) filter (where not ({null_test})) from {_read(snapshot)}"
+        f"count(distinct {_key_value(table)}) filter (where not ({null_test})) from {relation}"
     ).fetchall()[0]
     rows, null_keys, distinct_keys = int(row[0]), int(row[1]), int(row[2])
+    key = tuple(table.primary_key)
     if null_keys:
-        raise SnapshotError(
-            f"table {table.qualified_name}: {null_keys} row(s) have a NULL in primary key ({key_label}); "
-            "nothing was published"
-        )
+        raise BadKeyError(table.qualified_name, key, null_rows=null_keys)
     if distinct_keys == rows:
         return rows
+    # the slower search for examples runs only when a key repeats
+    keys = ", ".join(quote_identifier(k) for k in table.primary_key)
     duplicates = con.execute(
-        f"select {keys}, count(*) as n from {_read(snapshot)} group by all having count(*) > 1 "
-        f"order by n desc, {keys} limit 5"
+        f"select {keys}, count(*) as n from {relation} group by all having count(*) > 1 order by n desc, {keys} limit 5"
     ).fetchall()
-    if duplicates:
-        total = con.execute(
-            f"select count(*) from (select 1 from {_read(snapshot)} group by {keys} having count(*) > 1)"
-        ).fetchall()[0]
-        examples = "; ".join(
-            ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, dup[:-1], strict=True)) + f" ({dup[-1]} rows)"
-            for dup in duplicates
-        )
-        raise SnapshotError(
-            f"table {table.qualified_name}: {total[0]} primary key value(s) of ({key_label}) "
-            f"repeat, e.g. {examples}; nothing was published"
-        )
-    return rows
-
-
-def _declared_view(table: Table, snapshot: Path) -> str:
-    """The previous snapshot seen through today's declaration: a newly declared column reads as NULL (so every
-    row with a value in it is an update) and a column no longer declared is left out."""
-    present = set(pq.read_schema(snapshot).names)
-    columns = ", ".join(
-        quote_identifier(c.name) if c.name in present else f"cast(null as {c.data_type}) as {quote_identifier(c.name)}"
-        for c in table.columns
+    examples = "; ".join(
+        ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, dup[:-1], strict=True)) + f" ({dup[-1]} rows)"
+        for dup in duplicates
     )
-    return f"select {columns} from {_read(snapshot)}"
+    (repeated,) = con.execute(
+        f"select count(*) from (select 1 from {relation} group by {keys} having count(*) > 1)"
+    ).fetchall()[0]
+    raise BadKeyError(table.qualified_name, key, repeated=int(repeated), examples=examples)
+
+
+def _declared_columns(con: duckdb.DuckDBPyConnection, table: Table, relation: str) -> str:
+    """The select list that shows a stored snapshot through today's declaration: a newly declared column reads
+    as NULL (so every row with a value in it is an update), a column no longer declared is left out, and a column
+    whose declared type changed is read as the new type (a value that does not convert reads as NULL: its row is
+    an update)."""
+    description = con.execute(f"select * from {relation} limit 0").description or []
+    present = {str(column[0]): str(column[1]) for column in description}
+    columns = []
+    for column in table.columns:
+        name = quote_identifier(column.name)
+        if column.name not in present:
+            columns.append(f"cast(null as {column.data_type}) as {name}")
+        elif same_type(present[column.name], column.data_type):
+            columns.append(name)
+        else:
+            columns.append(f"try_cast({name} as {column.data_type}) as {name}")
+    return ", ".join(columns)
+
+
+def _files(paths: tuple[Path, ...]) -> str:
+    return "read_parquet([" + ", ".join(sql_literal(str(p)) for p in paths) + "], union_by_name = true)"
+
+
+def baseline_relation(con: duckdb.DuckDBPyConnection, table: Table, baseline: Baseline) -> str:
+    """The previous state as one relation of declared columns: the snapshot's rows no change file touched, and
+    each touched key's latest version unless its latest change deletes it."""
+    snapshot = _read(baseline.snapshot)
+    base = f"select {_declared_columns(con, table, snapshot)} from {snapshot}"
+    if not baseline.deltas:
+        return f"({base})"
+    keys = ", ".join(quote_identifier(k) for k in table.primary_key)
+    latest = (
+        f"(select * from {_files(baseline.deltas)} "
+        f"qualify row_number() over (partition by {keys} order by {CDC_SEQUENCE} desc) = 1)"
+    )
+    columns = _declared_columns(con, table, latest)
+    on = " and ".join(f"b.{quote_identifier(k)} = d.{quote_identifier(k)}" for k in table.primary_key)
+    return f"""(
+        with latest as materialized {latest}
+        select b.* from ({base}) as b anti join (select {keys} from latest) as d on {on}
+        union all
+        select {columns} from latest where {CDC_OPERATION} <> 'D'
+    )"""
 
 
 def _select_columns(table: Table, alias: str) -> str:
@@ -109,6 +187,13 @@ def _select_columns(table: Table, alias: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Written:
+    counts: ChangeCounts
+    insert_null_keys: int
+    insert_distinct_keys: int
+
+
 def _write_changes(
     con: duckdb.DuckDBPyConnection,
     changes_sql: str,
@@ -116,81 +201,133 @@ def _write_changes(
     captured_at: datetime,
     first_sequence: int,
     dest: Path,
-) -> ChangeCounts:
+) -> _Written:
     keys = ", ".join(quote_identifier(k) for k in table.primary_key)
     columns = ", ".join(quote_identifier(c) for c in table.column_names)
     timestamp = sql_literal(captured_at.strftime("%Y-%m-%d %H:%M:%S.%f+00"))
-    write_parquet(
+    copy_to_parquet(
         con,
         f"""select
                 op as {CDC_OPERATION},
                 cast({timestamp} as timestamptz) as {CDC_TIMESTAMP},
                 cast({first_sequence} + row_number() over (order by {keys}) - 1 as bigint) as {CDC_SEQUENCE},
                 {columns}
-            from ({changes_sql}) as changes
-            order by {CDC_SEQUENCE}""",
-        change_schema(table),
+            from ({changes_sql}) as changes""",
         dest,
+        order_by=CDC_SEQUENCE,
     )
-    counted = dict(con.execute(f"select {CDC_OPERATION}, count(*) from {_read(dest)} group by all").fetchall())
-    return ChangeCounts(counted.get("I", 0), counted.get("U", 0), counted.get("D", 0))
+    inserts = f"{CDC_OPERATION} = 'I'"
+    null_test = _null_test(table)
+    row = con.execute(
+        f"""select count(*) filter (where {inserts}), count(*) filter (where {CDC_OPERATION} = 'U'),
+                count(*) filter (where {CDC_OPERATION} = 'D'),
+                count(*) filter (where {inserts} and ({null_test})),
+                count(distinct {_key_value(table)}) filter (where {inserts} and not ({null_test}))
+            from {_read(dest)}"""
+    ).fetchall()[0]
+    return _Written(ChangeCounts(int(row[0]), int(row[1]), int(row[2])), int(row[3]), int(row[4]))
 
 
-def full_load(table: Table, snapshot: Path, captured_at: datetime, first_sequence: int, dest: Path) -> DiffResult:
+def _complete(written: _Written, rows: int, previous_rows: int) -> bool:
+    """The module's equation: the change file accounts for every row of both snapshots, each key once."""
+    counts = written.counts
+    return (
+        written.insert_null_keys == 0
+        and written.insert_distinct_keys == counts.inserts
+        and rows - counts.inserts + counts.deletes == previous_rows
+    )
+
+
+def full_load(table: Table, snapshot: Snapshot, captured_at: datetime, first_sequence: int, dest: Path) -> DiffResult:
     """Every row of the first snapshot as an insert."""
     con = connect(dest.parent, ordered=False)
     try:
-        rows = check_keys(con, table, snapshot)
-        counts = _write_changes(
-            con,
-            f"select 'I' as op, {_select_columns(table, 'n')} from {_read(snapshot)} as n",
-            table,
-            captured_at,
-            first_sequence,
-            dest,
-        )
+        written: _Written | None = None
+        try:
+            written = _write_changes(con, f"select 'I' as op, * from {snapshot.relation}", table, captured_at,
+                                     first_sequence, dest)  # fmt: skip
+        except duckdb.Error as exc:
+            check_io(exc, f"table {table.qualified_name}")
+            if snapshot.careful is None:
+                raise
+        if written is None or written.counts.inserts != snapshot.expected_rows():
+            if snapshot.careful is None:
+                raise SnapshotError(
+                    f"table {table.qualified_name}: read {written.counts.inserts if written else 0} row(s) of the "
+                    f"{snapshot.expected_rows()} the snapshot holds; nothing was published"
+                )
+            snapshot = snapshot.careful()  # raises, naming what is wrong, or gives the rows as Parquet
+            written = _write_changes(con, f"select 'I' as op, * from {snapshot.relation}", table, captured_at,
+                                     first_sequence, dest)  # fmt: skip
+        rows = check_keys(con, table, _read(dest))
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
         raise SnapshotError(f"table {table.qualified_name}: full load failed: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
-    return DiffResult(counts, rows, first_sequence + counts.total - 1)
+    return DiffResult(written.counts, rows, first_sequence + written.counts.total - 1)
+
+
+def _diff_sql(con: duckdb.DuckDBPyConnection, table: Table, baseline: Baseline, current: str) -> str:
+    join = " and ".join(f"o.{quote_identifier(k)} = n.{quote_identifier(k)}" for k in table.primary_key)
+    first_key = quote_identifier(table.primary_key[0])
+    non_keys = [c for c in table.column_names if c not in table.primary_key]
+    changed = (
+        " or ".join(f"o.{quote_identifier(c)} is distinct from n.{quote_identifier(c)}" for c in non_keys) or "false"
+    )
+    payload = ", ".join(
+        f"cast(case when n.{first_key} is null then o.{quote_identifier(c.name)} "
+        f"else n.{quote_identifier(c.name)} end as {c.data_type}) as {quote_identifier(c.name)}"
+        for c in table.columns
+    )
+    return f"""
+        select
+            case when o.{first_key} is null then 'I' when n.{first_key} is null then 'D' else 'U' end as op,
+            {payload}
+        from {current} as n
+        full outer join {baseline_relation(con, table, baseline)} as o on {join}
+        where o.{first_key} is null or n.{first_key} is null or ({changed})
+    """
 
 
 def diff(
     table: Table,
-    previous: Path,
-    current: Path,
+    baseline: Baseline,
+    current: Snapshot,
     captured_at: datetime,
     first_sequence: int,
     dest: Path,
 ) -> DiffResult:
-    """The changes that turn `previous` into `current`. Writes `dest` only when there is a change."""
+    """The changes that turn `baseline` into `current`. Writes `dest` only when there is a change."""
     con = connect(dest.parent, ordered=False)
     try:
-        rows = check_keys(con, table, current)
-        join = " and ".join(f"o.{quote_identifier(k)} = n.{quote_identifier(k)}" for k in table.primary_key)
-        first_key = quote_identifier(table.primary_key[0])
-        non_keys = [c for c in table.column_names if c not in table.primary_key]
-        changed = (
-            " or ".join(f"o.{quote_identifier(c)} is distinct from n.{quote_identifier(c)}" for c in non_keys)
-            or "false"
-        )
-        payload = ", ".join(
-            f"cast(case when n.{first_key} is null then o.{quote_identifier(c.name)} "
-            f"else n.{quote_identifier(c.name)} end as {c.data_type}) as {quote_identifier(c.name)}"
-            for c in table.columns
-        )
-        changes_sql = f"""
-            select
-                case when o.{first_key} is null then 'I' when n.{first_key} is null then 'D' else 'U' end as op,
-                {payload}
-            from {_read(current)} as n
-            full outer join ({_declared_view(table, previous)}) as o on {join}
-            where o.{first_key} is null or n.{first_key} is null or ({changed})
-        """
-        dest.unlink(missing_ok=True)
-        counts = _write_changes(con, changes_sql, table, captured_at, first_sequence, dest)
+        written: _Written | None = None
+        try:
+            written = _write_changes(con, _diff_sql(con, table, baseline, current.relation), table, captured_at,
+                                     first_sequence, dest)  # fmt: skip
+        except duckdb.Error as exc:
+            check_io(exc, f"table {table.qualified_name}")
+            if current.careful is None:
+                raise
+        rows = current.expected_rows()
+        if (written is None or not _complete(written, rows, baseline.rows)) and current.careful is not None:
+            # DuckDB refused the file, or the equation failed: read it again the slow way (which raises,
+            # naming the bad line or value, or gives the same rows as Parquet with an exact count)
+            current = current.careful()
+            written = _write_changes(con, _diff_sql(con, table, baseline, current.relation), table, captured_at,
+                                     first_sequence, dest)  # fmt: skip
+            rows = current.expected_rows()
+        assert written is not None
+        if not _complete(written, rows, baseline.rows):
+            dest.unlink(missing_ok=True)
+            check_keys(con, table, current.relation)  # names the NULL or repeated keys
+            raise SnapshotError(
+                f"table {table.qualified_name}: the stored snapshot does not hold the {baseline.rows} row(s) its "
+                f"capture recorded, each key once (was the primary key ({', '.join(table.primary_key)}) declared "
+                "otherwise then?); restore the declaration, or move the table's state aside to start again with a "
+                "full load"
+            )
+        counts = written.counts
         if counts.total == 0:
             dest.unlink(missing_ok=True)
     except duckdb.Error as exc:
@@ -199,3 +336,18 @@ def diff(
     finally:
         con.close()
     return DiffResult(counts, rows, first_sequence + counts.total - 1)
+
+
+def write_snapshot(table: Table, snapshot: Snapshot, dest: Path) -> Path:
+    """The snapshot as one Parquet file of declared columns: the reader's own file, or written from the relation."""
+    if snapshot.file is not None:
+        return snapshot.file
+    con = connect(dest.parent, ordered=False)
+    try:
+        copy_to_parquet(con, f"select * from {snapshot.relation}", dest)
+    except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
+        raise SnapshotError(f"table {table.qualified_name}: snapshot failed: {str(exc).splitlines()[0]}") from exc
+    finally:
+        con.close()
+    return dest

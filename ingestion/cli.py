@@ -15,18 +15,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import duckdb
-
-from ingestion.capture import RunOptions, approve_held, run_capture, simulator_target_day
 from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
 from ingestion.errors import CatalogError, IngestionError, LakeError, LakeLockedError, UsageError
-from ingestion.events import run_events
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
-from ingestion.readers.base import EventReader, SnapshotReader
 from ingestion.state import CaptureRecord, TableState, moment_of
 from ingestion.table_store import load_state
+
+# The engine (DuckDB, the readers) is imported by the commands that capture: `--help` and `status` start fast.
+if TYPE_CHECKING:
+    from ingestion.readers.base import EventReader, SnapshotReader
 
 log = logging.getLogger("ingestion")
 
@@ -201,6 +201,9 @@ def command_run_events(
 ) -> int:
     reader = _event_reader(args)
     tables = _tables(source, args, reader)
+    from ingestion.capture import RunOptions
+    from ingestion.events import run_events
+
     options = RunOptions(lock=lock, simulator_day=simulator_day)
     records = run_events(lake, source, tables, reader, options)
     log.info("events of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
@@ -224,6 +227,8 @@ def command_run(catalog: Catalog, args: argparse.Namespace) -> int:
     with LakeLock(lake, wait=args.wait) as lock:
         day = None
         if args.reader == "simulator" and len(sources) > 1:
+            from ingestion.capture import simulator_target_day
+
             # every source's simulator moves to the same day, also when a crash left one source behind
             day = simulator_target_day([load_state(lake, t) for source in sources for t in source.tables.values()])
         for source in sources:
@@ -240,6 +245,8 @@ def command_run_source(
         raise UsageError(f"--arrival-column applies to events sources; {source.name} is captured as snapshots")
     reader = _reader(args)
     tables = _tables(source, args, reader)
+    from ingestion.capture import RunOptions, run_capture
+
     options = RunOptions(lock=lock, simulator_day=simulator_day, allow_mass_delete=args.allow_mass_delete)
     records = run_capture(lake, source, tables, reader, options)
     log.info("capture of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
@@ -302,9 +309,6 @@ def _dbt_build(target: str, running: list[subprocess.Popen[bytes]]) -> int:
     log.info("running %s", " ".join(command))
     try:
         process = subprocess.Popen(command, start_new_session=True)
-    except duckdb.IOException as exc:
-        log.error("filesystem error: %s", str(exc).splitlines()[0])
-        return LakeError.exit_code
     except OSError as exc:
         raise UsageError(f"--dbt-build: cannot start dbt: {os_error_text(exc)}") from exc
     running.append(process)
@@ -323,6 +327,8 @@ def command_approve(catalog: Catalog, args: argparse.Namespace) -> int:
         lake.verify_conditional_writes()
     with LakeLock(lake, wait=args.wait) as lock:
         for table in tables:
+            from ingestion.capture import approve_held
+
             approve_held(lake, table, lock)
     return 0
 
@@ -388,9 +394,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IngestionError as exc:
         log.error("%s", exc)
         return exc.exit_code
-    except duckdb.IOException as exc:
-        log.error("filesystem error: %s", str(exc).splitlines()[0])
-        return LakeError.exit_code
     except OSError as exc:
         # the local filesystem outside the lake (TMPDIR, the work folder): full, read-only, no permission
         where = f" {exc.filename}" if exc.filename else ""
@@ -399,3 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except Exception as exc:
+        # DuckDB's failures to read or write its local files; DuckDB is loaded only by a command that captures
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is not None and isinstance(exc, duckdb.IOException):
+            log.error("filesystem error: %s", str(exc).splitlines()[0])
+            return LakeError.exit_code
+        raise

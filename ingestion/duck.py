@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ingestion.errors import WorkspaceError
 
@@ -46,16 +44,30 @@ def check_io(exc: duckdb.Error, where: str) -> None:
         raise WorkspaceError(f"{where}: the local work folder failed: {str(exc).splitlines()[0]}") from exc
 
 
-def write_parquet(con: duckdb.DuckDBPyConnection, query: str, schema: pa.Schema, dest: Path) -> int:
-    """Stream `query` into a snappy Parquet file with exactly `schema` (every column nullable); returns rows.
+def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, dest: Path, order_by: str | None = None) -> int:
+    """Write `query` to a snappy Parquet file by DuckDB's own COPY (no row passes through Python); returns rows.
 
-    DuckDB's own COPY marks a column without NULLs as required, so two captures of one table could differ in
-    their Parquet schemas; writing through Arrow with the declared schema keeps every file identical in shape.
+    The query casts every column to its declared type, so each file of a table has the same Parquet schema. DuckDB
+    marks a column REQUIRED when its statistics say it holds no NULL (a literal, a REQUIRED source column), so two
+    files of one table could differ; each column goes through a CASE that may yield NULL, which keeps it OPTIONAL.
     """
-    rows = 0
-    reader = con.sql(query).to_arrow_reader(1_000_000)
-    with pq.ParquetWriter(dest, schema, compression="snappy") as writer:
-        for batch in reader:
-            writer.write_batch(batch.cast(schema))
-            rows += batch.num_rows
-    return rows
+    description = con.execute(f"select * from ({query}) limit 0").description or []
+    names = [quote_identifier(str(column[0])) for column in description]
+    optional = ", ".join(f"case when {n} is null then null else {n} end as {n}" for n in names)
+    ordered = f" order by {order_by}" if order_by else ""
+    row = con.execute(
+        f"copy (select {optional} from ({query}){ordered}) to {sql_literal(str(dest))} "
+        "(format parquet, compression snappy)"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
+    """A Parquet file's columns and their DuckDB types, from its footer."""
+    description = con.execute(f"select * from read_parquet({sql_literal(str(path))}) limit 0").description or []
+    return {str(column[0]): str(column[1]) for column in description}
+
+
+def same_type(found: str, declared: str) -> bool:
+    """Whether DuckDB's name of a column's type is the declared one (`DECIMAL(18,2)` is `decimal(18, 2)`)."""
+    return found.replace(" ", "").lower() == declared.replace(" ", "").lower()

@@ -38,13 +38,34 @@ class BadCsvError(SnapshotError):
 class BadValueError(SnapshotError):
     """A value that is not of its column's declared type (nothing is rounded or guessed)."""
 
-    def __init__(self, table: str, file: str, line: int, column: str, value: str, data_type: str, why: str) -> None:
+    def __init__(
+        self, table: str, file: str, line: int, column: str, value: str, data_type: str, why: str, also: str = ""
+    ) -> None:
         self.table, self.file, self.line = table, file, line
         self.column, self.value, self.data_type = column, value, data_type
+        # the first bad value of every other column, from the same scan
+        self.also = also
+        others = f" (other bad values: {also})" if also else ""
         super().__init__(
             f"table {table}, file {file}, line {line}: column {column} has {value!r}, which is not a valid "
-            f"{data_type} ({why}); nothing was published"
+            f"{data_type} ({why}){others}; nothing was published"
         )
+
+
+class BadKeyError(SnapshotError):
+    """A snapshot whose primary key is NULL in some rows, or repeats: its changes cannot be told apart."""
+
+    def __init__(
+        self, table: str, key: tuple[str, ...], *, null_rows: int = 0, repeated: int = 0, examples: str = ""
+    ) -> None:
+        self.table, self.key, self.null_rows, self.repeated, self.examples = table, key, null_rows, repeated, examples
+        label = ", ".join(key)
+        problem = (
+            f"{null_rows} row(s) have a NULL in primary key ({label})"
+            if null_rows
+            else f"{repeated} value(s) of primary key ({label}) repeat" + (f", e.g. {examples}" if examples else "")
+        )
+        super().__init__(f"table {table}: {problem}; nothing was published")
 
 
 class SourceAccessError(IngestionError):

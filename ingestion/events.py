@@ -26,17 +26,19 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ingestion.capture import RunOptions, run_tables
 from ingestion.catalog import EVENT_BATCH_ID, EVENT_INGESTED_AT, Source, Table
-from ingestion.duck import check_io, connect, quote_identifier, sql_literal
+from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
 from ingestion.errors import SnapshotError
 from ingestion.lake import Lake
 from ingestion.readers.base import EventContext, EventReader
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 from ingestion.state import CaptureKind, CaptureRecord, capture_id_of, moment_of
 from ingestion.table_store import PreparedCapture, TableStore, load_state
 
@@ -49,10 +51,13 @@ FINGERPRINT = "_fingerprint"
 
 def event_schema(table: Table) -> pa.Schema:
     """The lake schema of an events file; fixed, so an all-NULL column is still typed."""
+    import pyarrow as pa
+
     return pa.schema(
         [
-            pa.field(EVENT_INGESTED_AT, pa.timestamp("us", tz="UTC"), nullable=False),
-            pa.field(EVENT_BATCH_ID, pa.string(), nullable=False),
+            # every column is OPTIONAL in the file, as DuckDB writes it; these two are never NULL (checked)
+            pa.field(EVENT_INGESTED_AT, pa.timestamp("us", tz="UTC")),
+            pa.field(EVENT_BATCH_ID, pa.string()),
             *table.schema,
         ]
     )
@@ -106,7 +111,9 @@ def capture_events(
             fingerprint = f"md5(cast(row({columns}) as varchar))"
             con.execute(f"create temp table fingerprinted as select *, {fingerprint} as {FINGERPRINT} from arrived")
             if state.snapshot_key:
-                published = lake.download(state.snapshot_key, table_dir / "published.parquet")
+                published = lake.local_path(state.snapshot_key) or lake.download(
+                    state.snapshot_key, table_dir / "published.parquet"
+                )
                 con.execute(f"create temp view published as select * from read_parquet({sql_literal(str(published))})")
             else:
                 con.execute(f"create temp table published ({FINGERPRINT} varchar)")
@@ -122,16 +129,18 @@ def capture_events(
         else:
             con.execute("create temp view new_events as select * from arrived")
         _check_events(con, table, reader)
-        schema = event_schema(table)
-        result = con.sql(
-            f"select {quote_identifier(EVENT_INGESTED_AT)}, {sql_literal(batch_id)} as {EVENT_BATCH_ID}, "
-            f"{columns} from new_events order by {quote_identifier(EVENT_INGESTED_AT)}"
+        # written by DuckDB itself, every column cast to its declared type (the lake schema of `event_schema`)
+        ingested_at = quote_identifier(EVENT_INGESTED_AT)
+        typed = ", ".join(
+            f"cast({quote_identifier(c.name)} as {c.data_type}) as {quote_identifier(c.name)}" for c in table.columns
         )
-        rows = 0
-        with pq.ParquetWriter(events, schema, compression="snappy") as writer:
-            for batch in result.to_arrow_reader(64_000):
-                writer.write_batch(pa.RecordBatch.from_arrays(list(batch.columns), schema=schema))
-                rows += batch.num_rows
+        rows = copy_to_parquet(
+            con,
+            f"select cast({ingested_at} as timestamptz) as {ingested_at}, "
+            f"cast({sql_literal(batch_id)} as varchar) as {EVENT_BATCH_ID}, {typed} from new_events",
+            events,
+            order_by=ingested_at,
+        )
         (latest,) = con.execute(f"select max({quote_identifier(EVENT_INGESTED_AT)}) from new_events").fetchall()[0]
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")

@@ -62,8 +62,12 @@ class Lake(ABC):
         """Objects whose key starts with `prefix`, sorted by key."""
 
     @abstractmethod
-    def publish(self, local_file: Path, key: str) -> bool:
-        """Write-once upload. False when the key already holds the same bytes; LakeError if other bytes."""
+    def publish(self, local_file: Path, key: str, *, handover: bool = False) -> bool:
+        """Write-once upload. False when the key already holds the same bytes; LakeError if other bytes.
+
+        `handover`: the caller never writes to `local_file` again (the capture's own work files), so a local lake
+        may link it in place of a copy; otherwise the published object is a copy, whatever happens to the file.
+        """
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -101,6 +105,10 @@ class Lake(ABC):
 
     def verify_conditional_writes(self) -> None:  # noqa: B027 - a local folder's hard links are always exclusive
         """Raise unless the store refuses a conditional write whose condition fails (checked before trusting it)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The object as a local file to read in place, when the lake is a folder; None on S3."""
+        return None
 
     def uri_for(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
@@ -164,6 +172,23 @@ class LocalLake(Lake):
             raise
         return temp
 
+    def _link_temp(self, local_file: Path) -> Path | None:
+        """The file hard-linked into the scratch folder and made durable, when it is on the lake's filesystem:
+        a snapshot of gigabytes is published without a copy. None when it is not (another device, no links)."""
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        temp = self._scratch / f"{uuid.uuid4().hex}.partial"
+        try:
+            os.link(local_file, temp)
+        except OSError:
+            return None
+        try:
+            with temp.open("rb") as handle:
+                os.fsync(handle.fileno())
+        except OSError:
+            temp.unlink(missing_ok=True)
+            raise
+        return temp
+
     def read_bytes(self, key: str) -> bytes | None:
         path = self._path(key)
         with self._os_errors("read", path):
@@ -192,6 +217,10 @@ class LocalLake(Lake):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
+
     def clear_scratch(self) -> None:
         # Only old files: a run waiting for the lock writes its lock candidate here too, seconds before it tries.
         with self._os_errors("clean", self._scratch):
@@ -202,7 +231,7 @@ class LocalLake(Lake):
                         if leftover.stat().st_mtime < cutoff:
                             leftover.unlink()
 
-    def publish(self, local_file: Path, key: str) -> bool:
+    def publish(self, local_file: Path, key: str, *, handover: bool = False) -> bool:
         final = self._path(key)
 
         def copy(handle: IO[bytes]) -> None:
@@ -211,7 +240,7 @@ class LocalLake(Lake):
 
         with self._os_errors("publish", final):
             final.parent.mkdir(parents=True, exist_ok=True)
-            temp = self._write_temp(copy)
+            temp = (self._link_temp(local_file) if handover else None) or self._write_temp(copy)
             try:
                 os.link(temp, final)
             except FileExistsError:
@@ -440,7 +469,7 @@ class S3Lake(Lake):
             raise
         return str(head["ETag"]).strip('"')
 
-    def publish(self, local_file: Path, key: str) -> bool:
+    def publish(self, local_file: Path, key: str, *, handover: bool = False) -> bool:
         from botocore.exceptions import ClientError
 
         with self._errors("publish", key):

@@ -51,6 +51,9 @@ class CaptureRecord:
     recovered: bool = False
     # events: the latest arrival (`_ingested_at`, ISO UTC) published so far, the floor of every later arrival
     last_arrival: str | None = None
+    # True when `snapshot_key` holds this capture's change file, applied on top of the table's previous state,
+    # rather than a full snapshot (see `cdc.Baseline`)
+    snapshot_delta: bool = False
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> CaptureRecord:
@@ -60,8 +63,22 @@ class CaptureRecord:
 @dataclass
 class TableState:
     last_sequence: int = 0
+    # the last full snapshot, and the change files stored as snapshots since (oldest first): together the state
+    # the next capture is diffed against
     snapshot_key: str | None = None
     captures: list[CaptureRecord] = field(default_factory=list)
+    snapshot_deltas: list[str] = field(default_factory=list)
+
+    @property
+    def snapshot_keys(self) -> set[str]:
+        """Every stored file the table's state needs."""
+        return {k for k in (self.snapshot_key, *self.snapshot_deltas) if k}
+
+    @property
+    def delta_rows(self) -> int:
+        """Rows in the change files stored on top of the last full snapshot."""
+        deltas = set(self.snapshot_deltas)
+        return sum(c.inserts + c.updates + c.deletes for c in self.captures if c.snapshot_key in deltas)
 
     @property
     def last_capture(self) -> CaptureRecord | None:
@@ -71,6 +88,7 @@ class TableState:
         body = {
             "last_sequence": self.last_sequence,
             "snapshot_key": self.snapshot_key,
+            "snapshot_deltas": self.snapshot_deltas,
             "captures": [asdict(c) for c in self.captures],
         }
         return json.dumps(body, indent=1).encode()

@@ -135,6 +135,7 @@ class TableStore:
                 last_sequence=int(body["last_sequence"]),
                 snapshot_key=body["snapshot_key"],
                 captures=[CaptureRecord.from_json(c) for c in body["captures"]],
+                snapshot_deltas=[str(k) for k in body.get("snapshot_deltas", [])],
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LakeError(f"{self.lake.uri_for(self.state_key)} is unreadable: {exc}") from exc
@@ -167,9 +168,9 @@ class TableStore:
         """Steps 1 and 2: put everything the capture needs under `_ingestion/`, then record it as pending."""
         record = prepared.record
         if prepared.staged is not None:
-            self.lake.publish(prepared.staged, record.snapshot_key)
+            self.lake.publish(prepared.staged, record.snapshot_key, handover=True)
         if prepared.data is not None:
-            self.lake.publish(prepared.data, self.staged_data_key(record.capture_id))
+            self.lake.publish(prepared.data, self.staged_data_key(record.capture_id), handover=True)
         failpoint("after-stage-snapshot")
         self.save_pending(record)
         failpoint("after-pending")
@@ -179,7 +180,7 @@ class TableStore:
         state, record = prepared.state, prepared.record
         previous = state.snapshot_key
         if record.data_key is not None and prepared.data is not None:
-            self.lake.publish(prepared.data, record.data_key)
+            self.lake.publish(prepared.data, record.data_key, handover=True)
         failpoint("after-publish")
         record.seconds = round(time.monotonic() - prepared.started, 3)
         self.commit(state, record)
@@ -191,7 +192,10 @@ class TableStore:
     def commit(self, state: TableState, record: CaptureRecord) -> None:
         """Advance the table's state past `record`: one atomic write."""
         state.last_sequence = max(state.last_sequence, record.last_sequence)
-        state.snapshot_key = record.snapshot_key or state.snapshot_key
+        if record.snapshot_key and record.snapshot_delta:
+            state.snapshot_deltas.append(record.snapshot_key)
+        elif record.snapshot_key:
+            state.snapshot_key, state.snapshot_deltas = record.snapshot_key, []
         state.captures.append(record)
         self.save_state(state)
 
@@ -201,13 +205,14 @@ class TableStore:
         failpoint("before-cleanup")
         self.clear_pending()
         self.prune_staged(state)
-        if previous and previous != state.snapshot_key:
+        if previous and previous not in state.snapshot_keys:
             self.lake.delete(previous)
 
     def prune_staged(self, state: TableState) -> None:
+        keep = state.snapshot_keys
         for folder in STAGED_FOLDERS:
             for item in self.lake.list(f"{self.prefix}/{folder}/"):
-                if item.key != state.snapshot_key:
+                if item.key not in keep:
                     self.lake.delete(item.key)
 
     def settle(self, state: TableState) -> CaptureRecord | None:

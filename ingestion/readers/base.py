@@ -1,19 +1,23 @@
 """The two reader contracts, below the engine that calls them (readers never import the engine).
 
-A snapshot reader provides one typed Parquet snapshot per table, in a local work folder; an event reader the
-events that arrived since the last batch. `simulated_days` tells the engine whether the reader's clock is the
-simulator's day counter (all tables of a run then move to the same day) instead of the engine branching on a
-reader's name.
+A snapshot reader provides each table's current state as a `Snapshot`: a relation DuckDB reads (a Parquet file
+the reader wrote, or a CSV file read and checked in the engine's own scan), with the row count it must yield;
+an event reader writes the events that arrived since the last batch. `simulated_days` tells the engine whether
+the reader's clock is the simulator's day counter (all tables of a run then move to the same day) instead of the
+engine branching on a reader's name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from ingestion.catalog import Table
+from ingestion.duck import copy_to_parquet, quote_identifier, sql_literal
+from ingestion.errors import SnapshotError
 
 
 @dataclass(frozen=True)
@@ -25,14 +29,67 @@ class CaptureContext:
     day: int = 0
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A table's current state as the engine reads it."""
+
+    # a DuckDB relation (SQL) with exactly the declared columns, in their declared types
+    relation: str
+    # the rows the relation must yield, counted apart from the read that yields them (a Parquet footer, a CSV's
+    # lines): the engine checks its diff against it, so a row a parser skipped can never pass for a delete
+    expected_rows: Callable[[], int]
+    # the Parquet file the relation reads, when the reader wrote one: it becomes the table's stored snapshot as is
+    file: Path | None = None
+    # reads the source again the slow way, for a relation DuckDB refused: raises an error that names what is
+    # wrong (table, file, line, column, value), or returns the same state as a Parquet snapshot
+    careful: Callable[[], Snapshot] | None = None
+
+    def to_parquet(self, dest: Path, table: Table) -> Path:
+        """The snapshot as one Parquet file: the reader's own, or `dest` written from the relation (read the
+        careful way when DuckDB refuses it or yields other than the expected rows)."""
+        import duckdb
+
+        if self.file is not None:
+            return self.file
+        con = duckdb.connect()
+        try:
+            columns = ", ".join(quote_identifier(c) for c in table.column_names)
+            rows: int | None = copy_to_parquet(con, f"select {columns} from {self.relation}", dest)
+        except duckdb.Error:
+            rows = None
+        finally:
+            con.close()
+        if rows is not None and rows == self.expected_rows():
+            return dest
+        if self.careful is None:
+            raise SnapshotError(f"table {table.qualified_name}: the snapshot could not be read whole")
+        return self.careful().to_parquet(dest, table)
+
+
+def parquet_snapshot(path: Path) -> Snapshot:
+    """A snapshot the reader wrote as Parquet with the declared schema; its footer says how many rows it holds."""
+
+    def rows() -> int:
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            (count,) = con.execute(f"select count(*) from read_parquet({sql_literal(str(path))})").fetchall()[0]
+        finally:
+            con.close()
+        return int(count)
+
+    return Snapshot(f"read_parquet({sql_literal(str(path))})", rows, file=path)
+
+
 class SnapshotReader(Protocol):
-    """Produces the current full state of a table as a Parquet file with the table's declared schema."""
+    """Provides the current full state of a table with the table's declared schema."""
 
     name: str
     simulated_days: bool
 
-    def read(self, table: Table, context: CaptureContext) -> Path:
-        """Write the snapshot of `table` under `context.workdir` and return the file's path."""
+    def read(self, table: Table, context: CaptureContext) -> Snapshot:
+        """The snapshot of `table`; files it writes go under `context.workdir`."""
         ...
 
     def available_tables(self, tables: list[Table]) -> list[Table]:

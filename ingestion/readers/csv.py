@@ -1,27 +1,31 @@
 """A folder of `<table>.csv` files: the user's own snapshots, and the format of the Kaggle dataset.
 
-A file is read in two passes. The first streams it once in Python, line by line: it checks UTF-8, the header
-and the field count of every record, and counts the records, with their line numbers. The second is DuckDB's
-parser, given a line-size limit above the longest record found, so it can never skip or split one (DuckDB
-silently drops a last line longer than its limit); its row count must equal the first pass's or the file is
-refused. Values are read as text and checked against their declared type with exact patterns, so nothing is
-rounded or guessed (`1.5` is not an integer, `50.005` not a `decimal(18,2)`).
-"""
+Values are read as text and checked against their declared type with exact patterns, so nothing is rounded or
+guessed (`1.5` is not an integer, `50.005` not a `decimal(18,2)`), then cast by DuckDB.
+
+A good file is read once: DuckDB parses it, checks each value in the same pass and writes the typed snapshot
+with its own COPY, while a thread counts the file's lines; the rows read must account for every line. DuckDB
+silently drops a last line longer than its line limit, so a file whose count disagrees, or that DuckDB
+refused, is read the careful way: a streaming scan in Python (UTF-8, header, field count and line of every
+record), then DuckDB's parser with a line limit above the longest record and one query that finds the first bad
+value of every column. That path names the table, file, line, column and value of what is wrong."""
 
 from __future__ import annotations
 
 import re
+import threading
 from array import array
 from bisect import bisect_right
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from ingestion.catalog import Table
-from ingestion.duck import check_io, connect, quote_identifier, sql_literal, write_parquet
+from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
 from ingestion.errors import BadCsvError, BadValueError, UsageError
-from ingestion.readers.base import CaptureContext
+from ingestion.readers.base import CaptureContext, Snapshot, parquet_snapshot
 
 # DuckDB's default line limit; raised per file to fit its longest record
 DUCKDB_DEFAULT_MAX_LINE = 2 << 20
@@ -181,29 +185,133 @@ def _header(table: Table, name: str, line: bytes) -> list[str]:
     return names
 
 
-def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
-    """Read `csv_path`, check its header and values against `table`, write typed Parquet to `dest`.
-
-    Every value is read as text first so that a bad value is reported with its column and line instead of a
-    type-sniffing guess; empty fields are NULL.
-    """
+def csv_snapshot(table: Table, csv_path: Path, dest: Path) -> Snapshot:
+    """The CSV file as a snapshot the engine reads once, checking every value in the same scan (see the module's
+    docstring); `dest` is where the careful path writes its Parquet when it is needed."""
     qualified, name = table.qualified_name, csv_path.name
     if not csv_path.is_file():
         raise BadCsvError(qualified, name, "file not found")
+
+    def careful() -> Snapshot:
+        return parquet_snapshot(_read_carefully(table, csv_path, dest))
+
+    header = _first_line_header(table, csv_path)
+    if header is None:
+        return careful()
+    lines = _count_lines_aside(csv_path)
+    return Snapshot(_checked_relation(table, csv_path, header), lambda: lines.result() - 1, careful=careful)
+
+
+def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
+    """Read `csv_path`, check its header and values against `table`, write typed Parquet to `dest`."""
+    return csv_snapshot(table, csv_path, dest).to_parquet(dest, table)
+
+
+def _count_lines_aside(path: Path) -> Future[int]:
+    """Count the file's lines in a thread while DuckDB reads it (DuckDB releases the GIL)."""
+    future: Future[int] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(count_lines(path))
+        except OSError as exc:  # the reader of the future gets the failure
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"count-lines-{path.name}", daemon=True).start()
+    return future
+
+
+def count_lines(path: Path) -> int:
+    """Lines in the file, a last line without its newline included."""
+    lines, last = 0, b"\n"
+    buffer = bytearray(8 << 20)
+    with path.open("rb", buffering=0) as handle:
+        while size := handle.readinto(buffer):
+            lines += buffer.count(b"\n", 0, size)
+            last = bytes(buffer[size - 1 : size])
+    return lines + (last != b"\n")
+
+
+def _first_line_header(table: Table, csv_path: Path) -> list[str] | None:
+    """The header, when it is the file's first line (anything else is left to the careful path)."""
+    with csv_path.open("rb") as handle:
+        line = handle.readline(1 << 20)
+        rest = handle.read(1 << 12)
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not line.strip() or not line.endswith(b"\n") or (len(rest) < 1 << 12 and not rest.strip()):
+        return None  # not a header first, or no row after it: the careful path says which
+    return _header(table, csv_path.name, line)
+
+
+def _read_csv_sql(table: Table, csv_path: Path, header: list[str], max_line: int) -> str:
+    columns_spec = "{" + ", ".join(f"{sql_literal(n)}: 'VARCHAR'" for n in header) + "}"
+    return (
+        f"read_csv({sql_literal(str(csv_path))}, delim={sql_literal(table.csv_separator)}, header=true, "
+        f"columns={columns_spec}, quote='\"', escape='\"', strict_mode=true, null_padding=false, "
+        f"auto_detect=false, encoding='utf-8', max_line_size={max_line})"
+    )
+
+
+def _text_value(table: Table, column: str) -> str:
+    """A column's text as checked: trimmed, empty as NULL (text columns keep their value as written)."""
+    quoted = quote_identifier(column)
+    return quoted if table.column(column).data_type == "varchar" else f"nullif(trim({quoted}), '')"
+
+
+def _bad_value_test(table: Table, column: str) -> str | None:
+    """SQL true for a value its column cannot hold; None when every text is valid (a varchar non-key)."""
+    data_type = table.column(column).data_type
+    value = _text_value(table, column)
+    if column in table.primary_key:
+        null = f"{value} is null"
+        if data_type == "varchar":
+            return null
+    elif data_type == "varchar":
+        return None
+    rule = type_rule(data_type)
+    matches = f"regexp_full_match({value}, {sql_literal(rule.pattern)}) and " if rule.pattern else ""
+    casts = cast_expression(value, data_type, "try_cast")
+    bad = f"({value} is not null and not coalesce({matches}{casts} is not null, false))"
+    return f"({null} or {bad})" if column in table.primary_key else bad
+
+
+def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
+    """The file as typed rows, every value checked as it is read: the first bad value (or NULL key) stops the
+    scan with an error, and the careful path then names its line."""
+    selects = []
+    for column in table.columns:
+        quoted = quote_identifier(column.name)
+        value = _text_value(table, column.name)
+        typed = cast_expression(value, column.data_type)
+        rule = type_rule(column.data_type)
+        if column.data_type != "varchar" and rule.pattern:
+            matches = f"regexp_full_match({value}, {sql_literal(rule.pattern)})"
+            typed = f"case when not {matches} then error('bad value') else {typed} end"
+        if column.name in table.primary_key:
+            typed = f"case when {value} is null then error('null key') else {typed} end"
+        selects.append(f"{typed} as {quoted}")
+    source = _read_csv_sql(table, csv_path, header, DUCKDB_DEFAULT_MAX_LINE)
+    return f"(select {', '.join(selects)} from {source})"
+
+
+def _read_carefully(table: Table, csv_path: Path, dest: Path) -> Path:
+    """Two passes that explain a bad file: a streaming scan in Python (UTF-8, header, field counts, the line of
+    every record), then DuckDB's parser with a line limit above the longest record, its text kept with record
+    numbers so that one query finds the first bad value of every column."""
+    qualified, name = table.qualified_name, csv_path.name
     scan = scan_csv(table, csv_path)
-    columns_spec = "{" + ", ".join(f"{sql_literal(n)}: 'VARCHAR'" for n in scan.header) + "}"
     max_line = max(DUCKDB_DEFAULT_MAX_LINE, scan.longest + 1024)
     con = connect(context_dir=dest.parent)
     try:
-        # the text of the file goes to a local Parquet file, not a table in memory: every check below streams it
+        # the text of the file goes to a local Parquet file, not a table in memory: the check below streams it
         text = dest.with_name(f"{dest.stem}.text.parquet")
-        con.execute(
-            f"""copy (
-                select row_number() over () as _record, *
-                from read_csv({sql_literal(str(csv_path))}, delim={sql_literal(table.csv_separator)},
-                    header=true, columns={columns_spec}, quote='"', escape='"', strict_mode=true,
-                    null_padding=false, auto_detect=false, encoding='utf-8', max_line_size={max_line})
-            ) to {sql_literal(str(text))} (format parquet, compression snappy)"""
+        copy_to_parquet(
+            con,
+            f"select row_number() over () as _record, * from {_read_csv_sql(table, csv_path, scan.header, max_line)}",
+            text,
         )
         con.execute(f"create temp view raw_csv as select * from read_parquet({sql_literal(str(text))})")
         (rows,) = con.execute("select count(*) from raw_csv").fetchall()[0]
@@ -214,24 +322,13 @@ def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
                 f"the CSV parser read {rows} row(s) of the {scan.records} record(s) in the file; refusing a "
                 "partial read",
             )
-        casts = []
-        for column in table.columns:
-            quoted = quote_identifier(column.name)
-            value = f"nullif(trim({quoted}), '')" if column.data_type != "varchar" else quoted
-            if column.name in table.primary_key:
-                null = con.execute(f"select min(_record) from raw_csv where {value} is null").fetchall()[0][0]
-                if null is not None:
-                    raise BadCsvError(
-                        qualified,
-                        name,
-                        f"primary key column {column.name} is empty (NULL); every row needs a key",
-                        scan.line_of(int(null)),
-                    )
-            if column.data_type != "varchar":
-                _check_values(con, table, name, scan, column.name, column.data_type, value)
-            casts.append(f"{cast_expression(value, column.data_type)} as {quoted}")
+        _check_values(con, table, name, scan)
+        casts = ", ".join(
+            f"{cast_expression(_text_value(table, c.name), c.data_type)} as {quote_identifier(c.name)}"
+            for c in table.columns
+        )
         # insertion order is preserved (the connection is ordered): no sort of the whole file
-        write_parquet(con, f"select {', '.join(casts)} from raw_csv", table.schema, dest)
+        copy_to_parquet(con, f"select {casts} from raw_csv", dest)
         text.unlink()
     except duckdb.Error as exc:
         check_io(exc, f"table {qualified}, file {name}")
@@ -241,27 +338,42 @@ def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
     return dest
 
 
-def _check_values(
-    con: duckdb.DuckDBPyConnection,
-    table: Table,
-    file: str,
-    scan: CsvScan,
-    column: str,
-    data_type: str,
-    value: str,
-) -> None:
-    rule = type_rule(data_type)
-    matches = f"regexp_full_match({value}, {sql_literal(rule.pattern)}) and " if rule.pattern else ""
-    bad = con.execute(
-        f"select _record, {quote_identifier(column)} from raw_csv where {value} is not null "
-        f"and not coalesce({matches}{cast_expression(value, data_type, 'try_cast')} is not null, false) "
-        " order by _record limit 1"
-    ).fetchall()
-    if bad:
-        record, text = bad[0]
-        raise BadValueError(
-            table.qualified_name, file, scan.line_of(int(record)), column, str(text), data_type, rule.why
+def _check_values(con: duckdb.DuckDBPyConnection, table: Table, file: str, scan: CsvScan) -> None:
+    """One scan for every column: the first bad value of each, reported from the earliest line."""
+    tests = [(c.name, test) for c in table.columns if (test := _bad_value_test(table, c.name)) is not None]
+    if not tests:
+        return
+    figures = ", ".join(
+        f"min(_record) filter (where {test}), arg_min({quote_identifier(name)}, _record) filter (where {test})"
+        for name, test in tests
+    )
+    row = con.execute(f"select {figures} from raw_csv").fetchall()[0]
+    found = sorted(
+        (int(row[2 * i]), name, row[2 * i + 1]) for i, (name, _) in enumerate(tests) if row[2 * i] is not None
+    )
+    if not found:
+        return
+    record, column, text = found[0]
+    others = "; ".join(f"column {c} line {scan.line_of(r)}: {v!r}" for r, c, v in found[1:])
+    if text is None or (column in table.primary_key and not str(text).strip()):
+        raise BadCsvError(
+            table.qualified_name,
+            file,
+            f"primary key column {column} is empty (NULL); every row needs a key"
+            + (f" (other bad values: {others})" if others else ""),
+            scan.line_of(record),
         )
+    data_type = table.column(column).data_type
+    raise BadValueError(
+        table.qualified_name,
+        file,
+        scan.line_of(record),
+        column,
+        str(text),
+        data_type,
+        type_rule(data_type).why,
+        also=others,
+    )
 
 
 class CsvFolderReader:
@@ -278,5 +390,5 @@ class CsvFolderReader:
     def available_tables(self, tables: list[Table]) -> list[Table]:
         return [t for t in tables if (self.folder / f"{t.name}.csv").is_file()]
 
-    def read(self, table: Table, context: CaptureContext) -> Path:
-        return csv_to_parquet(table, self.folder / f"{table.name}.csv", context.workdir / f"{table.name}.parquet")
+    def read(self, table: Table, context: CaptureContext) -> Snapshot:
+        return csv_snapshot(table, self.folder / f"{table.name}.csv", context.workdir / f"{table.name}.parquet")

@@ -17,8 +17,8 @@ from typing import Any
 
 from ingestion.catalog import Table
 from ingestion.errors import SnapshotError, SourceAccessError
-from ingestion.readers.base import CaptureContext
-from ingestion.readers.csv import csv_to_parquet
+from ingestion.readers.base import CaptureContext, Snapshot
+from ingestion.readers.csv import csv_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class KaggleReader:
         files = self._download()
         return [t for t in tables if f"{t.name}.csv".lower() in files]
 
-    def read(self, table: Table, context: CaptureContext) -> Path:
+    def read(self, table: Table, context: CaptureContext) -> Snapshot:
         files = self._download()
         csv_path = files.get(f"{table.name}.csv".lower())
         if csv_path is None:
@@ -59,7 +59,7 @@ class KaggleReader:
                 f"table {table.qualified_name}: Kaggle dataset {self.dataset} has no {table.name}.csv "
                 f"(its CSV files: {', '.join(sorted(p.name for p in files.values())) or 'none'})"
             )
-        return csv_to_parquet(table, csv_path, context.workdir / f"{table.name}.parquet")
+        return csv_snapshot(table, csv_path, context.workdir / f"{table.name}.parquet")
 
     def close(self) -> None:
         """Remove the downloaded files (also done when the reader is garbage-collected)."""

@@ -15,12 +15,10 @@ Columns, types and text formats are those of the Kaggle dataset (dates as text `
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ingestion.catalog import Table
-from ingestion.duck import connect, quote_identifier, sql_literal, write_parquet
+from ingestion.duck import connect, copy_to_parquet, quote_identifier, sql_literal
 from ingestion.errors import CatalogError
-from ingestion.readers.base import CaptureContext
+from ingestion.readers.base import CaptureContext, Snapshot, parquet_snapshot
 
 BASE_DATE = "2025-01-01"
 HISTORY_DAYS = 7  # days of transactions already in the system at the first capture
@@ -64,7 +62,7 @@ class SimulatorReader:
     def available_tables(self, tables: list[Table]) -> list[Table]:
         return [t for t in tables if t.source == "loyalty"]
 
-    def read(self, table: Table, context: CaptureContext) -> Path:
+    def read(self, table: Table, context: CaptureContext) -> Snapshot:
         builders = {
             "clientes": self._clientes,
             "produtos": self._produtos,
@@ -82,10 +80,10 @@ class SimulatorReader:
                 f"cast({quote_identifier(c.name)} as {c.data_type}) as {quote_identifier(c.name)}"
                 for c in table.columns
             )
-            write_parquet(con, f"select {columns} from ({query})", table.schema, dest)
+            copy_to_parquet(con, f"select {columns} from ({query})", dest)
         finally:
             con.close()
-        return dest
+        return parquet_snapshot(dest)
 
     def _macros(self, con: object, day: int) -> None:
         import duckdb

@@ -92,7 +92,9 @@ def simulator_states(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
             table, day = key
             workdir = folder / f"{table}_{day}"
             workdir.mkdir()
-            path = reader.read(TABLES[table], CaptureContext(workdir, day))
+            path = reader.read(TABLES[table], CaptureContext(workdir, day)).to_parquet(
+                workdir / "snapshot.parquet", TABLES[table]
+            )
             self[key] = path
             return path
 

@@ -24,7 +24,7 @@ def read(tmp_path: Path, content: bytes | str) -> Path:
     (folder / "produtos.csv").write_bytes(data)
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    return CsvFolderReader(folder).read(PRODUTOS, CaptureContext(work))
+    return CsvFolderReader(folder).read(PRODUTOS, CaptureContext(work)).to_parquet(work / "out.parquet", PRODUTOS)
 
 
 def test_reads_declared_types_and_empty_fields_as_null(tmp_path: Path) -> None:

@@ -110,7 +110,10 @@ def json_body(body: object) -> object:
 
 def read_all(reader: KaggleReader, tables: list[Table], workdir: Path) -> dict[str, pa.Table]:
     context = CaptureContext(workdir=workdir)
-    return {t.name: pq.read_table(reader.read(t, context)) for t in reader.available_tables(tables)}
+    return {
+        t.name: pq.read_table(reader.read(t, context).to_parquet(workdir / f"{t.name}.parquet", t))
+        for t in reader.available_tables(tables)
+    }
 
 
 @pytest.mark.parametrize("folder", ["", "loyalty-system/"], ids=["flat", "sub-folder"])
