@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingestion.catalog import load_catalog
-from ingestion.errors import SnapshotError
+from ingestion.errors import BadValueError, SnapshotError
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.csv import CsvFolderReader
 
@@ -86,3 +86,47 @@ def test_bad_files_name_table_file_and_problem(tmp_path: Path, content: bytes | 
     with pytest.raises(SnapshotError, match=message) as error:
         read(tmp_path, content)
     assert "loyalty.produtos" in str(error.value)
+
+
+CLIENTES = load_catalog().source("loyalty").table("clientes")
+CLIENTES_HEADER = ";".join(CLIENTES.column_names)
+
+
+def read_clientes(tmp_path: Path, lines: list[str]) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    (folder / "clientes.csv").write_text("\n".join([CLIENTES_HEADER, *lines]) + "\n")
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return CsvFolderReader(folder).read(CLIENTES, CaptureContext(work)).to_parquet(work / "out.parquet", CLIENTES)
+
+
+def test_one_scan_reports_the_first_bad_value_of_every_column(tmp_path: Path) -> None:
+    when = "2025-01-01 00:00:00.000;2025-01-01 00:00:00.000"
+    lines = [f"a;1;0;0;0;0;7;{when}", f"b;1;1.5;0;0;0;7;{when}", f"c;1;0;0;0;0;1e3;{when}", f"d;1;2.5;0;0;0;7;{when}"]
+    with pytest.raises(BadValueError) as caught:
+        read_clientes(tmp_path, lines)
+    error = caught.value
+    assert (error.table, error.file, error.line, error.column, error.value) == (
+        "loyalty.clientes",
+        "clientes.csv",
+        3,
+        "flTwitch",
+        "1.5",
+    )
+    assert error.also == "column qtdePontos line 4: '1e3'"
+
+
+def test_blank_lines_and_values_spanning_lines_are_read_whole(tmp_path: Path) -> None:
+    # the fast read's line count cannot match such a file: the careful path confirms every record instead
+    row = "0;0;0;0;0;5;2025-01-01 00:00:00.000;2025-01-01 00:00:00.000"
+    out = read_clientes(tmp_path, [f"a;{row}", "", f'"b\nc";{row}', f"d;{row}"])
+    assert pq.read_table(out).column("idCliente").to_pylist() == ["a", "b\nc", "d"]
+
+
+def test_a_good_file_is_read_once_by_duckdb(tmp_path: Path) -> None:
+    row = "1;0;1;0;0;12;2025-01-01 00:00:00.000;2025-01-02 00:00:00.000"
+    out = read_clientes(tmp_path, [f"k{i};{row}" for i in range(1000)])
+    # the careful path would leave its text copy aside; the one pass writes the typed file directly
+    assert not (out.parent / "out.text.parquet").exists()
+    assert pq.read_table(out).num_rows == 1000
