@@ -296,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hotmart-scale", type=int, default=10_000, help="simulator scale of the hotmart suite")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--report-only", action="store_true", help="rewrite results.md and plots from results.json")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other suites' figures from the last results.json, replacing only the suites run now",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         stored = json.loads((args.out / "results.json").read_text())["results"]
@@ -337,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench.hotmart import suite_hotmart
 
         results += suite_hotmart(args.repeats, work, args.hotmart_scale)
+    if args.update and (args.out / "results.json").exists():
+        stored = json.loads((args.out / "results.json").read_text())["results"]
+        results = [Result(**r) for r in stored if r["suite"] not in {x.suite for x in results}] + results
     write_report(results, args.out)
     print((args.out / "results.md").read_text())
     print(f"benchmarks took {time.monotonic() - started:.0f} s; results in {args.out}")

@@ -25,6 +25,7 @@ a share of it (see `capture.py`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -238,27 +239,53 @@ def _complete(written: _Written, rows: int, previous_rows: int) -> bool:
     )
 
 
+def _changes_of(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    snapshot: Snapshot,
+    changes_sql: Callable[[str], str],
+    accept: Callable[[_Written, int], bool],
+    captured_at: datetime,
+    first_sequence: int,
+    dest: Path,
+) -> tuple[_Written, Snapshot, int]:
+    """Write the change file from the snapshot as read at once; when DuckDB refuses it, or the result fails
+    `accept` (given the rows the snapshot must hold), read the snapshot again the careful way, which raises
+    naming what is wrong or yields the same rows with an exact count, and write again. Returns what was written,
+    the snapshot it was written from, and that snapshot's expected rows."""
+    try:
+        written = _write_changes(con, changes_sql(snapshot.relation), table, captured_at, first_sequence, dest)
+        rows = snapshot.expected_rows()
+        if accept(written, rows) or snapshot.careful is None:
+            return written, snapshot, rows
+    except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
+        if snapshot.careful is None:
+            raise
+    careful = snapshot.careful()
+    written = _write_changes(con, changes_sql(careful.relation), table, captured_at, first_sequence, dest)
+    return written, careful, careful.expected_rows()
+
+
 def full_load(table: Table, snapshot: Snapshot, captured_at: datetime, first_sequence: int, dest: Path) -> DiffResult:
     """Every row of the first snapshot as an insert."""
     con = connect(dest.parent, ordered=False)
     try:
-        written: _Written | None = None
-        try:
-            written = _write_changes(con, f"select 'I' as op, * from {snapshot.relation}", table, captured_at,
-                                     first_sequence, dest)  # fmt: skip
-        except duckdb.Error as exc:
-            check_io(exc, f"table {table.qualified_name}")
-            if snapshot.careful is None:
-                raise
-        if written is None or written.counts.inserts != snapshot.expected_rows():
-            if snapshot.careful is None:
-                raise SnapshotError(
-                    f"table {table.qualified_name}: read {written.counts.inserts if written else 0} row(s) of the "
-                    f"{snapshot.expected_rows()} the snapshot holds; nothing was published"
-                )
-            snapshot = snapshot.careful()  # raises, naming what is wrong, or gives the rows as Parquet
-            written = _write_changes(con, f"select 'I' as op, * from {snapshot.relation}", table, captured_at,
-                                     first_sequence, dest)  # fmt: skip
+        written, snapshot, expected = _changes_of(
+            con,
+            table,
+            snapshot,
+            lambda relation: f"select 'I' as op, * from {relation}",
+            lambda written, rows: written.counts.inserts == rows,
+            captured_at,
+            first_sequence,
+            dest,
+        )
+        if written.counts.inserts != expected:
+            raise SnapshotError(
+                f"table {table.qualified_name}: read {written.counts.inserts} row(s) of the {expected} the "
+                "snapshot holds; nothing was published"
+            )
         rows = check_keys(con, table, _read(dest))
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
@@ -301,23 +328,16 @@ def diff(
     """The changes that turn `baseline` into `current`. Writes `dest` only when there is a change."""
     con = connect(dest.parent, ordered=False)
     try:
-        written: _Written | None = None
-        try:
-            written = _write_changes(con, _diff_sql(con, table, baseline, current.relation), table, captured_at,
-                                     first_sequence, dest)  # fmt: skip
-        except duckdb.Error as exc:
-            check_io(exc, f"table {table.qualified_name}")
-            if current.careful is None:
-                raise
-        rows = current.expected_rows()
-        if (written is None or not _complete(written, rows, baseline.rows)) and current.careful is not None:
-            # DuckDB refused the file, or the equation failed: read it again the slow way (which raises,
-            # naming the bad line or value, or gives the same rows as Parquet with an exact count)
-            current = current.careful()
-            written = _write_changes(con, _diff_sql(con, table, baseline, current.relation), table, captured_at,
-                                     first_sequence, dest)  # fmt: skip
-            rows = current.expected_rows()
-        assert written is not None
+        written, current, rows = _changes_of(
+            con,
+            table,
+            current,
+            lambda relation: _diff_sql(con, table, baseline, relation),
+            lambda written, rows: _complete(written, rows, baseline.rows),
+            captured_at,
+            first_sequence,
+            dest,
+        )
         if not _complete(written, rows, baseline.rows):
             dest.unlink(missing_ok=True)
             check_keys(con, table, current.relation)  # names the NULL or repeated keys

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bench_regenerates_table_and_plots_at_tiny_scale(tmp_path: Path) -> None:
     out = tmp_path / "results"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--scales", "1000,3000", "--repeats", "1", "--suites", "cdc,bronze",
+        [sys.executable, "-m", "bench", "--scales", "1000,3000", "--repeats", "1", "--suites", "capture,cdc,bronze",
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -22,6 +22,11 @@ def test_bench_regenerates_table_and_plots_at_tiny_scale(tmp_path: Path) -> None
     cases = {(r["suite"], r["case"], r["rows"]) for r in figures["results"]}
     for rows in (1000, 3000):
         assert {("cdc", "project", rows), ("cdc", "duckdb_join", rows), ("cdc", "pandas_hash", rows)} <= cases
+        capture = {"capture", "floor", "floor, key + row hash", "reference"}
+        assert {("capture", case, rows) for case in capture} <= cases
+        # the capture, the floor and the reference found the same changes
+        found = {r["note"] for r in figures["results"] if r["suite"] == "capture" and r["rows"] == rows}
+        assert len(found) == 1 and found != {""}, found
         assert {("bronze", "incremental", rows), ("bronze", "full-refresh", rows)} <= cases
     # every diff found the same changes as the two baselines
     notes = {(r["rows"], r["note"]) for r in figures["results"] if r["suite"] == "cdc"}
