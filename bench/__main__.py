@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--update",
         action="store_true",
-        help="keep the other suites' figures from the last results.json, replacing only the suites run now",
+        help="keep the last results.json's figures, replacing only the cases measured now",
     )
     args = parser.parse_args(argv)
     if args.report_only:
@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         results += suite_hotmart(args.repeats, work, args.hotmart_scale)
     if args.update and (args.out / "results.json").exists():
         stored = json.loads((args.out / "results.json").read_text())["results"]
-        results = [Result(**r) for r in stored if r["suite"] not in {x.suite for x in results}] + results
+        measured = {(x.suite, x.case, x.rows) for x in results}
+        results = [Result(**r) for r in stored if (r["suite"], r["case"], r["rows"]) not in measured] + results
     write_report(results, args.out)
     print((args.out / "results.md").read_text())
     print(f"benchmarks took {time.monotonic() - started:.0f} s; results in {args.out}")
