@@ -17,7 +17,7 @@ captures the second into a fresh copy of that lake. Three processes are timed, i
 Also measured: the capture's fixed cost (`--help`, `status` and the capture of a 100-row table).
 
     python -m bench --suites capture --scales 1e6,1e7        (with the other suites' report)
-    python -m bench.capture generate ROWS FOLDER               (the two CSV snapshots)
+    python -m bench.capture generate ROWS FOLDER     (the two CSV snapshots, the first capture, the floors' inputs)
 """
 
 from __future__ import annotations
@@ -144,6 +144,13 @@ def reference(last: str, actual: str, dest: str) -> int:
     return len(changes)
 
 
+def _prepare(rows: int, folder: Path) -> Path:
+    """The CSVs, the first capture and the floors' previous snapshots, in a process of their own: the runner
+    stays small, since a child's peak RSS starts from its parent's."""
+    subprocess.run([PYTHON, "-m", "bench.capture", "generate", str(rows), str(folder)], cwd=ROOT, check=True)
+    return folder / "lake_day1"
+
+
 def _first_capture(folder: Path, day1: Path) -> Path:
     """A lake holding the first capture, and beside it the plain Parquet snapshot the floor diffs against."""
     lake = folder / "lake_day1"
@@ -173,9 +180,8 @@ def suite_capture(scales: list[int], repeats: int, work: Path, reference_max: in
     results: list[Result] = []
     for rows in scales:
         folder = work / f"capture_{rows}"
-        subprocess.run([PYTHON, "-m", "bench.capture", "generate", str(rows), str(folder)], cwd=ROOT, check=True)
+        base = _prepare(rows, folder)
         day1, day2 = folder / "day1" / f"{TABLE}.csv", folder / "day2" / f"{TABLE}.csv"
-        base = _first_capture(folder, day1)
         lake = folder / "lake"
 
         def fresh_lake(base: Path = base, lake: Path = lake) -> None:
@@ -278,9 +284,8 @@ def _rows(duckdb: Any, path: Path) -> int:
 def _fixed_costs(work: Path, repeats: int) -> list[Result]:
     """What any capture costs before its data: start-up, reading the state, a 100-row table."""
     folder = work / "capture_fixed"
-    generate(100, folder)
     lake = folder / "lake"
-    base = _first_capture(folder, folder / "day1" / f"{TABLE}.csv")
+    base = _prepare(100, folder)
 
     def fresh_lake() -> None:
         shutil.rmtree(lake, ignore_errors=True)
@@ -346,7 +351,8 @@ def targets(results: list[Result]) -> list[str]:
 def main(argv: list[str]) -> int:
     command, *args = argv
     if command == "generate":
-        generate(int(float(args[0])), Path(args[1]))
+        day1, _ = generate(int(float(args[0])), Path(args[1]))
+        _first_capture(Path(args[1]), day1)
     elif command == "floor":
         floor(*args)
     elif command == "floor-hash":

@@ -130,3 +130,15 @@ def test_a_good_file_is_read_once_by_duckdb(tmp_path: Path) -> None:
     # the careful path would leave its text copy aside; the one pass writes the typed file directly
     assert not (out.parent / "out.text.parquet").exists()
     assert pq.read_table(out).num_rows == 1000
+
+
+def test_integers_in_any_exact_form_are_read(tmp_path: Path) -> None:
+    # the one pass takes the canonical text at once; `+5`, `007`, `-0` and padding are checked by the pattern
+    when = "2025-01-01 00:00:00.000;2025-01-01 00:00:00.000"
+    lines = [f"a;+5;007;-0; 7 ;1;-12;{when}", f"b;1;0;0;0;0;9223372036854775807;{when}"]
+    table = pq.read_table(read_clientes(tmp_path, lines))
+    assert table.column("flEmail").to_pylist() == [5, 1]
+    assert table.column("flTwitch").to_pylist() == [7, 0]
+    assert table.column("flYouTube").to_pylist() == [0, 0]
+    assert table.column("flBlueSky").to_pylist() == [7, 0]
+    assert table.column("qtdePontos").to_pylist() == [-12, 9223372036854775807]
