@@ -6,13 +6,11 @@ from pytest itself. At the end of the session the table is printed and written t
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 from reliability_support import (
-    DbtSite,
     History,
     LocalView,
     Recorder,
@@ -23,6 +21,7 @@ from reliability_support import (
     ingest,
     write_history,
 )
+from support.dbt import Dbt
 
 _HERE = Path(__file__).resolve().parent
 REPORT_PATH = _HERE / "report.md"
@@ -42,11 +41,10 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
 
 
 @pytest.fixture(scope="session")
-def dbt_site(tmp_path_factory: pytest.TempPathFactory) -> DbtSite:
-    """The repository's dbt project on one target folder for the whole suite (one full parse, then partial ones)."""
-    if shutil.which("dbt") is None:
-        pytest.skip("dbt is not installed")
-    return DbtSite.under(tmp_path_factory.mktemp("dbt"))
+def dbt_site(tmp_path_factory: pytest.TempPathFactory) -> Dbt:
+    """The repository's dbt project on one target folder for the whole suite (one full parse, then partial ones);
+    each scenario `point_at`s its own lake."""
+    return Dbt.at(tmp_path_factory.mktemp("dbt"))
 
 
 _REPORT_KEY = pytest.StashKey[ReliabilityReport]()
