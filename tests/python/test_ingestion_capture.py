@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support.cli import csv_args, ingest, run_cli, start_cli, start_ingest
 
 from ingestion.lake import LocalLake
 from ingestion.lock import LOCK_KEY, LakeLock
 
-ROOT = Path(__file__).resolve().parents[2]
 HEADER = "idCliente;flEmail;flTwitch;flYouTube;flBlueSky;flInstagram;qtdePontos;DtCriacao;DtAtualizacao"
 
 
@@ -39,21 +39,6 @@ VERSIONS = [
 ]
 
 
-def ingest(lake: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def ingest_csv(lake: Path, folder: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return ingest(lake, "--from", "csv", "--path", str(folder), "--tables", "clientes", env=env)
-
-
 def change_set(lake: Path, source: str = "loyalty") -> list[tuple[object, ...]]:
     """Every published change row, without the capture time (which differs between two runs)."""
     rows: list[tuple[object, ...]] = []
@@ -67,7 +52,7 @@ def change_set(lake: Path, source: str = "loyalty") -> list[tuple[object, ...]]:
 def test_first_capture_is_full_load_then_cdc_files_with_iud(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     for number, version in enumerate(VERSIONS):
-        result = ingest_csv(lake, clientes_csv(tmp_path / f"v{number}", version))
+        result = ingest(lake, *csv_args(clientes_csv(tmp_path / f"v{number}", version), "clientes"))
         assert result.returncode == 0, result.stderr
     full = list((lake / "raw/loyalty/full-load/clientes").glob("clientes_*.parquet"))
     changes = sorted((lake / "raw/loyalty/cdc/clientes").glob("clientes_*.parquet"))
@@ -83,18 +68,13 @@ def test_first_capture_is_full_load_then_cdc_files_with_iud(tmp_path: Path) -> N
 def test_no_change_publishes_nothing_but_records_the_capture(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     folder = clientes_csv(tmp_path / "v", VERSIONS[0])
-    assert ingest_csv(lake, folder).returncode == 0
-    assert ingest_csv(lake, folder).returncode == 0
+    assert ingest(lake, *csv_args(folder, "clientes")).returncode == 0
+    assert ingest(lake, *csv_args(folder, "clientes")).returncode == 0
     assert not (lake / "raw/loyalty/cdc").exists()
     state = json.loads((lake / "_ingestion/loyalty/clientes/state.json").read_text())
     assert [c["kind"] for c in state["captures"]] == ["full-load", "unchanged"]
-    status = subprocess.run(
-        [sys.executable, "-m", "ingestion", "status", "--lake", str(lake)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    status = run_cli("status", "--lake", str(lake))
+    assert status.returncode == 0, status.stderr
     assert "clientes" in status.stdout and "unchanged" in status.stdout
 
 
@@ -105,15 +85,15 @@ def test_crash_at_each_step_then_rerun_equals_a_run_that_never_crashed(tmp_path:
     folders = [clientes_csv(tmp_path / f"v{n}", v) for n, v in enumerate(VERSIONS)]
     twin = tmp_path / "twin"
     for folder in folders:
-        assert ingest_csv(twin, folder).returncode == 0
+        assert ingest(twin, *csv_args(folder, "clientes")).returncode == 0
 
     lake = tmp_path / "lake"
-    assert ingest_csv(lake, folders[0]).returncode == 0
-    crashed = ingest_csv(lake, folders[1], env={"LAGO_FAILPOINT": failpoint})
+    assert ingest(lake, *csv_args(folders[0], "clientes")).returncode == 0
+    crashed = ingest(lake, *csv_args(folders[1], "clientes"), env={"LAGO_FAILPOINT": failpoint})
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL
-    rerun = ingest_csv(lake, folders[1])
+    rerun = ingest(lake, *csv_args(folders[1], "clientes"))
     assert rerun.returncode == 0, rerun.stderr
-    assert ingest_csv(lake, folders[2]).returncode == 0
+    assert ingest(lake, *csv_args(folders[2], "clientes")).returncode == 0
 
     assert change_set(lake) == change_set(twin)
     # dbt's globs only ever see whole Parquet files
@@ -140,7 +120,7 @@ def test_a_second_run_exits_clearly_while_the_lake_is_locked_and_waits_with_wait
     folder = clientes_csv(tmp_path / "v", VERSIONS[0])
     lock = LakeLock(LocalLake(lake_path))
     with lock:
-        blocked = ingest_csv(lake_path, folder)
+        blocked = ingest(lake_path, *csv_args(folder, "clientes"))
         assert blocked.returncode == 5
         assert "is locked by another ingestion run" in blocked.stderr
         assert f"pid {os.getpid()}" in blocked.stderr
@@ -151,7 +131,7 @@ def test_a_second_run_exits_clearly_while_the_lake_is_locked_and_waits_with_wait
     release = threading.Timer(1.5, holder.__exit__, args=(None, None, None))
     release.start()
     started = time.monotonic()
-    waited = ingest(lake_path, "--from", "csv", "--path", str(folder), "--tables", "clientes", "--wait", "60")
+    waited = ingest(lake_path, *csv_args(folder, "clientes"), "--wait", "60")
     release.join()
     assert waited.returncode == 0, waited.stderr
     assert time.monotonic() - started >= 1.0
@@ -173,7 +153,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
             }
         ).encode(),
     )
-    result = ingest_csv(lake_path, clientes_csv(tmp_path / "v", VERSIONS[0]))
+    result = ingest(lake_path, *csv_args(clientes_csv(tmp_path / "v", VERSIONS[0]), "clientes"))
     assert result.returncode == 0, result.stderr
     assert "taking over stale lock" in result.stderr
     assert not (lake_path / LOCK_KEY).exists()
@@ -181,13 +161,11 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
 
 def test_two_concurrent_runs_exactly_one_proceeds(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    env = {**os.environ}
-    command = [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), "--scale", "200000"]
-    first = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    first = start_ingest(lake, "--scale", "200000")
     deadline = time.monotonic() + 30
     while not (lake / LOCK_KEY).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    second = ingest(lake, "--scale", "200000")
     _, first_err = first.communicate(timeout=300)
     assert first.returncode == 0, first_err
     assert second.returncode == 5 and "locked" in second.stderr
@@ -196,36 +174,12 @@ def test_two_concurrent_runs_exactly_one_proceeds(tmp_path: Path) -> None:
 
 def test_schedule_runs_captures_on_an_interval_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    counted = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ingestion",
-            "schedule",
-            "--every",
-            "0.2s",
-            "--max-runs",
-            "3",
-            "--lake",
-            str(lake),
-            "--scale",
-            "100",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    counted = run_cli("schedule", "--every", "0.2s", "--max-runs", "3", "--lake", str(lake), "--scale", "100")
     assert counted.returncode == 0, counted.stderr
     state = json.loads((lake / "_ingestion/loyalty/clientes/state.json").read_text())
     assert [c["day"] for c in state["captures"]] == [0, 1, 2]
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ingestion", "schedule", "--every", "1h", "--lake", str(lake), "--scale", "100"],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli("schedule", "--every", "1h", "--lake", str(lake), "--scale", "100", stdout=None)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = json.loads((lake / "_ingestion/loyalty/transacao_produto/state.json").read_text())
@@ -240,11 +194,5 @@ def test_schedule_runs_captures_on_an_interval_and_stops_cleanly_on_ctrl_c(tmp_p
 
 
 def test_bad_interval_is_a_usage_error(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "ingestion", "schedule", "--every", "often", "--lake", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("schedule", "--every", "often", "--lake", str(tmp_path), timeout=60)
     assert result.returncode == 2 and "--every 'often'" in result.stderr
