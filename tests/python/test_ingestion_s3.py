@@ -1,4 +1,6 @@
-"""The same captures against a real S3 server (SeaweedFS): same layout, same change set, same lock."""
+"""The same captures against a real S3 server (SeaweedFS): same layout, same change set; an unreachable endpoint.
+
+Crash-then-rerun and the lock on an S3 lake are the tests over `any_lake` of test_ingestion_capture.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import pytest
 from support.cli import ingest
 
 from ingestion.lake import S3Lake
-from ingestion.lock import LakeLock
 
 pytestmark = pytest.mark.s3
 
@@ -54,34 +55,6 @@ def test_s3_lake_gets_the_same_layout_and_changes_as_a_local_lake(s3_lake_env: s
                 local_rows.append(row)
         assert sorted(rows, key=repr) == sorted(local_rows, key=repr), key
     assert any(r["_cdc_operation"] == "U" for r in s3_rows["raw/loyalty/cdc/clientes"])
-
-
-def test_s3_crash_after_publish_then_rerun_converges(s3_lake_env: str, tmp_path: Path) -> None:
-    twin = tmp_path / "twin"
-    for _ in range(2):
-        assert ingest(str(twin), *SCALE, "--tables", "clientes").returncode == 0
-    assert ingest(s3_lake_env, *SCALE, "--tables", "clientes").returncode == 0
-    crashed = ingest(s3_lake_env, *SCALE, "--tables", "clientes", env={"LAGO_FAILPOINT": "after-publish"})
-    assert crashed.returncode == -9
-    rerun = ingest(s3_lake_env, *SCALE, "--tables", "clientes")
-    assert rerun.returncode == 0, rerun.stderr
-    assert "completing interrupted capture" in rerun.stderr
-    s3_rows = published(S3Lake(s3_lake_env), tmp_path / "s3")
-    for key, rows in s3_rows.items():
-        local_rows = [
-            {k: v for k, v in row.items() if k != "_cdc_timestamp"}
-            for path in sorted((twin / key).glob("*.parquet"))
-            for row in pq.read_table(path).to_pylist()
-        ]
-        assert sorted(rows, key=repr) == sorted(local_rows, key=repr)
-
-
-def test_s3_lock_refuses_a_second_writer(s3_lake_env: str) -> None:
-    with LakeLock(S3Lake(s3_lake_env)):
-        blocked = ingest(s3_lake_env, *SCALE)
-    assert blocked.returncode == 5
-    assert "is locked by another ingestion run" in blocked.stderr
-    assert S3Lake(s3_lake_env).list("raw/") == []
 
 
 def test_unreachable_endpoint_is_a_clear_error(tmp_path: Path) -> None:

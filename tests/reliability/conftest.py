@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from reliability_support import (
     History,
+    LakeView,
     LocalView,
     Recorder,
     ReliabilityReport,
     ReportLine,
+    S3View,
     change_rows,
     csv_args,
     ingest,
@@ -38,6 +40,14 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     rows = change_rows(LocalView(twin))
     assert {row[2] for row in rows} == {"I", "U", "D"}
     return History(folders, rows, twin)
+
+
+@pytest.fixture
+def lake_view(any_lake: str, request: pytest.FixtureRequest) -> LakeView:
+    """`any_lake` read-only; on S3 with the test server's own client, never with the configuration under test."""
+    if any_lake.startswith("s3://"):
+        return S3View.of(request.getfixturevalue("seaweedfs").client(), any_lake)
+    return LocalView(Path(any_lake))
 
 
 @pytest.fixture(scope="session")

@@ -170,6 +170,11 @@ class S3View:
         return body
 
 
+def lake_kind(uri: str | Path) -> str:
+    """How a report line names a lake: `S3` or `local`."""
+    return "S3" if str(uri).startswith("s3://") else "local"
+
+
 def fingerprint(view: LakeView) -> dict[str, str]:
     """Every key of the lake and the SHA-256 of its bytes: equal fingerprints mean an unchanged lake."""
     found = {}
