@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import ingest
 
 from ingestion.catalog import load_catalog
 from ingestion.errors import CatalogError
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_loyalty_declaration() -> None:
@@ -71,10 +68,7 @@ def test_bad_declarations_are_refused_with_the_name(tmp_path: Path, kwargs: dict
 
 @pytest.mark.parametrize("tables", ["clientes,../x", "clientes;drop", "nope", "a b"])
 def test_bad_table_names_on_the_command_line_exit_2_and_publish_nothing(tmp_path: Path, tables: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "ingestion", "run", "--lake", str(tmp_path / "lake"), "--tables", tables],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = ingest(tmp_path / "lake", "--tables", tables, timeout=120)
     assert result.returncode == 2
     assert "table" in result.stderr
     assert not (tmp_path / "lake" / "raw").exists()

@@ -20,12 +20,14 @@ import pytest
 import test_dbt_duckdb as duckdb_suite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_dbt_duckdb import SOURCE, TABLES, Project, assert_snapshot_matches_states, warehouse_rows
+from support.cli import ingest
+from support.dbt import Dbt
+from test_dbt_duckdb import SIMULATOR, SOURCE, TABLES, assert_snapshot_matches_states, warehouse_rows
 
 pytestmark = pytest.mark.dbt
 
 # the DuckDB suite's fixtures: a fresh lake and warehouse, and the simulator's state of each day
-project = duckdb_suite.project
+site = duckdb_suite.site
 simulator_states = duckdb_suite.simulator_states
 
 LOYALTY = ("--select", f"source:{SOURCE}+", "tag:lake_state")
@@ -47,12 +49,12 @@ def compared_relations(con: duckdb.DuckDBPyConnection) -> list[str]:
     ]
 
 
-def assert_equals_full_refresh(built: Project) -> None:
+def assert_equals_full_refresh(built: Dbt) -> None:
     """Rebuild a copy of the warehouse from the same lake with --full-refresh; every model must be identical."""
-    rebuilt = Project(built.root / "rebuilt", built.lake, {})
-    rebuilt.root.mkdir()
+    rebuilt = Dbt.at(built.work / "rebuilt", built.lake)
+    rebuilt.work.mkdir()
     shutil.copy(built.database, rebuilt.database)
-    rebuilt.build("--full-refresh", *LOYALTY)
+    rebuilt.build("--full-refresh", *LOYALTY, check=True)
     with built.connect() as incremental, rebuilt.connect() as full:
         relations = compared_relations(incremental)
         assert len(relations) >= 14, relations
@@ -102,26 +104,26 @@ def assert_history_is_the_change_log(con: duckdb.DuckDBPyConnection, lake: str) 
         assert gaps == (0,), f"{table}: versions overlap, leave gaps or are inverted"
 
 
-def test_six_captures_built_twice(project: Project, simulator_states: dict) -> None:
+def test_six_captures_built_twice(site: Dbt, simulator_states: dict) -> None:
     """Builds after captures 2 and 6 only: history holds every captured version, and equals a full refresh."""
-    for capture in range(6):
-        project.ingest()
-        if capture in (1, 5):
-            project.build(*LOYALTY)
-    with project.connect() as con:
+    for number in range(6):
+        ingest(site.lake, *SIMULATOR, check=True)
+        if number in (1, 5):
+            site.build(*LOYALTY, check=True)
+    with site.connect() as con:
         for table in TABLES:
             assert_snapshot_matches_states(con, table, [simulator_states[table, day] for day in range(6)])
-        assert_history_is_the_change_log(con, project.lake)
+        assert_history_is_the_change_log(con, site.lake)
         deletes = con.execute(
             f"""
             select count(*) from snapshots.snp_{SOURCE}__clientes as history
-            inner join read_parquet('{project.lake}/raw/{SOURCE}/cdc/clientes/*.parquet') as log
+            inner join read_parquet('{site.lake}/raw/{SOURCE}/cdc/clientes/*.parquet') as log
                 on history."idCliente" = log."idCliente" and log._cdc_operation = 'D'
             where history.dbt_is_deleted = 'True' and history.dbt_valid_from = log._cdc_timestamp
             """
         ).fetchone()
         assert deletes is not None and deletes[0] > 0, "deletion records carry the delete's capture time"
-    assert_equals_full_refresh(project)
+    assert_equals_full_refresh(site)
 
 
 # --- random histories ------------------------------------------------------------------------------------------
@@ -172,11 +174,10 @@ def write_mutation(lake: Path, mutation: Mutation, number: int) -> Path:
 @pytest.fixture(scope="module")
 def staging_captures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four simulator captures (a full load and three change files per table) to mutate and deliver."""
-    root = tmp_path_factory.mktemp("captures")
-    capturer = Project(root, str(root / "lake"), {})
+    lake = tmp_path_factory.mktemp("captures") / "lake"
     for _ in range(4):
-        capturer.ingest()
-    return root / "lake"
+        ingest(lake, *SIMULATOR, check=True)
+    return lake
 
 
 mutations = st.lists(
@@ -221,7 +222,7 @@ def test_random_histories_equal_a_full_refresh(
     arrival = [data.draw(st.integers(0, builds - 1), label=f"build of {path.name}") for path in files]
     replays = data.draw(st.lists(st.sampled_from(files), max_size=2), label="files delivered again")
 
-    warehouse = Project(root, str(root / "lake"), {})
+    warehouse = Dbt.at(root)
     lake = Path(warehouse.lake)
     for build in range(builds):
         delivery = [(path, path.name) for path, when in zip(files, arrival, strict=True) if when == build]
@@ -234,7 +235,7 @@ def test_random_histories_equal_a_full_refresh(
         if (staging / "_ingestion" / "lake.json").exists():
             (lake / "_ingestion").mkdir(parents=True, exist_ok=True)
             shutil.copy(staging / "_ingestion" / "lake.json", lake / "_ingestion" / "lake.json")
-        warehouse.build(*LOYALTY)
+        warehouse.build(*LOYALTY, check=True)
 
     with warehouse.connect() as con:
         assert_history_is_the_change_log(con, warehouse.lake)

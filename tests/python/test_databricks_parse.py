@@ -8,17 +8,12 @@ Every dbt call runs in a subprocess with a timeout, so a connection attempt fail
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support.dbt import Dbt
 
-ROOT = Path(__file__).resolve().parents[2]
 OFFLINE_NODES = (
     "config.materialized:table config.materialized:view config.materialized:ephemeral "
     "resource_type:snapshot resource_type:seed"
@@ -32,29 +27,10 @@ PLACEHOLDER_ENV = {
 }
 
 
-def dbt_executable() -> str:
-    found = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt")
-    assert found, "dbt is not installed; install the test extras: pip install -e '.[test]'"
-    return found
-
-
-def run_dbt(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """dbt on the databricks target, writing its artefacts and logs under `workdir` (not the shared target/)."""
-    env = {**os.environ, **PLACEHOLDER_ENV, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    env.pop("DBT_HOST", None)
-    env.pop("DBT_ACCESS_TOKEN", None)
-    command = [
-        dbt_executable(),
-        *args,
-        "--target",
-        "databricks",
-        "--target-path",
-        str(workdir / "target"),
-        "--log-path",
-        str(workdir / "logs"),
-    ]
+def run_dbt(site: Dbt, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """dbt on the databricks target, writing its artefacts and logs under the site's folder (not target/)."""
     try:
-        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        return site(*args, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"`dbt {' '.join(args)}` ran over {timeout:.0f} s: did it try to reach the placeholder host? {exc}")
 
@@ -64,15 +40,15 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    workdir = tmp_path_factory.mktemp("dbt-databricks")
-    result = run_dbt(workdir, "parse", "--no-partial-parse")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dbt, dict[str, Any]]:
+    # none of the caller's DBT_* variables (DBT_HOST, DBT_ACCESS_TOKEN) reaches dbt
+    site = Dbt.at(tmp_path_factory.mktemp("dbt-databricks"), target="databricks", env=PLACEHOLDER_ENV)
+    result = run_dbt(site, "parse", "--no-partial-parse")
     assert result.returncode == 0, output(result)
-    parsed: dict[str, Any] = json.loads((workdir / "target" / "manifest.json").read_text(encoding="utf-8"))
-    return workdir, parsed
+    return site, site.artifact("manifest.json")
 
 
-def test_the_project_parses_for_databricks(manifest: tuple[Path, dict[str, Any]]) -> None:
+def test_the_project_parses_for_databricks(manifest: tuple[Dbt, dict[str, Any]]) -> None:
     _, parsed = manifest
     assert parsed["metadata"]["adapter_type"] == "databricks"
     models = [node for node in parsed["nodes"].values() if node["resource_type"] == "model"]
@@ -81,9 +57,9 @@ def test_the_project_parses_for_databricks(manifest: tuple[Path, dict[str, Any]]
     assert {node["database"] for node in models} == {PLACEHOLDER_ENV["DATABRICKS_CATALOG"]}
 
 
-def test_every_node_that_needs_no_connection_compiles(manifest: tuple[Path, dict[str, Any]]) -> None:
-    workdir, parsed = manifest
-    result = run_dbt(workdir, "compile", "--no-populate-cache", "--no-introspect", "--select", *OFFLINE_NODES.split())
+def test_every_node_that_needs_no_connection_compiles(manifest: tuple[Dbt, dict[str, Any]]) -> None:
+    site, parsed = manifest
+    result = run_dbt(site, "compile", "--no-populate-cache", "--no-introspect", "--select", *OFFLINE_NODES.split())
     assert result.returncode == 0, output(result)
 
     expected = {
@@ -93,9 +69,9 @@ def test_every_node_that_needs_no_connection_compiles(manifest: tuple[Path, dict
         or (node["resource_type"] == "model" and node["config"]["materialized"] in ("table", "view", "ephemeral"))
     }
     assert expected, "no table, view or snapshot to compile"
-    results = json.loads((workdir / "target" / "run_results.json").read_text(encoding="utf-8"))["results"]
+    results = site.artifact("run_results.json")["results"]
     statuses = {result["unique_id"]: result["status"] for result in results}
     assert {unique_id: statuses.get(unique_id) for unique_id in expected} == dict.fromkeys(expected, "success")
-    compiled = json.loads((workdir / "target" / "manifest.json").read_text(encoding="utf-8"))["nodes"]
+    compiled = site.artifact("manifest.json")["nodes"]
     empty = sorted(unique_id for unique_id in expected if not (compiled[unique_id].get("compiled_code") or "").strip())
     assert not empty, f"compiled to nothing: {empty}"

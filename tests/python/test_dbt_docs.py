@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,11 +33,12 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 from headless_chromium import BrowserError, Chromium, chromium_executable
+from support.cli import ingest
+from support.dbt import Dbt
 
 pytestmark = pytest.mark.dbt
 
 REPO = Path(__file__).resolve().parents[2]
-DBT = str(Path(sys.executable).parent / "dbt")
 SCALE = 200
 SEED = 7
 
@@ -83,46 +83,17 @@ LINEAGE_JS = """
 """
 
 
-@dataclass
-class DocsBuild:
-    """A generated docs site: the target folder and the environment dbt ran with."""
-
-    root: Path
-    env: dict[str, str]
-
-    @property
-    def target(self) -> Path:
-        return self.root / "target"
-
-    def artifact(self, name: str) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads((self.target / name).read_text())
-        return loaded
-
-    def dbt_command(self, *args: str) -> list[str]:
-        folders = ["--target-path", str(self.target), "--log-path", str(self.root / "logs")]
-        return [DBT, *args, "--project-dir", str(REPO), "--target", "dev", *folders]
-
-
-def run(command: list[str], env: dict[str, str], timeout: float) -> None:
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{' '.join(command[:2])} failed:\n{result.stdout[-4000:]}\n{result.stderr[-3000:]}"
-
-
 @pytest.fixture(scope="module")
-def docs(tmp_path_factory: pytest.TempPathFactory) -> DocsBuild:
+def docs(tmp_path_factory: pytest.TempPathFactory) -> Dbt:
     """A tiny lake and warehouse, then `dbt docs generate` (catalog.json needs the tables to exist)."""
-    root = tmp_path_factory.mktemp("dbt_docs")
-    env = {**os.environ, "LAKE_URI": str(root / "lake"), "DUCKDB_PATH": str(root / "warehouse.duckdb")}
-    env.pop("DBT_PROFILES_DIR", None)  # the repo root's profiles.yml is the one under test
-    # The site must be self-contained with the project's own settings, not thanks to the caller's opt-outs.
-    for name in ("DBT_SEND_ANONYMOUS_USAGE_STATS", "DO_NOT_TRACK", "DBT_TARGET_PATH", "DBT_LOG_PATH"):
-        env.pop(name, None)
-    build = DocsBuild(root, env)
-    ingest = [sys.executable, "-m", "ingestion", "run", "--lake", env["LAKE_URI"], "--scale", str(SCALE)]
-    run([*ingest, "--seed", str(SEED)], env, timeout=120)
-    run(build.dbt_command("run"), env, timeout=300)
-    run(build.dbt_command("docs", "generate"), env, timeout=300)
-    return build
+    # The site must be self-contained with the project's own settings, not thanks to the caller's opt-outs: no
+    # DO_NOT_TRACK (a `Dbt` passes on none of the caller's DBT_* variables, DBT_SEND_ANONYMOUS_USAGE_STATS included).
+    site = Dbt.at(tmp_path_factory.mktemp("dbt_docs"), env={"DO_NOT_TRACK": None})
+    captured = ingest(site.lake, "--scale", str(SCALE), "--seed", str(SEED), timeout=120)
+    assert captured.returncode == 0, captured.stderr[-3000:]
+    site.run(timeout=300, check=True)
+    site("docs", "generate", timeout=300, check=True)
+    return site
 
 
 def free_port() -> int:
@@ -163,16 +134,16 @@ def serving(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> 
 
 
 @pytest.fixture(scope="module")
-def site(docs: DocsBuild) -> Iterator[str]:
+def site(docs: Dbt) -> Iterator[str]:
     """`dbt docs serve` on a free loopback port; the site's base URL."""
-    log = docs.root / "serve.log"
+    log = docs.work / "serve.log"
     for _ in range(3):  # another process may take the free port before dbt binds it
         port = free_port()
-        command = docs.dbt_command("docs", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-browser")
+        command = docs.command("docs", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-browser")
         with log.open("wb") as out:
             server = subprocess.Popen(
                 command,
-                cwd=REPO,
+                cwd=docs.project,
                 env=docs.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -248,7 +219,7 @@ def manifest_ancestors(manifest: dict[str, Any], unique_id: str) -> set[str]:
     return {node for node in seen if node.split(".")[0] in ("model", "snapshot", "seed", "source")}
 
 
-def test_lineage_of_a_gold_model_shows_its_silver_and_bronze_ancestors(docs: DocsBuild, lineage: Lineage) -> None:
+def test_lineage_of_a_gold_model_shows_its_silver_and_bronze_ancestors(docs: Dbt, lineage: Lineage) -> None:
     assert lineage.screenshot.stat().st_size > 10_000, "the screenshot is empty"
     by_id = {node["id"]: node for node in lineage.nodes}
     labels = {node["label"] for node in lineage.nodes}
@@ -351,10 +322,10 @@ class ExternalResources(HTMLParser):
             self.css_urls(data, "<style>")
 
 
-def test_index_html_is_self_contained(docs: DocsBuild, site: str) -> None:
+def test_index_html_is_self_contained(docs: Dbt, site: str) -> None:
     with urllib.request.urlopen(site, timeout=10) as answer:
         served = answer.read().decode()
-    assert served == (docs.target / "index.html").read_text(), "the server serves another index.html"
+    assert served == (docs.target_path / "index.html").read_text(), "the server serves another index.html"
     parser = ExternalResources()
     parser.feed(served)
     parser.close()
@@ -369,7 +340,7 @@ def models(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def test_node_colours_per_layer(docs: DocsBuild) -> None:
+def test_node_colours_per_layer(docs: Dbt) -> None:
     wrong = []
     for node in models(docs.artifact("manifest.json")).values():
         layer = node["fqn"][1]  # the folder under models/
@@ -379,7 +350,7 @@ def test_node_colours_per_layer(docs: DocsBuild) -> None:
     assert not wrong, "node colours not of their layer:\n" + "\n".join(wrong)
 
 
-def test_every_model_and_column_has_a_description(docs: DocsBuild) -> None:
+def test_every_model_and_column_has_a_description(docs: Dbt) -> None:
     """Columns are those declared in the YAML and those the built table really has (catalog.json)."""
     catalog = docs.artifact("catalog.json")["nodes"]
     lacking = []

@@ -1,17 +1,14 @@
 """End to end on DuckDB: simulator captures → `dbt build --target dev` → assertions on the warehouse.
 
-Every test writes its own lake and DuckDB file under tmp_path and gives dbt its own target and log folders,
-so tests can run in parallel. The expected state of a table on a simulated day comes from the simulator itself.
+Every test writes its own lake and DuckDB file under tmp_path and gives dbt its own target and log folders
+(a `support.dbt.Dbt` each), so tests can run in parallel. The expected state of a table on a simulated day comes
+from the simulator itself.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,16 +18,18 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.cli import ingest
+from support.dbt import Dbt
 
 from ingestion.catalog import Table, load_catalog
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.simulator import SimulatorReader
 
-REPO = Path(__file__).resolve().parents[2]
-DBT = str(Path(sys.executable).parent / "dbt")
 SOURCE = "loyalty"
 SCALE = 20_000  # large enough that the simulator deletes a few customers every day
 SEED = 42
+# the simulator's next day
+SIMULATOR = ("--scale", str(SCALE), "--seed", str(SEED))
 # the loyalty lineage only, for the tests that do not need the whole project
 LOYALTY = ("--select", f"source:{SOURCE}+", "tag:lake_state")
 
@@ -39,46 +38,9 @@ pytestmark = pytest.mark.dbt
 TABLES: dict[str, Table] = load_catalog().source(SOURCE).tables
 
 
-@dataclass
-class Project:
-    """One lake + one warehouse + one dbt target folder, and the commands that act on them."""
-
-    root: Path
-    lake: str
-    extra_env: dict[str, str]
-
-    @property
-    def database(self) -> Path:
-        return self.root / "warehouse.duckdb"
-
-    def env(self) -> dict[str, str]:
-        env = {**os.environ, **self.extra_env, "LAKE_URI": self.lake, "DUCKDB_PATH": str(self.database)}
-        env.pop("DBT_PROFILES_DIR", None)  # the repo root's profiles.yml is the one under test
-        return env
-
-    def ingest(self, lake: str | None = None) -> None:
-        command = [sys.executable, "-m", "ingestion", "run", "--lake", lake or self.lake]
-        command += ["--scale", str(SCALE), "--seed", str(SEED)]
-        result = subprocess.run(command, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stderr[-3000:]
-
-    def dbt(self, *args: str) -> str:
-        command = [DBT, *args, "--project-dir", str(REPO), "--target-path", str(self.root / "target")]
-        command += ["--log-path", str(self.root / "logs")]
-        result = subprocess.run(command, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stdout[-6000:]
-        return result.stdout
-
-    def build(self, *args: str) -> str:
-        return self.dbt("build", "--target", "dev", *args)
-
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        return duckdb.connect(str(self.database), read_only=True)
-
-
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
-    return Project(tmp_path, str(tmp_path / "lake"), {})
+def site(tmp_path: Path) -> Dbt:
+    return Dbt.at(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -127,18 +89,18 @@ def warehouse_rows(con: duckdb.DuckDBPyConnection, relation: str, exclude: tuple
     return sorted(con.execute(f"select {quoted} from {relation}").fetchall(), key=repr)
 
 
-def test_captures_build_bronze_history_silver_and_gold(project: Project, simulator_states: dict) -> None:
+def test_captures_build_bronze_history_silver_and_gold(site: Dbt, simulator_states: dict) -> None:
     days = 4
     for day in range(days):
-        project.ingest()
-        project.build()
-        with project.connect() as con:
+        ingest(site.lake, *SIMULATOR, check=True)
+        site.build(check=True)
+        with site.connect() as con:
             for table in TABLES:
                 assert_bronze_equals(con, table, simulator_states[table, day])
 
-    with project.connect() as con:
+    with site.connect() as con:
         deletes = con.execute(
-            f"select count(*) from read_parquet('{project.lake}/raw/{SOURCE}/cdc/clientes/*.parquet') "
+            f"select count(*) from read_parquet('{site.lake}/raw/{SOURCE}/cdc/clientes/*.parquet') "
             "where _cdc_operation = 'D'"
         ).fetchone()
         assert deletes is not None and deletes[0] > 0, "the scenario must delete customers"
@@ -158,8 +120,8 @@ def test_captures_build_bronze_history_silver_and_gold(project: Project, simulat
         }
 
     # --full-refresh rebuilds identical tables from the same files.
-    project.build("--full-refresh", "--exclude", "resource_type:snapshot")
-    with project.connect() as con:
+    site.build("--full-refresh", "--exclude", "resource_type:snapshot", check=True)
+    with site.connect() as con:
         for relation, rows in before.items():
             assert warehouse_rows(con, relation, exclude=("_loaded_at", "source_loaded_at")) == rows, relation
 
@@ -198,17 +160,17 @@ def assert_snapshot_matches_states(con: duckdb.DuckDBPyConnection, table: str, s
     assert deleted == set(expected) - present_at_end, f"{table}: deletion records differ"
 
 
-def test_late_and_replayed_files(project: Project, tmp_path: Path, simulator_states: dict) -> None:
+def test_late_and_replayed_files(site: Dbt, tmp_path: Path, simulator_states: dict) -> None:
     """Files delivered out of order, and a file delivered twice, leave Bronze equal to the latest state."""
     staging = tmp_path / "staging-lake"
     for _ in range(4):  # day 0 (full load) and the change files of days 1, 2, 3
-        project.ingest(str(staging))
+        ingest(staging, *SIMULATOR, check=True)
 
     def files(kind: str, table: str) -> list[Path]:
         return sorted((staging / "raw" / SOURCE / kind / table).glob("*.parquet"))
 
     def deliver(path: Path, name: str | None = None) -> None:
-        target = Path(project.lake) / path.relative_to(staging)
+        target = Path(site.lake) / path.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target.with_name(name) if name else target)
 
@@ -219,7 +181,7 @@ def test_late_and_replayed_files(project: Project, tmp_path: Path, simulator_sta
         for path in changes[:1] + changes[-1:]:
             deliver(path)
         late[table] = changes[1:-1]
-    project.build()
+    site.build(check=True)
 
     for table in TABLES:
         for path in late[table]:
@@ -227,9 +189,9 @@ def test_late_and_replayed_files(project: Project, tmp_path: Path, simulator_sta
         first = files("cdc", table)[0]
         deliver(first, name=f"{table}_29991231_235959_999999.parquet")  # replayed under a new name
         deliver(first)  # replayed under its own name: already merged, never read again
-    project.build(*LOYALTY)
+    site.build(*LOYALTY, check=True)
 
-    with project.connect() as con:
+    with site.connect() as con:
         for table in TABLES:
             assert_bronze_equals(con, table, simulator_states[table, 3])
         merged = con.execute(
@@ -238,19 +200,19 @@ def test_late_and_replayed_files(project: Project, tmp_path: Path, simulator_sta
         assert merged == (5,)  # full load, days 1-3 and the renamed replay
 
     # Nothing new: a build changes nothing.
-    with project.connect() as con:
+    with site.connect() as con:
         before = warehouse_rows(con, "bronze.bronze_loyalty__clientes")
-    project.build("--select", "bronze_loyalty__clientes")
-    with project.connect() as con:
+    site.build("--select", "bronze_loyalty__clientes", check=True)
+    with site.connect() as con:
         assert warehouse_rows(con, "bronze.bronze_loyalty__clientes") == before
 
 
-def test_a_build_before_the_first_capture(project: Project, simulator_states: dict) -> None:
+def test_a_build_before_the_first_capture(site: Dbt, simulator_states: dict) -> None:
     """An empty lake builds empty tables; the next capture fills every layer (gold reconciles, a dbt test)."""
-    project.build(*LOYALTY)
-    project.ingest()
-    project.build(*LOYALTY)
-    with project.connect() as con:
+    site.build(*LOYALTY, check=True)
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    with site.connect() as con:
         assert_bronze_equals(con, "clientes", simulator_states["clientes", 0])
         assert con.execute("select count(*) > 0 from gold.gold_points_daily_cube").fetchone() == (True,)
 
@@ -284,25 +246,25 @@ def write_change_file(lake: Path, kind: str, name: str, rows: list[tuple[str, in
     pq.write_table(pa.table(columns, schema=schema), path)
 
 
-def test_a_late_update_does_not_resurrect_a_deleted_row(project: Project) -> None:
-    lake = Path(project.lake)
+def test_a_late_update_does_not_resurrect_a_deleted_row(site: Dbt) -> None:
+    lake = Path(site.lake)
     select = ("--select", "tag:lake_state", "bronze_loyalty__clientes")
     write_change_file(
         lake, "full-load", "clientes_20250101_000000_000000.parquet", [("I", 1, "2025-01-01 00:00:00", 1)]
     )
     write_change_file(lake, "cdc", "clientes_20250103_000000_000000.parquet", [("D", 3, "2025-01-03 00:00:00", 2)])
-    project.dbt("run", "--target", "dev", *select)
+    site.run(*select, check=True)
     write_change_file(lake, "cdc", "clientes_20250102_000000_000000.parquet", [("U", 2, "2025-01-02 00:00:00", 2)])
-    project.dbt("run", "--target", "dev", *select)
-    with project.connect() as con:
+    site.run(*select, check=True)
+    with site.connect() as con:
         assert con.execute("select count(*) from bronze.bronze_loyalty__clientes").fetchone() == (0,)
 
     # Re-inserted later: the newest change wins again, and a late replay of the delete changes nothing.
     write_change_file(lake, "cdc", "clientes_20250104_000000_000000.parquet", [("I", 4, "2025-01-04 00:00:00", 4)])
-    project.dbt("run", "--target", "dev", *select)
+    site.run(*select, check=True)
     write_change_file(lake, "cdc", "clientes_20250105_000000_000000.parquet", [("D", 3, "2025-01-03 00:00:00", 2)])
-    project.dbt("run", "--target", "dev", *select)
-    with project.connect() as con:
+    site.run(*select, check=True)
+    with site.connect() as con:
         assert con.execute('select "qtdePontos", _cdc_sequence from bronze.bronze_loyalty__clientes').fetchall() == [
             (4, 4)
         ]
@@ -311,11 +273,10 @@ def test_a_late_update_does_not_resurrect_a_deleted_row(project: Project) -> Non
 @pytest.fixture(scope="module")
 def staging_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four captures (a full load and three change files per table) to deliver in any order."""
-    root = tmp_path_factory.mktemp("staging")
-    project = Project(root, str(root / "lake"), {})
+    lake = tmp_path_factory.mktemp("staging") / "lake"
     for _ in range(4):
-        project.ingest()
-    return root / "lake"
+        ingest(lake, *SIMULATOR, check=True)
+    return lake
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -328,40 +289,37 @@ def test_any_delivery_order_and_replay_gives_the_same_bronze(
     cut = data.draw(st.integers(1, len(files)), label="files in the first delivery")
     replays = data.draw(st.lists(st.sampled_from(files), max_size=2), label="files delivered again")
 
-    root = tmp_path_factory.mktemp("order")
-    project = Project(root, str(root / "lake"), {})
-    lake = Path(project.lake)
+    site = Dbt.at(tmp_path_factory.mktemp("order"))
+    lake = Path(site.lake)
     renamed = [(path, f"clientes_29990101_000000_00000{i}.parquet") for i, path in enumerate(replays)]
     for delivery in ([(path, path.name) for path in order[:cut]], [(p, p.name) for p in order[cut:]] + renamed):
         for path, name in delivery:
             target = lake / path.parent.relative_to(staging_lake) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target)
-        project.dbt("run", "--target", "dev", "--select", "tag:lake_state", "bronze_loyalty__clientes")
+        site.run("--select", "tag:lake_state", "bronze_loyalty__clientes", check=True)
 
-    with project.connect() as con:
+    with site.connect() as con:
         assert_bronze_equals(con, "clientes", simulator_states["clientes", 3])
 
 
-def test_backfill_rewrites_only_the_given_dates(project: Project) -> None:
-    project.ingest()
-    project.build(*LOYALTY)
+def test_backfill_rewrites_only_the_given_dates(site: Dbt) -> None:
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
     cube = "gold.gold_points_daily_cube"
-    with duckdb.connect(str(project.database)) as con:
+    with site.connect(read_only=False) as con:
         first, second = con.execute(f"select distinct transaction_date from {cube} order by 1 limit 2").fetchall()
         con.execute(f"update {cube} set transactions = -1 where transaction_date in (?, ?)", [first[0], second[0]])
 
     day = first[0].isoformat()
-    project.dbt(
-        "run",
-        "--target",
-        "dev",
+    site.run(
         "--select",
         "gold_points_daily_cube",
         "--vars",
         f"{{backfill_start_date: '{day}', backfill_end_date: '{day}'}}",
+        check=True,
     )
-    with project.connect() as con:
+    with site.connect() as con:
         rewritten = con.execute(f"select min(transactions) from {cube} where transaction_date = ?", [first[0]])
         assert rewritten.fetchone()[0] > 0
         untouched = con.execute(f"select max(transactions) from {cube} where transaction_date = ?", [second[0]])
@@ -370,10 +328,10 @@ def test_backfill_rewrites_only_the_given_dates(project: Project) -> None:
 
 @pytest.mark.s3
 def test_an_s3_lake(tmp_path: Path, s3_lake_env: str, simulator_states: dict) -> None:
-    project = Project(tmp_path, s3_lake_env, {})
+    site = Dbt.at(tmp_path, s3_lake_env)
     for _ in range(2):
-        project.ingest()
-        project.build(*LOYALTY)
-    with project.connect() as con:
+        ingest(site.lake, *SIMULATOR, check=True)
+        site.build(*LOYALTY, check=True)
+    with site.connect() as con:
         for table in TABLES:
             assert_bronze_equals(con, table, simulator_states[table, 1])

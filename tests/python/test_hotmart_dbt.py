@@ -9,25 +9,21 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hotmart_events import TABLES, ingest, sample_folder
+from support.cli import ingest
+from support.dbt import Dbt
+from test_hotmart_events import HOTMART, TABLES, sample_folder
 
 pytestmark = pytest.mark.dbt
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 HOTMART_MODELS = "+path:models/gold/hotmart"
 
 HISTORY = "select * exclude (_loaded_at) from gold.gold_gmv_daily_history order by all"
@@ -44,50 +40,18 @@ group by subsidiary
 """
 
 
-def dbt(tmp_path: Path, lake: Path, *args: str) -> None:
-    dbt_bin = shutil.which("dbt", path=str(BIN)) or "dbt"
-    env = {
-        **os.environ,
-        "LAKE_URI": str(lake),
-        "DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    result = subprocess.run(
-        [
-            dbt_bin,
-            *args,
-            "--target",
-            "dev",
-            "--target-path",
-            str(tmp_path / "target"),
-            "--log-path",
-            str(tmp_path / "logs"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-
-
-def query(tmp_path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
-        return con.execute(sql, list(params)).fetchall()
-
-
-def month_as_known_on(tmp_path: Path, month: date, known_on: date) -> dict[str, Decimal]:
-    rows = query(tmp_path, MONTH_AS_KNOWN_ON, month, month, known_on, known_on)
-    return {str(subsidiary): gmv for subsidiary, gmv in rows}  # type: ignore[misc]
+def month_as_known_on(site: Dbt, month: date, known_on: date) -> dict[str, Decimal]:
+    rows = site.query(MONTH_AS_KNOWN_ON, month, month, known_on, known_on)
+    return {str(subsidiary): gmv for subsidiary, gmv in rows}
 
 
 def test_case_sample_gmv_as_known_on_dates(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    site = Dbt.at(tmp_path)
     folder = sample_folder(tmp_path / "csv")
-    result = ingest(lake, "--from", "csv", "--path", str(folder), "--arrival-column", "transaction_datetime")
+    arrival = ("--arrival-column", "transaction_datetime")
+    result = ingest(site.lake, *HOTMART, "--from", "csv", "--path", str(folder), *arrival)
     assert result.returncode == 0, result.stderr
-    dbt(tmp_path, lake, "build", "--select", HOTMART_MODELS)
+    site.build("--select", HOTMART_MODELS, check=True)
 
     january, february = date(2023, 1, 1), date(2023, 2, 1)
     expected = {
@@ -106,18 +70,18 @@ def test_case_sample_gmv_as_known_on_dates(tmp_path: Path) -> None:
         (february, date.today()): {"internacional": Decimal("2000.00")},
     }
     for (month, known_on), gmv in expected.items():
-        assert month_as_known_on(tmp_path, month, known_on) == gmv, (month, known_on)
+        assert month_as_known_on(site, month, known_on) == gmv, (month, known_on)
     # purchase 56 (release_date NULL) never counts
-    assert query(tmp_path, "select count(*) from gold.gold_gmv_daily_history where order_date = '2023-01-25'") == [(0,)]
-    current = query(tmp_path, "select * from gold.gold_gmv_daily_current order by all")
+    assert site.query("select count(*) from gold.gold_gmv_daily_history where order_date = '2023-01-25'") == [(0,)]
+    current = site.query("select * from gold.gold_gmv_daily_current order by all")
     assert current == [
         (date(2023, 1, 20), "nacional", Decimal("55.00"), date(2023, 7, 12)),
         (date(2023, 2, 26), "internacional", Decimal("2000.00"), date(2023, 3, 12)),
     ]
 
-    history = query(tmp_path, HISTORY)
-    dbt(tmp_path, lake, "build", "--select", HOTMART_MODELS, "--full-refresh")
-    assert query(tmp_path, HISTORY) == history
+    history = site.query(HISTORY)
+    site.build("--select", HOTMART_MODELS, "--full-refresh", check=True)
+    assert site.query(HISTORY) == history
 
 
 # A naive oracle: the state of every purchase at the end of every day, straight from the raw lake files.
@@ -171,19 +135,19 @@ order by all
 
 
 def test_simulated_stream_end_to_end_immutable_and_equal_to_a_naive_recomputation(tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
+    site = Dbt.at(tmp_path)
+    lake = Path(site.lake)
     answers: dict[int, list[tuple[object, ...]]] = {}
     for run in range(1, 41):
-        result = ingest(lake, "--scale", "600", "--seed", "11")
+        result = ingest(lake, *HOTMART, "--scale", "600", "--seed", "11")
         assert result.returncode == 0, result.stderr
         if run in (10, 25, 40):
-            dbt(tmp_path, lake, "build", "--select", HOTMART_MODELS)
-            answers[run] = query(tmp_path, HISTORY)
+            site.build("--select", HOTMART_MODELS, check=True)
+            answers[run] = site.query(HISTORY)
 
     # the lake holds identical re-sends; Bronze holds each event once
-    raw = query(tmp_path, f"select count(*) from read_parquet('{lake}/raw/hotmart/events/*/*.parquet')")[0][0]
-    bronze = query(
-        tmp_path,
+    raw = site.query(f"select count(*) from read_parquet('{lake}/raw/hotmart/events/*/*.parquet')")[0][0]
+    bronze = site.query(
         "select (select count(*) from bronze.bronze_hotmart__purchase)"
         " + (select count(*) from bronze.bronze_hotmart__product_item)"
         " + (select count(*) from bronze.bronze_hotmart__purchase_extra_info)",
@@ -208,12 +172,12 @@ def test_simulated_stream_end_to_end_immutable_and_equal_to_a_naive_recomputatio
             assert known_on(answers[run], day) == known_on(answers[40], day), day
 
     # a rebuild from the raw events reproduces the history exactly
-    dbt(tmp_path, lake, "build", "--select", HOTMART_MODELS, "--full-refresh")
-    assert query(tmp_path, HISTORY) == answers[40]
+    site.build("--select", HOTMART_MODELS, "--full-refresh", check=True)
+    assert site.query(HISTORY) == answers[40]
 
     # and the history is the naive day-by-day answer, compressed
     files = [str(lake / "raw/hotmart/events" / table / "*.parquet") for table in TABLES]
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+    with site.connect() as con:
         con.execute("set timezone = 'UTC'")
         naive = con.execute(NAIVE_DAILY_GMV, files).fetchall()
         con.execute(f"create temp table naive as {NAIVE_DAILY_GMV}", files)
@@ -243,13 +207,13 @@ def staged_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Simulated days of events, ingested once: the property test delivers its files in other orders."""
     lake = tmp_path_factory.mktemp("staged") / "lake"
     for _ in range(STAGED_DAYS):
-        result = ingest(lake, "--scale", "1500", "--seed", "7")
+        result = ingest(lake, *HOTMART, "--scale", "1500", "--seed", "7")
         assert result.returncode == 0, result.stderr
     return lake
 
 
-def hotmart_tables(tmp_path: Path) -> dict[str, list[tuple[object, ...]]]:
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+def hotmart_tables(site: Dbt) -> dict[str, list[tuple[object, ...]]]:
+    with site.connect() as con:
         return {
             relation: con.execute(
                 f"select * {f'exclude ({excluded})' if excluded else ''} from {relation} order by all"
@@ -285,17 +249,17 @@ def assert_incremental_equals_full_refresh(
 ) -> None:
     """Deliver the staged files in this order, build after the given deliveries and at the end, then rebuild."""
     with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        lake = work / "lake"
+        site = Dbt.at(Path(folder))
+        lake = Path(site.lake)
         shutil.copytree(staged_lake / "_ingestion", lake / "_ingestion")
         for position, (original, name) in enumerate(delivered):
             (lake / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(staged_lake / original, lake / name)
             if position in builds or position == len(delivered) - 1:
-                dbt(work, lake, "run", "--select", HOTMART_MODELS)
-        incremental = hotmart_tables(work)
-        dbt(work, lake, "run", "--select", HOTMART_MODELS, "--full-refresh")
-        rebuilt = hotmart_tables(work)
+                site.run("--select", HOTMART_MODELS, check=True)
+        incremental = hotmart_tables(site)
+        site.run("--select", HOTMART_MODELS, "--full-refresh", check=True)
+        rebuilt = hotmart_tables(site)
     assert incremental["gold.gold_gmv_daily_history"], "the lake must yield some GMV"
     for relation, rows in rebuilt.items():
         assert incremental[relation] == rows, relation

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from support.cli import ingest, run_cli
 
 from ingestion.catalog import load_catalog
 from ingestion.events import event_schema
@@ -21,17 +19,7 @@ from ingestion.readers.hotmart import HotmartSimulatorReader
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "seeds" / "hotmart"
 TABLES = ("purchase", "product_item", "purchase_extra_info")
-
-
-def ingest(lake: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestion", "run", "--source", "hotmart", "--lake", str(lake), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+HOTMART = ("--source", "hotmart")
 
 
 def sample_folder(dest: Path) -> Path:
@@ -55,7 +43,7 @@ def lake_events(lake: Path, table: str) -> list[dict[str, object]]:
 def test_simulator_runs_are_deterministic_one_day_per_run(tmp_path: Path) -> None:
     for lake in ("a", "b"):
         for _ in range(3):
-            result = ingest(tmp_path / lake, "--scale", "500")
+            result = ingest(tmp_path / lake, *HOTMART, "--scale", "500")
             assert result.returncode == 0, result.stderr
     for table in TABLES:
         first, second = lake_events(tmp_path / "a", table), lake_events(tmp_path / "b", table)
@@ -66,7 +54,7 @@ def test_simulator_runs_are_deterministic_one_day_per_run(tmp_path: Path) -> Non
 
 
 def test_events_files_have_the_explicit_schema(tmp_path: Path) -> None:
-    assert ingest(tmp_path / "lake", "--scale", "500").returncode == 0
+    assert ingest(tmp_path / "lake", *HOTMART, "--scale", "500").returncode == 0
     catalog = load_catalog()
     for table in TABLES:
         for path in (tmp_path / "lake" / "raw/hotmart/events" / table).glob("*.parquet"):
@@ -119,7 +107,7 @@ def test_csv_folder_arrival_column_and_only_new_rows(tmp_path: Path) -> None:
     folder = sample_folder(tmp_path / "csv")
     lake = tmp_path / "lake"
     args = ("--from", "csv", "--path", str(folder), "--arrival-column", "transaction_datetime")
-    assert ingest(lake, *args).returncode == 0
+    assert ingest(lake, *HOTMART, *args).returncode == 0
     purchases = lake_events(lake, "purchase")
     assert len(purchases) == 5
     for row in purchases:
@@ -128,27 +116,21 @@ def test_csv_folder_arrival_column_and_only_new_rows(tmp_path: Path) -> None:
     assert next(r for r in purchases if r["purchase_id"] == 56)["release_date"] is None
 
     # the same files again: nothing new, no new file
-    assert ingest(lake, *args).returncode == 0
+    assert ingest(lake, *HOTMART, *args).returncode == 0
     assert len(list((lake / "raw/hotmart/events/purchase").glob("*.parquet"))) == 1
 
     # a line appended: only that event is published, arriving now when no arrival column is given
     with (folder / "purchase_extra_info.csv").open("a", encoding="utf-8") as handle:
         handle.write("2023-08-01 10:00:00|2023-08-01|55|internacional\n")
     before = datetime.now(UTC)
-    assert ingest(lake, "--from", "csv", "--path", str(folder)).returncode == 0
+    assert ingest(lake, *HOTMART, "--from", "csv", "--path", str(folder)).returncode == 0
     files = sorted((lake / "raw/hotmart/events/purchase_extra_info").glob("*.parquet"))
     assert len(files) == 2
     (new,) = pq.read_table(files[-1]).to_pylist()
     assert new["purchase_id"] == 55 and new["subsidiary"] == "internacional"
     assert new["_ingested_at"] >= before
 
-    status = subprocess.run(
-        [sys.executable, "-m", "ingestion", "status", "--source", "hotmart", "--lake", str(lake)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    status = run_cli("status", *HOTMART, "--lake", str(lake), timeout=60)
     assert status.returncode == 0 and "purchase_extra_info" in status.stdout and "events" in status.stdout
 
 
@@ -157,17 +139,17 @@ def test_crash_then_rerun_publishes_each_event_once(tmp_path: Path, failpoint: s
     folder = sample_folder(tmp_path / "csv")
     args = ("--from", "csv", "--path", str(folder), "--arrival-column", "transaction_datetime")
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
-    assert ingest(clean, *args).returncode == 0
-    result = ingest(crashed, *args, env={"LAGO_FAILPOINT": failpoint})
+    assert ingest(clean, *HOTMART, *args).returncode == 0
+    result = ingest(crashed, *HOTMART, *args, env={"LAGO_FAILPOINT": failpoint})
     assert result.returncode != 0
-    assert ingest(crashed, *args).returncode == 0
-    assert ingest(crashed, *args).returncode == 0  # and again: nothing new
+    assert ingest(crashed, *HOTMART, *args).returncode == 0
+    assert ingest(crashed, *HOTMART, *args).returncode == 0  # and again: nothing new
     for table in TABLES:
         assert sorted(map(repr, lake_events(crashed, table))) == sorted(map(repr, lake_events(clean, table)))
 
 
 def test_snapshot_readers_are_refused_for_an_events_source(tmp_path: Path) -> None:
-    result = ingest(tmp_path / "lake", "--from", "kaggle")
+    result = ingest(tmp_path / "lake", *HOTMART, "--from", "kaggle")
     assert result.returncode == 2 and "events source" in result.stderr
-    result = ingest(tmp_path / "lake", "--from", "csv")
+    result = ingest(tmp_path / "lake", *HOTMART, "--from", "csv")
     assert result.returncode == 2 and "--path" in result.stderr

@@ -1,7 +1,11 @@
-"""Capture runs through the real CLI: layout, CDC across captures, crash-then-rerun, the lake lock."""
+"""Capture runs through the real CLI: layout, CDC across captures, crash-then-rerun, the lake lock.
+
+A test over `any_lake` runs on a local folder and on the S3 server alike.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -13,11 +17,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support.cli import csv_args, ingest, run_cli, start_cli, start_ingest
 
-from ingestion.lake import LocalLake
+from ingestion.lake import LocalLake, open_lake
 from ingestion.lock import LOCK_KEY, LakeLock
 
-ROOT = Path(__file__).resolve().parents[2]
 HEADER = "idCliente;flEmail;flTwitch;flYouTube;flBlueSky;flInstagram;qtdePontos;DtCriacao;DtAtualizacao"
 
 
@@ -39,35 +43,30 @@ VERSIONS = [
 ]
 
 
-def ingest(lake: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def keys(lake: str | Path, prefix: str) -> list[str]:
+    """The keys of a local or S3 lake under `prefix`."""
+    return [item.key for item in open_lake(str(lake)).list(prefix)]
 
 
-def ingest_csv(lake: Path, folder: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return ingest(lake, "--from", "csv", "--path", str(folder), "--tables", "clientes", env=env)
-
-
-def change_set(lake: Path, source: str = "loyalty") -> list[tuple[object, ...]]:
-    """Every published change row, without the capture time (which differs between two runs)."""
+def change_set(lake: str | Path, source: str = "loyalty") -> list[tuple[object, ...]]:
+    """Every published change row of a local or S3 lake, without the capture time (which differs between two
+    runs)."""
+    store = open_lake(str(lake))
     rows: list[tuple[object, ...]] = []
-    for path in sorted((lake / "raw" / source).rglob("*.parquet")):
-        for row in pq.read_table(path).to_pylist():
+    for key in keys(lake, f"raw/{source}/"):
+        _, _, kind, table, _ = key.split("/", 4)
+        data = store.read_bytes(key)
+        assert data is not None, f"{key} was listed but cannot be read"
+        for row in pq.read_table(io.BytesIO(data)).to_pylist():
             row.pop("_cdc_timestamp")
-            rows.append((path.parent.parent.name, path.parent.name, *row.values()))
+            rows.append((kind, table, *row.values()))
     return sorted(rows, key=repr)
 
 
 def test_first_capture_is_full_load_then_cdc_files_with_iud(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     for number, version in enumerate(VERSIONS):
-        result = ingest_csv(lake, clientes_csv(tmp_path / f"v{number}", version))
+        result = ingest(lake, *csv_args(clientes_csv(tmp_path / f"v{number}", version), "clientes"))
         assert result.returncode == 0, result.stderr
     full = list((lake / "raw/loyalty/full-load/clientes").glob("clientes_*.parquet"))
     changes = sorted((lake / "raw/loyalty/cdc/clientes").glob("clientes_*.parquet"))
@@ -83,18 +82,13 @@ def test_first_capture_is_full_load_then_cdc_files_with_iud(tmp_path: Path) -> N
 def test_no_change_publishes_nothing_but_records_the_capture(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     folder = clientes_csv(tmp_path / "v", VERSIONS[0])
-    assert ingest_csv(lake, folder).returncode == 0
-    assert ingest_csv(lake, folder).returncode == 0
+    assert ingest(lake, *csv_args(folder, "clientes")).returncode == 0
+    assert ingest(lake, *csv_args(folder, "clientes")).returncode == 0
     assert not (lake / "raw/loyalty/cdc").exists()
     state = json.loads((lake / "_ingestion/loyalty/clientes/state.json").read_text())
     assert [c["kind"] for c in state["captures"]] == ["full-load", "unchanged"]
-    status = subprocess.run(
-        [sys.executable, "-m", "ingestion", "status", "--lake", str(lake)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    status = run_cli("status", "--lake", str(lake))
+    assert status.returncode == 0, status.stderr
     assert "clientes" in status.stdout and "unchanged" in status.stdout
 
 
@@ -105,15 +99,15 @@ def test_crash_at_each_step_then_rerun_equals_a_run_that_never_crashed(tmp_path:
     folders = [clientes_csv(tmp_path / f"v{n}", v) for n, v in enumerate(VERSIONS)]
     twin = tmp_path / "twin"
     for folder in folders:
-        assert ingest_csv(twin, folder).returncode == 0
+        assert ingest(twin, *csv_args(folder, "clientes")).returncode == 0
 
     lake = tmp_path / "lake"
-    assert ingest_csv(lake, folders[0]).returncode == 0
-    crashed = ingest_csv(lake, folders[1], env={"LAGO_FAILPOINT": failpoint})
+    assert ingest(lake, *csv_args(folders[0], "clientes")).returncode == 0
+    crashed = ingest(lake, *csv_args(folders[1], "clientes"), env={"LAGO_FAILPOINT": failpoint})
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL
-    rerun = ingest_csv(lake, folders[1])
+    rerun = ingest(lake, *csv_args(folders[1], "clientes"))
     assert rerun.returncode == 0, rerun.stderr
-    assert ingest_csv(lake, folders[2]).returncode == 0
+    assert ingest(lake, *csv_args(folders[2], "clientes")).returncode == 0
 
     assert change_set(lake) == change_set(twin)
     # dbt's globs only ever see whole Parquet files
@@ -123,39 +117,40 @@ def test_crash_at_each_step_then_rerun_equals_a_run_that_never_crashed(tmp_path:
             pq.read_metadata(path)
 
 
-def test_simulator_crash_mid_run_resumes_the_same_day(tmp_path: Path) -> None:
-    twin, lake = tmp_path / "twin", tmp_path / "lake"
+def test_simulator_crash_mid_run_resumes_the_same_day(any_lake: str, tmp_path: Path) -> None:
+    twin = tmp_path / "twin"
     for _ in range(2):
         assert ingest(twin, "--scale", "200").returncode == 0
-    assert ingest(lake, "--scale", "200").returncode == 0
-    crashed = ingest(lake, "--scale", "200", env={"LAGO_FAILPOINT": "after-publish"})
+    assert ingest(any_lake, "--scale", "200").returncode == 0
+    crashed = ingest(any_lake, "--scale", "200", env={"LAGO_FAILPOINT": "after-publish"})
     assert crashed.returncode == -9
-    assert ingest(lake, "--scale", "200").returncode == 0
-    assert change_set(lake) == change_set(twin)
-    assert len(list((lake / "raw/loyalty/cdc").rglob("*.parquet"))) == 4
+    rerun = ingest(any_lake, "--scale", "200")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "completing interrupted capture" in rerun.stderr
+    assert change_set(any_lake) == change_set(twin)
+    assert len(keys(any_lake, "raw/loyalty/cdc/")) == 4
 
 
-def test_a_second_run_exits_clearly_while_the_lake_is_locked_and_waits_with_wait(tmp_path: Path) -> None:
-    lake_path = tmp_path / "lake"
+def test_a_second_run_exits_clearly_while_the_lake_is_locked_and_waits_with_wait(any_lake: str, tmp_path: Path) -> None:
     folder = clientes_csv(tmp_path / "v", VERSIONS[0])
-    lock = LakeLock(LocalLake(lake_path))
+    lock = LakeLock(open_lake(any_lake))
     with lock:
-        blocked = ingest_csv(lake_path, folder)
+        blocked = ingest(any_lake, *csv_args(folder, "clientes"))
         assert blocked.returncode == 5
         assert "is locked by another ingestion run" in blocked.stderr
         assert f"pid {os.getpid()}" in blocked.stderr
-    assert not (lake_path / "raw").exists()
+    assert keys(any_lake, "raw/") == []
 
-    holder = LakeLock(LocalLake(lake_path))
+    holder = LakeLock(open_lake(any_lake))
     holder.__enter__()
     release = threading.Timer(1.5, holder.__exit__, args=(None, None, None))
     release.start()
     started = time.monotonic()
-    waited = ingest(lake_path, "--from", "csv", "--path", str(folder), "--tables", "clientes", "--wait", "60")
+    waited = ingest(any_lake, *csv_args(folder, "clientes"), "--wait", "60")
     release.join()
     assert waited.returncode == 0, waited.stderr
     assert time.monotonic() - started >= 1.0
-    assert (lake_path / "raw/loyalty/full-load/clientes").is_dir()
+    assert keys(any_lake, "raw/loyalty/full-load/clientes/")
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
@@ -173,7 +168,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
             }
         ).encode(),
     )
-    result = ingest_csv(lake_path, clientes_csv(tmp_path / "v", VERSIONS[0]))
+    result = ingest(lake_path, *csv_args(clientes_csv(tmp_path / "v", VERSIONS[0]), "clientes"))
     assert result.returncode == 0, result.stderr
     assert "taking over stale lock" in result.stderr
     assert not (lake_path / LOCK_KEY).exists()
@@ -181,13 +176,11 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
 
 def test_two_concurrent_runs_exactly_one_proceeds(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    env = {**os.environ}
-    command = [sys.executable, "-m", "ingestion", "run", "--lake", str(lake), "--scale", "200000"]
-    first = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    first = start_ingest(lake, "--scale", "200000")
     deadline = time.monotonic() + 30
     while not (lake / LOCK_KEY).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    second = ingest(lake, "--scale", "200000")
     _, first_err = first.communicate(timeout=300)
     assert first.returncode == 0, first_err
     assert second.returncode == 5 and "locked" in second.stderr
@@ -196,36 +189,12 @@ def test_two_concurrent_runs_exactly_one_proceeds(tmp_path: Path) -> None:
 
 def test_schedule_runs_captures_on_an_interval_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    counted = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ingestion",
-            "schedule",
-            "--every",
-            "0.2s",
-            "--max-runs",
-            "3",
-            "--lake",
-            str(lake),
-            "--scale",
-            "100",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    counted = run_cli("schedule", "--every", "0.2s", "--max-runs", "3", "--lake", str(lake), "--scale", "100")
     assert counted.returncode == 0, counted.stderr
     state = json.loads((lake / "_ingestion/loyalty/clientes/state.json").read_text())
     assert [c["day"] for c in state["captures"]] == [0, 1, 2]
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ingestion", "schedule", "--every", "1h", "--lake", str(lake), "--scale", "100"],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli("schedule", "--every", "1h", "--lake", str(lake), "--scale", "100", stdout=None)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = json.loads((lake / "_ingestion/loyalty/transacao_produto/state.json").read_text())
@@ -240,11 +209,5 @@ def test_schedule_runs_captures_on_an_interval_and_stops_cleanly_on_ctrl_c(tmp_p
 
 
 def test_bad_interval_is_a_usage_error(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "ingestion", "schedule", "--every", "often", "--lake", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("schedule", "--every", "often", "--lake", str(tmp_path), timeout=60)
     assert result.returncode == 2 and "--every 'often'" in result.stderr

@@ -1,32 +1,20 @@
-"""The same captures against a real S3 server (SeaweedFS): same layout, same change set, same lock."""
+"""The same captures against a real S3 server (SeaweedFS): same layout, same change set; an unreachable endpoint.
+
+Crash-then-rerun and the lock on an S3 lake are the tests over `any_lake` of test_ingestion_capture.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from support.cli import ingest
 
 from ingestion.lake import S3Lake
-from ingestion.lock import LakeLock
-
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.s3
 
-
-def ingest(lake: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestion", "run", "--lake", lake, "--scale", "300", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+SCALE = ("--scale", "300")
 
 
 def published(lake: S3Lake, tmp_path: Path) -> dict[str, list[dict[str, object]]]:
@@ -45,8 +33,8 @@ def published(lake: S3Lake, tmp_path: Path) -> dict[str, list[dict[str, object]]
 def test_s3_lake_gets_the_same_layout_and_changes_as_a_local_lake(s3_lake_env: str, tmp_path: Path) -> None:
     local = tmp_path / "local"
     for _ in range(2):
-        assert ingest(str(local)).returncode == 0
-        result = ingest(s3_lake_env)
+        assert ingest(str(local), *SCALE).returncode == 0
+        result = ingest(s3_lake_env, *SCALE)
         assert result.returncode == 0, result.stderr
 
     lake = S3Lake(s3_lake_env)
@@ -69,34 +57,6 @@ def test_s3_lake_gets_the_same_layout_and_changes_as_a_local_lake(s3_lake_env: s
     assert any(r["_cdc_operation"] == "U" for r in s3_rows["raw/loyalty/cdc/clientes"])
 
 
-def test_s3_crash_after_publish_then_rerun_converges(s3_lake_env: str, tmp_path: Path) -> None:
-    twin = tmp_path / "twin"
-    for _ in range(2):
-        assert ingest(str(twin), "--tables", "clientes").returncode == 0
-    assert ingest(s3_lake_env, "--tables", "clientes").returncode == 0
-    crashed = ingest(s3_lake_env, "--tables", "clientes", env={"LAGO_FAILPOINT": "after-publish"})
-    assert crashed.returncode == -9
-    rerun = ingest(s3_lake_env, "--tables", "clientes")
-    assert rerun.returncode == 0, rerun.stderr
-    assert "completing interrupted capture" in rerun.stderr
-    s3_rows = published(S3Lake(s3_lake_env), tmp_path / "s3")
-    for key, rows in s3_rows.items():
-        local_rows = [
-            {k: v for k, v in row.items() if k != "_cdc_timestamp"}
-            for path in sorted((twin / key).glob("*.parquet"))
-            for row in pq.read_table(path).to_pylist()
-        ]
-        assert sorted(rows, key=repr) == sorted(local_rows, key=repr)
-
-
-def test_s3_lock_refuses_a_second_writer(s3_lake_env: str) -> None:
-    with LakeLock(S3Lake(s3_lake_env)):
-        blocked = ingest(s3_lake_env)
-    assert blocked.returncode == 5
-    assert "is locked by another ingestion run" in blocked.stderr
-    assert S3Lake(s3_lake_env).list("raw/") == []
-
-
 def test_unreachable_endpoint_is_a_clear_error(tmp_path: Path) -> None:
     env = {
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
@@ -105,7 +65,7 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path: Path) -> None:
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_MAX_ATTEMPTS": "2",
     }
-    result = ingest("s3://lake/prefix", env=env)
+    result = ingest("s3://lake/prefix", *SCALE, env=env)
     assert result.returncode == 4
     assert "s3://lake/prefix/_ingestion/" in result.stderr  # the first request names its object
     assert "a-secret-that-must-not-leak" not in result.stderr + result.stdout

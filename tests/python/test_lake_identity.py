@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support.cli import ingest as support_ingest
+from support.cli import csv_args, ingest
 
 from ingestion.errors import LakeError
 from ingestion.identity import IDENTITY_KEY, ensure_identity, read_identity
 from ingestion.lake import Lake, LocalLake, S3Lake
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def ingest(lake: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return support_ingest(lake, "--scale", "100", "--source", "loyalty", *args)
+# a small capture of one source
+SMALL = ("--scale", "100", "--source", "loyalty")
 
 
 def open_any(uri: str) -> Lake:
@@ -38,11 +34,11 @@ def check_identity(raw: bytes) -> dict[str, str]:
 
 def test_first_capture_writes_the_identity_and_later_runs_keep_it(any_lake: str) -> None:
     lake = open_any(any_lake)
-    assert ingest(any_lake).returncode == 0
+    assert ingest(any_lake, *SMALL).returncode == 0
     first = lake.read_bytes(IDENTITY_KEY)
     assert first is not None
     check_identity(first)
-    assert ingest(any_lake).returncode == 0
+    assert ingest(any_lake, *SMALL).returncode == 0
     assert lake.read_bytes(IDENTITY_KEY) == first
     # write-once: a second create is refused (hard link locally, the server's conditional PUT on S3)
     assert not lake.create_exclusive(IDENTITY_KEY, b"{}")
@@ -50,9 +46,9 @@ def test_first_capture_writes_the_identity_and_later_runs_keep_it(any_lake: str)
 
 def test_an_existing_lake_without_identity_gets_one_at_its_next_run(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    assert ingest(str(lake)).returncode == 0
+    assert ingest(lake, *SMALL).returncode == 0
     (lake / IDENTITY_KEY).unlink()
-    result = ingest(str(lake))
+    result = ingest(lake, *SMALL)
     assert result.returncode == 0, result.stderr
     check_identity((lake / IDENTITY_KEY).read_bytes())
 
@@ -62,7 +58,7 @@ def test_a_refused_first_run_writes_no_identity(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "clientes.csv").write_text("idCliente;flEmail\n", encoding="utf-8")
     lake = tmp_path / "lake"
-    result = ingest(str(lake), "--from", "csv", "--path", str(folder), "--tables", "clientes")
+    result = ingest(lake, *SMALL, *csv_args(folder, "clientes"))
     assert result.returncode == 3
     assert not (lake / IDENTITY_KEY).exists()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from support.cli import run_cli
 
 pytestmark = pytest.mark.s3
 
@@ -60,8 +61,9 @@ def test_a_local_s3_lake_in_one_command(tmp_path: Path) -> None:
         again = local_s3("--background", "--dir", str(folder), "--port", str(free_port()), env=base)
         assert again.returncode == 1 and "--stop" in again.stderr
 
-        capture = [sys.executable, "-m", "ingestion", "run", "--source", "loyalty", "--scale", "100"]
-        ran = subprocess.run(capture, cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=300)
+        # into the lake LAKE_URI names (no --lake), with `base` and the exported variables as the whole environment
+        only: dict[str, str | None] = {name: None for name in os.environ} | base | env
+        ran = run_cli("run", "--source", "loyalty", "--scale", "100", env=only)
         assert ran.returncode == 0, ran.stderr[-3000:]
         client = boto3.client(
             "s3",

@@ -7,19 +7,14 @@ category `unknown`.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import duckdb
 import pytest
+from support.cli import csv_args, ingest
+from support.dbt import Dbt
 from test_reader_kaggle import CSV_FILES
 
 pytestmark = pytest.mark.dbt
-
-ROOT = Path(__file__).resolve().parents[2]
-DBT = str(Path(sys.executable).parent / "dbt")
 
 
 def test_text_product_ids_capture_and_count_in_gold(tmp_path: Path) -> None:
@@ -27,24 +22,12 @@ def test_text_product_ids_capture_and_count_in_gold(tmp_path: Path) -> None:
     snapshots.mkdir()
     for name, text in CSV_FILES.items():
         (snapshots / name).write_text(text, encoding="utf-8")
-    lake, database = tmp_path / "lake", tmp_path / "warehouse.duckdb"
-    env = {**os.environ, "LAKE_URI": str(lake), "DUCKDB_PATH": str(database)}
-    env.pop("DBT_PROFILES_DIR", None)
-    command = [sys.executable, "-m", "ingestion", "run", "--source", "loyalty", "--from", "csv"]
-    captured = subprocess.run(
-        [*command, "--path", str(snapshots), "--lake", str(lake)], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    site = Dbt.at(tmp_path)
+    captured = ingest(site.lake, "--source", "loyalty", *csv_args(snapshots))
     assert captured.returncode == 0, captured.stderr[-3000:]
-    paths = ["--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")]
-    built = subprocess.run(
-        [DBT, "build", "--target", "dev", *paths, "--select", "source:loyalty+", "tag:lake_state"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    built = site.build("--select", "source:loyalty+", "tag:lake_state")
     assert built.returncode == 0, built.stdout[-5000:]
-    with duckdb.connect(str(database), read_only=True) as con:
+    with site.connect() as con:
         lines = con.execute(
             "select product_id from silver.silver_loyalty__transaction_products order by product_id"
         ).fetchall()

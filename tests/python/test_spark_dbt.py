@@ -22,6 +22,8 @@ from typing import Any
 import duckdb
 import pytest
 from spark_support import REPO_ROOT, ensure_spark_jars, jars_dir, profile_spark_parameters
+from support.cli import ingest
+from support.dbt import Dbt
 from test_change_log import assert_history_is_the_change_log
 
 pytestmark = pytest.mark.dbt
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.dbt
 CAPTURES = 6
 BUILT_AFTER = (2, 6)  # builds after these captures only: the history must still hold every captured version
 SIMULATOR_SCALE = "2000"  # enough customers that the simulator deletes some between captures
+ENGINES = ("dev", "spark")
 
 
 def run(
@@ -43,20 +46,29 @@ def run(
     return result
 
 
+def spark_site(work: Path, lake: Path, warehouse: Path, target: str = "spark", database: Path | None = None) -> Dbt:
+    """dbt on `target` writing under `work`, Spark's tables and metastore under `warehouse`."""
+    env = {"SPARK_WAREHOUSE_DIR": str(warehouse), "SPARK_LOCAL_IP": "127.0.0.1"}
+    return Dbt.at(work, lake, database=database, target=target, env=env)
+
+
 def dbt(
-    work: Path, env: dict[str, str], target: str, *args: str, check: bool = True
+    site: Dbt, verb: str, *args: str, timeout: float = 1500, check: bool = True
 ) -> tuple[float, subprocess.CompletedProcess[str]]:
-    executable = str(Path(sys.executable).parent / "dbt")
     started = time.monotonic()
-    paths = ["--target-path", str(work / f"target-{target}"), "--log-path", str(work / f"logs-{target}")]
-    result = run([executable, "build", "--target", target, *paths, *args], env, timeout=1500, check=check)
+    try:
+        result = site(verb, *args, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"dbt {verb} --target {site.target} ran over {timeout:.0f} s: {exc}")
+    if check:
+        assert result.returncode == 0, f"dbt {verb} {' '.join(args)}\n{(result.stdout + result.stderr)[-8000:]}"
     return time.monotonic() - started, result
 
 
 def compare_engines(work: Path) -> dict[str, Any]:
     """Every table of both warehouses, row by row (tests/python/cross_engine.py, in its own process)."""
     script = str(Path(__file__).resolve().parent / "cross_engine.py")
-    manifest = str(work / "target-dev" / "manifest.json")
+    manifest = str(work / "dbt-dev" / "target" / "manifest.json")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     result = run([sys.executable, script, manifest, str(work / "dev.duckdb"), str(work / "spark")], env, timeout=600)
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -77,21 +89,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, flo
     """Six captures, both engines built after captures 2 and 6 only; the wall time of each build."""
     work = tmp_path_factory.mktemp("cross-engine")
     ensure_spark_jars(jars_dir(profile_spark_parameters()))
-    env = {
-        **os.environ,
-        "LAKE_URI": str(work / "lake"),
-        "DUCKDB_PATH": str(work / "dev.duckdb"),
-        "SPARK_WAREHOUSE_DIR": str(work / "spark"),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    lake = work / "lake"
+    sites = {
+        target: spark_site(work / f"dbt-{target}", lake, work / "spark", target, database=work / "dev.duckdb")
+        for target in ENGINES
     }
     timings: dict[str, float] = {}
-    for capture in range(1, CAPTURES + 1):
-        command = [sys.executable, "-m", "ingestion", "run", "--scale", SIMULATOR_SCALE, "--lake", env["LAKE_URI"]]
-        run(command, env, timeout=300)
-        if capture in BUILT_AFTER:
-            for target in ("dev", "spark"):
-                timings[f"{target} build after capture {capture}"], _ = dbt(work, env, target)
+    for number in range(1, CAPTURES + 1):
+        ingest(lake, "--scale", SIMULATOR_SCALE, check=True)
+        if number in BUILT_AFTER:
+            for target, site in sites.items():
+                timings[f"{target} build after capture {number}"], _ = dbt(site, "build")
     return work, timings
 
 
@@ -115,14 +123,8 @@ def test_spark_builds_the_same_tables_as_duckdb(built: tuple[Path, dict[str, flo
 def test_full_refresh_against_a_missing_lake_refuses_on_spark(built: tuple[Path, dict[str, float]]) -> None:
     """A mistyped LAKE_URI with --full-refresh fails, says nothing was changed, and every table is as it was."""
     work, _ = built
-    env = {
-        **os.environ,
-        "LAKE_URI": str(work / "no-such-lake"),
-        "SPARK_WAREHOUSE_DIR": str(work / "spark"),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    _, result = dbt(work / "refused", env, "spark", "--full-refresh", check=False)
+    site = spark_site(work / "refused", work / "no-such-lake", work / "spark")
+    _, result = dbt(site, "build", "--full-refresh", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-6000:]
     assert "Nothing was changed" in output, output[-6000:]
@@ -133,20 +135,11 @@ def test_full_refresh_against_a_missing_lake_refuses_on_spark(built: tuple[Path,
 def test_a_source_without_files_is_an_empty_batch_on_spark(tmp_path: Path) -> None:
     """Only `loyalty` captured, no `raw/hotmart`: the Hotmart models build, empty, instead of PATH_NOT_FOUND."""
     ensure_spark_jars(jars_dir(profile_spark_parameters()))
-    env = {
-        **os.environ,
-        "LAKE_URI": str(tmp_path / "lake"),
-        "SPARK_WAREHOUSE_DIR": str(tmp_path / "spark"),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    capture = ["-m", "ingestion", "run", "--source", "loyalty", "--scale", "20", "--lake", env["LAKE_URI"]]
-    run([sys.executable, *capture], env, timeout=300)
+    site = spark_site(tmp_path, tmp_path / "lake", tmp_path / "spark")
+    ingest(tmp_path / "lake", "--source", "loyalty", "--scale", "20", check=True)
     assert not (tmp_path / "lake" / "raw" / "hotmart").exists()
-    executable = str(Path(sys.executable).parent / "dbt")
-    paths = ["--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")]
-    run([executable, "run", "--target", "spark", *paths, "--select", "source:hotmart+", "tag:lake_state"], env, 900)
-    results = json.loads((tmp_path / "target" / "run_results.json").read_text(encoding="utf-8"))["results"]
+    dbt(site, "run", "--select", "source:hotmart+", "tag:lake_state", timeout=900)
+    results = site.artifact("run_results.json")["results"]
     statuses = {result["unique_id"].split(".")[-1]: result["status"] for result in results}
     bronze = {name: status for name, status in statuses.items() if name.startswith("bronze_hotmart__")}
     assert bronze and set(bronze.values()) == {"success"}, statuses

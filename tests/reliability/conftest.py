@@ -6,23 +6,24 @@ from pytest itself. At the end of the session the table is printed and written t
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 from reliability_support import (
-    DbtSite,
     History,
+    LakeView,
     LocalView,
     Recorder,
     ReliabilityReport,
     ReportLine,
+    S3View,
     change_rows,
     csv_args,
     ingest,
     write_history,
 )
+from support.dbt import Dbt
 
 _HERE = Path(__file__).resolve().parent
 REPORT_PATH = _HERE / "report.md"
@@ -41,12 +42,19 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     return History(folders, rows, twin)
 
 
+@pytest.fixture
+def lake_view(any_lake: str, request: pytest.FixtureRequest) -> LakeView:
+    """`any_lake` read-only; on S3 with the test server's own client, never with the configuration under test."""
+    if any_lake.startswith("s3://"):
+        return S3View.of(request.getfixturevalue("seaweedfs").client(), any_lake)
+    return LocalView(Path(any_lake))
+
+
 @pytest.fixture(scope="session")
-def dbt_site(tmp_path_factory: pytest.TempPathFactory) -> DbtSite:
-    """The repository's dbt project on one target folder for the whole suite (one full parse, then partial ones)."""
-    if shutil.which("dbt") is None:
-        pytest.skip("dbt is not installed")
-    return DbtSite.under(tmp_path_factory.mktemp("dbt"))
+def dbt_site(tmp_path_factory: pytest.TempPathFactory) -> Dbt:
+    """The repository's dbt project on one target folder for the whole suite (one full parse, then partial ones);
+    each scenario `point_at`s its own lake."""
+    return Dbt.at(tmp_path_factory.mktemp("dbt"))
 
 
 _REPORT_KEY = pytest.StashKey[ReliabilityReport]()

@@ -10,11 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import random
 import re
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,6 +25,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from support import cli
 from support.cli import ingest as ingest  # the one way to run ingestion, shared by every suite
 from support.cli import start_ingest as start_ingest
 
@@ -43,7 +41,8 @@ ChangeRow = tuple[object, ...]
 
 
 def csv_args(folder: Path, tables: str = "clientes,produtos") -> list[str]:
-    return ["--from", "csv", "--path", str(folder), "--tables", tables]
+    """A capture of a CSV folder; by default of the tables of the suite's history."""
+    return cli.csv_args(folder, tables)
 
 
 # -- source histories ----------------------------------------------------------------------------------------------
@@ -171,6 +170,11 @@ class S3View:
         return body
 
 
+def lake_kind(uri: str | Path) -> str:
+    """How a report line names a lake: `S3` or `local`."""
+    return "S3" if str(uri).startswith("s3://") else "local"
+
+
 def fingerprint(view: LakeView) -> dict[str, str]:
     """Every key of the lake and the SHA-256 of its bytes: equal fingerprints mean an unchanged lake."""
     found = {}
@@ -260,78 +264,7 @@ class RawObserver:
         assert not self.errors, f"a partial or unreadable file was visible under raw/: {self.errors[:3]}"
 
 
-# -- dbt on a test lake ------------------------------------------------------------------------------------------
-
-# the dbt project files, as a copy of the project needs them (docs/ holds the doc blocks the YAML refers to)
-DBT_PROJECT_FILES = ("dbt_project.yml", "profiles", "models", "macros", "seeds", "tests/dbt", "docs")
-
-
-@dataclass(frozen=True)
-class DbtSite:
-    """One dbt project, target folder and DuckDB file, serving whichever lake it is pointed at.
-
-    LAKE_URI and DUCKDB_PATH never change (the lake is a symlink re-pointed per scenario), so dbt's partial parsing
-    is reused from one build to the next.
-    """
-
-    base: Path
-    lake_link: Path
-    database: Path
-    target: Path
-    project: Path = ROOT
-
-    @classmethod
-    def under(cls, base: Path, project: Path = ROOT) -> DbtSite:
-        return cls(base, base / "lake", base / "warehouse.duckdb", base / "target", project)
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {**os.environ, "LAKE_URI": str(self.lake_link), "DUCKDB_PATH": str(self.database)}
-        env.pop("DBT_PROFILES_DIR", None)  # the project's own profiles.yml is the one under test
-        return env
-
-    def point_at(self, lake: Path) -> None:
-        """Serve `lake` to dbt, with an empty warehouse."""
-        lake.mkdir(parents=True, exist_ok=True)
-        self.lake_link.unlink(missing_ok=True)
-        self.lake_link.symlink_to(lake, target_is_directory=True)
-        for leftover in self.base.glob(f"{self.database.name}*"):
-            leftover.unlink()
-
-    def build(self, *args: str, target: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.command(*args, target=target), cwd=self.project, env=self.env, capture_output=True, text=True
-        )
-
-    def command(self, *args: str, target: Path | None = None) -> list[str]:
-        folder = target or self.target
-        return [
-            "dbt",
-            "build",
-            "--target",
-            "dev",
-            "--target-path",
-            str(folder),
-            "--log-path",
-            str(folder / "logs"),
-            *args,
-        ]
-
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        return duckdb.connect(str(self.database), read_only=True)
-
-
-def copy_dbt_project(dest: Path) -> Path:
-    """A copy of the dbt project to change (sources YAML, models) without touching the repository's."""
-    for name in DBT_PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("images", "__pycache__"))
-        else:
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, dest / name)
-    (dest / "profiles.yml").symlink_to(Path("profiles") / "profiles.yml")
-    return dest
+# -- dbt on a test lake (run with support.dbt) ---------------------------------------------------------------
 
 
 def capture_files(lake: Path, table: Table) -> list[Path]:

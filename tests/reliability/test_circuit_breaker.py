@@ -6,23 +6,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from reliability_support import (
-    CLIENTES_HEADER,
-    ROOT,
-    LocalView,
-    Recorder,
-    change_rows,
-    copy_dbt_project,
-    csv_args,
-    fingerprint,
-    ingest,
-)
+from reliability_support import CLIENTES_HEADER, LocalView, Recorder, change_rows, csv_args, fingerprint, ingest
+from support.cli import run_cli
+from support.dbt import copy_project
 
 from ingestion.catalog import Breaker, load_catalog
 from ingestion.errors import CatalogError
@@ -38,13 +29,7 @@ def clientes(folder: Path, keys: range) -> Path:
 
 
 def approve(lake: Path, *names: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestion", "approve", *names, "--lake", str(lake)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli("approve", *names, "--lake", str(lake), timeout=120)
 
 
 def data_and_state(lake: Path) -> dict[str, str]:
@@ -124,7 +109,7 @@ def test_small_deletes_and_tiny_tables_pass(lake: Path, tmp_path: Path, report: 
 
 
 def test_thresholds_are_overridable_per_table(tmp_path: Path, report: Recorder) -> None:
-    project = copy_dbt_project(tmp_path / "project")
+    project = copy_project(tmp_path / "project")
     sources = project / "models/bronze/loyalty/_loyalty__sources.yml"
     document = yaml.safe_load(sources.read_text(encoding="utf-8"))
     table = next(t for t in document["sources"][0]["tables"] if t["name"] == "clientes")

@@ -11,21 +11,17 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-import pytest
 from reliability_support import (
     History,
     LakeView,
-    LocalView,
     Recorder,
-    S3View,
     change_rows,
     compare,
     csv_args,
     fingerprint,
     ingest,
+    lake_kind,
     start_ingest,
 )
 
@@ -65,31 +61,13 @@ def _one_writer(lake: str, view: LakeView, history: History) -> None:
     assert last.returncode == 0, last.stderr
 
 
-def test_local_second_run_exits_5_and_a_third_waits(history: History, tmp_path: Path, report: Recorder) -> None:
-    lake = tmp_path / "lake"
-    view = LocalView(lake)
-    _one_writer(str(lake), view, history)
-    rows = compare(history.twin, change_rows(view))
-    report.record(
-        "two runs on one local lake (one paused in its lock), then --wait",
-        runs=4,
-        expected=rows.expected,
-        lost=rows.lost,
-        duplicated=rows.duplicated,
-        note="second exits 5 naming the holder, third waits",
-    )
-    assert rows.exact, rows
-
-
-@pytest.mark.s3
-def test_s3_second_run_exits_5_and_a_third_waits(
-    history: History, s3_lake_env: str, seaweedfs: Any, report: Recorder
+def test_a_second_run_exits_5_and_a_third_waits(
+    history: History, any_lake: str, lake_view: LakeView, report: Recorder
 ) -> None:
-    view = S3View.of(seaweedfs.client(), s3_lake_env)
-    _one_writer(s3_lake_env, view, history)
-    rows = compare(history.twin, change_rows(view))
+    _one_writer(any_lake, lake_view, history)
+    rows = compare(history.twin, change_rows(lake_view))
     report.record(
-        "two runs on one S3 lake (one paused in its lock), then --wait",
+        f"two runs on one {lake_kind(any_lake)} lake (one paused in its lock), then --wait",
         runs=4,
         expected=rows.expected,
         lost=rows.lost,
@@ -118,20 +96,13 @@ def _stampede(lake: str, view: LakeView, history: History, starters: int = 3) ->
     return codes
 
 
-@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3)])
 def test_runs_started_at_once_publish_one_change_set(
-    kind: str, history: History, tmp_path: Path, request: pytest.FixtureRequest, report: Recorder
+    history: History, any_lake: str, lake_view: LakeView, report: Recorder
 ) -> None:
-    if kind == "s3":
-        lake = request.getfixturevalue("s3_lake_env")
-        view: LakeView = S3View.of(request.getfixturevalue("seaweedfs").client(), lake)
-    else:
-        lake = str(tmp_path / "lake")
-        view = LocalView(tmp_path / "lake")
-    codes = _stampede(lake, view, history)
-    rows = compare(history.twin, change_rows(view))
+    codes = _stampede(any_lake, lake_view, history)
+    rows = compare(history.twin, change_rows(lake_view))
     report.record(
-        f"three runs started at the same instant, {kind} lake",
+        f"three runs started at the same instant, {lake_kind(any_lake)} lake",
         runs=len(codes) + len(history.folders) - 1,
         expected=rows.expected,
         lost=rows.lost,

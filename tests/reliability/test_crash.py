@@ -20,12 +20,12 @@ from reliability_support import (
     LocalView,
     RawObserver,
     Recorder,
-    S3View,
     assert_raw_complete,
     change_rows,
     compare,
     csv_args,
     ingest,
+    lake_kind,
     start_ingest,
 )
 
@@ -61,17 +61,15 @@ def assert_settled(view: LakeView) -> None:
 
 
 @pytest.mark.parametrize("failpoint", FAILPOINTS)
-def test_local_crash_at_each_step_converges_to_the_twin(
-    failpoint: str, history: History, tmp_path: Path, report: Recorder
+def test_a_crash_at_each_step_converges_to_the_twin(
+    failpoint: str, history: History, any_lake: str, lake_view: LakeView, report: Recorder
 ) -> None:
-    lake = tmp_path / "lake"
-    view = LocalView(lake)
-    observer = RawObserver(view)
+    observer = RawObserver(lake_view, interval=0.05 if lake_kind(any_lake) == "S3" else 0.01)
     with observer.watching():
-        runs = replay(lake, view, history.folders, {0: failpoint, 1: failpoint})
-    result = compare(history.twin, change_rows(view))
+        runs = replay(any_lake, lake_view, history.folders, {0: failpoint, 1: failpoint})
+    result = compare(history.twin, change_rows(lake_view))
     report.record(
-        f"crash at `{failpoint}` (full-load and cdc), local lake",
+        f"crash at `{failpoint}` (full-load and cdc), {lake_kind(any_lake)} lake",
         runs=runs,
         expected=result.expected,
         lost=result.lost,
@@ -79,29 +77,7 @@ def test_local_crash_at_each_step_converges_to_the_twin(
         note=f"raw/ read {observer.observations} times during the runs",
     )
     assert result.exact, result
-    assert_settled(view)
-
-
-@pytest.mark.s3
-@pytest.mark.parametrize("failpoint", FAILPOINTS)
-def test_s3_crash_at_each_step_converges_to_the_twin(
-    failpoint: str, history: History, s3_lake_env: str, seaweedfs: object, report: Recorder
-) -> None:
-    view = S3View.of(seaweedfs.client(), s3_lake_env)  # type: ignore[attr-defined]
-    observer = RawObserver(view, interval=0.05)
-    with observer.watching():
-        runs = replay(s3_lake_env, view, history.folders, {0: failpoint, 1: failpoint})
-    result = compare(history.twin, change_rows(view))
-    report.record(
-        f"crash at `{failpoint}` (full-load and cdc), S3 lake",
-        runs=runs,
-        expected=result.expected,
-        lost=result.lost,
-        duplicated=result.duplicated,
-        note=f"raw/ read {observer.observations} times during the runs",
-    )
-    assert result.exact, result
-    assert_settled(view)
+    assert_settled(lake_view)
 
 
 def test_rerun_with_a_newer_snapshot_after_a_crash_also_captures_it(

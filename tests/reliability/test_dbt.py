@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 import pytest
-from reliability_support import DbtSite, Recorder, compare_bronze, ingest, snapshot_truth
+from reliability_support import Recorder, compare_bronze, ingest, snapshot_truth
+from support.dbt import Dbt
 
 from ingestion.catalog import load_catalog
 
@@ -22,7 +24,7 @@ LOYALTY = ("--source", "loyalty", "--scale", "300")
 BRONZE = ("--select", "path:models/bronze")
 
 
-def bronze_versus_truth(site: DbtSite, lake: Path) -> tuple[int, int, int]:
+def bronze_versus_truth(site: Dbt, lake: Path) -> tuple[int, int, int]:
     """(rows expected, rows lost, rows duplicated) of Bronze against the current snapshot of every loyalty table."""
     tables = load_catalog().source("loyalty").tables.values()
     with site.connect() as con:
@@ -31,7 +33,7 @@ def bronze_versus_truth(site: DbtSite, lake: Path) -> tuple[int, int, int]:
 
 
 def test_bronze_after_a_crash_between_publish_and_state_equals_the_truth(
-    dbt_site: DbtSite, tmp_path: Path, report: Recorder
+    dbt_site: Dbt, tmp_path: Path, report: Recorder
 ) -> None:
     """dbt builds while a crashed capture's file is published but not committed; the rerun commits it without
     publishing again; Bronze then holds exactly the current snapshot of every table."""
@@ -59,21 +61,19 @@ def test_bronze_after_a_crash_between_publish_and_state_equals_the_truth(
 
 
 def test_two_dbt_builds_on_one_duckdb_file_one_fails_clearly_nothing_corrupt(
-    dbt_site: DbtSite, tmp_path: Path, report: Recorder
+    dbt_site: Dbt, tmp_path: Path, report: Recorder
 ) -> None:
     lake = tmp_path / "lake"
     dbt_site.point_at(lake)
     assert ingest(lake, *LOYALTY).returncode == 0
     # separate target folders, as two users' checkouts would have: only the database file is shared
-    targets = [tmp_path / "target-a", tmp_path / "target-b"]
-    for target in targets:
-        if dbt_site.target.is_dir():
-            shutil.copytree(dbt_site.target, target, ignore=shutil.ignore_patterns("logs"))
+    sites = [replace(dbt_site, work=tmp_path / name) for name in ("a", "b")]
+    for site in sites:
+        if dbt_site.target_path.is_dir():
+            shutil.copytree(dbt_site.target_path, site.target_path)
     builds = [
-        subprocess.Popen(
-            dbt_site.command(target=target), cwd=dbt_site.project, env=dbt_site.env, stdout=subprocess.PIPE, text=True
-        )
-        for target in targets
+        subprocess.Popen(site.command("build"), cwd=site.project, env=site.env, stdout=subprocess.PIPE, text=True)
+        for site in sites
     ]
     outputs = [build.communicate(timeout=300)[0] for build in builds]
     codes = sorted(build.returncode for build in builds)

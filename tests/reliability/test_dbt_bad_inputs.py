@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from reliability_support import (
     ChangeRow,
-    DbtSite,
     History,
     Recorder,
     capture_files,
@@ -22,6 +21,7 @@ from reliability_support import (
     snapshot_truth,
     warehouse_state,
 )
+from support.dbt import Dbt
 
 from ingestion.catalog import load_catalog
 
@@ -55,7 +55,7 @@ def corruptions(good: bytes) -> dict[str, bytes]:
 
 
 def test_a_corrupt_parquet_file_fails_the_build_naming_it_and_changes_nothing(
-    dbt_site: DbtSite, history: History, tmp_path: Path, report: Recorder
+    dbt_site: Dbt, history: History, tmp_path: Path, report: Recorder
 ) -> None:
     lake = tmp_path / "lake"
     dbt_site.point_at(lake)
@@ -79,7 +79,7 @@ def test_a_corrupt_parquet_file_fails_the_build_naming_it_and_changes_nothing(
         bad.write_bytes(data)
         before = warehouse_state(dbt_site.database)
         build = dbt_site.build(*BUILD)
-        lines = build.stdout.replace(str(dbt_site.lake_link), "$LAKE_URI").splitlines()
+        lines = build.stdout.replace(dbt_site.lake, "$LAKE_URI").splitlines()
         naming = [line.strip() for line in lines if BAD_NAME in line]
         after = warehouse_state(dbt_site.database)
         result = compare(every_row(before), every_row(after))

@@ -12,11 +12,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from reliability_support import ROOT, Recorder, ingest, warehouse_state
+from support.dbt import Dbt
 
 pytestmark = pytest.mark.dbt
 
@@ -24,22 +24,19 @@ CAPTURE = ("--source", "loyalty", "--scale", "300")
 LOYALTY = ("--select", "source:loyalty+", "tag:lake_state")
 
 
-def dbt_build(lake: str, database: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LAKE_URI": lake, "DUCKDB_PATH": str(database)}
-    env.pop("DBT_PROFILES_DIR", None)
-    target = database.parent / "target"
-    command = ["dbt", "build", "--target", "dev", "--project-dir", str(ROOT), "--profiles-dir", str(ROOT)]
-    command += ["--target-path", str(target), "--log-path", str(target / "logs"), *LOYALTY, *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+def dbt_build(site: Dbt, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return site.build(*LOYALTY, *args, cwd=cwd)
 
 
-def built_warehouse(tmp_path: Path, captures: int = 2) -> tuple[Path, Path]:
-    lake, database = tmp_path / "lake", tmp_path / "warehouse.duckdb"
+def built_warehouse(tmp_path: Path, captures: int = 2) -> tuple[Path, Dbt]:
+    """A lake of `captures` captures, built after each; the lake and the site (warehouse, target) that built it."""
+    site = Dbt.at(tmp_path)
+    lake = Path(site.lake)
     for _ in range(captures):
         assert ingest(lake, *CAPTURE).returncode == 0
-        build = dbt_build(str(lake), database)
+        build = dbt_build(site)
         assert build.returncode == 0, build.stdout[-3000:]
-    return lake, database
+    return lake, site
 
 
 def rows(database: Path) -> int:
@@ -47,39 +44,40 @@ def rows(database: Path) -> int:
 
 
 def test_a_full_refresh_against_a_missing_lake_refuses_and_changes_nothing(tmp_path: Path, report: Recorder) -> None:
-    lake, database = built_warehouse(tmp_path)
-    before = warehouse_state(database)
-    refused = dbt_build(str(tmp_path / "lake-mistyped"), database, "--full-refresh")
+    _, site = built_warehouse(tmp_path)
+    before = warehouse_state(site.database)
+    refused = dbt_build(site.on_lake(tmp_path / "lake-mistyped"), "--full-refresh")
     assert refused.returncode != 0
     assert "lake-mistyped" in refused.stdout and "Nothing was changed" in refused.stdout, refused.stdout[-3000:]
-    assert warehouse_state(database) == before
+    assert warehouse_state(site.database) == before
     # the next build against the right lake is green and changes nothing either
-    assert dbt_build(str(lake), database).returncode == 0
-    assert warehouse_state(database).keys() == before.keys()
+    assert dbt_build(site).returncode == 0
+    assert warehouse_state(site.database).keys() == before.keys()
     report.record(
         "dbt: --full-refresh with a mistyped LAKE_URI refuses; warehouse unchanged",
         runs=4,
-        expected=rows(database),
+        expected=rows(site.database),
         note="refused before any model is rebuilt",
     )
 
 
 def test_a_table_whose_files_were_all_deleted_is_not_emptied(tmp_path: Path, report: Recorder) -> None:
-    lake, database = built_warehouse(tmp_path)
+    lake, site = built_warehouse(tmp_path)
     shutil.rmtree(lake / "raw" / "loyalty" / "full-load" / "produtos")
     shutil.rmtree(lake / "raw" / "loyalty" / "cdc" / "produtos", ignore_errors=True)
-    before = warehouse_state(database)
-    refused = dbt_build(str(lake), database, "--full-refresh")
+    before = warehouse_state(site.database)
+    refused = dbt_build(site, "--full-refresh")
     assert refused.returncode != 0
     assert "bronze_loyalty__produtos: the lake holds no file of loyalty.produtos" in refused.stdout
     assert "allow_truncate" in refused.stdout
-    assert warehouse_state(database)["bronze.bronze_loyalty__produtos"] == before["bronze.bronze_loyalty__produtos"]
-    assert warehouse_state(database)["snapshots.snp_loyalty__produtos"] == before["snapshots.snp_loyalty__produtos"]
+    state = warehouse_state(site.database)
+    assert state["bronze.bronze_loyalty__produtos"] == before["bronze.bronze_loyalty__produtos"]
+    assert state["snapshots.snp_loyalty__produtos"] == before["snapshots.snp_loyalty__produtos"]
     # an explicit truncation is allowed
-    allowed = dbt_build(str(lake), database, "--full-refresh", "--select", "bronze_loyalty__produtos",
+    allowed = dbt_build(site, "--full-refresh", "--select", "bronze_loyalty__produtos",
                         "--vars", "{allow_truncate: true}")  # fmt: skip
     assert allowed.returncode == 0, allowed.stdout[-3000:]
-    with duckdb.connect(str(database), read_only=True) as con:
+    with site.connect() as con:
         assert con.execute("select count(*) from bronze.bronze_loyalty__produtos").fetchone() == (0,)
     report.record(
         "dbt: --full-refresh after every file of one table was deleted refuses; allow_truncate empties it",
@@ -90,31 +88,31 @@ def test_a_table_whose_files_were_all_deleted_is_not_emptied(tmp_path: Path, rep
 
 
 def test_a_warehouse_refuses_another_lake(tmp_path: Path, report: Recorder) -> None:
-    _, database = built_warehouse(tmp_path / "a")
+    _, site = built_warehouse(tmp_path / "a")
     other = tmp_path / "b" / "lake"
     assert ingest(other, *CAPTURE).returncode == 0
-    before = warehouse_state(database)
+    before = warehouse_state(site.database)
     for extra in ((), ("--full-refresh",)):
-        refused = dbt_build(str(other), database, *extra)
+        refused = dbt_build(site.on_lake(other), *extra)
         assert refused.returncode != 0
         assert "this warehouse" in refused.stdout and "Nothing was changed" in refused.stdout, refused.stdout[-3000:]
-        assert warehouse_state(database) == before
+        assert warehouse_state(site.database) == before
     report.record(
         "dbt: a warehouse built from one lake, pointed at another (incremental and --full-refresh), refuses",
         runs=4,
-        expected=rows(database),
+        expected=rows(site.database),
         note="no mix of two lakes",
     )
 
 
 def test_the_same_lake_spelled_otherwise_is_the_same_lake(tmp_path: Path, report: Recorder) -> None:
-    lake, database = built_warehouse(tmp_path)
+    lake, site = built_warehouse(tmp_path)
     assert ingest(lake, *CAPTURE).returncode == 0
     spellings = [str(lake) + "/", os.path.relpath(lake, tmp_path), str(lake)]
     for spelling in spellings:
-        build = dbt_build(spelling, database, cwd=tmp_path)
+        build = dbt_build(site.on_lake(spelling), cwd=tmp_path)
         assert build.returncode == 0, build.stdout[-3000:]
-    with duckdb.connect(str(database), read_only=True) as con:
+    with site.connect() as con:
         merged = con.execute(
             "select count(*), count(distinct file_name) from bronze.bronze_processed_files "
             "where model_name = 'bronze_loyalty__clientes'"
@@ -124,19 +122,19 @@ def test_the_same_lake_spelled_otherwise_is_the_same_lake(tmp_path: Path, report
         assert all(name.startswith("raw/loyalty/") for (name,) in names), names
     moved = tmp_path / "moved" / "lake"
     shutil.move(lake, moved)
-    before = warehouse_state(database)
-    assert dbt_build(str(moved), database).returncode == 0
-    assert warehouse_state(database) == before
+    before = warehouse_state(site.database)
+    assert dbt_build(site.on_lake(moved)).returncode == 0
+    assert warehouse_state(site.database) == before
     report.record(
         "dbt: one lake as an absolute path, with a trailing slash, relative, then moved",
         runs=5,
-        expected=rows(database),
+        expected=rows(site.database),
         note="files named from the lake root; nothing merged twice",
     )
 
 
 def test_a_file_of_another_convention_in_a_native_folder_is_refused(tmp_path: Path, report: Recorder) -> None:
-    lake, database = built_warehouse(tmp_path, captures=1)
+    lake, site = built_warehouse(tmp_path, captures=1)
     assert ingest(lake, *CAPTURE).returncode == 0  # a native change file in the same batch
     folder = lake / "raw" / "loyalty" / "cdc" / "clientes"
     native = sorted(folder.glob("*.parquet"))[-1]
@@ -147,11 +145,11 @@ def test_a_file_of_another_convention_in_a_native_folder_is_refused(tmp_path: Pa
     )
     alien = folder / "clientes_29990101_000000_000000.parquet"
     pq.write_table(foreign, alien)
-    before = warehouse_state(database)
-    refused = dbt_build(str(lake), database)
+    before = warehouse_state(site.database)
+    refused = dbt_build(site)
     assert refused.returncode != 0
     assert "raw/loyalty/cdc/clientes/clientes_29990101_000000_000000.parquet" in refused.stdout, refused.stdout[-3000:]
-    state = warehouse_state(database)
+    state = warehouse_state(site.database)
     for table in ("bronze.bronze_loyalty__clientes", "snapshots.snp_loyalty__clientes"):
         assert state[table] == before[table], table
 
@@ -161,7 +159,7 @@ def test_a_file_of_another_convention_in_a_native_folder_is_refused(tmp_path: Pa
     # the other tables of the capture merged as usual; no file of the refused batch was recorded
     assert clientes_files(state) == clientes_files(before)
     alien.unlink()
-    assert dbt_build(str(lake), database).returncode == 0
+    assert dbt_build(site).returncode == 0
     report.record(
         "dbt: a change file without _cdc_operation/_cdc_sequence in a native folder, with a native one",
         runs=3,
@@ -172,14 +170,14 @@ def test_a_file_of_another_convention_in_a_native_folder_is_refused(tmp_path: Pa
 
 def test_silver_follows_the_change_feed_not_the_clock(tmp_path: Path, report: Recorder) -> None:
     """Bronze's load times moved hours behind (a clock set back) and ahead: Silver still gets every change."""
-    lake, database = built_warehouse(tmp_path)
+    lake, site = built_warehouse(tmp_path)
     for shift in ("- interval 3 hour", "+ interval 30 day"):
-        with duckdb.connect(str(database)) as con:
+        with site.connect(read_only=False) as con:
             con.execute(f"update bronze.bronze_loyalty__clientes set _loaded_at = _loaded_at {shift}")
         assert ingest(lake, *CAPTURE).returncode == 0
-        build = dbt_build(str(lake), database)
+        build = dbt_build(site)
         assert build.returncode == 0, build.stdout[-3000:]
-    with duckdb.connect(str(database), read_only=True) as con:
+    with site.connect() as con:
         missing = con.execute(
             """
             select count(*) from (

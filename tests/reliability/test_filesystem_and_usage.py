@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from reliability_support import ROOT, History, Recorder, csv_args, ingest
+from support.cli import command as cli_command
 from support.cli import run_cli as cli
 
 
@@ -33,7 +33,7 @@ def mount_namespace(tmp_path_factory: pytest.TempPathFactory) -> None:
 def in_tmpfs(mountpoint: Path, options: str, args: list[str], env: dict[str, str] | None = None) -> str:
     """Run the CLI with a fresh tmpfs on `mountpoint`; returns the exit code and stderr as one text."""
     mountpoint.mkdir(parents=True, exist_ok=True)
-    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "ingestion", *args])
+    command = " ".join(shlex.quote(a) for a in cli_command(*args))
     script = f"mount -t tmpfs -o {options} tmpfs {shlex.quote(str(mountpoint))} && {command}; echo EXIT=$?"
     result = subprocess.run(
         ["unshare", "-m", "sh", "-c", script],

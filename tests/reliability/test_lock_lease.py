@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import History, Recorder, csv_args, ingest
+from reliability_support import History, Recorder, csv_args, ingest, lake_kind
 
 from ingestion.errors import LakeLockedError
 from ingestion.lake import Lake, LocalLake, S3Lake
@@ -25,10 +25,6 @@ from ingestion.lock import LOCK_KEY, LakeLock
 @pytest.fixture
 def lake_uri(any_lake: str) -> str:
     return any_lake
-
-
-def kind(uri: str) -> str:
-    return "S3" if uri.startswith("s3://") else "local"
 
 
 def open_test_lake(uri: str) -> Lake:
@@ -61,7 +57,7 @@ def test_a_dead_holder_on_another_host_is_taken_over_once_its_lease_expired(
     foreign_lock(lake, expires_in=-timedelta(seconds=1))  # its holder stopped renewing: the lease ran out
     taken = ingest(lake_uri, *csv_args(history.folders[0]))
     report.record(
-        f"lock of a run that died on another host, {kind(lake_uri)} lake",
+        f"lock of a run that died on another host, {lake_kind(lake_uri)} lake",
         runs=2,
         note=f"live lease: exit {blocked.returncode}; expired lease: exit {taken.returncode}",
     )
@@ -84,7 +80,7 @@ def test_the_holder_renews_its_lease_while_it_runs(lake_uri: str, report: Record
         lock.check()
     assert lake.read_bytes(LOCK_KEY) is None
     report.record(
-        f"lock lease renewed by a heartbeat while its run works, {kind(lake_uri)} lake",
+        f"lock lease renewed by a heartbeat while its run works, {lake_kind(lake_uri)} lake",
         runs=1,
         note="lease 1.2 s, held 2.5 s",
     )
@@ -116,7 +112,7 @@ def test_runs_taking_over_one_expired_lease_at_once_have_one_winner(lake_uri: st
     outcome = race(len(locks), lambda i: locks[i].__enter__())
     winners = [lock for lock, result in zip(locks, outcome, strict=True) if result is lock]
     report.record(
-        f"six runs take over one expired lease at the same instant, {kind(lake_uri)} lake",
+        f"six runs take over one expired lease at the same instant, {lake_kind(lake_uri)} lake",
         runs=6,
         note=f"{len(winners)} winner(s), {sum(isinstance(r, LakeLockedError) for r in outcome)} refused",
     )

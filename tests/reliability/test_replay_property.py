@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from reliability_support import (
     ChangeRow,
     Comparison,
-    DbtSite,
     History,
     Recorder,
     capture_files,
@@ -33,6 +32,7 @@ from reliability_support import (
     warehouse_state,
     write_change_file,
 )
+from support.dbt import Dbt
 
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, load_catalog
 
@@ -109,7 +109,7 @@ def deliver(source_lake: Path, lake: Path, file: Path, table: str, delivery: Del
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name.split(" (")[0].replace(" ", "-"))
 def test_replayed_shuffled_duplicated_and_late_files_leave_bronze_equal_to_the_truth(
     scenario: Scenario,
-    dbt_site: DbtSite,
+    dbt_site: Dbt,
     history: History,
     files: dict[str, list[Path]],
     tmp_path: Path,
@@ -142,7 +142,7 @@ def test_replayed_shuffled_duplicated_and_late_files_leave_bronze_equal_to_the_t
     assert unchanged == scenario.last_step_changes_nothing, "replaying a file changed Bronze"
 
 
-def tables_but_the_checkpoint(site: DbtSite) -> dict[str, list[ChangeRow]]:
+def tables_but_the_checkpoint(site: Dbt) -> dict[str, list[ChangeRow]]:
     """Every table's rows but the checkpoint's, which records a replayed file under its new name, and the feed's
     commit log, which counts every build (a build that changes nothing still commits an empty version)."""
     state = warehouse_state(site.database)
@@ -281,7 +281,7 @@ class Writer:
 Event = tuple[str, Row]
 
 
-def snapshot_events(site: DbtSite) -> dict[str, list[Event]]:
+def snapshot_events(site: Dbt) -> dict[str, list[Event]]:
     """Per key, the snapshot's rows in validity order; their validity intervals must chain without gap or overlap."""
     columns = ", ".join(f'"{name}"' for name in CLIENTES.column_names)
     with site.connect() as con:
@@ -318,7 +318,7 @@ class Totals:
 
 
 def test_random_histories_bronze_and_snapshot_equal_the_truth(
-    dbt_site: DbtSite, tmp_path_factory: pytest.TempPathFactory, report: Recorder
+    dbt_site: Dbt, tmp_path_factory: pytest.TempPathFactory, report: Recorder
 ) -> None:
     """Inserts, updates, deletes, re-inserts of deleted keys, several changes of one key in one capture, and earlier
     files delivered again: after each capture's build, Bronze equals the source; at the end the snapshot holds

@@ -7,30 +7,27 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from reliability_support import ROOT, DbtSite, Recorder
+from reliability_support import Recorder
+from support.cli import Env, start_cli
+from support.dbt import Dbt
 
 from ingestion.lake import LocalLake
 from ingestion.lock import LOCK_KEY
 
 
-def schedule(lake: Path, out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """The schedule command; its stdout (and dbt's) goes to the file `out`, its stderr to a pipe."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "ingestion", "schedule", "--lake", str(lake), "--source", "loyalty", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=out.open("w"),
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: a Ctrl-C sent to it as a terminal does
-    )
+def schedule(lake: str | Path, out: Path, *args: str, env: Env | None = None) -> subprocess.Popen[str]:
+    """The schedule command; its stdout (and dbt's) goes to the file `out`, its stderr to a pipe. It leads its own
+    process group: a Ctrl-C reaches it as a terminal sends one."""
+    with out.open("w") as stdout:
+        return start_cli(
+            "schedule", "--lake", str(lake), "--source", "loyalty", *args, env=env, stdout=stdout, new_session=True
+        )
 
 
 def follow(process: subprocess.Popen[str], on_line: dict[str, threading.Event]) -> list[str]:
@@ -77,19 +74,11 @@ def test_a_locked_tick_is_skipped_and_the_next_one_captures(tmp_path: Path, repo
 @pytest.mark.slow
 @pytest.mark.dbt
 def test_ctrl_c_during_dbt_build_stops_cleanly(tmp_path: Path, report: Recorder) -> None:
-    (tmp_path / "dbt").mkdir()
-    site = DbtSite.under(tmp_path / "dbt")
-    site.point_at(tmp_path / "lake")
+    site = Dbt.at(tmp_path)
     started = threading.Event()
+    # the dbt build that schedule starts runs on the site: its project, warehouse and target folder
     process = schedule(
-        site.lake_link,
-        tmp_path / "out.txt",
-        "--every",
-        "1h",
-        "--dbt-build",
-        "--scale",
-        "100",
-        env={**site.env, "DBT_TARGET_PATH": str(site.target)},
+        site.lake, tmp_path / "out.txt", "--every", "1h", "--dbt-build", "--scale", "100", env=site.variables
     )
     lines = follow(process, {"running dbt build": started})
     assert started.wait(120), "".join(lines)

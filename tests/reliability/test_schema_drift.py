@@ -4,8 +4,8 @@ It flows into Bronze, the snapshot and, once the Silver model selects it, Silver
 rows captured before keep their values with the new column NULL, the snapshot keeps every version, and a
 `--full-refresh` over files with and without the column rebuilds the same tables.
 
-Runs on a copy of the dbt project (its sources YAML and a Silver model are edited), capturing through the Python
-API with a catalog loaded from the copy's YAML.
+Runs on a copy of the dbt project (its sources YAML and a Silver model are edited), capturing with the CLI
+pointed at the copy (LAGO_PROJECT_DIR), so the capture reads the copy's declaration.
 """
 
 from __future__ import annotations
@@ -17,22 +17,12 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from reliability_support import (
-    ROOT,
-    DbtSite,
-    History,
-    Recorder,
-    compare,
-    copy_dbt_project,
-    relation_rows,
-    snapshot_truth,
-)
+from reliability_support import ROOT, History, Recorder, compare, relation_rows, snapshot_truth
+from support.cli import csv_args, ingest
+from support.dbt import Dbt, copy_project
 
-from ingestion.capture import run_capture
 from ingestion.catalog import Table, load_catalog
 from ingestion.duck import quote_identifier
-from ingestion.lake import open_lake
-from ingestion.readers.csv import CsvFolderReader
 
 pytestmark = pytest.mark.dbt
 
@@ -98,8 +88,8 @@ def with_new_column(folder: Path, dest: Path) -> Path:
 
 
 def capture(lake: Path, project: Path, folder: Path) -> None:
-    source = load_catalog([project / SOURCES_YAML]).source("loyalty")
-    run_capture(open_lake(str(lake)), source, [source.tables["clientes"]], CsvFolderReader(folder))
+    """A capture of clientes with the declaration of the project copy `project`."""
+    ingest(lake, *csv_args(folder, "clientes"), env={"LAGO_PROJECT_DIR": str(project)}, check=True)
 
 
 @dataclass(frozen=True)
@@ -114,11 +104,6 @@ def capture_with_new_column(lake: Path, project: Path, folder: Path, workdir: Pa
     return Captured("captured by ingestion", snapshot_truth(lake, clientes(project)))
 
 
-def build(site: DbtSite, *args: str) -> None:
-    result = site.build(*args)
-    assert result.returncode == 0, result.stdout[-3000:]
-
-
 def rows_without_load_time(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[object, ...]]:
     """Every row of `relation` but its `_loaded_at` (a rebuild loads again), sorted. Columns go by name: an appended
     column is last, a rebuilt table has it where the model selects it."""
@@ -127,28 +112,23 @@ def rows_without_load_time(con: duckdb.DuckDBPyConnection, relation: str) -> lis
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> DbtSite:
-    if shutil.which("dbt") is None:
-        pytest.skip("dbt is not installed")
-    site = DbtSite.under(tmp_path / "dbt", copy_dbt_project(tmp_path / "project"))
-    site.base.mkdir()
-    site.point_at(tmp_path / "lake")
-    return site
+def site(tmp_path: Path) -> Dbt:
+    return Dbt.at(tmp_path / "dbt", tmp_path / "lake", project=copy_project(tmp_path / "project"))
 
 
 def test_a_column_declared_after_captures_flows_into_bronze_silver_and_the_snapshot(
-    site: DbtSite, history: History, tmp_path: Path, report: Recorder
+    site: Dbt, history: History, tmp_path: Path, report: Recorder
 ) -> None:
     lake, project = tmp_path / "lake", site.project
     old = clientes(project)
     history_columns = [*old.column_names, "dbt_scd_id", "dbt_valid_from", "dbt_is_deleted"]
     capture(lake, project, history.folders[0])
-    build(site, *BUILD)
+    site.build(*BUILD, check=True)
     capture(lake, project, history.folders[1])
 
     # 1. Declared while the files to merge were all written without it: NULL in every row, nothing else changes.
     declare_new_column(project)
-    build(site, *BUILD)
+    site.build(*BUILD, check=True)
     with site.connect() as con:
         result = compare(
             relation_rows(con, snapshot_truth(lake, old), old.column_names),
@@ -176,7 +156,7 @@ def test_a_column_declared_after_captures_flows_into_bronze_silver_and_the_snaps
         lake, project, with_new_column(history.folders[2], tmp_path / "v2"), tmp_path / "work"
     )
     select_new_column_in_silver(project)
-    build(site, *BUILD)
+    site.build(*BUILD, check=True)
     with site.connect() as con:
         result = compare(
             relation_rows(con, captured.truth, new.column_names), relation_rows(con, BRONZE, new.column_names)
@@ -215,13 +195,13 @@ def test_a_column_declared_after_captures_flows_into_bronze_silver_and_the_snaps
     # 3. A rebuild over files with and without the column gives the same tables.
     with site.connect() as con:
         before = {relation: rows_without_load_time(con, relation) for relation in (BRONZE, SILVER)}
-    build(
-        site,
+    site.build(
         "--full-refresh",
         "--select",
         "bronze_loyalty__clientes",
         "silver_loyalty__customers",
         *ONLY_SELECTED_TESTS,
+        check=True,
     )
     with site.connect() as con:
         after = {relation: rows_without_load_time(con, relation) for relation in (BRONZE, SILVER)}

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import responses
 from reliability_support import ROOT, History, LakeView, LocalView, Recorder, S3View, csv_args, ingest
+from support.dbt import Dbt
 
 from ingestion import cli
 
@@ -163,34 +164,17 @@ def test_no_dbt_command_prints_the_aws_secret_key(
     history: History, s3_lake_env: str, seaweedfs: Any, tmp_path: Path, report: Recorder
 ) -> None:
     """`dbt debug` prints the profile, and every command logs it to logs/dbt.log: no secret may be in it."""
-    import os
-    import subprocess
-
     assert ingest(s3_lake_env, *csv_args(history.folders[0])).returncode == 0
     started = time.time() - 1
     secret = seaweedfs.secret_key  # the server checks it: the build below proves dbt really used it
-    target = tmp_path / "target"
-    env = {
-        **os.environ,
-        "LAKE_URI": s3_lake_env,
-        "DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "DBT_TARGET_PATH": str(target),
-    }
-    env.pop("DBT_PROFILES_DIR", None)
+    site = Dbt.at(tmp_path, s3_lake_env)
     texts: dict[str, str] = {}
     for command in (["debug"], ["build", "--select", "+bronze_loyalty__clientes"]):
-        result = subprocess.run(
-            ["dbt", *command, "--target", "dev", "--log-path", str(target / "logs")],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        result = site(*command, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:]
         texts[f"dbt {command[0]} stdout"] = result.stdout
         texts[f"dbt {command[0]} stderr"] = result.stderr
-    found = find_secret(secret, texts=texts, views=[], folders=[target], since=started)
+    found = find_secret(secret, texts=texts, views=[], folders=[site.target_path, site.log_path], since=started)
     report.record(
         "AWS secret key, dbt debug and dbt build on an S3 lake", runs=2, note=f"found in {len(found)} place(s)"
     )

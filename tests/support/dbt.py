@@ -1,0 +1,191 @@
+"""The one way tests run dbt: the project's `dbt` on one lake and one DuckDB file, its artefacts in a test folder.
+
+A `Dbt` names everything a dbt command depends on (the project, the target, LAKE_URI, DUCKDB_PATH, the target and
+log folders) and puts it in the environment of the commands it runs, so a process under test that runs dbt itself
+(`schedule --dbt-build`) gets the same site from `Dbt.variables`. Nothing of the caller's own dbt set-up (`DBT_*`
+variables) reaches it.
+
+dbt parses the whole project when its target folder holds no parse yet, then only the files that changed: the
+tests that share one `Dbt` (pointed at their own lakes with `point_at` or `on_lake`) share its parse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .cli import environment
+
+ROOT = Path(__file__).resolve().parents[2]
+DBT_TIMEOUT = 1800
+# the dbt project's files, as a copy of the project needs them (docs/ holds the doc blocks the YAML refers to)
+PROJECT_FILES = ("dbt_project.yml", "profiles", "models", "macros", "seeds", "tests/dbt", "docs")
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this interpreter (the test extras'), else the first on PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    found = str(beside) if beside.is_file() else shutil.which("dbt")
+    if found is None:
+        raise RuntimeError("dbt is not installed; install the test extras: pip install -e '.[test]'")
+    return found
+
+
+@dataclass(frozen=True)
+class Dbt:
+    """dbt on `project` with target `target`, reading `lake` into `database`, writing under `work`."""
+
+    work: Path
+    lake: str
+    database: Path
+    project: Path = ROOT
+    target: str = "dev"
+    # variables to set (a value) or to remove (None) on top of the site's environment
+    env_changes: Mapping[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def at(
+        cls,
+        work: Path,
+        lake: str | Path | None = None,
+        *,
+        database: Path | None = None,
+        project: Path = ROOT,
+        target: str = "dev",
+        env: Mapping[str, str | None] | None = None,
+    ) -> Dbt:
+        """A site under `work`: target/, logs/, and by default the lake `work/lake` and `work/warehouse.duckdb`."""
+        return cls(
+            work=work,
+            lake=str(work / "lake" if lake is None else lake),
+            database=work / "warehouse.duckdb" if database is None else database,
+            project=project,
+            target=target,
+            env_changes=dict(env or {}),
+        )
+
+    @property
+    def target_path(self) -> Path:
+        return self.work / "target"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work / "logs"
+
+    @property
+    def variables(self) -> dict[str, str | None]:
+        """What this site changes in the caller's environment: a value sets a variable, None removes it (every
+        `DBT_*` variable of the caller's). For a process under test that runs dbt: `run_cli(..., env=variables)`."""
+        variables: dict[str, str | None] = {name: None for name in os.environ if name.startswith("DBT_")}
+        variables |= {
+            "LAKE_URI": self.lake,
+            "DUCKDB_PATH": str(self.database),
+            "DBT_PROJECT_DIR": str(self.project),
+            # the project's own profiles.yml is the one under test
+            "DBT_PROFILES_DIR": str(self.project),
+            "DBT_TARGET_PATH": str(self.target_path),
+            "DBT_LOG_PATH": str(self.log_path),
+            # a process under test that runs `dbt` by name runs this one
+            "PATH": os.pathsep.join([str(Path(dbt_executable()).parent), os.environ.get("PATH", os.defpath)]),
+        }
+        return variables | dict(self.env_changes)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of this site's commands, from os.environ when asked (a test's monkeypatched AWS_*
+        variables are in it)."""
+        return environment(self.variables)
+
+    def command(self, *args: str) -> list[str]:
+        """`dbt ARGS... --target TARGET`, for a process started by the test itself (with `env`)."""
+        return [dbt_executable(), *args, "--target", self.target]
+
+    def __call__(
+        self, *args: str, check: bool = False, cwd: Path | None = None, timeout: float = DBT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        """Any dbt command (`site("debug")`, `site("docs", "generate")`); with `check`, a failure is an
+        AssertionError showing the end of dbt's output."""
+        result = subprocess.run(
+            self.command(*args),
+            cwd=cwd or self.project,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check:
+            assert result.returncode == 0, (
+                f"dbt {' '.join(args)} exited {result.returncode}:\n{result.stdout[-6000:]}{result.stderr[-3000:]}"
+            )
+        return result
+
+    def build(
+        self, *args: str, check: bool = False, cwd: Path | None = None, timeout: float = DBT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return self("build", *args, check=check, cwd=cwd, timeout=timeout)
+
+    def run(
+        self, *args: str, check: bool = False, cwd: Path | None = None, timeout: float = DBT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return self("run", *args, check=check, cwd=cwd, timeout=timeout)
+
+    def test(
+        self, *args: str, check: bool = False, cwd: Path | None = None, timeout: float = DBT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return self("test", *args, check=check, cwd=cwd, timeout=timeout)
+
+    def compile(
+        self, *args: str, check: bool = False, cwd: Path | None = None, timeout: float = DBT_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return self("compile", *args, check=check, cwd=cwd, timeout=timeout)
+
+    def on_lake(self, lake: str | Path) -> Dbt:
+        """The same site (project, warehouse, target folder, so the same parse) reading another lake."""
+        return replace(self, lake=str(lake))
+
+    def point_at(self, lake: Path) -> None:
+        """Serve the local folder `lake` under this site's unchanged LAKE_URI (a symbolic link), with an empty
+        warehouse: dbt keeps its parse from one lake to the next."""
+        link = Path(self.lake)
+        lake.mkdir(parents=True, exist_ok=True)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(lake, target_is_directory=True)
+        for leftover in self.database.parent.glob(f"{self.database.name}*"):
+            leftover.unlink()
+
+    def connect(self, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.database), read_only=read_only)
+
+    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        """The rows of one query on the warehouse, opened read-only for the query alone."""
+        with self.connect() as con:
+            rows: list[tuple[Any, ...]] = con.execute(sql, list(params)).fetchall()
+        return rows
+
+    def artifact(self, name: str) -> dict[str, Any]:
+        """A JSON artefact of the last command: manifest.json, run_results.json, catalog.json."""
+        loaded: dict[str, Any] = json.loads((self.target_path / name).read_text(encoding="utf-8"))
+        return loaded
+
+
+def copy_project(dest: Path) -> Path:
+    """A copy of the dbt project to change (sources YAML, models) without touching the repository's."""
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("images", "__pycache__"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, dest / name)
+    (dest / "profiles.yml").symlink_to(Path("profiles") / "profiles.yml")
+    return dest
