@@ -202,20 +202,26 @@ def _write_changes(
     captured_at: datetime,
     first_sequence: int,
     dest: Path,
+    *,
+    in_source_order: bool = False,
 ) -> _Written:
+    """Write the change file; sequences follow the key, or with `in_source_order` the rows' own order (on an
+    ordered connection: a full load keeps the snapshot's order, so the next diff joins two files in the same
+    order, and nothing is sorted)."""
     keys = ", ".join(quote_identifier(k) for k in table.primary_key)
     columns = ", ".join(quote_identifier(c) for c in table.column_names)
     timestamp = sql_literal(captured_at.strftime("%Y-%m-%d %H:%M:%S.%f+00"))
+    order = "" if in_source_order else f"order by {keys}"
     copy_to_parquet(
         con,
         f"""select
                 op as {CDC_OPERATION},
                 cast({timestamp} as timestamptz) as {CDC_TIMESTAMP},
-                cast({first_sequence} + row_number() over (order by {keys}) - 1 as bigint) as {CDC_SEQUENCE},
+                cast({first_sequence} + row_number() over ({order}) - 1 as bigint) as {CDC_SEQUENCE},
                 {columns}
             from ({changes_sql}) as changes""",
         dest,
-        order_by=CDC_SEQUENCE,
+        order_by=None if in_source_order else CDC_SEQUENCE,
     )
     inserts = f"{CDC_OPERATION} = 'I'"
     null_test = _null_test(table)
@@ -243,18 +249,15 @@ def _changes_of(
     con: duckdb.DuckDBPyConnection,
     table: Table,
     snapshot: Snapshot,
-    changes_sql: Callable[[str], str],
+    write: Callable[[str], _Written],
     accept: Callable[[_Written, int], bool],
-    captured_at: datetime,
-    first_sequence: int,
-    dest: Path,
 ) -> tuple[_Written, Snapshot, int]:
     """Write the change file from the snapshot as read at once; when DuckDB refuses it, or the result fails
     `accept` (given the rows the snapshot must hold), read the snapshot again the careful way, which raises
     naming what is wrong or yields the same rows with an exact count, and write again. Returns what was written,
     the snapshot it was written from, and that snapshot's expected rows."""
     try:
-        written = _write_changes(con, changes_sql(snapshot.relation), table, captured_at, first_sequence, dest)
+        written = write(snapshot.relation)
         rows = snapshot.expected_rows()
         if accept(written, rows) or snapshot.careful is None:
             return written, snapshot, rows
@@ -263,36 +266,42 @@ def _changes_of(
         if snapshot.careful is None:
             raise
     careful = snapshot.careful()
-    written = _write_changes(con, changes_sql(careful.relation), table, captured_at, first_sequence, dest)
-    return written, careful, careful.expected_rows()
+    return write(careful.relation), careful, careful.expected_rows()
 
 
 def full_load(table: Table, snapshot: Snapshot, captured_at: datetime, first_sequence: int, dest: Path) -> DiffResult:
-    """Every row of the first snapshot as an insert."""
-    con = connect(dest.parent, ordered=False)
+    """Every row of the first snapshot as an insert, in the snapshot's own order."""
+    con = connect(dest.parent, ordered=True)
     try:
         written, snapshot, expected = _changes_of(
             con,
             table,
             snapshot,
-            lambda relation: f"select 'I' as op, * from {relation}",
+            lambda relation: _write_changes(
+                con,
+                f"select 'I' as op, * from {relation}",
+                table,
+                captured_at,
+                first_sequence,
+                dest,
+                in_source_order=True,
+            ),
             lambda written, rows: written.counts.inserts == rows,
-            captured_at,
-            first_sequence,
-            dest,
         )
         if written.counts.inserts != expected:
             raise SnapshotError(
                 f"table {table.qualified_name}: read {written.counts.inserts} row(s) of the {expected} the "
                 "snapshot holds; nothing was published"
             )
-        rows = check_keys(con, table, _read(dest))
+        if written.insert_null_keys or written.insert_distinct_keys != written.counts.inserts:
+            check_keys(con, table, _read(dest))  # names the NULL or repeated keys
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
         raise SnapshotError(f"table {table.qualified_name}: full load failed: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
-    return DiffResult(written.counts, rows, first_sequence + written.counts.total - 1)
+    rows = written.counts.inserts
+    return DiffResult(written.counts, rows, first_sequence + rows - 1)
 
 
 def _diff_sql(con: duckdb.DuckDBPyConnection, table: Table, baseline: Baseline, current: str) -> str:
@@ -332,11 +341,10 @@ def diff(
             con,
             table,
             current,
-            lambda relation: _diff_sql(con, table, baseline, relation),
+            lambda relation: _write_changes(
+                con, _diff_sql(con, table, baseline, relation), table, captured_at, first_sequence, dest
+            ),
             lambda written, rows: _complete(written, rows, baseline.rows),
-            captured_at,
-            first_sequence,
-            dest,
         )
         if not _complete(written, rows, baseline.rows):
             dest.unlink(missing_ok=True)
@@ -362,7 +370,7 @@ def write_snapshot(table: Table, snapshot: Snapshot, dest: Path) -> Path:
     """The snapshot as one Parquet file of declared columns: the reader's own file, or written from the relation."""
     if snapshot.file is not None:
         return snapshot.file
-    con = connect(dest.parent, ordered=False)
+    con = connect(dest.parent, ordered=True)  # the source's order, which the next diff joins fastest
     try:
         copy_to_parquet(con, f"select * from {snapshot.relation}", dest)
     except duckdb.Error as exc:
