@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -139,18 +140,18 @@ def _next_snapshot(
 
 
 def _baseline(store: TableStore, state: TableState, rows: int, workdir: Path) -> cdc.Baseline:
-    """The stored state the next capture is diffed against, as local files."""
+    """The stored state the next capture is diffed against: read in place, from a local lake's folder or
+    streamed from S3 by DuckDB through fsspec (downloaded only when s3fs is missing)."""
     assert state.snapshot_key is not None
-    snapshot = _stored_file(store, state.snapshot_key, workdir / "previous.parquet")
-    deltas = tuple(
-        _stored_file(store, key, workdir / f"previous_{i}.parquet") for i, key in enumerate(state.snapshot_deltas)
-    )
-    return cdc.Baseline(snapshot, deltas, rows)
+    lake = store.lake
+    filesystem = None if lake.local_path(state.snapshot_key) else lake.duckdb_filesystem()
+    keys = [state.snapshot_key, *state.snapshot_deltas]
+    files = [_stored_file(store, key, workdir / f"previous_{i}.parquet", filesystem) for i, key in enumerate(keys)]
+    return cdc.Baseline(files[0], tuple(files[1:]), rows, filesystem)
 
 
-def _stored_file(store: TableStore, key: str, dest: Path) -> Path:
-    """A stored snapshot file: read in place in a local lake, downloaded from S3; an unreadable one is named by
-    its lake URI."""
+def _stored_file(store: TableStore, key: str, dest: Path, filesystem: Any | None) -> Path | str:
+    """Where DuckDB reads a stored snapshot file; an unreadable one is named by its lake URI."""
     lake, table = store.lake, store.table
     if not lake.exists(key):
         raise LakeStateError(
@@ -159,10 +160,16 @@ def _stored_file(store: TableStore, key: str, dest: Path) -> Path:
             "restore the file from a backup of the lake; or, to capture the table again from scratch, "
             + store.repair_hint(),
         )
-    path = lake.local_path(key) or lake.download(key, dest)
+    location: Path | str | None = lake.local_path(key)
+    if location is None:
+        location = lake.stream_uri(key) if filesystem is not None else None
+    if location is None:
+        location = lake.download(key, dest)
     con = duckdb.connect()
     try:
-        columns = parquet_columns(con, path)
+        if filesystem is not None:
+            con.register_filesystem(filesystem)
+        columns = parquet_columns(con, location)
     except duckdb.Error as exc:
         raise SnapshotError(
             f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not readable Parquet "
@@ -181,7 +188,7 @@ def _stored_file(store: TableStore, key: str, dest: Path) -> Path:
                 f"table: key column {name} is {found or 'missing'}, declared {declared}; restore the table's "
                 "snapshot from a backup of the lake"
             )
-    return path
+    return location
 
 
 def _last_day(state: TableState) -> int:

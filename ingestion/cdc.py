@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -62,11 +62,13 @@ class ChangeCounts:
 
 @dataclass(frozen=True)
 class Baseline:
-    """A table's previous state: its last full snapshot and the change files applied to it since, oldest first."""
+    """A table's previous state: its last full snapshot and the change files applied to it since, oldest first,
+    as local files or as URIs DuckDB reads in place through `filesystem` (an fsspec filesystem: S3)."""
 
-    snapshot: Path
-    deltas: tuple[Path, ...]
+    snapshot: Path | str
+    deltas: tuple[Path | str, ...]
     rows: int  # the rows it holds, as the capture that made it counted them
+    filesystem: Any | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def change_schema(table: Table) -> pa.Schema:
     return pa.schema(cdc_fields + list(table.schema))
 
 
-def _read(path: Path) -> str:
+def _read(path: Path | str) -> str:
     return f"read_parquet({sql_literal(str(path))})"
 
 
@@ -155,7 +157,7 @@ def _declared_columns(con: duckdb.DuckDBPyConnection, table: Table, relation: st
     return ", ".join(columns)
 
 
-def _files(paths: tuple[Path, ...]) -> str:
+def _files(paths: tuple[Path | str, ...]) -> str:
     return "read_parquet([" + ", ".join(sql_literal(str(p)) for p in paths) + "], union_by_name = true)"
 
 
@@ -336,6 +338,8 @@ def diff(
 ) -> DiffResult:
     """The changes that turn `baseline` into `current`. Writes `dest` only when there is a change."""
     con = connect(dest.parent, ordered=False)
+    if baseline.filesystem is not None:
+        con.register_filesystem(baseline.filesystem)
     try:
         written, current, rows = _changes_of(
             con,

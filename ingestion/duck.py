@@ -62,7 +62,7 @@ def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, dest: Path, orde
     return int(row[0]) if row else 0
 
 
-def parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
+def parquet_columns(con: duckdb.DuckDBPyConnection, path: Path | str) -> dict[str, str]:
     """A Parquet file's columns and their DuckDB types, from its footer."""
     description = con.execute(f"select * from read_parquet({sql_literal(str(path))}) limit 0").description or []
     return {str(column[0]): str(column[1]) for column in description}

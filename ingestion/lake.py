@@ -110,6 +110,15 @@ class Lake(ABC):
         """The object as a local file to read in place, when the lake is a folder; None on S3."""
         return None
 
+    def duckdb_filesystem(self) -> Any | None:
+        """An fsspec filesystem through which DuckDB reads the lake's objects in place (`stream_uri`), or None
+        when it reads them as local files."""
+        return None
+
+    def stream_uri(self, key: str) -> str | None:
+        """The object's URI for DuckDB through `duckdb_filesystem()`; None when it is to be read locally."""
+        return None
+
     def uri_for(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
 
@@ -397,6 +406,28 @@ class S3Lake(Lake):
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def duckdb_filesystem(self) -> Any | None:
+        """s3fs on the same endpoint, credentials, timeouts and retries as this lake's boto3 client (DuckDB's own
+        httpfs extension is not installable offline); None when s3fs is not installed (objects are downloaded)."""
+        try:
+            import s3fs
+        except ImportError:
+            return None
+        config = {
+            "connect_timeout": _env_number("LAGO_S3_CONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS, float),
+            "read_timeout": _env_number("LAGO_S3_READ_TIMEOUT", READ_TIMEOUT_SECONDS, float),
+            "retries": {"mode": "standard", "max_attempts": self.max_attempts},
+            "s3": {"addressing_style": "path"},
+        }
+        return s3fs.S3FileSystem(
+            client_kwargs={"endpoint_url": self.client.meta.endpoint_url, "region_name": self.client.meta.region_name},
+            config_kwargs=config,
+            skip_instance_cache=True,
+        )
+
+    def stream_uri(self, key: str) -> str | None:
+        return f"s3://{self.bucket}/{self._key(key)}"
 
     def verify_conditional_writes(self) -> None:
         """Write a probe object twice with `If-None-Match: *` and once with a wrong `If-Match`: a server that
