@@ -424,6 +424,8 @@ class S3Lake(Lake):
             client_kwargs={"endpoint_url": self.client.meta.endpoint_url, "region_name": self.client.meta.region_name},
             config_kwargs=config,
             skip_instance_cache=True,
+            # DuckDB asks for the column chunks it needs: each read goes to S3 as asked, no read-ahead cache
+            default_cache_type="none",
         )
 
     def stream_uri(self, key: str) -> str | None:

@@ -69,3 +69,22 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 4
     assert "s3://lake/prefix/_ingestion/" in result.stderr  # the first request names its object
     assert "a-secret-that-must-not-leak" not in result.stderr + result.stdout
+
+
+def test_a_diff_reads_the_stored_snapshot_in_place_on_s3(
+    s3_lake_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous snapshot is streamed by DuckDB through s3fs: no capture downloads it to local disk."""
+    from ingestion.catalog import load_catalog
+    from ingestion.cli import main
+
+    assert main(["run", "--lake", s3_lake_env, "--source", "loyalty", *SCALE]) == 0
+
+    def no_download(self: S3Lake, key: str, dest: Path) -> Path:
+        raise AssertionError(f"downloaded {key}")
+
+    monkeypatch.setattr(S3Lake, "download", no_download)
+    assert main(["run", "--lake", s3_lake_env, "--source", "loyalty", *SCALE]) == 0
+    lake = S3Lake(s3_lake_env)
+    tables = load_catalog().source("loyalty").tables
+    assert all(lake.list(f"raw/loyalty/cdc/{name}/") for name in ("clientes", "transacoes")), sorted(tables)
