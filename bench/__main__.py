@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hotmart-scale", type=int, default=10_000, help="simulator scale of the hotmart suite")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--report-only", action="store_true", help="rewrite results.md and plots from results.json")
+    parser.add_argument("--no-fixed-costs", action="store_true", help="capture suite: skip the fixed-cost cases")
     parser.add_argument(
         "--update",
         action="store_true",
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     if "capture" in suites:
         from bench.capture import suite_capture
 
-        results += suite_capture(scales, args.repeats, work, int(args.reference_max))
+        results += suite_capture(scales, args.repeats, work, int(args.reference_max), not args.no_fixed_costs)
     if "cdc" in suites:
         results += suite_cdc(scales, args.repeats, work, int(args.pandas_max))
     if "bronze" in suites:

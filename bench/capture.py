@@ -176,7 +176,9 @@ def _first_capture(folder: Path, day1: Path) -> Path:
     return lake
 
 
-def suite_capture(scales: list[int], repeats: int, work: Path, reference_max: int) -> list[Result]:
+def suite_capture(
+    scales: list[int], repeats: int, work: Path, reference_max: int, fixed_costs: bool = True
+) -> list[Result]:
     results: list[Result] = []
     for rows in scales:
         folder = work / f"capture_{rows}"
@@ -257,7 +259,8 @@ def suite_capture(scales: list[int], repeats: int, work: Path, reference_max: in
             results.append(
                 Result("capture", "reference", rows, float("nan"), float("nan"), 0, f"not run above {reference_max:,}")
             )
-    results += _fixed_costs(work, repeats)
+    if fixed_costs:
+        results += _fixed_costs(work, repeats)
     return results
 
 
