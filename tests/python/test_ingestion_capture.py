@@ -211,3 +211,37 @@ def test_schedule_runs_captures_on_an_interval_and_stops_cleanly_on_ctrl_c(tmp_p
 def test_bad_interval_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("schedule", "--every", "often", "--lake", str(tmp_path), timeout=60)
     assert result.returncode == 2 and "--every 'often'" in result.stderr
+
+
+def test_a_csv_capture_stores_its_changes_until_they_outgrow_a_full_snapshot(tmp_path: Path) -> None:
+    """Small diffs are stored as change files on top of the last full snapshot; a diff that takes the files
+    since past a quarter of the table writes a full snapshot again. Every capture's changes stay exact."""
+    header = "IdProduto;DescNomeProduto;DescDescricaoProduto;DescCategoriaProduto"
+    lake = tmp_path / "lake"
+
+    def capture(version: int, names: dict[int, str]) -> dict[str, object]:
+        folder = tmp_path / f"v{version}"
+        folder.mkdir()
+        rows = [f"{key};{name};;chat" for key, name in sorted(names.items())]
+        (folder / "produtos.csv").write_text("\n".join([header, *rows]) + "\n")
+        result = ingest(lake, *csv_args(folder, "produtos"))
+        assert result.returncode == 0, result.stderr
+        state: dict[str, object] = json.loads((lake / "_ingestion/loyalty/produtos/state.json").read_text())
+        return state
+
+    names = {key: f"p{key}" for key in range(1, 201)}
+    state = capture(0, names)
+    base = state["snapshot_key"]
+    names[1], names[2] = "changed", "changed"  # 1% of the table: stored as a change file
+    state = capture(1, names)
+    assert state["snapshot_key"] == base and len(state["snapshot_deltas"]) == 1  # type: ignore[arg-type]
+    for key in range(3, 60):  # the files since would hold 59 of 200 rows: a full snapshot again
+        names[key] = "changed"
+    state = capture(2, names)
+    assert state["snapshot_key"] != base and state["snapshot_deltas"] == []
+    names[100] = "changed"
+    state = capture(3, names)
+    captures = state["captures"]
+    assert isinstance(captures, list)
+    assert [(c["kind"], c["updates"]) for c in captures] == [("full-load", 0), ("cdc", 2), ("cdc", 57), ("cdc", 1)]
+    assert len(state["snapshot_deltas"]) == 1  # type: ignore[arg-type]
