@@ -144,6 +144,22 @@ def reference(last: str, actual: str, dest: str) -> int:
     return len(changes)
 
 
+def _capture_command(lake: Path, csv_folder: Path) -> list[str]:
+    """The measured command: the whole CSV capture of the table, as a user types it."""
+    return ["command", PYTHON, "-m", "ingestion", "run", "--lake", str(lake), "--from", "csv", "--path",
+            str(csv_folder), "--tables", TABLE]  # fmt: skip
+
+
+def _lake_reset(base: Path, lake: Path) -> Callable[[], None]:
+    """Before each run: `lake` as a fresh copy of the lake holding only the first capture."""
+
+    def reset() -> None:
+        shutil.rmtree(lake, ignore_errors=True)
+        shutil.copytree(base, lake)
+
+    return reset
+
+
 def _prepare(rows: int, folder: Path) -> Path:
     """The CSVs, the first capture and the floors' previous snapshots, in a process of their own: the runner
     stays small, since a child's peak RSS starts from its parent's."""
@@ -185,30 +201,10 @@ def suite_capture(
         base = _prepare(rows, folder)
         day1, day2 = folder / "day1" / f"{TABLE}.csv", folder / "day2" / f"{TABLE}.csv"
         lake = folder / "lake"
-
-        def fresh_lake(base: Path = base, lake: Path = lake) -> None:
-            shutil.rmtree(lake, ignore_errors=True)
-            shutil.copytree(base, lake)
+        fresh_lake = _lake_reset(base, lake)
 
         cases: dict[str, tuple[list[str], Callable[[], None] | None]] = {
-            "capture": (
-                [
-                    "command",
-                    PYTHON,
-                    "-m",
-                    "ingestion",
-                    "run",
-                    "--lake",
-                    str(lake),
-                    "--from",
-                    "csv",
-                    "--path",
-                    str(day2.parent),
-                    "--tables",
-                    TABLE,
-                ],
-                fresh_lake,
-            ),
+            "capture": (_capture_command(lake, day2.parent), fresh_lake),
             "floor": (
                 [
                     "command",
@@ -289,32 +285,12 @@ def _fixed_costs(work: Path, repeats: int) -> list[Result]:
     folder = work / "capture_fixed"
     lake = folder / "lake"
     base = _prepare(100, folder)
-
-    def fresh_lake() -> None:
-        shutil.rmtree(lake, ignore_errors=True)
-        shutil.copytree(base, lake)
+    fresh_lake = _lake_reset(base, lake)
 
     commands: dict[str, tuple[list[str], Callable[[], None] | None]] = {
         "fixed: --help": (["command", PYTHON, "-m", "ingestion", "--help"], None),
         "fixed: status": (["command", PYTHON, "-m", "ingestion", "status", "--lake", str(base)], None),
-        "fixed: capture of 100 rows": (
-            [
-                "command",
-                PYTHON,
-                "-m",
-                "ingestion",
-                "run",
-                "--lake",
-                str(lake),
-                "--from",
-                "csv",
-                "--path",
-                str(folder / "day2"),
-                "--tables",
-                TABLE,
-            ],
-            fresh_lake,
-        ),
+        "fixed: capture of 100 rows": (_capture_command(lake, folder / "day2"), fresh_lake),
     }
     results = []
     for case, (command, prepare) in commands.items():

@@ -135,7 +135,7 @@ def _next_snapshot(
         return snapshot.file, False
     grown = state.delta_rows + result.counts.total > COMPACT_SHARE * max(result.snapshot_rows, 1)
     if grown or len(state.snapshot_deltas) + 1 >= COMPACT_FILES:
-        return cdc.write_snapshot(table, snapshot, workdir / "snapshot.parquet"), False
+        return snapshot.to_parquet(workdir / "snapshot.parquet", table), False
     return changes, True
 
 

@@ -39,6 +39,7 @@ from ingestion.duck import (
     connect,
     copy_to_parquet,
     quote_identifier,
+    relation_columns,
     same_type,
     sql_literal,
 )
@@ -143,8 +144,7 @@ def _declared_columns(con: duckdb.DuckDBPyConnection, table: Table, relation: st
     as NULL (so every row with a value in it is an update), a column no longer declared is left out, and a column
     whose declared type changed is read as the new type (a value that does not convert reads as NULL: its row is
     an update)."""
-    description = con.execute(f"select * from {relation} limit 0").description or []
-    present = {str(column[0]): str(column[1]) for column in description}
+    present = relation_columns(con, relation)
     columns = []
     for column in table.columns:
         name = quote_identifier(column.name)
@@ -368,18 +368,3 @@ def diff(
     finally:
         con.close()
     return DiffResult(counts, rows, first_sequence + counts.total - 1)
-
-
-def write_snapshot(table: Table, snapshot: Snapshot, dest: Path) -> Path:
-    """The snapshot as one Parquet file of declared columns: the reader's own file, or written from the relation."""
-    if snapshot.file is not None:
-        return snapshot.file
-    con = connect(dest.parent, ordered=True)  # the source's order, which the next diff joins fastest
-    try:
-        copy_to_parquet(con, f"select * from {snapshot.relation}", dest)
-    except duckdb.Error as exc:
-        check_io(exc, f"table {table.qualified_name}")
-        raise SnapshotError(f"table {table.qualified_name}: snapshot failed: {str(exc).splitlines()[0]}") from exc
-    finally:
-        con.close()
-    return dest

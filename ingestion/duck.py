@@ -51,8 +51,7 @@ def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, dest: Path, orde
     marks a column REQUIRED when its statistics say it holds no NULL (a literal, a REQUIRED source column), so two
     files of one table could differ; each column goes through a CASE that may yield NULL, which keeps it OPTIONAL.
     """
-    description = con.execute(f"select * from ({query}) limit 0").description or []
-    names = [quote_identifier(str(column[0])) for column in description]
+    names = [quote_identifier(name) for name in relation_columns(con, f"({query})")]
     optional = ", ".join(f"case when {n} is null then null else {n} end as {n}" for n in names)
     ordered = f" order by {order_by}" if order_by else ""
     row = con.execute(
@@ -62,10 +61,15 @@ def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, dest: Path, orde
     return int(row[0]) if row else 0
 
 
+def relation_columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
+    """A relation's columns and their DuckDB types, in order, from its plan alone (no row is read)."""
+    description = con.execute(f"select * from {relation} limit 0").description or []
+    return {str(column[0]): str(column[1]) for column in description}
+
+
 def parquet_columns(con: duckdb.DuckDBPyConnection, path: Path | str) -> dict[str, str]:
     """A Parquet file's columns and their DuckDB types, from its footer."""
-    description = con.execute(f"select * from read_parquet({sql_literal(str(path))}) limit 0").description or []
-    return {str(column[0]): str(column[1]) for column in description}
+    return relation_columns(con, f"read_parquet({sql_literal(str(path))})")
 
 
 def same_type(found: str, declared: str) -> bool:

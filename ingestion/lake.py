@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -561,23 +561,24 @@ class S3Lake(Lake):
             return body, str(response["ETag"])
 
     def replace_if(self, key: str, data: bytes, version: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        with self._errors("replace", key):
-            try:
-                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=version)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in (*_CONDITION_FAILED, "NoSuchKey", "404"):
-                    return False
-                raise
-        return True
+        return self._if_match(
+            "replace",
+            key,
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=version),
+        )
 
     def delete_if(self, key: str, version: str) -> bool:
+        return self._if_match(
+            "delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=version)
+        )
+
+    def _if_match(self, action: str, key: str, request: Callable[[], object]) -> bool:
+        """Send a request conditional on the object's ETag; False when the object changed or is gone."""
         from botocore.exceptions import ClientError
 
-        with self._errors("delete", key):
+        with self._errors(action, key):
             try:
-                self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=version)
+                request()
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in (*_CONDITION_FAILED, "NoSuchKey", "404"):
                     return False

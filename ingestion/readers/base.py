@@ -15,8 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+import duckdb
+
 from ingestion.catalog import Table
-from ingestion.duck import copy_to_parquet, quote_identifier, sql_literal
+from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
 from ingestion.errors import SnapshotError
 
 
@@ -45,17 +47,17 @@ class Snapshot:
     careful: Callable[[], Snapshot] | None = None
 
     def to_parquet(self, dest: Path, table: Table) -> Path:
-        """The snapshot as one Parquet file: the reader's own, or `dest` written from the relation (read the
-        careful way when DuckDB refuses it or yields other than the expected rows)."""
-        import duckdb
-
+        """The snapshot as one Parquet file: the reader's own, or `dest` written from the relation in the source's
+        order, which the next diff joins fastest (read the careful way when DuckDB refuses it or yields other than
+        the expected rows)."""
         if self.file is not None:
             return self.file
-        con = duckdb.connect()
+        con = connect(dest.parent, ordered=True)
         try:
             columns = ", ".join(quote_identifier(c) for c in table.column_names)
             rows: int | None = copy_to_parquet(con, f"select {columns} from {self.relation}", dest)
-        except duckdb.Error:
+        except duckdb.Error as exc:
+            check_io(exc, f"table {table.qualified_name}")
             rows = None
         finally:
             con.close()
@@ -70,8 +72,6 @@ def parquet_snapshot(path: Path) -> Snapshot:
     """A snapshot the reader wrote as Parquet with the declared schema; its footer says how many rows it holds."""
 
     def rows() -> int:
-        import duckdb
-
         con = duckdb.connect()
         try:
             (count,) = con.execute(f"select count(*) from read_parquet({sql_literal(str(path))})").fetchall()[0]

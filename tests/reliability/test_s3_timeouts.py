@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -51,17 +52,24 @@ def silent_endpoint() -> Iterator[str]:
 
 
 @pytest.mark.slow
+def capture_against(
+    endpoint: str, history: History, report: Recorder, scenario: str
+) -> tuple[subprocess.CompletedProcess[str], list[tuple[str, str]]]:
+    """A CSV capture into an S3 lake at `endpoint`: the result and the retries it logged, recorded as `scenario`."""
+    started = time.monotonic()
+    result = ingest("s3://lake/prefix", *csv_args(history.folders[0]), env={**ENV, "AWS_ENDPOINT_URL": endpoint})
+    elapsed = time.monotonic() - started
+    retries: list[tuple[str, str]] = re.findall(r"attempt (\d+) of (\d+) failed", result.stderr)
+    note = f"exit {result.returncode} after {elapsed:.0f} s, {len(retries)} retries logged"
+    report.record(scenario, runs=1, note=note)
+    return result, retries
+
+
 def test_an_endpoint_that_never_answers_fails_with_each_retry_logged(
     silent_endpoint: str, history: History, report: Recorder
 ) -> None:
-    started = time.monotonic()
-    result = ingest("s3://lake/prefix", *csv_args(history.folders[0]), env={**ENV, "AWS_ENDPOINT_URL": silent_endpoint})
-    elapsed = time.monotonic() - started
-    retries = re.findall(r"attempt (\d+) of (\d+) failed", result.stderr)
-    report.record(
-        "S3 endpoint that accepts TCP and never answers",
-        runs=1,
-        note=f"exit {result.returncode} after {elapsed:.0f} s, {len(retries)} retries logged",
+    result, retries = capture_against(
+        silent_endpoint, history, report, "S3 endpoint that accepts TCP and never answers"
     )
     assert result.returncode == 4, result.stderr
     assert silent_endpoint in result.stderr and "Read timeout" in result.stderr
@@ -70,17 +78,7 @@ def test_an_endpoint_that_never_answers_fails_with_each_retry_logged(
 
 
 def test_an_endpoint_that_is_down_fails_with_each_retry_logged(history: History, report: Recorder) -> None:
-    started = time.monotonic()
-    result = ingest(
-        "s3://lake/prefix", *csv_args(history.folders[0]), env={**ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
-    )
-    elapsed = time.monotonic() - started
-    retries = re.findall(r"attempt (\d+) of (\d+) failed", result.stderr)
-    report.record(
-        "S3 endpoint down (connection refused)",
-        runs=1,
-        note=f"exit {result.returncode} after {elapsed:.0f} s, {len(retries)} retries logged",
-    )
+    result, retries = capture_against("http://127.0.0.1:9", history, report, "S3 endpoint down (connection refused)")
     assert result.returncode == 4, result.stderr
     assert "127.0.0.1:9" in result.stderr
     assert len(retries) == DEFAULT_MAX_ATTEMPTS - 1, result.stderr
