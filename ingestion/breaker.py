@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ingestion.catalog import Table
-from ingestion.errors import LakeStateError, UsageError
+from ingestion.errors import LakeError, LakeStateError, UsageError
 from ingestion.state import CaptureRecord, TableState
 from ingestion.table_store import TableStore
 
@@ -101,12 +101,12 @@ def load_held(store: TableStore) -> tuple[Held, str] | None:
     try:
         body = json.loads(raw or b"")
         held = Held(
-            CaptureRecord.from_json(body["record"]),
+            CaptureRecord.from_json(body["record"], lake.uri_for(key), "record"),
             body["base_snapshot"],
             int(body["base_sequence"]),
             str(body["verdict"]),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, LakeError) as exc:
         raise LakeStateError(
             table.qualified_name,
             f"the held capture {lake.uri_for(key)} is unreadable ({exc})",

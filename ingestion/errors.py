@@ -92,6 +92,35 @@ class LakeStateError(LakeError):
         super().__init__(f"table {table}: {problem}; nothing was published. Repair: {repair}")
 
 
+MISSING: object = object()  # StateFileError's value when the field is absent
+
+
+class StateFileError(LakeError):
+    """A document of the ingestion state (`state.json`, `pending.json`, a held capture) is not what ingestion
+    writes: not JSON, a missing field, a value of the wrong type or out of range."""
+
+    def __init__(self, file: str, field: str, value: object, problem: str) -> None:
+        self.file, self.field, self.value, self.problem = file, field, value, problem
+        found = "" if value is MISSING else f" (found {value!r})"
+        super().__init__(
+            f"{file} is unreadable: {field} {problem}{found}; nothing was published. Repair: restore the file "
+            "from a backup of the lake (ingestion writes it; it must not be edited)"
+        )
+
+
+class CorruptCaptureError(LakeError):
+    """A file ingestion kept aside to publish later (a held or an interrupted capture) is not the file it kept:
+    unreadable, another row count or other bytes. Nothing is published from it."""
+
+    def __init__(self, table: str, file: str, problem: str) -> None:
+        self.table, self.file, self.problem = table, file, problem
+        super().__init__(
+            f"table {table}: {file} {problem}; it is not the file that was captured, so nothing was published "
+            "and the table's state is unchanged. Repair: restore the file from a backup of the lake, or remove "
+            "it and capture the table again"
+        )
+
+
 class LakeLockedError(IngestionError):
     """Another ingestion run holds the lake's lock."""
 

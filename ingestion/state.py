@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from collections.abc import Callable
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from ingestion.errors import MISSING, StateFileError
 
 if TYPE_CHECKING:
     from ingestion.catalog import Table
@@ -21,6 +27,10 @@ CAPTURE_ID_FORMAT = "%Y%m%d_%H%M%S_%f"
 CaptureKind = Literal["full-load", "cdc", "unchanged", "events", "no-events"]
 # the folders under raw/<source>/ that hold published files
 DataKind = Literal["full-load", "cdc", "events"]
+
+
+CAPTURE_KINDS: tuple[str, ...] = get_args(CaptureKind)
+_CAPTURE_ID = re.compile(r"\d{8}_\d{6}_\d{6}")
 
 
 def capture_id_of(moment: datetime) -> str:
@@ -54,10 +64,33 @@ class CaptureRecord:
     # True when `snapshot_key` holds this capture's change file, applied on top of the table's previous state,
     # rather than a full snapshot (see `cdc.Baseline`)
     snapshot_delta: bool = False
+    # SHA-256 of the change file's bytes, recorded when the capture is staged: a staged copy published after a
+    # crash must be the file that was decided (None in records written before it was recorded)
+    data_sha256: str | None = None
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> CaptureRecord:
-        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+    def from_json(cls, raw: object, file: str, where: str = "") -> CaptureRecord:
+        """A record read from `file` (at `where` in it), every field checked: StateFileError naming the file and
+        the field when one is missing or not what ingestion writes. Unknown fields are ignored (a newer
+        version's additions)."""
+        body = _object(raw, file, where or "the document")
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            name = f"{where}.{spec.name}" if where else spec.name
+            if spec.name not in body:
+                if spec.default is NO_DEFAULT:
+                    raise StateFileError(file, f"field {name}", MISSING, "is missing")
+                continue
+            values[spec.name] = _RECORD_FIELDS[spec.name](body[spec.name], file, f"field {name}")
+        record = cls(**values)
+        if record.first_sequence > record.last_sequence + 1:
+            raise StateFileError(
+                file,
+                f"field {where + '.' if where else ''}first_sequence",
+                record.first_sequence,
+                f"is past last_sequence {record.last_sequence} + 1",
+            )
+        return record
 
 
 @dataclass
@@ -92,6 +125,152 @@ class TableState:
             "captures": [asdict(c) for c in self.captures],
         }
         return json.dumps(body, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, file: str) -> TableState:
+        """A `state.json` as read from `file`; StateFileError naming the file and the field when it is not what
+        ingestion writes (not JSON, a missing field, a wrong type, an unknown kind, an id that is not a time)."""
+        body = _object(_json(raw, file), file, "the document")
+        for name in ("last_sequence", "snapshot_key", "captures"):
+            if name not in body:
+                raise StateFileError(file, f"field {name}", MISSING, "is missing")
+        captures = body["captures"]
+        if not isinstance(captures, list):
+            raise StateFileError(file, "field captures", captures, "is not a list")
+        deltas = body.get("snapshot_deltas", [])
+        if not isinstance(deltas, list):
+            raise StateFileError(file, "field snapshot_deltas", deltas, "is not a list")
+        state = cls(
+            last_sequence=_count(body["last_sequence"], file, "field last_sequence"),
+            snapshot_key=_optional(_text)(body["snapshot_key"], file, "field snapshot_key"),
+            captures=[CaptureRecord.from_json(c, file, f"captures[{i}]") for i, c in enumerate(captures)],
+            snapshot_deltas=[_text(k, file, f"field snapshot_deltas[{i}]") for i, k in enumerate(deltas)],
+        )
+        for i, record in enumerate(state.captures):
+            if record.last_sequence > state.last_sequence:
+                raise StateFileError(
+                    file,
+                    f"field captures[{i}].last_sequence",
+                    record.last_sequence,
+                    f"is past the table's last_sequence {state.last_sequence}",
+                )
+        return state
+
+
+# -- reading the documents: every value checked, the first bad one named ----------------------------------------
+
+Check = Callable[[object, str, str], Any]
+
+
+def _json(raw: bytes, file: str) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:  # also a UnicodeDecodeError
+        raise StateFileError(file, "the document", MISSING, f"is not JSON ({exc})") from None
+
+
+def _object(raw: object, file: str, name: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise StateFileError(file, name, raw, "is not a JSON object")
+    return raw
+
+
+def _count(value: object, file: str, name: str) -> int:
+    # bool is an int to Python; a true/false where a count belongs is a hand edit, not a count
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StateFileError(file, name, value, "is not a whole number, 0 or more")
+    return value
+
+
+def _text(value: object, file: str, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise StateFileError(file, name, value, "is not a non-empty text")
+    return value
+
+
+def _flag(value: object, file: str, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise StateFileError(file, name, value, "is not true or false")
+    return value
+
+
+def _seconds(value: object, file: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise StateFileError(file, name, value, "is not a number of seconds")
+    return float(value)
+
+
+def _capture_id(value: object, file: str, name: str) -> str:
+    text = _text(value, file, name)
+    try:
+        if not _CAPTURE_ID.fullmatch(text):
+            raise ValueError(text)
+        moment_of(text)
+    except ValueError:
+        raise StateFileError(file, name, value, "is not a capture id (a UTC time as YYYYMMDD_HHMMSS_ffffff)") from None
+    return text
+
+
+def _kind(value: object, file: str, name: str) -> str:
+    if value not in CAPTURE_KINDS:
+        raise StateFileError(file, name, value, f"is not a kind of capture ({', '.join(CAPTURE_KINDS)})")
+    return str(value)
+
+
+def _instant(value: object, file: str, name: str) -> str:
+    text = _text(value, file, name)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise StateFileError(file, name, value, "is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise StateFileError(file, name, value, "is a time without a time zone")
+    return text
+
+
+def _sha256(value: object, file: str, name: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise StateFileError(file, name, value, "is not a SHA-256 (64 hex digits)")
+    return value
+
+
+def _optional(check: Check) -> Check:
+    def optional(value: object, file: str, name: str) -> Any:
+        return None if value is None else check(value, file, name)
+
+    return optional
+
+
+# how each field of a CaptureRecord is read; a test checks that every field has its entry
+_RECORD_FIELDS: dict[str, Check] = {
+    "capture_id": _capture_id,
+    "kind": _kind,
+    "data_key": _optional(_text),
+    "snapshot_key": lambda value, file, name: "" if value == "" else _text(value, file, name),
+    "first_sequence": _count,
+    "last_sequence": _count,
+    "inserts": _count,
+    "updates": _count,
+    "deletes": _count,
+    "snapshot_rows": _count,
+    "reader": _text,
+    "day": _optional(_count),
+    "seconds": _seconds,
+    "recovered": _flag,
+    "last_arrival": _optional(_instant),
+    "snapshot_delta": _flag,
+    "data_sha256": _optional(_sha256),
+}
+
+
+def parse_json(raw: bytes, file: str) -> dict[str, Any]:
+    """A state document's JSON object; StateFileError naming `file` when it is not one."""
+    return _object(_json(raw, file), file, "the document")
+
+
+def parse_record(raw: bytes, file: str) -> CaptureRecord:
+    """A capture record stored alone (`pending.json`)."""
+    return CaptureRecord.from_json(_json(raw, file), file)
 
 
 def load_state(lake: Lake, table: Table) -> TableState:

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingestion.catalog import Table
-from ingestion.errors import LakeError, LakeStateError
+from ingestion.errors import LakeStateError
 from ingestion.lake import STATE_PREFIX, Lake
-from ingestion.state import CaptureRecord, DataKind, TableState
+from ingestion.state import CaptureRecord, DataKind, TableState, parse_record
 
 if TYPE_CHECKING:
     from ingestion.breaker import Verdict
@@ -129,16 +129,7 @@ class TableStore:
                     + self.repair_hint(),
                 )
             return TableState()
-        try:
-            body = json.loads(raw)
-            return TableState(
-                last_sequence=int(body["last_sequence"]),
-                snapshot_key=body["snapshot_key"],
-                captures=[CaptureRecord.from_json(c) for c in body["captures"]],
-                snapshot_deltas=[str(k) for k in body.get("snapshot_deltas", [])],
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LakeError(f"{self.lake.uri_for(self.state_key)} is unreadable: {exc}") from exc
+        return TableState.from_json(raw, self.lake.uri_for(self.state_key))
 
     def save_state(self, state: TableState) -> None:
         self.lake.put_bytes(self.state_key, state.to_json())
@@ -147,10 +138,7 @@ class TableStore:
         raw = self.lake.read_bytes(self.pending_key)
         if raw is None:
             return None
-        try:
-            return CaptureRecord.from_json(json.loads(raw))
-        except (ValueError, TypeError) as exc:
-            raise LakeError(f"{self.lake.uri_for(self.pending_key)} is unreadable: {exc}") from exc
+        return parse_record(raw, self.lake.uri_for(self.pending_key))
 
     def save_pending(self, record: CaptureRecord) -> None:
         self.lake.put_bytes(self.pending_key, json.dumps(asdict(record)).encode())
