@@ -4,26 +4,28 @@ A truncated download or a half-written export is the likeliest way a lake loses 
 snapshot, every missing row becomes a delete. A capture over the table's thresholds (`meta.circuit_breaker`)
 is therefore kept aside, whole, under `_ingestion/<source>/<table>/held/`:
 
-  held/<capture id>.json             the capture record and the state it was diffed against
+  held/<capture id>.json             the capture record, the state it was diffed against, and the rows and
+                                     SHA-256 of both files below
   held/<capture id>.changes.parquet  its change file
   held/<capture id>.snapshot.parquet its snapshot
 
 and the run exits 6 with the lake's data and state unchanged. `python -m ingestion approve <source>.<table>`
-publishes the held capture as it was; `run --allow-mass-delete` publishes such a capture at once. A later run
-that no longer trips publishes normally and drops what was held.
+publishes the held capture as it was, once both files are verified to be the ones held (readable Parquet, same
+rows, same bytes); a file changed since is refused (exit 4) and nothing is published. `run --allow-mass-delete`
+publishes such a capture at once. A later run that no longer trips publishes normally and drops what was held.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ingestion.catalog import Table
-from ingestion.errors import LakeError, LakeStateError, UsageError
-from ingestion.state import CaptureRecord, TableState
-from ingestion.table_store import TableStore
+from ingestion.errors import MISSING, StateFileError, UsageError
+from ingestion.state import CaptureRecord, TableState, parse_json
+from ingestion.table_store import FileCheck, TableStore, change_rows
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +64,17 @@ def judge(table: Table, previous_rows: int, rows: int, deletes: int) -> Verdict 
     return Verdict(table.qualified_name, previous_rows, rows, deletes, tuple(reasons))
 
 
+HELD_FILES = ("changes", "snapshot")  # held/<capture id>.<name>.parquet
+
+
 @dataclass(frozen=True)
 class Held:
     record: CaptureRecord
     base_snapshot: str | None  # the snapshot the capture was diffed against
     base_sequence: int
     verdict: str
+    # per file of HELD_FILES, what it was when held; empty for a capture held by a version that did not record it
+    checks: dict[str, FileCheck] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         body = {
@@ -75,8 +82,43 @@ class Held:
             "base_snapshot": self.base_snapshot,
             "base_sequence": self.base_sequence,
             "verdict": self.verdict,
+            "files": {name: asdict(check) for name, check in self.checks.items()},
         }
         return json.dumps(body, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, file: str) -> Held:
+        body = parse_json(raw, file)
+        for name in ("record", "base_sequence", "verdict"):
+            if name not in body:
+                raise StateFileError(file, f"field {name}", MISSING, "is missing")
+        base_snapshot = body.get("base_snapshot")
+        if base_snapshot is not None and not isinstance(base_snapshot, str):
+            raise StateFileError(file, "field base_snapshot", base_snapshot, "is not a text")
+        base_sequence = body["base_sequence"]
+        if isinstance(base_sequence, bool) or not isinstance(base_sequence, int) or base_sequence < 0:
+            raise StateFileError(file, "field base_sequence", base_sequence, "is not a whole number, 0 or more")
+        checks: dict[str, FileCheck] = {}
+        files = body.get("files", {})
+        if not isinstance(files, dict):
+            raise StateFileError(file, "field files", files, "is not a JSON object")
+        for name, check in files.items():
+            where = f"field files.{name}"
+            if name not in HELD_FILES or not isinstance(check, dict):
+                raise StateFileError(file, where, check, f"is not the check of a held file ({', '.join(HELD_FILES)})")
+            rows, digest = check.get("rows"), check.get("sha256")
+            if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+                raise StateFileError(file, f"{where}.rows", rows, "is not a whole number, 0 or more")
+            if not isinstance(digest, str) or len(digest) != 64:
+                raise StateFileError(file, f"{where}.sha256", digest, "is not a SHA-256 (64 hex digits)")
+            checks[name] = FileCheck(rows, digest)
+        return cls(
+            CaptureRecord.from_json(body["record"], file, "record"),
+            base_snapshot,
+            base_sequence,
+            str(body["verdict"]),
+            checks,
+        )
 
 
 def hold(store: TableStore, state: TableState, record: CaptureRecord, data: Path, snapshot: Path, verdict: str) -> str:
@@ -84,44 +126,45 @@ def hold(store: TableStore, state: TableState, record: CaptureRecord, data: Path
     lake = store.lake
     store.drop_held()
     base = f"{store.held_prefix}{record.capture_id}"
+    checks = {"changes": FileCheck.of(data), "snapshot": FileCheck.of(snapshot)}
     lake.publish(data, f"{base}.changes.parquet")
     lake.publish(snapshot, f"{base}.snapshot.parquet")
-    lake.put_bytes(f"{base}.json", Held(record, state.snapshot_key, state.last_sequence, verdict).to_json())
+    held = Held(record, state.snapshot_key, state.last_sequence, verdict, checks)
+    lake.put_bytes(f"{base}.json", held.to_json())
     return f"{base}.json"
 
 
 def load_held(store: TableStore) -> tuple[Held, str] | None:
-    """The held capture of the table and its key prefix, or None."""
-    lake, table = store.lake, store.table
+    """The held capture of the table and its key prefix, or None; StateFileError when its record is not what
+    ingestion writes."""
+    lake = store.lake
     records = [o.key for o in lake.list(store.held_prefix) if o.key.endswith(".json")]
     if not records:
         return None
     key = records[-1]
     raw = lake.read_bytes(key)
-    try:
-        body = json.loads(raw or b"")
-        held = Held(
-            CaptureRecord.from_json(body["record"], lake.uri_for(key), "record"),
-            body["base_snapshot"],
-            int(body["base_sequence"]),
-            str(body["verdict"]),
-        )
-    except (ValueError, KeyError, TypeError, LakeError) as exc:
-        raise LakeStateError(
-            table.qualified_name,
-            f"the held capture {lake.uri_for(key)} is unreadable ({exc})",
-            f"remove {store.held_prefix} and capture the table again",
-        ) from exc
-    return held, key.removesuffix(".json")
+    if raw is None:
+        return None  # dropped by a run that superseded it since the listing
+    return Held.from_json(raw, lake.uri_for(key)), key.removesuffix(".json")
 
 
 def held_files(store: TableStore, workdir: Path) -> tuple[Held, Path, Path]:
-    """Download the held capture of the table for publishing; UsageError when nothing is held."""
-    lake = store.lake
+    """Download the held capture of the table for publishing, each file verified to be the one held (readable
+    Parquet, its rows, its bytes): CorruptCaptureError otherwise, UsageError when nothing is held."""
+    lake, table = store.lake, store.table
     found = load_held(store)
     if found is None:
-        raise UsageError(f"table {store.table.qualified_name}: no capture is held; nothing to approve")
+        raise UsageError(f"table {table.qualified_name}: no capture is held; nothing to approve")
     held, base = found
-    data = lake.download(f"{base}.changes.parquet", workdir / "changes.parquet")
-    snapshot = lake.download(f"{base}.snapshot.parquet", workdir / "snapshot.parquet")
-    return held, data, snapshot
+    paths = []
+    for name in HELD_FILES:
+        key = f"{base}.{name}.parquet"
+        path = lake.download(key, workdir / f"{name}.parquet")
+        # a capture held by an older version recorded no checks: its change file still has one row per sequence
+        check = held.checks.get(name)
+        if check is None and name == "changes":
+            check = FileCheck(change_rows(held.record), None)
+        if check is not None:
+            check.verify(table, lake.uri_for(key), path)
+        paths.append(path)
+    return held, paths[0], paths[1]

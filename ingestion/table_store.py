@@ -26,6 +26,7 @@ Layout, per table `<source>/<table>`:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingestion.catalog import Table
-from ingestion.errors import LakeStateError
+from ingestion.errors import CorruptCaptureError, LakeStateError
 from ingestion.lake import STATE_PREFIX, Lake
 from ingestion.state import CaptureRecord, DataKind, TableState, parse_record
 
@@ -70,6 +71,62 @@ class PreparedCapture:
     staged: Path | None  # the snapshot (or fingerprint set) to stage at record.snapshot_key
     started: float
     verdict: Verdict | None = None  # set when the circuit breaker holds the capture
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parquet_rows(path: Path) -> int:
+    """The row count in a Parquet file's footer; ValueError when the file is not readable Parquet."""
+    import pyarrow as pa  # the engine's libraries load only for commands that publish
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What a file kept for later publishing was when it was kept: its rows and the SHA-256 of its bytes."""
+
+    rows: int
+    sha256: str | None  # None: kept by a version that did not record it; the rows are still checked
+
+    @classmethod
+    def of(cls, path: Path) -> FileCheck:
+        return cls(parquet_rows(path), sha256_of(path))
+
+    def verify(self, table: Table, uri: str, path: Path) -> None:
+        """CorruptCaptureError unless the file at `path` (downloaded from `uri`) is readable Parquet with the
+        recorded rows and bytes. Cheap: the footer and one pass over the bytes, no decoding."""
+        try:
+            rows = parquet_rows(path)
+        except ValueError as exc:
+            raise CorruptCaptureError(table.qualified_name, uri, f"is not readable Parquet ({exc})") from None
+        if rows != self.rows:
+            raise CorruptCaptureError(
+                table.qualified_name, uri, f"holds {rows} rows where the capture recorded {self.rows}"
+            )
+        if self.sha256 is not None:
+            found = sha256_of(path)
+            if found != self.sha256:
+                raise CorruptCaptureError(
+                    table.qualified_name,
+                    uri,
+                    f"has other bytes than were captured (SHA-256 {found}, recorded {self.sha256})",
+                )
+
+
+def change_rows(record: CaptureRecord) -> int:
+    """The rows of a capture's change file: one sequence number each."""
+    return record.last_sequence - record.first_sequence + 1
 
 
 class TableStore:
@@ -155,6 +212,9 @@ class TableStore:
     def stage(self, prepared: PreparedCapture) -> None:
         """Steps 1 and 2: put everything the capture needs under `_ingestion/`, then record it as pending."""
         record = prepared.record
+        if prepared.data is not None:
+            # what a rerun checks the staged copy against before it publishes it after a crash
+            record.data_sha256 = sha256_of(prepared.data)
         if prepared.staged is not None:
             self.lake.publish(prepared.staged, record.snapshot_key, handover=True)
         if prepared.data is not None:
@@ -226,7 +286,9 @@ class TableStore:
                     "restore the files from a backup of the lake, or " + self.repair_hint(),
                 )
             with tempfile.TemporaryDirectory(prefix="lago-recover-") as tmp:
-                lake.publish(lake.download(staged, Path(tmp) / "data.parquet"), pending.data_key)
+                copy = lake.download(staged, Path(tmp) / "data.parquet")
+                FileCheck(change_rows(pending), pending.data_sha256).verify(table, lake.uri_for(staged), copy)
+                lake.publish(copy, pending.data_key)
         log.warning("%s: completing interrupted capture %s", table.qualified_name, pending.capture_id)
         previous = state.snapshot_key
         pending.recovered = True

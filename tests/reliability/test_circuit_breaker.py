@@ -4,19 +4,36 @@ held capture as it was, and `--allow-mass-delete` publishes at once."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
-from reliability_support import CLIENTES_HEADER, LocalView, Recorder, change_rows, csv_args, fingerprint, ingest
+from reliability_support import (
+    CLIENTES_HEADER,
+    LakeView,
+    LocalView,
+    Recorder,
+    change_rows,
+    csv_args,
+    fingerprint,
+    ingest,
+    lake_kind,
+)
 from support.cli import run_cli
 from support.dbt import copy_project
 
 from ingestion.catalog import Breaker, load_catalog
 from ingestion.errors import CatalogError
+from ingestion.lake import open_lake
+from ingestion.lock import LOCK_KEY
+from ingestion.table_store import FAILPOINT_ENV
 
 ROWS = 250
 
@@ -122,3 +139,80 @@ def test_thresholds_are_overridable_per_table(tmp_path: Path, report: Recorder) 
     with pytest.raises(CatalogError, match="max_deleted_share must be a share between 0 and 1"):
         load_catalog([sources])
     report.record("circuit breaker thresholds declared per table", runs=0, note="override parsed, bad share refused")
+
+
+def _rewritten(data: bytes) -> bytes:
+    """The same rows with one value changed: a valid Parquet file of the held row count, other bytes."""
+    rows = pq.read_table(io.BytesIO(data))
+    points = rows.column("qtdePontos").to_pylist()
+    changed = rows.set_column(
+        rows.schema.get_field_index("qtdePontos"),
+        "qtdePontos",
+        pa.array([p + 1 for p in points], rows.column("qtdePontos").type),
+    )
+    out = io.BytesIO()
+    pq.write_table(changed, out)
+    return out.getvalue()
+
+
+# how a held file is damaged, which file, and what the refusal says about it
+DAMAGE: dict[str, tuple[str, Callable[[bytes, bytes], bytes], str]] = {
+    "garbage": ("changes", lambda changes, snapshot: b"PAR1garbage", "is not readable Parquet"),
+    "another file": ("changes", lambda changes, snapshot: snapshot, "rows where the capture recorded 150"),
+    "one value changed": ("changes", lambda changes, snapshot: _rewritten(changes), "other bytes than were captured"),
+    "snapshot garbage": ("snapshot", lambda changes, snapshot: b"PAR1garbage", "is not readable Parquet"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_approve_refuses_a_held_capture_changed_since_it_was_held(
+    damage: str, any_lake: str, lake_view: LakeView, tmp_path: Path, report: Recorder
+) -> None:
+    ingest(any_lake, *csv_args(clientes(tmp_path / "v0", range(ROWS)), tables="clientes"), check=True)
+    held = ingest(any_lake, *csv_args(clientes(tmp_path / "v1", range(100)), tables="clientes"))
+    assert held.returncode == 6, held.stderr
+    prefix = "_ingestion/loyalty/clientes/held/"
+    keys = lake_view.list_keys(prefix)
+    files = {name: next(k for k in keys if k.endswith(f".{name}.parquet")) for name in ("changes", "snapshot")}
+    target, corrupt, says = DAMAGE[damage]
+    originals = {name: lake_view.read(key) or b"" for name, key in files.items()}
+    open_lake(any_lake).put_bytes(files[target], corrupt(originals["changes"], originals["snapshot"]))
+    before = fingerprint(lake_view)
+
+    refused = run_cli("approve", "loyalty.clientes", "--lake", any_lake, timeout=120)
+    report.record(
+        f"approve of a held capture whose {target} file was replaced ({damage}), {lake_kind(any_lake)} lake",
+        runs=3,
+        expected=ROWS,
+        lost=ROWS - sum(1 for row in change_rows(lake_view) if row[2] == "I"),
+        duplicated=sum(1 for row in change_rows(lake_view) if row[2] == "D"),
+        note=f"exit {refused.returncode}",
+    )
+    assert refused.returncode == 4, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert files[target] in refused.stderr and says in refused.stderr, refused.stderr
+    assert fingerprint(lake_view) == before, "a refused approve changed the lake"
+    assert Counter(str(row[2]) for row in change_rows(lake_view)) == Counter({"I": ROWS})
+
+
+def test_a_rerun_refuses_a_staged_change_file_changed_after_a_crash(
+    any_lake: str, lake_view: LakeView, tmp_path: Path, report: Recorder
+) -> None:
+    ingest(any_lake, *csv_args(clientes(tmp_path / "v0", range(ROWS)), tables="clientes"), check=True)
+    v1 = csv_args(clientes(tmp_path / "v1", range(20, ROWS + 10)), tables="clientes")
+    crashed = ingest(any_lake, *v1, env={FAILPOINT_ENV: "after-pending"})
+    assert crashed.returncode != 0
+    (staged,) = lake_view.list_keys("_ingestion/loyalty/clientes/staged/")
+    open_lake(any_lake).put_bytes(staged, b"PAR1garbage")
+    # the killed run's lock is taken over and released by the rerun: everything else stays as it was
+    before = {k: v for k, v in fingerprint(lake_view).items() if k != LOCK_KEY}
+    rerun = ingest(any_lake, *v1)
+    report.record(
+        f"staged change file of an interrupted capture replaced before the rerun, {lake_kind(any_lake)} lake",
+        runs=2,
+        note=f"rerun exit {rerun.returncode}",
+    )
+    assert rerun.returncode == 4, rerun.stderr
+    assert staged in rerun.stderr and "is not readable Parquet" in rerun.stderr, rerun.stderr
+    assert fingerprint(lake_view) == before, "the refused rerun changed the lake"
+    assert not any(k.startswith("raw/loyalty/cdc/") for k in before), "the crash happened after publishing"
