@@ -2,11 +2,16 @@
 
 The lock is created only if absent (hard link locally, `If-None-Match: *` on S3). Its holder renews the lease
 every `lease_seconds / 4` from a heartbeat thread, each renewal a conditional write on the version it last
-wrote. A lease that has expired (its holder died anywhere: another host, a lost container, a job-cluster retry),
-or whose holder is a dead process on this host, is taken over by a conditional replace of exactly the version
-that was judged stale: two runs taking over at once cannot both win, and a holder that renews late loses
-nothing it still holds. A holder whose renewal fails has lost the lock; `check()` then stops the run before its
-next write.
+wrote, so a live holder's lock document never stays the same for long.
+
+A lease is judged by the run that wants the lock, on its own monotonic clock, never by the times the holder wrote
+into it (the holder's clock may be a year ahead or behind): a lock document seen unchanged (same content, ETag or
+version) for longer than its `lease_seconds` is stale, because a live holder would have renewed it. A run waits
+for that with `--wait`; what one process has observed counts for its later attempts too (`schedule`). A lock
+whose holder is a dead process on this host, or whose document is unusable, is stale at once. A stale lease is
+taken over by a conditional replace of exactly the version that was judged: two runs taking over at once cannot
+both win, and a holder that renews late loses nothing it still holds. A holder whose renewal fails has lost the
+lock; `check()` then stops the run before its next write.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import math
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +37,10 @@ log = logging.getLogger(__name__)
 
 LOCK_KEY = f"{STATE_PREFIX}/lock.json"
 DEFAULT_LEASE_SECONDS = 120.0
-# a lock written by a version without leases: its `acquired_at` plus this is its expiry
+# a lock written by a version without leases is judged as a lease of this length
 LEGACY_STALE_AFTER = timedelta(hours=6)
+# longer than any lease ingestion writes: a document declaring more is not a lease of ours
+MAX_LEASE_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class Holder:
     acquired_at: str
     expires_at: datetime | None  # None: the document is not a valid lease
     problem: str | None = None
+    # how long the holder may leave the document unchanged; the taker's measure of staleness
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     @classmethod
     def parse(cls, raw: bytes) -> Holder:
@@ -66,10 +76,36 @@ class Holder:
             return cls(None, pid, host, acquired, None, f"expiry {stamp or acquired!r} is not a time")
         if expires.tzinfo is None:
             return cls(None, pid, host, acquired, None, f"expiry {expires.isoformat()} has no time zone")
-        return cls(str(run_id) if run_id is not None else None, pid, host, acquired, expires)
+        lease = body.get("lease_seconds", LEGACY_STALE_AFTER.total_seconds() if stamp is None else None)
+        if lease is None:
+            lease = DEFAULT_LEASE_SECONDS  # a lease without its length: the length this version writes
+        if (
+            isinstance(lease, bool)
+            or not isinstance(lease, int | float)
+            or not math.isfinite(lease)
+            or not 0 < lease <= max(MAX_LEASE_SECONDS, LEGACY_STALE_AFTER.total_seconds())
+        ):
+            return cls(None, pid, host, acquired, None, f"lease_seconds {lease!r} is not a lease length")
+        return cls(str(run_id) if run_id is not None else None, pid, host, acquired, expires, None, float(lease))
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}, since {self.acquired_at}"
+
+
+# per lake: the version of its lock document this process last read, and when (time.monotonic()) it first saw
+# that version; shared by every LakeLock of the process, so a schedule's later ticks count what earlier ones saw
+_OBSERVED: dict[str, tuple[str, float]] = {}
+_OBSERVED_GUARD = threading.Lock()
+
+
+def unchanged_for(lake_uri: str, version: str) -> float:
+    """Seconds this process has seen `version` as the lake's lock document, on its own monotonic clock."""
+    now = time.monotonic()
+    with _OBSERVED_GUARD:
+        seen = _OBSERVED.get(lake_uri)
+        if seen is None or seen[0] != version:
+            seen = _OBSERVED[lake_uri] = (version, now)
+    return now - seen[1]
 
 
 def _process_alive(pid: int) -> bool:
@@ -152,7 +188,7 @@ class LakeLock:
 
     def _acquire(self) -> None:
         self._acquired_at = self.now().isoformat()
-        deadline = self.now() + timedelta(seconds=self.wait)
+        deadline = time.monotonic() + self.wait
         while True:
             mine = self._document()
             if self.lake.create_exclusive(LOCK_KEY, mine):
@@ -169,7 +205,8 @@ class LakeLock:
             if holder.run_id == self.run_id:
                 self._version = version  # our own create landed, but its answer was lost and the retry refused
                 return
-            stale = self._stale_reason(holder)
+            seen = unchanged_for(self.lake.uri, version)
+            stale = self._stale_reason(holder, seen)
             if stale is not None:
                 log.warning("taking over stale lock of %s: %s (%s)", self.lake.uri, stale, holder.describe())
                 if self.lake.replace_if(LOCK_KEY, mine, version):
@@ -178,23 +215,25 @@ class LakeLock:
                         self._version = found[1]
                         return
                 continue  # another run took it over first, or the holder renewed: judge again
-            if self.now() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise LakeLockedError(
-                    f"lake {self.lake.uri} is locked by another ingestion run ({holder.describe()}, lease until "
-                    f"{holder.expires_at.isoformat() if holder.expires_at else '?'}); wait for it to finish or pass "
-                    f"--wait SECONDS; a dead holder's lease expires within {self.lease_seconds:.0f} s and is then "
-                    "taken over"
+                    f"lake {self.lake.uri} is locked by another ingestion run ({holder.describe()}); its lease has "
+                    f"been seen unchanged for {seen:.0f} s of its {holder.lease_seconds:g} s lease; wait for the "
+                    f"run to finish, or pass --wait SECONDS: a holder that stopped renewing is taken over once its "
+                    f"lease has been seen unchanged for {holder.lease_seconds:g} s"
                 )
-            left = (deadline - self.now()).total_seconds()
-            self._stop.wait(min(1.0, max(0.05, left)))
+            # sleep until the lease would be stale, or the deadline, looking again at least every second
+            self._stop.wait(min(1.0, max(0.05, min(left, holder.lease_seconds - seen + 0.05))))
 
-    def _stale_reason(self, holder: Holder) -> str | None:
+    def _stale_reason(self, holder: Holder, seen: float) -> str | None:
+        """Why the holder's lease is stale, judged by this process alone; None while it may be alive."""
         if holder.expires_at is None:
             return f"its lock document is unusable ({holder.problem})"
-        if self.now() > holder.expires_at:
-            return f"its lease expired at {holder.expires_at.isoformat()}"
         if holder.host == socket.gethostname() and isinstance(holder.pid, int) and not _process_alive(holder.pid):
             return "its process is gone"
+        if seen > holder.lease_seconds:
+            return f"its lease was seen unchanged for {seen:.1f} s, longer than its {holder.lease_seconds:g} s lease"
         return None
 
     # -- renewing -----------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The lake's lock as a lease: renewed by its holder, expired in minutes when the holder dies anywhere, taken over
-by a conditional replace (never a blind delete), and never a loop or a traceback for a malformed lock document.
+"""The lake's lock as a lease: renewed by its holder, judged stale by the run that wants it (a lease seen unchanged
+for longer than its length on that run's own clock, whatever times the holder wrote), taken over by a conditional
+replace (never a blind delete), and never a loop or a traceback for a malformed lock document.
 
 Local and S3 lakes are the same test, by parameter.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +33,10 @@ def open_test_lake(uri: str) -> Lake:
     return S3Lake(uri) if uri.startswith("s3://") else LocalLake(Path(uri))
 
 
-def foreign_lock(lake: Lake, *, expires_in: timedelta, host: str = "another-host.example") -> None:
+def foreign_lock(
+    lake: Lake, *, expires_in: timedelta, host: str = "another-host.example", lease_seconds: float = 120
+) -> None:
+    """The lock of a run on another host whose clock reads `expires_in` less than its lease's end."""
     now = datetime.now(UTC)
     document = {
         "run_id": "a-run-on-another-host",
@@ -40,30 +45,65 @@ def foreign_lock(lake: Lake, *, expires_in: timedelta, host: str = "another-host
         "acquired_at": (now - timedelta(minutes=10)).isoformat(),
         "renewed_at": (now - timedelta(minutes=1)).isoformat(),
         "expires_at": (now + expires_in).isoformat(),
-        "lease_seconds": 120,
+        "lease_seconds": lease_seconds,
     }
     assert lake.create_exclusive(LOCK_KEY, json.dumps(document).encode())
 
 
-def test_a_dead_holder_on_another_host_is_taken_over_once_its_lease_expired(
+def test_a_dead_holder_on_another_host_is_taken_over_once_its_lease_stayed_unchanged(
     lake_uri: str, history: History, report: Recorder
 ) -> None:
     lake = open_test_lake(lake_uri)
-    foreign_lock(lake, expires_in=timedelta(minutes=1))
+    foreign_lock(lake, expires_in=timedelta(minutes=1), lease_seconds=2)
     blocked = ingest(lake_uri, *csv_args(history.folders[0]))
     assert blocked.returncode == 5, blocked.stderr
-    assert "another-host.example" in blocked.stderr and "lease until" in blocked.stderr
-    lake.delete(LOCK_KEY)
-    foreign_lock(lake, expires_in=-timedelta(seconds=1))  # its holder stopped renewing: the lease ran out
-    taken = ingest(lake_uri, *csv_args(history.folders[0]))
+    assert "another-host.example" in blocked.stderr and "of its 2 s lease" in blocked.stderr
+    # its holder stopped renewing: a run that waits longer than the lease sees it unchanged and takes it over
+    taken = ingest(lake_uri, *csv_args(history.folders[0]), "--wait", "10")
     report.record(
         f"lock of a run that died on another host, {lake_kind(lake_uri)} lake",
         runs=2,
-        note=f"live lease: exit {blocked.returncode}; expired lease: exit {taken.returncode}",
+        note=f"no wait: exit {blocked.returncode}; --wait 10 on a 2 s lease: exit {taken.returncode}",
     )
     assert taken.returncode == 0, taken.stderr
-    assert "its lease expired" in taken.stderr
+    assert "seen unchanged for" in taken.stderr
     assert lake.read_bytes(LOCK_KEY) is None
+
+
+@pytest.mark.parametrize("skew", [timedelta(days=365), -timedelta(days=365)], ids=["ahead", "behind"])
+def test_a_lease_is_judged_by_the_taker_not_by_the_holders_clock(
+    skew: timedelta, lake_uri: str, history: History, report: Recorder
+) -> None:
+    """A dead holder whose clock was a year ahead does not block the lake for a year; a live holder whose clock
+    is a year behind (its expiry long past on the taker's clock) keeps its lock."""
+    lake = open_test_lake(lake_uri)
+    if skew > timedelta(0):
+        foreign_lock(lake, expires_in=skew, lease_seconds=2)
+        start = time.monotonic()
+        result = ingest(lake_uri, *csv_args(history.folders[0]), "--wait", "30")
+        took = time.monotonic() - start
+        report.record(
+            f"dead holder whose clock was a year ahead, {lake_kind(lake_uri)} lake",
+            runs=1,
+            note=f"exit {result.returncode} after {took:.0f} s (2 s lease, --wait 30)",
+        )
+        assert result.returncode == 0, result.stderr
+        assert "seen unchanged for" in result.stderr
+        assert lake.read_bytes(LOCK_KEY) is None
+        return
+    with LakeLock(lake, lease_seconds=1.2, now=lambda: datetime.now(UTC) + skew) as holder:
+        assert datetime.fromisoformat(json.loads(lake.read_bytes(LOCK_KEY) or b"{}")["expires_at"]) < datetime.now(UTC)
+        taker = LakeLock(open_test_lake(lake_uri), wait=3.0)
+        with pytest.raises(LakeLockedError) as refused:
+            taker.__enter__()
+        holder.check()
+        assert json.loads(lake.read_bytes(LOCK_KEY) or b"{}")["run_id"] == holder.run_id
+    report.record(
+        f"live holder whose clock is a year behind, {lake_kind(lake_uri)} lake",
+        runs=2,
+        note="renewing holder kept its lock through a 3 s wait (1.2 s lease)",
+    )
+    assert "of its 1.2 s lease" in str(refused.value)
 
 
 def test_the_holder_renews_its_lease_while_it_runs(lake_uri: str, report: Recorder) -> None:
@@ -107,8 +147,8 @@ def race(count: int, work: Callable[[int], Any]) -> list[Any]:
 
 def test_runs_taking_over_one_expired_lease_at_once_have_one_winner(lake_uri: str, report: Recorder) -> None:
     lake = open_test_lake(lake_uri)
-    foreign_lock(lake, expires_in=-timedelta(minutes=5))
-    locks = [LakeLock(open_test_lake(lake_uri)) for _ in range(6)]
+    foreign_lock(lake, expires_in=-timedelta(minutes=5), lease_seconds=1)
+    locks = [LakeLock(open_test_lake(lake_uri), wait=4) for _ in range(6)]
     outcome = race(len(locks), lambda i: locks[i].__enter__())
     winners = [lock for lock, result in zip(locks, outcome, strict=True) if result is lock]
     report.record(
