@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import logging
 import math
 import os
@@ -17,12 +19,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from ingestion.breaker import load_held
 from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
 from ingestion.errors import CatalogError, IngestionError, LakeError, LakeLockedError, UsageError
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
-from ingestion.state import CaptureRecord, TableState, moment_of
-from ingestion.table_store import load_state
+from ingestion.state import CaptureRecord, moment_of
+from ingestion.table_store import TableStore, load_state
 
 # The engine (DuckDB, the readers) is imported by the commands that capture: `--help` and `status` start fast.
 if TYPE_CHECKING:
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ingestion",
         description="Capture source snapshots as CDC Parquet files in a lake (local folder or S3).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command")
     _add_run(commands.add_parser("run", help="capture every table once (the default command)"))
     schedule = commands.add_parser("schedule", help="capture on an interval until interrupted")
@@ -102,8 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--dbt-build", action="store_true", help="run `dbt build` after each capture")
     schedule.add_argument("--dbt-target", default="dev", help="dbt target for --dbt-build (default: dev)")
     schedule.add_argument("--max-runs", type=int, default=None, help="stop after this many captures")
-    status = commands.add_parser("status", help="show each table's captures")
+    status = commands.add_parser(
+        "status", help="show each table's last capture and any held or interrupted capture (--json: a document)"
+    )
     _add_common(status)
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (format in docs/operations.md) instead of the table",
+    )
     approve = commands.add_parser(
         "approve", help="publish a capture the circuit breaker held (exit 6), exactly as it was captured"
     )
@@ -116,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 MAX_INTERVAL_SECONDS = 366 * 86400
+DISTRIBUTION = "lago-mago"
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def _seconds(text: str) -> float:
@@ -334,20 +353,89 @@ def command_approve(catalog: Catalog, args: argparse.Namespace) -> int:
 
 
 def command_status(catalog: Catalog, args: argparse.Namespace) -> int:
+    """Print each table's captures. A reader that stops reading (`status | head`) ends the command quietly with
+    exit 0, as it does for other Unix tools whose output was cut short by the reader."""
     lake = _lake(args, create=False)
-    for source in _sources(catalog, args):
-        _print_status(lake, source)
+    sources = _sources(catalog, args)
+    try:
+        if args.json:
+            document = {
+                "format": STATUS_FORMAT,
+                "lake": lake.uri,
+                "tables": [table_status(lake, source, t) for source in sources for t in source.tables.values()],
+            }
+            sys.stdout.write(json.dumps(document, indent=1) + "\n")
+        else:
+            for source in sources:
+                _print_status(lake, source)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader is gone: what is left to print, and Python's flush of stdout at exit, go nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
-def _when(record: CaptureRecord) -> str:
-    return moment_of(record.capture_id).strftime("%Y-%m-%d %H:%M:%S")
+# the version of `status --json`'s document: a field is only ever added; a change of meaning is a new format
+STATUS_FORMAT = 1
 
 
-def _sequences(state: TableState, record: CaptureRecord) -> str:
-    if record.last_sequence < record.first_sequence:
-        return f"- (last {state.last_sequence})"  # nothing was published by this capture
-    return f"{record.first_sequence}..{record.last_sequence}"
+def _moment(capture_id: str) -> str:
+    return moment_of(capture_id).isoformat()
+
+
+def _capture(record: CaptureRecord) -> dict[str, object]:
+    return {
+        "capture_id": record.capture_id,
+        "captured_at": _moment(record.capture_id),
+        "kind": record.kind,
+        "inserts": record.inserts,
+        "updates": record.updates,
+        "deletes": record.deletes,
+        "rows": record.snapshot_rows,
+        # null when the capture published no row (unchanged, no events)
+        "sequences": [record.first_sequence, record.last_sequence]
+        if record.last_sequence >= record.first_sequence
+        else None,
+        "file": record.data_key,
+        "recovered": record.recovered,
+    }
+
+
+def table_status(lake: Lake, source: Source, table: Table) -> dict[str, object]:
+    """One table's object of `status --json` (documented in docs/operations.md)."""
+    store = TableStore(lake, table)
+    state = store.load_state()
+    last = state.last_capture
+    pending = store.load_pending()
+    found = load_held(store)
+    held: dict[str, object] | None = None
+    if found is not None:
+        held = {
+            **_capture(found[0].record),
+            "reason": found[0].verdict,
+            "approve": f"python -m ingestion approve {table.qualified_name}",
+        }
+    return {
+        "source": source.name,
+        "table": table.name,
+        "capture": source.capture,
+        "captures": len(state.captures),
+        "files": sum(1 for c in state.captures if c.data_key is not None),
+        "rows": last.snapshot_rows if last is not None else None,
+        "last_sequence": state.last_sequence,
+        "last_capture": _capture(last) if last is not None else None,
+        "held": held,
+        # a capture a run decided but did not finish (it stopped): the next run completes it
+        "pending": _capture(pending) if pending is not None else None,
+    }
+
+
+def _when(capture: dict[str, object]) -> str:
+    return moment_of(str(capture["capture_id"])).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _counts(capture: dict[str, object]) -> str:
+    return f"I={capture['inserts']} U={capture['updates']} D={capture['deletes']}"
 
 
 def _print_status(lake: Lake, source: Source) -> None:
@@ -357,22 +445,43 @@ def _print_status(lake: Lake, source: Source) -> None:
     print(f"lake {lake.uri}, source {source.name}")
     print(f"{'table':<20} {'last capture (UTC)':<20} {'kind':<10} {'files':>6} {rows:>10} {counts}  sequences")
     for table in source.tables.values():
-        state = load_state(lake, table)
-        last = state.last_capture
-        files = sum(1 for c in state.captures if c.data_key is not None)
-        if last is None:
+        status = table_status(lake, source, table)
+        last = status["last_capture"]
+        if not isinstance(last, dict):
             print(f"{table.name:<20} {'never captured':<20}")
-            continue
-        numbers = f"{last.inserts:>10}" if events else f"{last.inserts:>8} {last.updates:>8} {last.deletes:>8}"
-        print(
-            f"{table.name:<20} {_when(last):<20} {last.kind:<10} {files:>6} {last.snapshot_rows:>10} {numbers}  "
-            f"{_sequences(state, last)}"
-        )
+        else:
+            numbers = (
+                f"{last['inserts']:>10}"
+                if events
+                else f"{last['inserts']:>8} {last['updates']:>8} {last['deletes']:>8}"
+            )
+            first_last = last["sequences"]
+            # a capture that published nothing shows the table's last sequence, never a range like 7..6
+            sequences = (
+                f"{first_last[0]}..{first_last[1]}"
+                if isinstance(first_last, list)
+                else f"- (last {status['last_sequence']})"
+            )
+            print(
+                f"{table.name:<20} {_when(last):<20} {last['kind']:<10} {status['files']:>6} {last['rows']:>10} "
+                f"{numbers}  {sequences}"
+            )
+        held, pending = status["held"], status["pending"]
+        if isinstance(held, dict):
+            print(
+                f"  held: capture of {_when(held)}, {_counts(held)}, {held['rows']} rows: {held['reason']}; "
+                f"publish it with `{held['approve']}`"
+            )
+        if isinstance(pending, dict):
+            print(
+                f"  pending: capture of {_when(pending)}, {_counts(pending)}, interrupted before it was committed; "
+                "the next run completes it"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
     logging.basicConfig(
