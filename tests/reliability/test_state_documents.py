@@ -114,3 +114,21 @@ def test_a_malformed_pending_record_is_exit_4_naming_file_and_field(
     assert "Traceback" not in result.stderr
     assert PENDING in result.stderr and "capture_id" in result.stderr and "not-a-time" in result.stderr
     assert fingerprint(LocalView(lake)) == before
+
+
+def test_a_malformed_held_record_is_exit_4_for_approve_and_status(lake: Path, report: Recorder) -> None:
+    record = json.loads((lake / STATE).read_text())["captures"][0]
+    record["kind"] = "purge"
+    held = lake / "_ingestion/loyalty/clientes/held/20990101_000000_000000.json"
+    held.parent.mkdir(parents=True)
+    held.write_text(json.dumps({"record": record, "base_snapshot": None, "base_sequence": 0, "verdict": "?"}))
+    before = fingerprint(LocalView(lake))
+    codes = []
+    for args in (["approve", "loyalty.clientes"], ["status", "--source", "loyalty"]):
+        result = run_cli(*args, "--lake", str(lake), timeout=60)
+        codes.append(result.returncode)
+        assert result.returncode == 4, result.stderr
+        assert "Traceback" not in result.stderr
+        assert held.name in result.stderr and "record.kind" in result.stderr and "purge" in result.stderr
+    report.record("held capture record with an unknown kind", runs=2, note=f"approve and status: exit {codes}")
+    assert fingerprint(LocalView(lake)) == before
