@@ -23,8 +23,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ingestion.catalog import Table
-from ingestion.errors import MISSING, StateFileError, UsageError
-from ingestion.state import CaptureRecord, TableState, parse_json
+from ingestion.errors import StateFileError, UsageError
+from ingestion.state import (
+    CaptureRecord,
+    TableState,
+    check_count,
+    check_optional,
+    check_sha256,
+    check_text,
+    parse_json,
+    required,
+)
 from ingestion.table_store import FileCheck, TableStore, change_rows
 
 log = logging.getLogger(__name__)
@@ -88,37 +97,25 @@ class Held:
 
     @classmethod
     def from_json(cls, raw: bytes, file: str) -> Held:
+        """A held capture's record as read from `file`, checked like every state document (see `state.py`)."""
         body = parse_json(raw, file)
-        for name in ("record", "base_sequence", "verdict"):
-            if name not in body:
-                raise StateFileError(file, f"field {name}", MISSING, "is missing")
-        base_snapshot = body.get("base_snapshot")
-        if base_snapshot is not None and not isinstance(base_snapshot, str):
-            raise StateFileError(file, "field base_snapshot", base_snapshot, "is not a text")
-        base_sequence = body["base_sequence"]
-        if isinstance(base_sequence, bool) or not isinstance(base_sequence, int) or base_sequence < 0:
-            raise StateFileError(file, "field base_sequence", base_sequence, "is not a whole number, 0 or more")
-        checks: dict[str, FileCheck] = {}
+        record = CaptureRecord.from_json(required(body, "record", file), file, "record")
+        base_sequence = check_count(required(body, "base_sequence", file), file, "field base_sequence")
+        verdict = check_text(required(body, "verdict", file), file, "field verdict")
+        base_snapshot = check_optional(check_text)(body.get("base_snapshot"), file, "field base_snapshot")
         files = body.get("files", {})
         if not isinstance(files, dict):
             raise StateFileError(file, "field files", files, "is not a JSON object")
+        checks: dict[str, FileCheck] = {}
         for name, check in files.items():
             where = f"field files.{name}"
             if name not in HELD_FILES or not isinstance(check, dict):
                 raise StateFileError(file, where, check, f"is not the check of a held file ({', '.join(HELD_FILES)})")
-            rows, digest = check.get("rows"), check.get("sha256")
-            if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
-                raise StateFileError(file, f"{where}.rows", rows, "is not a whole number, 0 or more")
-            if not isinstance(digest, str) or len(digest) != 64:
-                raise StateFileError(file, f"{where}.sha256", digest, "is not a SHA-256 (64 hex digits)")
-            checks[name] = FileCheck(rows, digest)
-        return cls(
-            CaptureRecord.from_json(body["record"], file, "record"),
-            base_snapshot,
-            base_sequence,
-            str(body["verdict"]),
-            checks,
-        )
+            checks[name] = FileCheck(
+                check_count(required(check, "rows", file, f"files.{name}."), file, f"{where}.rows"),
+                check_sha256(required(check, "sha256", file, f"files.{name}."), file, f"{where}.sha256"),
+            )
+        return cls(record, base_snapshot, base_sequence, verdict, checks)
 
 
 def hold(store: TableStore, state: TableState, record: CaptureRecord, data: Path, snapshot: Path, verdict: str) -> str:

@@ -141,10 +141,10 @@ class TableState:
         if not isinstance(deltas, list):
             raise StateFileError(file, "field snapshot_deltas", deltas, "is not a list")
         state = cls(
-            last_sequence=_count(body["last_sequence"], file, "field last_sequence"),
-            snapshot_key=_optional(_text)(body["snapshot_key"], file, "field snapshot_key"),
+            last_sequence=check_count(body["last_sequence"], file, "field last_sequence"),
+            snapshot_key=check_optional(check_text)(body["snapshot_key"], file, "field snapshot_key"),
             captures=[CaptureRecord.from_json(c, file, f"captures[{i}]") for i, c in enumerate(captures)],
-            snapshot_deltas=[_text(k, file, f"field snapshot_deltas[{i}]") for i, k in enumerate(deltas)],
+            snapshot_deltas=[check_text(k, file, f"field snapshot_deltas[{i}]") for i, k in enumerate(deltas)],
         )
         for i, record in enumerate(state.captures):
             if record.last_sequence > state.last_sequence:
@@ -175,14 +175,14 @@ def _object(raw: object, file: str, name: str) -> dict[str, Any]:
     return raw
 
 
-def _count(value: object, file: str, name: str) -> int:
+def check_count(value: object, file: str, name: str) -> int:
     # bool is an int to Python; a true/false where a count belongs is a hand edit, not a count
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise StateFileError(file, name, value, "is not a whole number, 0 or more")
     return value
 
 
-def _text(value: object, file: str, name: str) -> str:
+def check_text(value: object, file: str, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise StateFileError(file, name, value, "is not a non-empty text")
     return value
@@ -201,7 +201,7 @@ def _seconds(value: object, file: str, name: str) -> float:
 
 
 def _capture_id(value: object, file: str, name: str) -> str:
-    text = _text(value, file, name)
+    text = check_text(value, file, name)
     try:
         if not _CAPTURE_ID.fullmatch(text):
             raise ValueError(text)
@@ -218,7 +218,7 @@ def _kind(value: object, file: str, name: str) -> str:
 
 
 def _instant(value: object, file: str, name: str) -> str:
-    text = _text(value, file, name)
+    text = check_text(value, file, name)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -228,13 +228,13 @@ def _instant(value: object, file: str, name: str) -> str:
     return text
 
 
-def _sha256(value: object, file: str, name: str) -> str:
+def check_sha256(value: object, file: str, name: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
         raise StateFileError(file, name, value, "is not a SHA-256 (64 hex digits)")
     return value
 
 
-def _optional(check: Check) -> Check:
+def check_optional(check: Check) -> Check:
     def optional(value: object, file: str, name: str) -> Any:
         return None if value is None else check(value, file, name)
 
@@ -245,22 +245,29 @@ def _optional(check: Check) -> Check:
 _RECORD_FIELDS: dict[str, Check] = {
     "capture_id": _capture_id,
     "kind": _kind,
-    "data_key": _optional(_text),
-    "snapshot_key": lambda value, file, name: "" if value == "" else _text(value, file, name),
-    "first_sequence": _count,
-    "last_sequence": _count,
-    "inserts": _count,
-    "updates": _count,
-    "deletes": _count,
-    "snapshot_rows": _count,
-    "reader": _text,
-    "day": _optional(_count),
+    "data_key": check_optional(check_text),
+    "snapshot_key": lambda value, file, name: "" if value == "" else check_text(value, file, name),
+    "first_sequence": check_count,
+    "last_sequence": check_count,
+    "inserts": check_count,
+    "updates": check_count,
+    "deletes": check_count,
+    "snapshot_rows": check_count,
+    "reader": check_text,
+    "day": check_optional(check_count),
     "seconds": _seconds,
     "recovered": _flag,
-    "last_arrival": _optional(_instant),
+    "last_arrival": check_optional(_instant),
     "snapshot_delta": _flag,
-    "data_sha256": _optional(_sha256),
+    "data_sha256": check_optional(check_sha256),
 }
+
+
+def required(body: dict[str, Any], name: str, file: str, where: str = "") -> object:
+    """The value of field `name` of `body`; StateFileError naming it when it is absent."""
+    if name not in body:
+        raise StateFileError(file, f"field {where}{name}", MISSING, "is missing")
+    return body[name]
 
 
 def parse_json(raw: bytes, file: str) -> dict[str, Any]:
