@@ -17,7 +17,8 @@ are dropped and the table is captured again.
 Layout, per table `<source>/<table>`:
   raw/<source>/<kind>/<table>/<table>_<id>.parquet     published data (kind: full-load, cdc, events)
   _ingestion/<source>/<table>/state.json               last sequence, current snapshot, capture log
-  _ingestion/<source>/<table>/pending.json             a decided capture, not yet committed
+  _ingestion/<source>/<table>/pending.json             a decided capture, not yet committed (with the SHA-256 of
+                                                       its change file, checked before a rerun publishes it)
   _ingestion/<source>/<table>/snapshots/<id>.parquet   the snapshot the next capture is diffed against
   _ingestion/<source>/<table>/published/<id>.parquet   events: fingerprints of the rows already published
   _ingestion/<source>/<table>/staged/<id>.parquet      a pending capture's change file, until it is published
