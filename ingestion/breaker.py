@@ -142,7 +142,10 @@ def load_held(store: TableStore) -> tuple[Held, str] | None:
     raw = lake.read_bytes(key)
     if raw is None:
         return None  # dropped by a run that superseded it since the listing
-    return Held.from_json(raw, lake.uri_for(key)), key.removesuffix(".json")
+    file = lake.uri_for(key)
+    held = Held.from_json(raw, file)
+    store.check_keys(held.record, file, "record.")
+    return held, key.removesuffix(".json")
 
 
 def held_files(store: TableStore, workdir: Path) -> tuple[Held, Path, Path]:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingestion.catalog import Table
-from ingestion.errors import CorruptCaptureError, LakeStateError
+from ingestion.errors import CorruptCaptureError, LakeStateError, StateFileError
 from ingestion.lake import STATE_PREFIX, Lake
 from ingestion.state import CaptureRecord, DataKind, TableState, parse_record
 
@@ -187,7 +187,34 @@ class TableStore:
                     + self.repair_hint(),
                 )
             return TableState()
-        return TableState.from_json(raw, self.lake.uri_for(self.state_key))
+        file = self.lake.uri_for(self.state_key)
+        state = TableState.from_json(raw, file)
+        for name, key in [
+            ("snapshot_key", state.snapshot_key),
+            *((f"snapshot_deltas[{i}]", k) for i, k in enumerate(state.snapshot_deltas)),
+        ]:
+            if key is not None and not key.startswith(f"{self.prefix}/"):
+                raise StateFileError(file, f"field {name}", key, f"is not a file of this table (under {self.prefix}/)")
+        for i, record in enumerate(state.captures):
+            self.check_keys(record, file, f"captures[{i}].")
+        return state
+
+    def check_keys(self, record: CaptureRecord, file: str, where: str = "") -> None:
+        """A record's files are the table's own, named after its capture: a record copied from another table
+        (or pointing out of the lake) would make a run read or publish another table's files."""
+        own = {self.data_key(kind, record.capture_id) for kind in DATA_KINDS}
+        if record.data_key is not None and record.data_key not in own:
+            raise StateFileError(
+                file, f"field {where}data_key", record.data_key, f"is not the file of capture {record.capture_id}"
+            )
+        staged = ("", self.snapshot_key(record.capture_id), self.fingerprints_key(record.capture_id))
+        if record.snapshot_key not in staged:
+            raise StateFileError(
+                file,
+                f"field {where}snapshot_key",
+                record.snapshot_key,
+                f"is not the stored file of capture {record.capture_id}",
+            )
 
     def save_state(self, state: TableState) -> None:
         self.lake.put_bytes(self.state_key, state.to_json())
@@ -196,7 +223,10 @@ class TableStore:
         raw = self.lake.read_bytes(self.pending_key)
         if raw is None:
             return None
-        return parse_record(raw, self.lake.uri_for(self.pending_key))
+        file = self.lake.uri_for(self.pending_key)
+        record = parse_record(raw, file)
+        self.check_keys(record, file)
+        return record
 
     def save_pending(self, record: CaptureRecord) -> None:
         self.lake.put_bytes(self.pending_key, json.dumps(asdict(record)).encode())

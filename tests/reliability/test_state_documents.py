@@ -63,6 +63,12 @@ CASES: dict[str, tuple[Edit, str, str]] = {
     ),
     "captures not a list": (_set("captures", {"0": 1}), "captures", "is not a list"),
     "a list, not an object": (lambda b: [b], "the document", "is not a JSON object"),
+    "data file of another table": (
+        lambda b: _set("captures.0.data_key", b["captures"][0]["data_key"].replace("clientes", "produtos"))(b),
+        "captures[0].data_key",
+        "produtos",
+    ),
+    "snapshot out of the lake": (_set("snapshot_key", "../../../etc/passwd"), "snapshot_key", "etc/passwd"),
     "sequence past the table's": (_set("captures.0.last_sequence", 10**9), "captures[0].last_sequence", "1000000000"),
 }
 
