@@ -23,7 +23,7 @@ import duckdb
 from ingestion import cdc
 from ingestion.breaker import held_files, hold, judge
 from ingestion.catalog import Source, Table
-from ingestion.duck import parquet_columns, same_type
+from ingestion.duck import check_lake, parquet_columns, same_type
 from ingestion.errors import LakeStateError, MassDeleteError, SnapshotError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
@@ -171,6 +171,7 @@ def _stored_file(store: TableStore, key: str, dest: Path, filesystem: Any | None
             con.register_filesystem(filesystem)
         columns = parquet_columns(con, location)
     except duckdb.Error as exc:
+        check_lake(exc, filesystem)
         raise SnapshotError(
             f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not readable Parquet "
             f"({str(exc).splitlines()[0]}); restore it, or move the table's state aside to start again with a "

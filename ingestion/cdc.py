@@ -36,6 +36,7 @@ import duckdb
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Table
 from ingestion.duck import (
     check_io,
+    check_lake,
     connect,
     copy_to_parquet,
     quote_identifier,
@@ -253,6 +254,7 @@ def _changes_of(
     snapshot: Snapshot,
     write: Callable[[str], _Written],
     accept: Callable[[_Written, int], bool],
+    filesystem: Any | None = None,
 ) -> tuple[_Written, Snapshot, int]:
     """Write the change file from the snapshot as read at once; when DuckDB refuses it, or the result fails
     `accept` (given the rows the snapshot must hold), read the snapshot again the careful way, which raises
@@ -265,6 +267,7 @@ def _changes_of(
             return written, snapshot, rows
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
+        check_lake(exc, filesystem)  # the lake's stored state failed to read, not the source
         if snapshot.careful is None:
             raise
     careful = snapshot.careful()
@@ -349,6 +352,7 @@ def diff(
                 con, _diff_sql(con, table, baseline, relation), table, captured_at, first_sequence, dest
             ),
             lambda written, rows: _complete(written, rows, baseline.rows),
+            baseline.filesystem,
         )
         if not _complete(written, rows, baseline.rows):
             dest.unlink(missing_ok=True)
@@ -364,6 +368,7 @@ def diff(
             dest.unlink(missing_ok=True)
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
+        check_lake(exc, baseline.filesystem)
         raise SnapshotError(f"table {table.qualified_name}: diff failed: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()

@@ -6,6 +6,7 @@ front of it. Every scenario ends by comparing the lake's change rows with the tw
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -287,3 +288,46 @@ def test_server_killed_mid_run_without_proxy_then_rerun_converges(
         note=f"interrupted run exited {first.returncode}",
     )
     assert rows.exact, rows
+
+
+def test_credentials_revoked_while_the_stored_snapshot_is_read_are_a_lake_error(
+    history: History, s3_lake_env: str, seaweedfs: Any, report: Recorder
+) -> None:
+    """The access key stops working from the run's first read of a stored snapshot (DuckDB reads it in place
+    through s3fs): the server answers 403 InvalidAccessKeyId to everything after. The run must fail as a lake
+    error (exit 4) naming the object and the S3 error code, with no traceback, and leave the lake as it was."""
+    assert ingest(s3_lake_env, *csv_args(history.folders[0])).returncode == 0
+    view = S3View.of(seaweedfs.client(), s3_lake_env)
+    before, before_rows = set(view.list_keys()), change_rows(view)
+    revoked = threading.Event()
+
+    def revoke(method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> list[tuple[str, str]]:
+        if method == "GET" and "/snapshots/" in path:
+            revoked.set()
+        if not revoked.is_set():
+            return headers
+        return [
+            (name, re.sub(r"Credential=[^/]+/", "Credential=AKIAREVOKED000000/", value))
+            if name.lower() == "authorization"
+            else (name, value)
+            for name, value in headers
+        ]
+
+    with proxied(seaweedfs, lambda *_: None, rewrite=revoke) as proxy:
+        failed = ingest(
+            s3_lake_env, *csv_args(history.folders[1]), env={"AWS_ENDPOINT_URL": proxy.url, "AWS_MAX_ATTEMPTS": "2"}
+        )
+    errors = [line.split(": ", 1)[-1] for line in failed.stderr.splitlines() if " ERROR " in line]
+    report.record(
+        "S3 credentials revoked while the stored snapshot is read",
+        runs=2,
+        note=f"exit {failed.returncode}: {errors[-1][:80] if errors else '-'}",
+    )
+    assert revoked.is_set()
+    assert failed.returncode == 4, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert len(errors) == 1, failed.stderr
+    assert "InvalidAccessKeyId" in errors[0] and f"{s3_lake_env}/_ingestion/loyalty/" in errors[0], errors[0]
+    assert "/snapshots/" in errors[0], errors[0]
+    # the revoked key cannot release the lock either: its lease expires by itself (the run says so)
+    assert set(view.list_keys()) - {LOCK_PATH.lstrip("/")} == before and change_rows(view) == before_rows
