@@ -373,3 +373,30 @@ def diff(
     finally:
         con.close()
     return DiffResult(counts, rows, first_sequence + counts.total - 1)
+
+
+def compact(table: Table, baseline: Baseline, changes: Path, rows: int, dest: Path) -> Path:
+    """The state after `changes` as one Parquet snapshot at `dest`: `baseline` with the change file applied, so the
+    stored state is exactly what the change log says (see `baseline_relation`). `rows` is the count the diff
+    found; a different count is refused."""
+    con = connect(dest.parent, ordered=True)
+    if baseline.filesystem is not None:
+        con.register_filesystem(baseline.filesystem)
+    after = Baseline(baseline.snapshot, (*baseline.deltas, changes), rows, baseline.filesystem)
+    try:
+        written = copy_to_parquet(con, f"select * from {baseline_relation(con, table, after)}", dest)
+    except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
+        check_lake(exc, baseline.filesystem)
+        raise SnapshotError(
+            f"table {table.qualified_name}: writing the full snapshot failed: {str(exc).splitlines()[0]}"
+        ) from exc
+    finally:
+        con.close()
+    if written != rows:
+        raise SnapshotError(
+            f"table {table.qualified_name}: the stored state with this capture's changes holds {written} row(s), "
+            f"the snapshot {rows}; nothing was published. Move the table's state aside to start again with a full "
+            "load"
+        )
+    return dest

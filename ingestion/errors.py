@@ -35,6 +35,19 @@ class BadCsvError(SnapshotError):
         super().__init__(f"table {table}, file {file}{at}: {problem}; nothing was published")
 
 
+class SourceChangedError(SnapshotError):
+    """A source file changed while it was being captured (a new export landed mid-read): what was read may mix
+    two versions, so nothing of it is published."""
+
+    def __init__(self, table: str, file: str, change: str) -> None:
+        self.table, self.file, self.change = table, file, change
+        super().__init__(
+            f"table {table}, file {file}: the file changed while it was being captured ({change}); nothing was "
+            "published. Run the capture again once the export is complete (an exporter that writes elsewhere and "
+            "renames the finished file into place never triggers this)"
+        )
+
+
 class BadValueError(SnapshotError):
     """A value that is not of its column's declared type (nothing is rounded or guessed)."""
 

@@ -24,7 +24,7 @@ import duckdb
 
 from ingestion.catalog import Table
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import BadCsvError, BadValueError, UsageError
+from ingestion.errors import BadCsvError, BadValueError, SnapshotError, SourceChangedError, UsageError
 from ingestion.readers.base import CaptureContext, Snapshot, parquet_snapshot
 
 # DuckDB's default line limit; raised per file to fit its longest record
@@ -191,15 +191,63 @@ def csv_snapshot(table: Table, csv_path: Path, dest: Path) -> Snapshot:
     qualified, name = table.qualified_name, csv_path.name
     if not csv_path.is_file():
         raise BadCsvError(qualified, name, "file not found")
+    # taken before anything opens the file: every read of this capture (DuckDB's scan, the line count, the careful
+    # path) must see the version it describes
+    version = FileVersion.of(csv_path)
+
+    def verify() -> None:
+        version.verify(table)
 
     def careful() -> Snapshot:
-        return parquet_snapshot(_read_carefully(table, csv_path, dest))
+        try:
+            path = _read_carefully(table, csv_path, dest)
+        except SnapshotError:
+            verify()  # a file replaced mid-read looks broken: say what happened instead
+            raise
+        return parquet_snapshot(path)
 
     header = _first_line_header(table, csv_path)
     if header is None:
-        return careful()
+        snapshot = careful()
+        return Snapshot(snapshot.relation, snapshot.expected_rows, file=snapshot.file, verify=verify)
     lines = _count_lines_aside(csv_path)
-    return Snapshot(_checked_relation(table, csv_path, header), lambda: lines.result() - 1, careful=careful)
+    return Snapshot(
+        _checked_relation(table, csv_path, header), lambda: lines.result() - 1, careful=careful, verify=verify
+    )
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """What tells one version of a file from another without reading it again: a file renamed into place has
+    another inode, a file rewritten in place another size or modification/change time (nanoseconds)."""
+
+    path: Path
+    device: int
+    inode: int
+    size: int
+    modified_ns: int
+    changed_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileVersion:
+        stat = path.stat()
+        return cls(path, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+    def verify(self, table: Table) -> None:
+        """Raise SourceChangedError if the file at `path` is no longer this version."""
+        try:
+            now = FileVersion.of(self.path)
+        except FileNotFoundError:
+            raise SourceChangedError(table.qualified_name, self.path.name, "it was removed") from None
+        changes = []
+        if (now.device, now.inode) != (self.device, self.inode):
+            changes.append("replaced by another file")
+        if now.size != self.size:
+            changes.append(f"size {self.size} -> {now.size} bytes")
+        if now.modified_ns != self.modified_ns or now.changed_ns != self.changed_ns:
+            changes.append("modified")
+        if changes:
+            raise SourceChangedError(table.qualified_name, self.path.name, ", ".join(changes))
 
 
 def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
