@@ -119,3 +119,10 @@ class MassDeleteError(IngestionError):
     def __init__(self, table: str, message: str) -> None:
         self.table = table
         super().__init__(message)
+
+
+def interrupted_query(exc: BaseException) -> bool:
+    """Whether `exc` is a Ctrl-C that arrived while DuckDB ran a query. DuckDB's Python client takes SIGINT over
+    while a query runs, stops the query and raises a plain `RuntimeError('Query interrupted')`: Python's own
+    handler never runs, so no KeyboardInterrupt is raised. The caller treats it as one (exit 130)."""
+    return type(exc) is RuntimeError and str(exc).startswith("Query interrupted")
