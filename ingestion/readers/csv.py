@@ -295,18 +295,28 @@ def _first_line_header(table: Table, csv_path: Path) -> list[str] | None:
 
 
 def _read_csv_sql(table: Table, csv_path: Path, header: list[str], max_line: int) -> str:
+    """The file as text columns. A quoted empty field (`""`) is the empty text and an empty field is NULL, as the
+    file says: DuckDB reads both as NULL by default (`allow_quoted_nulls`), which would hide a change between
+    them."""
     columns_spec = "{" + ", ".join(f"{sql_literal(n)}: 'VARCHAR'" for n in header) + "}"
     return (
         f"read_csv({sql_literal(str(csv_path))}, delim={sql_literal(table.csv_separator)}, header=true, "
         f"columns={columns_spec}, quote='\"', escape='\"', strict_mode=true, null_padding=false, "
-        f"auto_detect=false, encoding='utf-8', max_line_size={max_line})"
+        f"allow_quoted_nulls=false, auto_detect=false, encoding='utf-8', max_line_size={max_line})"
     )
 
 
 def _text_value(table: Table, column: str) -> str:
-    """A column's text as checked: trimmed, empty as NULL (text columns keep their value as written)."""
+    """A column's text as checked: a text column keeps its value as written (`""` the empty text, an empty field
+    NULL); any other type is trimmed, and empty, quoted or not, is NULL: no number or date is written as ''."""
     quoted = quote_identifier(column)
     return quoted if table.column(column).data_type == "varchar" else f"nullif(trim({quoted}), '')"
+
+
+def _missing_test(table: Table, column: str) -> str:
+    """SQL true for a value that is no value: NULL, or the empty text (which no key may be either)."""
+    value = _text_value(table, column)
+    return f"({value} is null or {value} = '')" if table.column(column).data_type == "varchar" else f"{value} is null"
 
 
 def _bad_value_test(table: Table, column: str) -> str | None:
@@ -314,7 +324,7 @@ def _bad_value_test(table: Table, column: str) -> str | None:
     data_type = table.column(column).data_type
     value = _text_value(table, column)
     if column in table.primary_key:
-        null = f"{value} is null"
+        null = _missing_test(table, column)
         if data_type == "varchar":
             return null
     elif data_type == "varchar":
@@ -342,7 +352,9 @@ def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
         pattern = type_rule(column.data_type).pattern
         if _ROUND_TRIP.match(column.data_type.strip().lower()) and pattern:
             text = quote_identifier(f"_lago_text_{position}")
-            inner += [f"{quoted} as {text}", f"cast({quoted} as {column.data_type}) as {quoted}"]
+            # the empty text of a quoted empty field is NULL in a column of numbers (see `_text_value`)
+            value = f"nullif({quoted}, '')"
+            inner += [f"{value} as {text}", f"cast({value} as {column.data_type}) as {quoted}"]
             exact = f"cast({quoted} as varchar) = {text} or regexp_full_match({text}, {sql_literal(pattern)})"
             typed = f"case when {text} is null or {exact} then {quoted} else error('bad value') end"
             missing = f"{text} is null"
@@ -353,7 +365,7 @@ def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
             if column.data_type != "varchar" and pattern:
                 matches = f"regexp_full_match({value}, {sql_literal(pattern)})"
                 typed = f"case when not {matches} then error('bad value') else {typed} end"
-            missing = f"{value} is null"
+            missing = _missing_test(table, column.name)
         if column.name in table.primary_key:
             typed = f"case when {missing} then error('null key') else {typed} end"
         outer.append(f"{typed} as {quoted}")
