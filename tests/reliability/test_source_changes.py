@@ -8,12 +8,15 @@ read the file a second time stored the new version while publishing the changes 
 from __future__ import annotations
 
 import os
+import random
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import LakeView, Recorder, change_rows, csv_args, fingerprint, lake_kind
+from reliability_support import LakeView, LocalView, Recorder, change_rows, csv_args, fingerprint, ingest, lake_kind
 
 from ingestion import cdc
 from ingestion.cli import main
@@ -131,3 +134,51 @@ def test_a_refused_capture_names_the_file_and_what_changed(
     assert not (Path(lake) / "raw").exists()
     monkeypatch.setattr(cdc, "full_load", real_full_load)
     assert _capture(lake, folder) == 0
+
+
+def test_captures_racing_a_stream_of_new_exports_lose_no_row(tmp_path: Path, report: Recorder) -> None:
+    """The plain CLI, while another thread keeps renaming new exports into place (every row changed each time,
+    so every capture compacts): each run publishes one whole version or refuses (exit 3), and a last run after the
+    exports stop leaves the lake holding the last export, row for row. Which runs meet a replacement is up to the
+    timing; the outcome may not depend on it."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    path = folder / "produtos.csv"
+    lake = tmp_path / "lake"
+    _export(path, 1)
+    assert ingest(lake, *csv_args(folder, "produtos")).returncode == 0
+    stop = threading.Event()
+    exported = [1]
+    pause = random.Random(17)
+
+    def keep_exporting() -> None:
+        while not stop.is_set():
+            exported.append(exported[-1] + 1)
+            _replace(path, exported[-1], "renamed into place")
+            time.sleep(pause.uniform(0.2, 2.5))  # some runs meet a new export, some do not
+
+    racer = threading.Thread(target=keep_exporting, daemon=True)
+    racer.start()
+    try:
+        codes = [ingest(lake, *csv_args(folder, "produtos")) for _ in range(6)]
+    finally:
+        stop.set()
+        racer.join(timeout=30)
+    assert all(run.returncode in (0, 3) for run in codes), [run.stderr[-2000:] for run in codes]
+    refused = [run for run in codes if run.returncode == 3]
+    assert all("the file changed while it was being captured" in run.stderr for run in refused)
+    final = ingest(lake, *csv_args(folder, "produtos"))
+    assert final.returncode == 0, final.stderr
+    again = ingest(lake, *csv_args(folder, "produtos"))
+    assert again.returncode == 0 and "unchanged" in again.stderr, again.stderr
+    state = _lake_state(LocalView(lake))
+    expected = {key: f"Produto v{exported[-1]} {key:04d}" for key in range(1, ROWS + 1)}
+    lost = sum(1 for key, name in expected.items() if state.get(key) != name)
+    report.record(
+        "CSV exports renamed into place every 0.2-2.5 s during 6 CLI captures",
+        runs=len(codes) + 3,
+        expected=ROWS,
+        lost=lost,
+        note=f"{len(refused)} run(s) refused (exit 3), {len(exported)} exports",
+    )
+    assert state == expected
