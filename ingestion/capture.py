@@ -24,7 +24,7 @@ from ingestion import cdc
 from ingestion.breaker import held_files, hold, judge
 from ingestion.catalog import Source, Table
 from ingestion.duck import check_lake, parquet_columns, same_type
-from ingestion.errors import LakeStateError, MassDeleteError, SnapshotError
+from ingestion.errors import LakeStateError, MassDeleteError, SnapshotError, SourceChangedError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.lock import LakeLock
@@ -65,6 +65,37 @@ def prepare_capture(
 
     table_dir = workdir / table.source / table.name
     table_dir.mkdir(parents=True, exist_ok=True)
+    reads = 1
+    while True:
+        try:
+            return _read_and_diff(store, state, reader, table_dir, day, now, started)
+        except SourceChangedError as exc:
+            if reads >= SOURCE_READS:
+                raise
+            reads += 1
+            log.warning(
+                "%s: %s changed while it was read (%s); reading it again whole",
+                table.qualified_name,
+                exc.file,
+                exc.change,
+            )
+
+
+# A source file replaced while it is captured is read again whole, up to this many reads in all, then refused.
+SOURCE_READS = 3
+
+
+def _read_and_diff(
+    store: TableStore,
+    state: TableState,
+    reader: SnapshotReader,
+    table_dir: Path,
+    day: int | None,
+    now: Callable[[], datetime],
+    started: float,
+) -> PreparedCapture:
+    """One read of the table's source, its diff, and the next snapshot, all from that one version of it."""
+    table = store.table
     snapshot = reader.read(table, CaptureContext(table_dir, day or 0))
 
     captured_at = now().astimezone(UTC)

@@ -7,6 +7,7 @@ read the file a second time stored the new version while publishing the changes 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import LakeView, LocalView, Recorder, change_rows, csv_args, fingerprint, ingest, lake_kind
+from reliability_support import LakeView, LocalView, Recorder, change_rows, csv_args, ingest, lake_kind
 
 from ingestion import cdc
+from ingestion.capture import SOURCE_READS
 from ingestion.cli import main
 
 HEADER = "IdProduto;DescNomeProduto;DescDescricaoProduto;DescCategoriaProduto"
@@ -66,25 +68,28 @@ def test_a_csv_replaced_during_a_compacting_capture_loses_no_row(
     assert _capture(any_lake, folder) == 0
     # every row changes: the capture writes a full snapshot again (see capture.COMPACT_SHARE)
     _export(path, 2)
-    before = fingerprint(lake_view)
+    change_rows_before = change_rows(lake_view)
     real_diff = cdc.diff
     replaced: list[int] = []
 
     def diff_then_new_export(*args: Any, **kwargs: Any) -> cdc.DiffResult:
         result = real_diff(*args, **kwargs)
-        _replace(path, 3, how)
-        replaced.append(3)
+        if not replaced:
+            _replace(path, 3, how)
+            replaced.append(3)
         return result
 
     monkeypatch.setattr(cdc, "diff", diff_then_new_export)
     raced = _capture(any_lake, folder)
     monkeypatch.setattr(cdc, "diff", real_diff)
     assert replaced, "the new export never landed"
-    if raced != 0:
-        # refused: the run names the file, and the lake is as it was
-        assert raced == 3  # a bad snapshot: nothing published
-        assert fingerprint(lake_view) == before
+    # the capture read the new export again, whole, and published it
+    assert raced == 0
+    published = change_rows(lake_view)
+    assert published != change_rows_before
+    # it stored that export as the next snapshot: the next capture finds nothing to publish
     assert _capture(any_lake, folder) == 0
+    assert change_rows(lake_view) == published
     state = _lake_state(lake_view)
     expected = {key: f"Produto v3 {key:04d}" for key in range(1, ROWS + 1)}
     lost = sum(1 for key, name in expected.items() if state.get(key) != name)
@@ -93,7 +98,7 @@ def test_a_csv_replaced_during_a_compacting_capture_loses_no_row(
         runs=3,
         expected=ROWS,
         lost=lost,
-        note=f"racing run exited {raced}, then a rerun",
+        note=f"racing run exited {raced} (read again), then a run that finds it unchanged",
     )
     assert len(state) == ROWS
     assert state == expected
@@ -101,6 +106,7 @@ def test_a_csv_replaced_during_a_compacting_capture_loses_no_row(
 
 def _source_changed(capture: Callable[[], int], caplog: pytest.LogCaptureFixture) -> str:
     caplog.clear()
+    caplog.set_level("INFO")
     assert capture() == 3
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1, errors
@@ -110,23 +116,27 @@ def _source_changed(capture: Callable[[], int], caplog: pytest.LogCaptureFixture
 def test_a_refused_capture_names_the_file_and_what_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, report: Recorder
 ) -> None:
-    """The first capture (a full load) also refuses a file that grew while it was read; its message names the
-    table, the file and the sizes."""
+    """A file that keeps changing while it is read (here: a row appended after each read of a full load) is read
+    again whole twice, then refused; the message names the table, the file and the sizes."""
     folder = tmp_path / "export"
     folder.mkdir()
     path = folder / "produtos.csv"
     _export(path, 1)
     lake = str(tmp_path / "lake")
     real_full_load = cdc.full_load
+    appended: list[int] = []
 
     def full_load_then_append(*args: Any, **kwargs: Any) -> cdc.DiffResult:
         result = real_full_load(*args, **kwargs)
+        appended.append(ROWS + len(appended) + 1)
         with path.open("a", encoding="utf-8") as handle:
-            handle.write(f"{ROWS + 1};Produto novo;;chat\n")
+            handle.write(f"{appended[-1]};Produto novo;;chat\n")
         return result
 
     monkeypatch.setattr(cdc, "full_load", full_load_then_append)
     message = _source_changed(lambda: _capture(lake, folder), caplog)
+    warnings = [r.getMessage() for r in caplog.records if "reading it again" in r.getMessage()]
+    assert len(warnings) == SOURCE_READS - 1, warnings
     report.record("CSV appended to during a full load", runs=1, note=message[:90])
     assert "table loyalty.produtos, file produtos.csv: the file changed while it was being captured" in message
     size = path.stat().st_size
@@ -134,6 +144,8 @@ def test_a_refused_capture_names_the_file_and_what_changed(
     assert not (Path(lake) / "raw").exists()
     monkeypatch.setattr(cdc, "full_load", real_full_load)
     assert _capture(lake, folder) == 0
+    state = json.loads((Path(lake) / "_ingestion/loyalty/produtos/state.json").read_text())
+    assert state["captures"][-1]["inserts"] == ROWS + SOURCE_READS
 
 
 def test_captures_racing_a_stream_of_new_exports_lose_no_row(tmp_path: Path, report: Recorder) -> None:
