@@ -8,7 +8,10 @@ with its own COPY, while a thread counts the file's lines; the rows read must ac
 silently drops a last line longer than its line limit, so a file whose count disagrees, or that DuckDB
 refused, is read the careful way: a streaming scan in Python (UTF-8, header, field count and line of every
 record), then DuckDB's parser with a line limit above the longest record and one query that finds the first bad
-value of every column. That path names the table, file, line, column and value of what is wrong."""
+value of every column. That path names the table, file, line, column and value of what is wrong.
+
+Every read of one capture must see one version of the file: its version (`FileVersion`) is taken before the
+first read and checked by the engine after the last one (`Snapshot.verify`)."""
 
 from __future__ import annotations
 
