@@ -254,8 +254,16 @@ class FileVersion:
 
 
 def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
-    """Read `csv_path`, check its header and values against `table`, write typed Parquet to `dest`."""
-    return csv_snapshot(table, csv_path, dest).to_parquet(dest, table)
+    """Read `csv_path`, check its header and values against `table`, write typed Parquet to `dest`; a file that
+    changed while it was read is refused (SourceChangedError)."""
+    snapshot = csv_snapshot(table, csv_path, dest)
+    try:
+        written = snapshot.to_parquet(dest, table)
+    except SnapshotError:
+        snapshot.verify_unchanged()  # a file replaced mid-read looks broken: say what happened instead
+        raise
+    snapshot.verify_unchanged()
+    return written
 
 
 def _count_lines_aside(path: Path) -> Future[int]:
