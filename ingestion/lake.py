@@ -653,7 +653,8 @@ def _s3_reads_class() -> type[Any]:
 
     DuckDB reports an exception raised in a Python filesystem as its own error whose text is the start of a
     Python traceback, whatever the cause; every S3 call of s3fs goes through `_call_s3`, so the cause (the S3
-    error code, the object) is taken there."""
+    error code, the object) is taken there. A call that succeeds clears it: a failure s3fs itself handled (a
+    probe answered 404) must not be taken later for the cause of an unrelated error."""
     import s3fs
 
     class S3Reads(s3fs.S3FileSystem):  # type: ignore[misc]
@@ -661,10 +662,12 @@ def _s3_reads_class() -> type[Any]:
 
         async def _call_s3(self, method: str, *args: Any, **kwargs: Any) -> Any:
             try:
-                return await super()._call_s3(method, *args, **kwargs)
+                result = await super()._call_s3(method, *args, **kwargs)
             except Exception as exc:
                 self.lake_failure = _read_failure(method, kwargs, exc)
                 raise
+            self.lake_failure = None
+            return result
 
     return S3Reads
 
