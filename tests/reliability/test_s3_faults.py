@@ -338,3 +338,19 @@ def test_credentials_revoked_while_the_stored_snapshot_is_read_are_a_lake_error(
     assert "/snapshots/" in errors[0], errors[0]
     # the revoked key cannot release the lock either: its lease expires by itself (the run says so)
     assert set(view.list_keys()) - {LOCK_PATH.lstrip("/")} == before and change_rows(view) == before_rows
+
+
+def test_a_corrupt_stored_snapshot_on_s3_stays_a_bad_snapshot(
+    history: History, s3_lake_env: str, seaweedfs: Any, report: Recorder
+) -> None:
+    """The other side of the credential test: S3 serves the stored snapshot fine, its bytes are not Parquet. That
+    is exit 3 naming the object, not a lake error."""
+    assert ingest(s3_lake_env, *csv_args(history.folders[0], "clientes")).returncode == 0
+    view = S3View.of(seaweedfs.client(), s3_lake_env)
+    (key,) = [k for k in view.list_keys("_ingestion/loyalty/clientes/snapshots/")]
+    seaweedfs.client().put_object(Bucket=view.bucket, Key=f"{view.prefix}/{key}", Body=b"not parquet at all")
+    failed = ingest(s3_lake_env, *csv_args(history.folders[1], "clientes"))
+    errors = [line.split(": ", 1)[-1] for line in failed.stderr.splitlines() if " ERROR " in line]
+    report.record("stored snapshot on S3 overwritten with non-Parquet bytes", runs=2, note=f"exit {failed.returncode}")
+    assert failed.returncode == 3, failed.stderr
+    assert len(errors) == 1 and f"{s3_lake_env}/{key} is not readable Parquet" in errors[0], errors
