@@ -249,12 +249,13 @@ def _big_clientes(folder: Path, version: int) -> Path:
 
 @pytest.mark.parametrize("capture", ["full load", "diff"])
 def test_ctrl_c_while_duckdb_writes_the_change_file_exits_130_and_the_rerun_completes(
-    capture: str, tmp_path: Path, report: Recorder
+    capture: str, any_lake: str, lake_view: LakeView, tmp_path: Path, report: Recorder
 ) -> None:
     """A Ctrl-C (SIGINT to the process group, as a terminal sends it) as soon as DuckDB starts writing the change
-    file, i.e. in the middle of its query: one line, exit 130, the lake as it was, and the rerun captures it all."""
-    lake = tmp_path / "lake"
-    view = LocalView(lake)
+    file, i.e. in the middle of its query (on S3, while it streams the stored snapshot): one line, exit 130, the
+    lake as it was, and the rerun captures it all."""
+    lake = any_lake
+    view = lake_view
     first = _big_clientes(tmp_path / "v1", 1)
     source = first
     if capture == "diff":
@@ -264,7 +265,7 @@ def test_ctrl_c_while_duckdb_writes_the_change_file_exits_130_and_the_rerun_comp
     work = tmp_path / "work"
     work.mkdir()
     process = start_cli(
-        "run", "--lake", str(lake), *csv_args(source, "clientes"), env={"TMPDIR": str(work)}, new_session=True
+        "run", "--lake", lake, *csv_args(source, "clientes"), env={"TMPDIR": str(work)}, new_session=True
     )
     deadline = time.monotonic() + 120
     while not list(work.glob("lago-capture-*/loyalty/clientes/changes_*.parquet")):
@@ -280,12 +281,12 @@ def test_ctrl_c_while_duckdb_writes_the_change_file_exits_130_and_the_rerun_comp
     assert not list(work.iterdir()), "the interrupted run left its work folder behind"
     rerun = ingest(lake, *csv_args(source, "clientes"))
     assert rerun.returncode == 0, rerun.stderr
-    state = json.loads((lake / "_ingestion/loyalty/clientes/state.json").read_text())
+    state = json.loads(view.read("_ingestion/loyalty/clientes/state.json") or b"{}")
     last = state["captures"][-1]
     expected = BIG if capture == "full load" else BIG // 3 - 1  # key 0 keeps 0 points
     found = last["inserts"] if capture == "full load" else last["updates"]
     report.record(
-        f"Ctrl-C while DuckDB writes the change file of a {capture} ({BIG} rows), then a rerun",
+        f"Ctrl-C while DuckDB writes the change file of a {capture} ({BIG} rows, {lake_kind(lake)}), then a rerun",
         runs=2,
         expected=expected,
         lost=max(expected - found, 0),
