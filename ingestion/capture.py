@@ -23,8 +23,8 @@ import duckdb
 from ingestion import cdc
 from ingestion.breaker import held_files, hold, judge
 from ingestion.catalog import Source, Table
-from ingestion.duck import parquet_columns, same_type
-from ingestion.errors import LakeStateError, MassDeleteError, SnapshotError
+from ingestion.duck import check_lake, parquet_columns, same_type
+from ingestion.errors import LakeStateError, MassDeleteError, SnapshotError, SourceChangedError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.lock import LakeLock
@@ -65,6 +65,37 @@ def prepare_capture(
 
     table_dir = workdir / table.source / table.name
     table_dir.mkdir(parents=True, exist_ok=True)
+    reads = 1
+    while True:
+        try:
+            return _read_and_diff(store, state, reader, table_dir, day, now, started)
+        except SourceChangedError as exc:
+            if reads >= SOURCE_READS:
+                raise
+            reads += 1
+            log.warning(
+                "%s: %s changed while it was read (%s); reading it again whole",
+                table.qualified_name,
+                exc.file,
+                exc.change,
+            )
+
+
+# A source file replaced while it is captured is read again whole, up to this many reads in all, then refused.
+SOURCE_READS = 3
+
+
+def _read_and_diff(
+    store: TableStore,
+    state: TableState,
+    reader: SnapshotReader,
+    table_dir: Path,
+    day: int | None,
+    now: Callable[[], datetime],
+    started: float,
+) -> PreparedCapture:
+    """One read of the table's source, its diff, and the next snapshot, all from that one version of it."""
+    table = store.table
     snapshot = reader.read(table, CaptureContext(table_dir, day or 0))
 
     captured_at = now().astimezone(UTC)
@@ -77,17 +108,23 @@ def prepare_capture(
 
     kind: CaptureKind
     delta = False
-    if state.snapshot_key is None:
-        kind = "full-load"
-        result = cdc.full_load(table, snapshot, captured_at, first_sequence, changes)
-        # the full load holds every row: it is the table's first stored snapshot as it is
-        stored: Path | None = snapshot.file or changes
-    else:
-        rows = last.snapshot_rows if last is not None else 0
-        baseline = _baseline(store, state, rows, table_dir)
-        result = cdc.diff(table, baseline, snapshot, captured_at, first_sequence, changes)
-        kind = "cdc" if result.counts.total else "unchanged"
-        stored, delta = _next_snapshot(table, state, kind, snapshot, result, changes, table_dir)
+    try:
+        if state.snapshot_key is None:
+            kind = "full-load"
+            result = cdc.full_load(table, snapshot, captured_at, first_sequence, changes)
+            # the full load holds every row: it is the table's first stored snapshot as it is
+            stored: Path | None = snapshot.file or changes
+        else:
+            rows = last.snapshot_rows if last is not None else 0
+            baseline = _baseline(store, state, rows, table_dir)
+            result = cdc.diff(table, baseline, snapshot, captured_at, first_sequence, changes)
+            kind = "cdc" if result.counts.total else "unchanged"
+            stored, delta = _next_snapshot(table, state, kind, snapshot, baseline, result, changes, table_dir)
+    except SnapshotError:
+        snapshot.verify_unchanged()  # a source replaced mid-read looks broken: say what happened instead
+        raise
+    # the change file and the next snapshot come from one read of the source: it must not have changed since
+    snapshot.verify_unchanged()
 
     record = CaptureRecord(
         capture_id=capture_id,
@@ -122,20 +159,25 @@ def _next_snapshot(
     state: TableState,
     kind: CaptureKind,
     snapshot: Snapshot,
+    baseline: cdc.Baseline,
     result: cdc.DiffResult,
     changes: Path,
     workdir: Path,
 ) -> tuple[Path | None, bool]:
     """What the capture stores as the table's next snapshot, and whether it is a change file on top of the
     previous state: nothing when nothing changed; the reader's own Parquet file when it wrote one (free);
-    else the change file, or a full snapshot when the stored change files have grown too big."""
+    else the change file, or a full snapshot when the stored change files have grown too big.
+
+    The full snapshot is the previous state with this capture's change file applied, never a second read of the
+    source: a file replaced in between would otherwise be stored as the baseline while the change log holds the
+    version read first, and the next capture would find nothing to publish."""
     if kind == "unchanged":
         return None, False
     if snapshot.file is not None:
         return snapshot.file, False
     grown = state.delta_rows + result.counts.total > COMPACT_SHARE * max(result.snapshot_rows, 1)
     if grown or len(state.snapshot_deltas) + 1 >= COMPACT_FILES:
-        return snapshot.to_parquet(workdir / "snapshot.parquet", table), False
+        return cdc.compact(table, baseline, changes, result.snapshot_rows, workdir / "snapshot.parquet"), False
     return changes, True
 
 
@@ -171,6 +213,7 @@ def _stored_file(store: TableStore, key: str, dest: Path, filesystem: Any | None
             con.register_filesystem(filesystem)
         columns = parquet_columns(con, location)
     except duckdb.Error as exc:
+        check_lake(exc, filesystem)
         raise SnapshotError(
             f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not readable Parquet "
             f"({str(exc).splitlines()[0]}); restore it, or move the table's state aside to start again with a "

@@ -36,6 +36,7 @@ import duckdb
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Table
 from ingestion.duck import (
     check_io,
+    check_lake,
     connect,
     copy_to_parquet,
     quote_identifier,
@@ -253,6 +254,7 @@ def _changes_of(
     snapshot: Snapshot,
     write: Callable[[str], _Written],
     accept: Callable[[_Written, int], bool],
+    filesystem: Any | None = None,
 ) -> tuple[_Written, Snapshot, int]:
     """Write the change file from the snapshot as read at once; when DuckDB refuses it, or the result fails
     `accept` (given the rows the snapshot must hold), read the snapshot again the careful way, which raises
@@ -265,6 +267,7 @@ def _changes_of(
             return written, snapshot, rows
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
+        check_lake(exc, filesystem)  # the lake's stored state failed to read, not the source
         if snapshot.careful is None:
             raise
     careful = snapshot.careful()
@@ -349,6 +352,7 @@ def diff(
                 con, _diff_sql(con, table, baseline, relation), table, captured_at, first_sequence, dest
             ),
             lambda written, rows: _complete(written, rows, baseline.rows),
+            baseline.filesystem,
         )
         if not _complete(written, rows, baseline.rows):
             dest.unlink(missing_ok=True)
@@ -364,7 +368,35 @@ def diff(
             dest.unlink(missing_ok=True)
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
+        check_lake(exc, baseline.filesystem)
         raise SnapshotError(f"table {table.qualified_name}: diff failed: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
     return DiffResult(counts, rows, first_sequence + counts.total - 1)
+
+
+def compact(table: Table, baseline: Baseline, changes: Path, rows: int, dest: Path) -> Path:
+    """The state after `changes` as one Parquet snapshot at `dest`: `baseline` with the change file applied, so the
+    stored state is exactly what the change log says (see `baseline_relation`). `rows` is the count the diff
+    found; a different count is refused."""
+    con = connect(dest.parent, ordered=True)
+    if baseline.filesystem is not None:
+        con.register_filesystem(baseline.filesystem)
+    after = Baseline(baseline.snapshot, (*baseline.deltas, changes), rows, baseline.filesystem)
+    try:
+        written = copy_to_parquet(con, f"select * from {baseline_relation(con, table, after)}", dest)
+    except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
+        check_lake(exc, baseline.filesystem)
+        raise SnapshotError(
+            f"table {table.qualified_name}: writing the full snapshot failed: {str(exc).splitlines()[0]}"
+        ) from exc
+    finally:
+        con.close()
+    if written != rows:
+        raise SnapshotError(
+            f"table {table.qualified_name}: the stored state with this capture's changes holds {written} row(s), "
+            f"the snapshot {rows}; nothing was published. Move the table's state aside to start again with a full "
+            "load"
+        )
+    return dest

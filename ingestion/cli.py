@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ingestion.breaker import load_held
 from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
-from ingestion.errors import CatalogError, IngestionError, LakeError, LakeLockedError, UsageError
+from ingestion.errors import CatalogError, IngestionError, LakeError, LakeLockedError, UsageError, interrupted_query
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
 from ingestion.state import CaptureRecord, moment_of
@@ -512,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("interrupted")
         return 130
     except Exception as exc:
+        if interrupted_query(exc):  # a Ctrl-C during a DuckDB query
+            log.error("interrupted")
+            return 130
         # DuckDB's failures to read or write its local files; DuckDB is loaded only by a command that captures
         duckdb = sys.modules.get("duckdb")
         if duckdb is not None and isinstance(exc, duckdb.IOException):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from ingestion.errors import WorkspaceError
+from ingestion.lake import lake_read_failure
 
 
 def quote_identifier(name: str) -> str:
@@ -42,6 +44,14 @@ def check_io(exc: duckdb.Error, where: str) -> None:
     TMPDIR), which are not a bad snapshot."""
     if isinstance(exc, duckdb.IOException | duckdb.OutOfMemoryException):
         raise WorkspaceError(f"{where}: the local work folder failed: {str(exc).splitlines()[0]}") from exc
+
+
+def check_lake(exc: duckdb.Error, filesystem: Any | None) -> None:
+    """Raise the lake's own error (exit 4, naming the object and the S3 error code) when DuckDB failed because a
+    read of the lake's files through `filesystem` failed: not a bad snapshot, and not a traceback's first line."""
+    failure = lake_read_failure(filesystem)
+    if failure is not None:
+        raise failure from exc
 
 
 def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, dest: Path, order_by: str | None = None) -> int:

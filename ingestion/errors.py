@@ -35,6 +35,19 @@ class BadCsvError(SnapshotError):
         super().__init__(f"table {table}, file {file}{at}: {problem}; nothing was published")
 
 
+class SourceChangedError(SnapshotError):
+    """A source file changed while it was being captured (a new export landed mid-read): what was read may mix
+    two versions, so nothing of it is published."""
+
+    def __init__(self, table: str, file: str, change: str) -> None:
+        self.table, self.file, self.change = table, file, change
+        super().__init__(
+            f"table {table}, file {file}: the file changed while it was being captured ({change}); nothing was "
+            "published. Run the capture again once the export is complete (an exporter that writes elsewhere and "
+            "renames the finished file into place never triggers this)"
+        )
+
+
 class BadValueError(SnapshotError):
     """A value that is not of its column's declared type (nothing is rounded or guessed)."""
 
@@ -135,3 +148,10 @@ class MassDeleteError(IngestionError):
     def __init__(self, table: str, message: str) -> None:
         self.table = table
         super().__init__(message)
+
+
+def interrupted_query(exc: BaseException) -> bool:
+    """Whether `exc` is a Ctrl-C that arrived while DuckDB ran a query. DuckDB's Python client takes SIGINT over
+    while a query runs, stops the query and raises a plain `RuntimeError('Query interrupted')`: Python's own
+    handler never runs, so no KeyboardInterrupt is raised. The caller treats it as one (exit 130)."""
+    return type(exc) is RuntimeError and str(exc).startswith("Query interrupted")

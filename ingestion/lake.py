@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -409,9 +410,10 @@ class S3Lake(Lake):
 
     def duckdb_filesystem(self) -> Any | None:
         """s3fs on the same endpoint, credentials, timeouts and retries as this lake's boto3 client (DuckDB's own
-        httpfs extension is not installable offline); None when s3fs is not installed (objects are downloaded)."""
+        httpfs extension is not installable offline); None when s3fs is not installed (objects are downloaded).
+        It keeps the S3 failure behind a read DuckDB reports as failed (see `lake_read_failure`)."""
         try:
-            import s3fs
+            import s3fs  # noqa: F401 - only whether it is installed
         except ImportError:
             return None
         config = {
@@ -420,7 +422,7 @@ class S3Lake(Lake):
             "retries": {"mode": "standard", "max_attempts": self.max_attempts},
             "s3": {"addressing_style": "path"},
         }
-        return s3fs.S3FileSystem(
+        return _s3_reads_class()(
             client_kwargs={"endpoint_url": self.client.meta.endpoint_url, "region_name": self.client.meta.region_name},
             config_kwargs=config,
             skip_instance_cache=True,
@@ -643,6 +645,54 @@ class _ProgressReader:
 
     def tell(self) -> int:
         return self._handle.tell()
+
+
+@functools.cache
+def _s3_reads_class() -> type[Any]:
+    """s3fs's filesystem, remembering the failure of its last failed S3 call as a LakeError.
+
+    DuckDB reports an exception raised in a Python filesystem as its own error whose text is the start of a
+    Python traceback, whatever the cause; every S3 call of s3fs goes through `_call_s3`, so the cause (the S3
+    error code, the object) is taken there. A call that succeeds clears it: a failure s3fs itself handled (a
+    probe answered 404) must not be taken later for the cause of an unrelated error."""
+    import s3fs
+
+    class S3Reads(s3fs.S3FileSystem):  # type: ignore[misc]
+        lake_failure: LakeError | None = None
+
+        async def _call_s3(self, method: str, *args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await super()._call_s3(method, *args, **kwargs)
+            except Exception as exc:
+                self.lake_failure = _read_failure(method, kwargs, exc)
+                raise
+            self.lake_failure = None
+            return result
+
+    return S3Reads
+
+
+def _read_failure(method: str, request: dict[str, Any], exc: Exception) -> LakeError:
+    """A failed s3fs call as a LakeError naming the object and the S3 error code (s3fs turns botocore's errors into
+    OSErrors that keep the original as their cause)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ClientError | BotoCoreError):
+        cause = cause.__cause__ or cause.__context__
+    bucket, key = request.get("Bucket"), request.get("Key")
+    where = f"s3://{bucket}/{key}" if bucket and key else f"s3://{bucket}" if bucket else "the lake"
+    action = method.replace("_", " ")
+    if isinstance(cause, ClientError):
+        code = cause.response.get("Error", {}).get("Code", "?")
+        return LakeError(f"S3 {action} {where} failed: {code}: {_safe(cause)}")
+    return LakeError(f"S3 {action} {where} failed: {type(exc).__name__}: {_safe(cause or exc)}")
+
+
+def lake_read_failure(filesystem: Any | None) -> LakeError | None:
+    """The S3 failure behind a DuckDB read through `filesystem` (from `Lake.duckdb_filesystem`), if any."""
+    failure = getattr(filesystem, "lake_failure", None)
+    return failure if isinstance(failure, LakeError) else None
 
 
 def _safe(exc: BaseException) -> str:

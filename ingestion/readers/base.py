@@ -45,6 +45,13 @@ class Snapshot:
     # reads the source again the slow way, for a relation DuckDB refused: raises an error that names what is
     # wrong (table, file, line, column, value), or returns the same state as a Parquet snapshot
     careful: Callable[[], Snapshot] | None = None
+    # raises when the source changed since the snapshot was taken (a file replaced or rewritten mid-capture): the
+    # engine calls it after its last read of the relation, so what it publishes comes from one version
+    verify: Callable[[], None] | None = None
+
+    def verify_unchanged(self) -> None:
+        if self.verify is not None:
+            self.verify()
 
     def to_parquet(self, dest: Path, table: Table) -> Path:
         """The snapshot as one Parquet file: the reader's own, or `dest` written from the relation in the source's

@@ -8,7 +8,10 @@ with its own COPY, while a thread counts the file's lines; the rows read must ac
 silently drops a last line longer than its line limit, so a file whose count disagrees, or that DuckDB
 refused, is read the careful way: a streaming scan in Python (UTF-8, header, field count and line of every
 record), then DuckDB's parser with a line limit above the longest record and one query that finds the first bad
-value of every column. That path names the table, file, line, column and value of what is wrong."""
+value of every column. That path names the table, file, line, column and value of what is wrong.
+
+Every read of one capture must see one version of the file: its version (`FileVersion`) is taken before the
+first read and checked by the engine after the last one (`Snapshot.verify`)."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import duckdb
 
 from ingestion.catalog import Table
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import BadCsvError, BadValueError, UsageError
+from ingestion.errors import BadCsvError, BadValueError, SnapshotError, SourceChangedError, UsageError
 from ingestion.readers.base import CaptureContext, Snapshot, parquet_snapshot
 
 # DuckDB's default line limit; raised per file to fit its longest record
@@ -191,20 +194,76 @@ def csv_snapshot(table: Table, csv_path: Path, dest: Path) -> Snapshot:
     qualified, name = table.qualified_name, csv_path.name
     if not csv_path.is_file():
         raise BadCsvError(qualified, name, "file not found")
+    # taken before anything opens the file: every read of this capture (DuckDB's scan, the line count, the careful
+    # path) must see the version it describes
+    version = FileVersion.of(csv_path)
+
+    def verify() -> None:
+        version.verify(table)
 
     def careful() -> Snapshot:
-        return parquet_snapshot(_read_carefully(table, csv_path, dest))
+        try:
+            path = _read_carefully(table, csv_path, dest)
+        except SnapshotError:
+            verify()  # a file replaced mid-read looks broken: say what happened instead
+            raise
+        return parquet_snapshot(path)
 
     header = _first_line_header(table, csv_path)
     if header is None:
-        return careful()
+        snapshot = careful()
+        return Snapshot(snapshot.relation, snapshot.expected_rows, file=snapshot.file, verify=verify)
     lines = _count_lines_aside(csv_path)
-    return Snapshot(_checked_relation(table, csv_path, header), lambda: lines.result() - 1, careful=careful)
+    return Snapshot(
+        _checked_relation(table, csv_path, header), lambda: lines.result() - 1, careful=careful, verify=verify
+    )
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """What tells one version of a file from another without reading it again: a file renamed into place has
+    another inode, a file rewritten in place another size or modification/change time (nanoseconds)."""
+
+    path: Path
+    device: int
+    inode: int
+    size: int
+    modified_ns: int
+    changed_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileVersion:
+        stat = path.stat()
+        return cls(path, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+    def verify(self, table: Table) -> None:
+        """Raise SourceChangedError if the file at `path` is no longer this version."""
+        try:
+            now = FileVersion.of(self.path)
+        except FileNotFoundError:
+            raise SourceChangedError(table.qualified_name, self.path.name, "it was removed") from None
+        changes = []
+        if (now.device, now.inode) != (self.device, self.inode):
+            changes.append("replaced by another file")
+        if now.size != self.size:
+            changes.append(f"size {self.size} -> {now.size} bytes")
+        if now.modified_ns != self.modified_ns or now.changed_ns != self.changed_ns:
+            changes.append("modified")
+        if changes:
+            raise SourceChangedError(table.qualified_name, self.path.name, ", ".join(changes))
 
 
 def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
-    """Read `csv_path`, check its header and values against `table`, write typed Parquet to `dest`."""
-    return csv_snapshot(table, csv_path, dest).to_parquet(dest, table)
+    """Read `csv_path`, check its header and values against `table`, write typed Parquet to `dest`; a file that
+    changed while it was read is refused (SourceChangedError)."""
+    snapshot = csv_snapshot(table, csv_path, dest)
+    try:
+        written = snapshot.to_parquet(dest, table)
+    except SnapshotError:
+        snapshot.verify_unchanged()  # a file replaced mid-read looks broken: say what happened instead
+        raise
+    snapshot.verify_unchanged()
+    return written
 
 
 def _count_lines_aside(path: Path) -> Future[int]:
@@ -247,18 +306,28 @@ def _first_line_header(table: Table, csv_path: Path) -> list[str] | None:
 
 
 def _read_csv_sql(table: Table, csv_path: Path, header: list[str], max_line: int) -> str:
+    """The file as text columns. A quoted empty field (`""`) is the empty text and an empty field is NULL, as the
+    file says: DuckDB reads both as NULL by default (`allow_quoted_nulls`), which would hide a change between
+    them."""
     columns_spec = "{" + ", ".join(f"{sql_literal(n)}: 'VARCHAR'" for n in header) + "}"
     return (
         f"read_csv({sql_literal(str(csv_path))}, delim={sql_literal(table.csv_separator)}, header=true, "
         f"columns={columns_spec}, quote='\"', escape='\"', strict_mode=true, null_padding=false, "
-        f"auto_detect=false, encoding='utf-8', max_line_size={max_line})"
+        f"allow_quoted_nulls=false, auto_detect=false, encoding='utf-8', max_line_size={max_line})"
     )
 
 
 def _text_value(table: Table, column: str) -> str:
-    """A column's text as checked: trimmed, empty as NULL (text columns keep their value as written)."""
+    """A column's text as checked: a text column keeps its value as written (`""` the empty text, an empty field
+    NULL); any other type is trimmed, and empty, quoted or not, is NULL: no number or date is written as ''."""
     quoted = quote_identifier(column)
     return quoted if table.column(column).data_type == "varchar" else f"nullif(trim({quoted}), '')"
+
+
+def _missing_test(table: Table, column: str) -> str:
+    """SQL true for a value that is no value: NULL, or the empty text (which no key may be either)."""
+    value = _text_value(table, column)
+    return f"({value} is null or {value} = '')" if table.column(column).data_type == "varchar" else f"{value} is null"
 
 
 def _bad_value_test(table: Table, column: str) -> str | None:
@@ -266,7 +335,7 @@ def _bad_value_test(table: Table, column: str) -> str | None:
     data_type = table.column(column).data_type
     value = _text_value(table, column)
     if column in table.primary_key:
-        null = f"{value} is null"
+        null = _missing_test(table, column)
         if data_type == "varchar":
             return null
     elif data_type == "varchar":
@@ -294,7 +363,9 @@ def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
         pattern = type_rule(column.data_type).pattern
         if _ROUND_TRIP.match(column.data_type.strip().lower()) and pattern:
             text = quote_identifier(f"_lago_text_{position}")
-            inner += [f"{quoted} as {text}", f"cast({quoted} as {column.data_type}) as {quoted}"]
+            # the empty text of a quoted empty field is NULL in a column of numbers (see `_text_value`)
+            value = f"nullif({quoted}, '')"
+            inner += [f"{value} as {text}", f"cast({value} as {column.data_type}) as {quoted}"]
             exact = f"cast({quoted} as varchar) = {text} or regexp_full_match({text}, {sql_literal(pattern)})"
             typed = f"case when {text} is null or {exact} then {quoted} else error('bad value') end"
             missing = f"{text} is null"
@@ -305,7 +376,7 @@ def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
             if column.data_type != "varchar" and pattern:
                 matches = f"regexp_full_match({value}, {sql_literal(pattern)})"
                 typed = f"case when not {matches} then error('bad value') else {typed} end"
-            missing = f"{value} is null"
+            missing = _missing_test(table, column.name)
         if column.name in table.primary_key:
             typed = f"case when {missing} then error('null key') else {typed} end"
         outer.append(f"{typed} as {quoted}")

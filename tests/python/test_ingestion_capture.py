@@ -245,3 +245,28 @@ def test_a_csv_capture_stores_its_changes_until_they_outgrow_a_full_snapshot(tmp
     assert isinstance(captures, list)
     assert [(c["kind"], c["updates"]) for c in captures] == [("full-load", 0), ("cdc", 2), ("cdc", 57), ("cdc", 1)]
     assert len(state["snapshot_deltas"]) == 1  # type: ignore[arg-type]
+
+
+def test_empty_text_and_null_are_told_apart_by_the_capture(tmp_path: Path) -> None:
+    """`""` (the empty text) -> empty field (NULL) is an update, and back again; NULL in both snapshots is none."""
+    header = "IdProduto;DescNomeProduto;DescDescricaoProduto;DescCategoriaProduto"
+    lake = tmp_path / "lake"
+    versions = [
+        ['1;Um;"";chat', "2;Dois;;chat", "3;Tres;x;chat"],
+        ["1;Um;;chat", "2;Dois;;chat", "3;Tres;x;chat"],  # 1: '' -> NULL; 2: NULL in both
+        ["1;Um;;chat", '2;Dois;"";chat', "3;Tres;x;chat"],  # 2: NULL -> ''
+        ["1;Um;;chat", '2;Dois;"";chat', "3;Tres;x;chat"],  # no change
+    ]
+    captured = []
+    for number, rows in enumerate(versions):
+        folder = tmp_path / f"v{number}"
+        folder.mkdir()
+        (folder / "produtos.csv").write_text("\n".join([header, *rows]) + "\n")
+        result = ingest(lake, *csv_args(folder, "produtos"))
+        assert result.returncode == 0, result.stderr
+        state = json.loads((lake / "_ingestion/loyalty/produtos/state.json").read_text())
+        last = state["captures"][-1]
+        captured.append((last["kind"], last["inserts"], last["updates"], last["deletes"]))
+    assert captured == [("full-load", 3, 0, 0), ("cdc", 0, 1, 0), ("cdc", 0, 1, 0), ("unchanged", 0, 0, 0)]
+    updates = [row for row in change_set(lake) if row[0] == "cdc"]
+    assert [(row[2], row[4], row[6]) for row in updates] == [("U", 1, None), ("U", 2, "")]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from ingestion.catalog import load_catalog
-from ingestion.errors import BadValueError, SnapshotError
+from ingestion.errors import BadValueError, SnapshotError, SourceChangedError
+from ingestion.readers import base
 from ingestion.readers.base import CaptureContext
-from ingestion.readers.csv import CsvFolderReader
+from ingestion.readers.csv import CsvFolderReader, csv_snapshot, csv_to_parquet
 
 PRODUTOS = load_catalog().source("loyalty").table("produtos")
 HEADER = "IdProduto;DescNomeProduto;DescDescricaoProduto;DescCategoriaProduto"
@@ -142,3 +144,60 @@ def test_integers_in_any_exact_form_are_read(tmp_path: Path) -> None:
     assert table.column("flYouTube").to_pylist() == [0, 0]
     assert table.column("flBlueSky").to_pylist() == [7, 0]
     assert table.column("qtdePontos").to_pylist() == [-12, 9223372036854775807]
+
+
+@pytest.mark.parametrize("path", ["one pass", "careful"])
+def test_a_quoted_empty_field_is_the_empty_text_and_an_empty_field_is_null(tmp_path: Path, path: str) -> None:
+    """Text keeps what the file says; in a column of numbers an empty field is NULL, quoted or not. The careful
+    path (forced by a blank line, which the one pass's line count cannot account for) reads the same values."""
+    when = "2025-01-01 00:00:00.000"
+    lines = [
+        f'"a";1;0;0;0;0;"";{when};""',  # a quoted empty number is NULL; a quoted empty text is ''
+        f"b;1;0;0;0;0;;{when};",  # empty fields: NULL
+        f'c;1;0;0;0;0;" 7 ";{when};" "',  # a blank is text, not empty
+        *([""] if path == "careful" else []),
+        f"d;1;0;0;0;0;3;{when};{when}",
+    ]
+    table = pq.read_table(read_clientes(tmp_path, lines))
+    assert table.num_rows == 4
+    assert table.column("qtdePontos").to_pylist() == [None, None, 7, 3]
+    # DtAtualizacao is declared as text in the loyalty source
+    assert CLIENTES.column("DtAtualizacao").data_type == "varchar"
+    assert table.column("DtAtualizacao").to_pylist() == ["", None, " ", when]
+
+
+@pytest.mark.parametrize("path", ["one pass", "careful"])
+def test_an_empty_text_key_is_refused_like_a_null_one(tmp_path: Path, path: str) -> None:
+    when = "2025-01-01 00:00:00.000"
+    lines = [f"a;1;0;0;0;0;1;{when};{when}", *([""] if path == "careful" else []), f'"";1;0;0;0;0;1;{when};{when}']
+    with pytest.raises(SnapshotError, match="primary key column idCliente is empty") as error:
+        read_clientes(tmp_path, lines)
+    assert error.value.line == (4 if path == "careful" else 3)  # type: ignore[attr-defined]
+
+
+def test_a_file_changed_while_it_is_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot knows the version of the file it was taken from; the events reader's one read to Parquet
+    (`csv_to_parquet`) checks it after the read too."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = folder / "produtos.csv"
+    path.write_text(f"{HEADER}\n1;Um;;chat\n", encoding="utf-8")
+    snapshot = csv_snapshot(PRODUTOS, path, tmp_path / "out.parquet")
+    replacement = folder / "produtos.csv.part"
+    replacement.write_text(f"{HEADER}\n1;Um;;chat\n2;Dois;;chat\n", encoding="utf-8")
+    replacement.replace(path)
+    with pytest.raises(SourceChangedError) as error:
+        snapshot.verify_unchanged()
+    assert (error.value.table, error.value.file) == ("loyalty.produtos", "produtos.csv")
+    assert "replaced by another file" in error.value.change
+
+    real = base.copy_to_parquet
+
+    def copy_then_rewrite(*args: Any, **kwargs: Any) -> int:
+        rows = real(*args, **kwargs)
+        path.write_text(f"{HEADER}\n1;Um mudado;;chat\n", encoding="utf-8")
+        return rows
+
+    monkeypatch.setattr(base, "copy_to_parquet", copy_then_rewrite)
+    with pytest.raises(SourceChangedError):
+        csv_to_parquet(PRODUTOS, path, tmp_path / "events.parquet")

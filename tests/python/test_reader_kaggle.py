@@ -257,3 +257,19 @@ def test_a_corrupt_download_is_a_snapshot_error(
 def test_a_dataset_name_must_be_owner_slash_name() -> None:
     with pytest.raises(SnapshotError, match="expected 'owner/dataset-name'"):
         KaggleReader("teomewhy-loyalty-system")
+
+
+def test_empty_descriptions_are_null_and_a_quoted_empty_one_is_the_empty_text(
+    kaggle_env: responses.RequestsMock, loyalty_tables: list[Table], tmp_path: Path
+) -> None:
+    """The dataset's empty descriptions are NULL (never a float NaN that differs from itself, which would make
+    every such row an update); a quoted empty description is the empty text, so a change between them shows."""
+    produtos = (
+        "IdProduto;DescNomeProduto;DescDescricaoProduto;DescCategoriaProduto\n"
+        '1;ChatMessage;"";chat\n'
+        "5;Presente;;present\n"
+    )
+    answer_download(kaggle_env, dataset_zip({"produtos.csv": produtos}))
+    snapshots = read_all(KaggleReader(), loyalty_tables, tmp_path)
+    assert snapshots["produtos"].num_rows == 2
+    assert snapshots["produtos"].column("DescDescricaoProduto").to_pylist() == ["", None]

@@ -8,6 +8,7 @@ runs go on, an observer reads raw/ over and over: a file there is a whole Parque
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import time
@@ -24,10 +25,12 @@ from reliability_support import (
     change_rows,
     compare,
     csv_args,
+    fingerprint,
     ingest,
     lake_kind,
     start_ingest,
 )
+from support.cli import start_cli
 
 # Every failpoint of ingestion/capture.py, in the order a capture reaches them.
 FAILPOINTS = ["after-stage-snapshot", "after-pending", "after-publish", "after-state", "before-cleanup"]
@@ -225,3 +228,70 @@ def _days_captured(view: LakeView, source: str = "") -> list[int | None]:
             raw = view.read(key)
             days.append(json.loads(raw)["captures"][-1]["day"] if raw else None)
     return days
+
+
+# -- Ctrl-C ----------------------------------------------------------------------------------------------------------
+
+CLIENTES_HEADER = "idCliente;flEmail;flTwitch;flYouTube;flBlueSky;flInstagram;qtdePontos;DtCriacao;DtAtualizacao"
+BIG = 600_000  # rows: DuckDB's query of the capture lasts long enough to be interrupted in its middle
+
+
+def _big_clientes(folder: Path, version: int) -> Path:
+    """`BIG` customers; in each version every third one has other points (an update)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "clientes.csv").open("w", encoding="utf-8") as handle:
+        handle.write(CLIENTES_HEADER + "\n")
+        for i in range(BIG):
+            points = i * version if i % 3 == 0 else i
+            handle.write(f"c{i:08d};1;0;1;;0;{points};2024-01-01 10:00:00.000;2024-02-01 10:00:00.000\n")
+    return folder
+
+
+@pytest.mark.parametrize("capture", ["full load", "diff"])
+def test_ctrl_c_while_duckdb_writes_the_change_file_exits_130_and_the_rerun_completes(
+    capture: str, any_lake: str, lake_view: LakeView, tmp_path: Path, report: Recorder
+) -> None:
+    """A Ctrl-C (SIGINT to the process group, as a terminal sends it) as soon as DuckDB starts writing the change
+    file, i.e. in the middle of its query (on S3, while it streams the stored snapshot): one line, exit 130, the
+    lake as it was, and the rerun captures it all."""
+    lake = any_lake
+    view = lake_view
+    first = _big_clientes(tmp_path / "v1", 1)
+    source = first
+    if capture == "diff":
+        assert ingest(lake, *csv_args(first, "clientes")).returncode == 0
+        source = _big_clientes(tmp_path / "v2", 2)
+    before = fingerprint(view)
+    work = tmp_path / "work"
+    work.mkdir()
+    process = start_cli(
+        "run", "--lake", lake, *csv_args(source, "clientes"), env={"TMPDIR": str(work)}, new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while not list(work.glob("lago-capture-*/loyalty/clientes/changes_*.parquet")):
+        assert process.poll() is None and time.monotonic() < deadline, "the capture never wrote its change file"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    errors = [line.split(": ", 1)[-1] for line in stderr.splitlines() if " ERROR " in line]
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert errors == ["interrupted"], stderr
+    assert fingerprint(view) == before
+    assert not list(work.iterdir()), "the interrupted run left its work folder behind"
+    rerun = ingest(lake, *csv_args(source, "clientes"))
+    assert rerun.returncode == 0, rerun.stderr
+    state = json.loads(view.read("_ingestion/loyalty/clientes/state.json") or b"{}")
+    last = state["captures"][-1]
+    expected = BIG if capture == "full load" else BIG // 3 - 1  # key 0 keeps 0 points
+    found = last["inserts"] if capture == "full load" else last["updates"]
+    report.record(
+        f"Ctrl-C while DuckDB writes the change file of a {capture} ({BIG} rows, {lake_kind(lake)}), then a rerun",
+        runs=2,
+        expected=expected,
+        lost=max(expected - found, 0),
+        duplicated=max(found - expected, 0),
+        note=f"exit {process.returncode}, one line",
+    )
+    assert (last["kind"], found) == ("full-load" if capture == "full load" else "cdc", expected)
+    assert last["snapshot_rows"] == BIG

@@ -6,8 +6,10 @@ front of it. Every scenario ends by comparing the lake's change rows with the tw
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -287,3 +289,68 @@ def test_server_killed_mid_run_without_proxy_then_rerun_converges(
         note=f"interrupted run exited {first.returncode}",
     )
     assert rows.exact, rows
+
+
+@pytest.mark.parametrize("moment", ["footer", "diff"])
+def test_credentials_revoked_while_the_stored_snapshot_is_read_are_a_lake_error(
+    moment: str, history: History, s3_lake_env: str, seaweedfs: Any, report: Recorder
+) -> None:
+    """The access key stops working from the run's first read of a stored snapshot (DuckDB reads it in place
+    through s3fs), at its footer (the snapshot's check) or in the diff: the server answers 403
+    InvalidAccessKeyId to everything after. The run must fail as a lake error (exit 4) naming the object and the
+    S3 error code, with no traceback, and leave the lake as it was."""
+    assert ingest(s3_lake_env, *csv_args(history.folders[0])).returncode == 0
+    view = S3View.of(seaweedfs.client(), s3_lake_env)
+    before, before_rows = set(view.list_keys()), change_rows(view)
+    revoked = threading.Event()
+    reads: Counter[str] = Counter()
+
+    def revoke(method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> list[tuple[str, str]]:
+        if method == "GET" and "/snapshots/" in path:
+            reads[path] += 1
+            # the first read of a snapshot checks its footer; the diff reads it again
+            if moment == "footer" or reads[path] > 1:
+                revoked.set()
+        if not revoked.is_set():
+            return headers
+        return [
+            (name, re.sub(r"Credential=[^/]+/", "Credential=AKIAREVOKED000000/", value))
+            if name.lower() == "authorization"
+            else (name, value)
+            for name, value in headers
+        ]
+
+    with proxied(seaweedfs, lambda *_: None, rewrite=revoke) as proxy:
+        failed = ingest(
+            s3_lake_env, *csv_args(history.folders[1]), env={"AWS_ENDPOINT_URL": proxy.url, "AWS_MAX_ATTEMPTS": "2"}
+        )
+    errors = [line.split(": ", 1)[-1] for line in failed.stderr.splitlines() if " ERROR " in line]
+    report.record(
+        f"S3 credentials revoked while the stored snapshot is read ({moment})",
+        runs=2,
+        note=f"exit {failed.returncode}: {errors[-1][:80] if errors else '-'}",
+    )
+    assert revoked.is_set()
+    assert failed.returncode == 4, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert len(errors) == 1, failed.stderr
+    assert "InvalidAccessKeyId" in errors[0] and f"{s3_lake_env}/_ingestion/loyalty/" in errors[0], errors[0]
+    assert "/snapshots/" in errors[0], errors[0]
+    # the revoked key cannot release the lock either: its lease expires by itself (the run says so)
+    assert set(view.list_keys()) - {LOCK_PATH.lstrip("/")} == before and change_rows(view) == before_rows
+
+
+def test_a_corrupt_stored_snapshot_on_s3_stays_a_bad_snapshot(
+    history: History, s3_lake_env: str, seaweedfs: Any, report: Recorder
+) -> None:
+    """The other side of the credential test: S3 serves the stored snapshot fine, its bytes are not Parquet. That
+    is exit 3 naming the object, not a lake error."""
+    assert ingest(s3_lake_env, *csv_args(history.folders[0], "clientes")).returncode == 0
+    view = S3View.of(seaweedfs.client(), s3_lake_env)
+    (key,) = [k for k in view.list_keys("_ingestion/loyalty/clientes/snapshots/")]
+    seaweedfs.client().put_object(Bucket=view.bucket, Key=f"{view.prefix}/{key}", Body=b"not parquet at all")
+    failed = ingest(s3_lake_env, *csv_args(history.folders[1], "clientes"))
+    errors = [line.split(": ", 1)[-1] for line in failed.stderr.splitlines() if " ERROR " in line]
+    report.record("stored snapshot on S3 overwritten with non-Parquet bytes", runs=2, note=f"exit {failed.returncode}")
+    assert failed.returncode == 3, failed.stderr
+    assert len(errors) == 1 and f"{s3_lake_env}/{key} is not readable Parquet" in errors[0], errors
