@@ -162,6 +162,58 @@
 {% endmacro %}
 
 
+{#-
+    on-run-start of a --full-refresh: every lake table read by a selected model must still have every file its
+    capture log lists as published. The models check it too (macros/bronze/checkpoint.sql), but one at a time:
+    refusing here, before any model runs, keeps the models that do not read the table (Silver, Gold) from being
+    rebuilt on their own, so a refused rebuild changes nothing at all.
+-#}
+{% macro check_published_files() %}
+    {%- if not execute or flags.WHICH not in ['run', 'build'] or not flags.FULL_REFRESH
+          or var('allow_missing_files', false) or var('allow_truncate', false) -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set folders = ['full-load', 'cdc', 'events'] -%}
+    {%- set tables = [] -%}
+    {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.unique_id in selected_resources -%}
+        {%- for source_id in node.depends_on.nodes if source_id in graph.sources -%}
+            {%- set source = graph.sources[source_id] -%}
+            {%- if [source.source_name, source.name] not in tables -%}
+                {%- do tables.append([source.source_name, source.name]) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endfor -%}
+    {%- set refused = [] -%}
+    {%- for source_name, table_name in tables | sort -%}
+        {%- set published = lago_mago.lake_published_files(source_name, table_name, folders) -%}
+        {%- if published -%}
+            {%- set listed = [] -%}
+            {%- for file in lago_mago.list_lake_files(source_name, table_name, folders) -%}
+                {%- do listed.append(lago_mago.lake_file_id(file)) -%}
+            {%- endfor -%}
+            {%- set missing = [] -%}
+            {%- for key in published if key not in listed -%}
+                {%- do missing.append(key) -%}
+            {%- endfor -%}
+            {%- if missing -%}
+                {%- do refused.append(source_name ~ "." ~ table_name ~ ": " ~ missing | length ~ " of "
+                    ~ published | length ~ " published files missing (" ~ missing[:5] | join(', ')
+                    ~ (" and " ~ (missing | length - 5) ~ " more" if missing | length > 5 else "") ~ ")") -%}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if refused -%}
+        {{ exceptions.raise_compiler_error(
+            "--full-refresh needs every file the lake's capture log lists as published, but lake "
+            ~ lago_mago.lake_uri() ~ " (looked in " ~ lago_mago.lake_filesystem_uri() ~ "/raw) misses some: "
+            ~ refused | join('; ') ~ ". Rebuilding without them would lose their changes. Check LAKE_URI, or restore"
+            ~ " the files from a backup of the lake; to rebuild without them on purpose, add"
+            ~ " --vars '{allow_missing_files: true}'. Nothing was changed.") }}
+    {%- endif -%}
+    {{ return('') }}
+{% endmacro %}
+
+
 {#- The text of the lake file at `key` (a path from the lake root), or none when there is no such file. -#}
 {% macro read_lake_text(key) %}
     {{ return(adapter.dispatch('read_lake_text', 'lago_mago')(key)) }}

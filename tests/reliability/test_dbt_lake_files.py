@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
-from reliability_support import Recorder, ingest, warehouse_state
+from reliability_support import Recorder, S3View, ingest, warehouse_state
 from support.dbt import Dbt
 
 pytestmark = pytest.mark.dbt
@@ -128,7 +129,7 @@ def test_a_deleted_events_batch_is_refused(tmp_path: Path, report: Recorder) -> 
     before = warehouse_state(site.database)
     refused = site.build(*hotmart, "--full-refresh")
     assert refused.returncode != 0
-    assert batch in refused.stdout and "bronze_hotmart__purchase" in refused.stdout, refused.stdout[-3000:]
+    assert batch in refused.stdout and "hotmart.purchase" in refused.stdout, refused.stdout[-3000:]
     assert (
         warehouse_state(site.database)["bronze.bronze_hotmart__purchase"] == before["bronze.bronze_hotmart__purchase"]
     )
@@ -190,4 +191,31 @@ def test_a_lake_path_with_a_quote_builds_and_a_quoted_file_name_is_refused(tmp_p
         runs=6,
         expected=len(before["bronze.bronze_loyalty__clientes"]),
         note="the lake builds; each stray file refused by name; warehouse unchanged",
+    )
+
+
+@pytest.mark.s3
+def test_a_published_file_missing_from_an_s3_lake_is_refused(
+    tmp_path: Path, s3_lake_env: str, seaweedfs: Any, report: Recorder
+) -> None:
+    """The same guard on an S3 lake, whose capture log DuckDB reads through fsspec."""
+    site = Dbt.at(tmp_path / "dbt", s3_lake_env, database=tmp_path / "warehouse.duckdb")
+    assert ingest(s3_lake_env, *CAPTURE).returncode == 0
+    site.build(*LOYALTY, check=True)
+    view = S3View.of(seaweedfs.client(), s3_lake_env)
+    state = json.loads(view.read("_ingestion/loyalty/produtos/state.json") or b"{}")
+    full_load = state["captures"][0]["data_key"]
+    assert full_load in view.list_keys("raw/loyalty/full-load/produtos/")
+    view.client.delete_object(Bucket=view.bucket, Key=f"{view.prefix}/{full_load}")
+    before = warehouse_state(site.database)
+    assert len(before["bronze.bronze_loyalty__produtos"]) > 0
+    refused = site.build(*LOYALTY, "--full-refresh")
+    assert refused.returncode != 0
+    assert full_load in refused.stdout and "Nothing was changed" in refused.stdout, refused.stdout[-3000:]
+    assert warehouse_state(site.database) == before
+    report.record(
+        "dbt: a full-load file deleted from an S3 lake, --full-refresh",
+        runs=3,
+        expected=len(before["bronze.bronze_loyalty__produtos"]),
+        note="refused naming the file, before any model runs; warehouse unchanged",
     )
