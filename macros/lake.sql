@@ -12,18 +12,50 @@
 {% endmacro %}
 
 
+{#-
+    A value as an SQL string literal of the engine. dbt.string_literal quotes without escaping, so a lake path or
+    a file name holding a quote would end the literal early (a parser error at best, an injection at worst):
+    every lake path, file name and lake-derived value goes through this macro instead. Standard SQL doubles the
+    quote; Spark and Databricks read backslash escapes inside literals, so both backslash and quote are escaped.
+-#}
+{% macro sql_string(value) %}
+    {{ return(adapter.dispatch('sql_string', 'lago_mago')(value)) }}
+{% endmacro %}
+
+{% macro default__sql_string(value) %}
+    {{ return("'" ~ (value | string | replace("'", "''")) ~ "'") }}
+{% endmacro %}
+
+{% macro spark__sql_string(value) %}
+    {{ return("'" ~ (value | string | replace('\\', '\\\\') | replace("'", "\\'")) ~ "'") }}
+{% endmacro %}
+
+
 {#- The lake root as the engine's file system names it: Hadoop reads S3 through s3a://, Databricks reads s3://. -#}
 {% macro lake_filesystem_uri() %}
     {{ return(adapter.dispatch('lake_filesystem_uri', 'lago_mago')()) }}
 {% endmacro %}
 
+{#- DuckDB resolves a relative path against the directory dbt runs in (the project root in the quick start). -#}
 {% macro default__lake_filesystem_uri() %}
     {{ return(lago_mago.lake_uri()) }}
 {% endmacro %}
 
+{#-
+    Spark resolves a relative path against different folders depending on the statement: a read against the
+    driver's working directory, a catalog table's location (the listing below) against the warehouse folder.
+    A relative lake is therefore made absolute here, against the driver's working directory (where dbt runs, as
+    on DuckDB), so every statement reads the same folder.
+-#}
 {% macro spark__lake_filesystem_uri() %}
     {%- set uri = lago_mago.lake_uri() -%}
-    {{ return('s3a://' ~ uri[5:] if uri.startswith('s3://') else uri) }}
+    {%- if uri.startswith('s3://') -%}
+        {{ return('s3a://' ~ uri[5:]) }}
+    {%- elif uri.startswith('/') or modules.re.match('^[A-Za-z][A-Za-z0-9+.-]*:', uri) -%}
+        {{ return(uri) }}
+    {%- endif -%}
+    {%- set cwd = run_query("select reflect('java.lang.System', 'getProperty', 'user.dir')").rows[0][0] -%}
+    {{ return(cwd.rstrip('/') ~ '/' ~ (uri[2:] if uri.startswith('./') else uri)) }}
 {% endmacro %}
 
 {% macro databricks__lake_filesystem_uri() %}
@@ -49,32 +81,169 @@
 
 {#-
     Every file of a table in the given folders (`full-load`, `cdc` or `events`), sorted by name (= capture time).
-    A folder that does not exist holds no file.
+    A folder that does not exist holds no file. Every file of the folder counts, whatever its name: a name that is
+    not a lake file's (`<table>_<yyyymmdd_HHMMSS_ffffff>.parquet`, the ingestion's only spelling, events batches
+    included) is refused by name, never skipped nor put into SQL. Hidden files (`.` or `_` first, which Spark's
+    readers skip) are not the lake's and are left out on every engine.
 -#}
 {% macro list_lake_files(source_name, table_name, folders=['full-load', 'cdc']) %}
-    {{ return(adapter.dispatch('list_lake_files', 'lago_mago')(source_name, table_name, folders)) }}
+    {%- set listed = adapter.dispatch('list_lake_folder_files', 'lago_mago')(source_name, table_name, folders) -%}
+    {%- set valid = '^' ~ modules.re.escape(table_name) ~ '_[0-9]{8}_[0-9]{6}_[0-9]{6}[.]parquet$' -%}
+    {%- set files = [] -%}
+    {%- for path in listed -%}
+        {%- set name = path.split('/')[-1] -%}
+        {%- if not (name.startswith('.') or name.startswith('_')) -%}
+            {%- if not modules.re.match(valid, name) -%}
+                {{ exceptions.raise_compiler_error(
+                    source_name ~ "." ~ table_name ~ ": lake file " ~ lago_mago.lake_file_id(path) ~ " (in "
+                    ~ lago_mago.lake_filesystem_uri() ~ ") is not named like a file of the table ("
+                    ~ table_name ~ "_<yyyymmdd_HHMMSS_ffffff>.parquet): it was not written by the ingestion."
+                    ~ " Move it out of the table's folder. Nothing was changed.") }}
+            {%- endif -%}
+            {%- do files.append(path) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(files | sort) }}
 {% endmacro %}
 
-{% macro duckdb__list_lake_files(source_name, table_name, folders) %}
+{% macro duckdb__list_lake_folder_files(source_name, table_name, folders) %}
     {%- set globs = [] -%}
     {%- for folder in folders -%}
-        {%- set pattern = lago_mago.lake_uri() ~ '/raw/' ~ source_name ~ '/' ~ folder ~ '/' ~ table_name ~ '/'
-            ~ table_name ~ '_*.parquet' -%}
-        {%- do globs.append("select file from glob(" ~ dbt.string_literal(pattern) ~ ")") -%}
+        {%- set pattern = lago_mago.lake_filesystem_uri() ~ '/raw/' ~ source_name ~ '/' ~ folder ~ '/' ~ table_name
+            ~ '/*' -%}
+        {%- do globs.append("select file from glob(" ~ lago_mago.sql_string(pattern) ~ ")") -%}
     {%- endfor -%}
-    {%- set files = run_query(globs | join(' union all ')).columns[0].values() | list -%}
-    {{ return(files | sort) }}
+    {{ return(run_query(globs | join(' union all ')).columns[0].values() | list) }}
 {% endmacro %}
 
 {#-
     Spark: the lake's `raw/` folder, listed once per model, keeps the table's files by their path. A source with no
     file yet, or a lake with no `raw/` at all, is an empty list (macros below).
 -#}
-{% macro spark__list_lake_files(source_name, table_name, folders) %}
-    {%- set pattern = '/raw/' ~ source_name ~ '/(' ~ folders | join('|') ~ ')/' ~ table_name ~ '/'
-        ~ table_name ~ '_[^/]*[.]parquet$' -%}
-    {{ return(lago_mago.files_under(
-        lago_mago.lake_filesystem_uri() ~ '/raw', table_name ~ '_*.parquet', pattern) | sort) }}
+{% macro spark__list_lake_folder_files(source_name, table_name, folders) %}
+    {%- set escaped = [] -%}
+    {%- for folder in folders -%}
+        {%- do escaped.append(modules.re.escape(folder)) -%}
+    {%- endfor -%}
+    {%- set pattern = '/raw/' ~ modules.re.escape(source_name) ~ '/(' ~ escaped | join('|') ~ ')/'
+        ~ modules.re.escape(table_name) ~ '/[^/]+$' -%}
+    {{ return(lago_mago.files_under(lago_mago.lake_filesystem_uri() ~ '/raw', '*', pattern)) }}
+{% endmacro %}
+
+
+{#-
+    The files the lake's capture log says were published for a table in the given folders, by identity
+    (`raw/<source>/<folder>/<table>/<file>`), or none when the table has no capture log (a lake written before
+    the ingestion kept one, or files put there by hand). The log is `_ingestion/<source>/<table>/state.json`,
+    one record per committed capture (`captures[].data_key`, none for a capture without changes), events
+    batches included. A capture held by the circuit breaker, or decided but not yet committed, is not in it:
+    not published, not expected.
+-#}
+{% macro lake_published_files(source_name, table_name, folders) %}
+    {%- set key = '_ingestion/' ~ source_name ~ '/' ~ table_name ~ '/state.json' -%}
+    {%- set text = lago_mago.read_lake_text(key) -%}
+    {%- if text is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set state = fromjson(text) -%}
+    {%- if state is not mapping or state.get('captures') is none -%}
+        {{ exceptions.raise_compiler_error(
+            source_name ~ "." ~ table_name ~ ": the lake's capture log " ~ lago_mago.lake_filesystem_uri() ~ "/"
+            ~ key ~ " is not a capture log (unreadable JSON, or no `captures`). Restore it from a backup of the"
+            ~ " lake. Nothing was changed.") }}
+    {%- endif -%}
+    {%- set published = [] -%}
+    {%- for capture in state.captures if capture.get('data_key') -%}
+        {%- if capture.data_key.split('/')[2] in folders -%}
+            {%- do published.append(capture.data_key) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(published) }}
+{% endmacro %}
+
+
+{#-
+    on-run-start of a --full-refresh: every lake table read by a selected model must still have every file its
+    capture log lists as published. The models check it too (macros/bronze/checkpoint.sql), but one at a time:
+    refusing here, before any model runs, keeps the models that do not read the table (Silver, Gold) from being
+    rebuilt on their own, so a refused rebuild changes nothing at all.
+-#}
+{% macro check_published_files() %}
+    {%- if not execute or flags.WHICH not in ['run', 'build'] or not flags.FULL_REFRESH
+          or var('allow_missing_files', false) or var('allow_truncate', false) -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set folders = ['full-load', 'cdc', 'events'] -%}
+    {%- set tables = [] -%}
+    {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.unique_id in selected_resources -%}
+        {%- for source_id in node.depends_on.nodes if source_id in graph.sources -%}
+            {%- set source = graph.sources[source_id] -%}
+            {%- if [source.source_name, source.name] not in tables -%}
+                {%- do tables.append([source.source_name, source.name]) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endfor -%}
+    {%- set refused = [] -%}
+    {%- for source_name, table_name in tables | sort -%}
+        {%- set published = lago_mago.lake_published_files(source_name, table_name, folders) -%}
+        {%- if published -%}
+            {%- set listed = [] -%}
+            {%- for file in lago_mago.list_lake_files(source_name, table_name, folders) -%}
+                {%- do listed.append(lago_mago.lake_file_id(file)) -%}
+            {%- endfor -%}
+            {%- set missing = [] -%}
+            {%- for key in published if key not in listed -%}
+                {%- do missing.append(key) -%}
+            {%- endfor -%}
+            {%- if missing -%}
+                {%- do refused.append(source_name ~ "." ~ table_name ~ ": " ~ missing | length ~ " of "
+                    ~ published | length ~ " published files missing (" ~ missing[:5] | join(', ')
+                    ~ (" and " ~ (missing | length - 5) ~ " more" if missing | length > 5 else "") ~ ")") -%}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if refused -%}
+        {{ exceptions.raise_compiler_error(
+            "--full-refresh needs every file the lake's capture log lists as published, but lake "
+            ~ lago_mago.lake_uri() ~ " (looked in " ~ lago_mago.lake_filesystem_uri() ~ "/raw) misses some: "
+            ~ refused | join('; ') ~ ". Rebuilding without them would lose their changes. Check LAKE_URI, or restore"
+            ~ " the files from a backup of the lake; to rebuild without them on purpose, add"
+            ~ " --vars '{allow_missing_files: true}'. Nothing was changed.") }}
+    {%- endif -%}
+    {{ return('') }}
+{% endmacro %}
+
+
+{#- The text of the lake file at `key` (a path from the lake root), or none when there is no such file. -#}
+{% macro read_lake_text(key) %}
+    {{ return(adapter.dispatch('read_lake_text', 'lago_mago')(key)) }}
+{% endmacro %}
+
+{% macro duckdb__read_lake_text(key) %}
+    {%- set path = lago_mago.sql_string(lago_mago.lake_filesystem_uri() ~ '/' ~ key) -%}
+    {%- if not run_query('select file from glob(' ~ path ~ ')').rows -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {{ return(run_query('select content from read_text(' ~ path ~ ')').rows[0][0]) }}
+{% endmacro %}
+
+{#-
+    Spark: the file is looked for by listing it (a listing's location may be one file), so a missing one gives
+    none instead of Spark's PATH_NOT_FOUND; the text reader's wholetext reads it as one row.
+-#}
+{% macro spark__read_lake_text(key) %}
+    {%- set name = key.split('/')[-1] -%}
+    {%- set found = lago_mago.files_under(
+        lago_mago.lake_filesystem_uri() ~ '/' ~ key, name, '/' ~ modules.re.escape(name) ~ '$') -%}
+    {%- if not found -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- call statement('lago_mago_lake_text') -%}
+        create or replace temporary view lago_mago_lake_text
+        using text
+        options (path {{ lago_mago.sql_string(found[0]) }}, wholetext 'true')
+    {%- endcall -%}
+    {{ return(run_query('select value from lago_mago_lake_text').rows[0][0]) }}
 {% endmacro %}
 
 
@@ -103,11 +272,11 @@
     {%- call statement('lago_mago_listing') -%}
         create table {{ listing }}
         using binaryFile
-        options (recursiveFileLookup 'true', pathGlobFilter {{ dbt.string_literal(name_glob) }})
-        location {{ dbt.string_literal(folder) }}
+        options (recursiveFileLookup 'true', pathGlobFilter {{ lago_mago.sql_string(name_glob) }})
+        location {{ lago_mago.sql_string(folder) }}
     {%- endcall -%}
     {%- set paths = run_query(
-        'select path from ' ~ listing ~ ' where path rlike ' ~ dbt.string_literal(pattern)).columns[0].values() | list -%}
+        'select path from ' ~ listing ~ ' where path rlike ' ~ lago_mago.sql_string(pattern)).columns[0].values() | list -%}
     {%- do run_query('drop table if exists ' ~ listing) -%}
     {{ return(paths) }}
 {% endmacro %}
@@ -122,13 +291,13 @@
         create or replace temporary view {{ view }}
         using binaryFile
         options (
-            path {{ dbt.string_literal(folder) }},
+            path {{ lago_mago.sql_string(folder) }},
             recursiveFileLookup 'true',
-            pathGlobFilter {{ dbt.string_literal(name_glob) }}
+            pathGlobFilter {{ lago_mago.sql_string(name_glob) }}
         )
     {%- endcall -%}
     {{ return(run_query(
-        'select path from ' ~ view ~ ' where path rlike ' ~ dbt.string_literal(pattern)).columns[0].values() | list) }}
+        'select path from ' ~ view ~ ' where path rlike ' ~ lago_mago.sql_string(pattern)).columns[0].values() | list) }}
 {% endmacro %}
 
 
@@ -143,7 +312,7 @@
 {% macro duckdb__read_lake_files(files) %}
     {%- set literals = [] -%}
     {%- for file in files -%}
-        {%- do literals.append(dbt.string_literal(file)) -%}
+        {%- do literals.append(lago_mago.sql_string(file)) -%}
     {%- endfor -%}
     read_parquet([{{ literals | join(', ') }}], filename = true, file_row_number = true, union_by_name = true)
 {%- endmacro %}
@@ -180,7 +349,7 @@
             *,
             _metadata.file_path as filename,
             _metadata.row_index as file_row_number
-        from parquet.`{{ glob }}`
+        from parquet.`{{ glob | replace('`', '``') }}`
     )
 {%- endmacro %}
 
@@ -206,7 +375,7 @@
         database=target.get('database'), schema=generate_schema_name('bronze', none) | trim, identifier='lake_identity') -%}
     {%- do adapter.dispatch('create_lake_identity_table', 'lago_mago')(recorded_relation) -%}
     {%- set recorded = run_query('select lake_id, lake_uri from ' ~ recorded_relation).rows -%}
-    {%- set lake_id = adapter.dispatch('read_lake_id', 'lago_mago')() -%}
+    {%- set lake_id = lago_mago.read_lake_id() -%}
     {%- set uri = lago_mago.lake_uri() -%}
     {%- if recorded and lake_id != recorded[0][0] -%}
         {%- if flags.FULL_REFRESH and var('switch_lake', false) and lake_id is not none -%}
@@ -227,7 +396,7 @@
     {%- if not recorded and lake_id is not none -%}
         {%- do run_query(
             "insert into " ~ recorded_relation ~ " (lake_id, lake_uri, recorded_at) values ("
-            ~ dbt.string_literal(lake_id) ~ ", " ~ dbt.string_literal(uri) ~ ", "
+            ~ lago_mago.sql_string(lake_id) ~ ", " ~ lago_mago.sql_string(uri) ~ ", "
             ~ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) ~ ")") -%}
         {%- do adapter.commit() if target.type == 'duckdb' -%}
     {%- endif -%}
@@ -250,31 +419,10 @@
 
 
 {#- The lake's id from <lake>/_ingestion/lake.json, or none when the file is not there. -#}
-{% macro duckdb__read_lake_id() %}
-    {%- set path = lago_mago.lake_uri() ~ '/_ingestion/lake.json' -%}
-    {%- if not run_query('select file from glob(' ~ dbt.string_literal(path) ~ ')').rows -%}
-        {{ return(none) }}
-    {%- endif -%}
-    {{ return(run_query('select lake_id from read_json(' ~ dbt.string_literal(path) ~ ')').rows[0][0]) }}
-{% endmacro %}
-
-{#-
-    Spark: lake.json is looked for by listing it (macros above; a listing's location may be one file), so a lake
-    without it (captured before the ingestion wrote it, nothing captured yet, a mistyped LAKE_URI) gives none
-    instead of Spark's PATH_NOT_FOUND.
--#}
-{% macro spark__read_lake_id() %}
-    {%- set path = lago_mago.lake_filesystem_uri() ~ '/_ingestion/lake.json' -%}
-    {%- set found = lago_mago.files_under(path, 'lake.json', '/_ingestion/lake[.]json$') -%}
-    {%- if not found -%}
-        {{ return(none) }}
-    {%- endif -%}
-    {%- call statement('lago_mago_lake_json') -%}
-        create or replace temporary view lago_mago_lake_json
-        using json
-        options (path {{ dbt.string_literal(found[0]) }}, multiLine 'true')
-    {%- endcall -%}
-    {{ return(run_query('select lake_id from lago_mago_lake_json').rows[0][0]) }}
+{% macro read_lake_id() %}
+    {%- set text = lago_mago.read_lake_text('_ingestion/lake.json') -%}
+    {%- set identity = fromjson(text) if text is not none else none -%}
+    {{ return(identity.get('lake_id') if identity is mapping else none) }}
 {% endmacro %}
 
 
@@ -295,7 +443,7 @@
     {%- if not execute -%}
         {{ return('') }}
     {%- endif -%}
-    {%- set files = lago_mago.lake_uri() ~ '/raw/*/*/*/*.parquet' -%}
+    {%- set files = lago_mago.lake_filesystem_uri() ~ '/raw/*/*/*/*.parquet' -%}
     {%- do run_query('create schema if not exists ' ~ (generate_schema_name('bronze', none) | trim)) -%}
     {%- call statement('lago_mago_lake_capture_times') -%}
         create or replace view {{ generate_schema_name('bronze', none) | trim }}.lake_capture_times as
@@ -303,7 +451,7 @@
             regexp_extract(file, '/raw/([^/]+)/[^/]+/[^/]+/[^/]+$', 1) as source_name,
             regexp_extract(file, '/raw/[^/]+/[^/]+/([^/]+)/[^/]+$', 1) as table_name,
             try_strptime(regexp_extract(file, '_(\d+_\d+_\d+)[.]parquet$', 1), '%Y%m%d_%H%M%S_%f') as captured_at
-        from glob({{ dbt.string_literal(files) }})
+        from glob({{ lago_mago.sql_string(files) }})
     {%- endcall -%}
     {%- do adapter.commit() -%}
     {{ return('') }}

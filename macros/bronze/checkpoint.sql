@@ -19,7 +19,7 @@
     {%- set consumed_sql -%}
         select file_name
         from {{ checkpoint }}
-        where model_name = {{ dbt.string_literal(model_name) }} and status = 'merged'
+        where model_name = {{ lago_mago.sql_string(model_name) }} and status = 'merged'
     {%- endset -%}
     {%- set ids = set(run_query(consumed_sql).columns[0].values()) -%}
     {{ return({'ids': ids, 'count': ids | length}) }}
@@ -34,6 +34,7 @@
     'consumed_files': [paths of the files already consumed, still in the lake]}.
 
     Refuses, changing nothing:
+    - a batch that misses a file the lake's capture log says was published (checkpoint_check_published);
     - a batch that would empty a table because the lake holds no file of it (a mistyped LAKE_URI, a deleted
       folder), or an incremental run whose lake holds none of the files already consumed (another lake), unless
       --vars '{allow_truncate: true}';
@@ -56,7 +57,8 @@
             {%- do new_files.append(file) -%}
         {%- endif -%}
     {%- endfor -%}
-    {%- set where = lago_mago.lake_uri() ~ '/raw/' ~ source_name ~ '/{' ~ folders | join(',') ~ '}/' ~ table_name -%}
+    {%- set where = lago_mago.lake_filesystem_uri() ~ '/raw/' ~ source_name ~ '/{' ~ folders | join(',') ~ '}/'
+        ~ table_name -%}
 
     {%- if not var('allow_truncate', false) -%}
         {%- if not files and not incremental and load_relation(this) is not none -%}
@@ -78,6 +80,7 @@
                     ~ " To accept it, add --vars '{allow_truncate: true}'. Nothing was changed.") }}
             {%- endif -%}
         {%- endif -%}
+        {%- do lago_mago.checkpoint_check_published(source_name, table_name, folders, files, consumed, where) -%}
     {%- endif -%}
 
     {%- set reader = lago_mago.read_lake_files(new_files) if new_files else none -%}
@@ -91,6 +94,47 @@
         {%- do lago_mago.checkpoint_write_plan(none, source_name, table_name, convention) -%}
     {%- endif -%}
     {{ return({'files': new_files, 'reader': reader, 'consumed': consumed, 'consumed_files': consumed_files}) }}
+{% endmacro %}
+
+
+{#-
+    Every file the lake's capture log lists as published for the table (macros/lake.sql) must be in the listing,
+    or the build would silently lose its changes: a deleted full load would leave Bronze with the keys changed
+    since, a relative LAKE_URI resolved elsewhere an empty table. A first build or --full-refresh needs every
+    published file. An incremental run needs only those it has not merged yet: a file merged earlier and removed
+    from the lake since (retention) is already in the warehouse, but the next --full-refresh refuses without it.
+    A table without a capture log (a lake older than the log) is checked by the guards of checkpoint_plan_batch
+    only. `--vars '{allow_missing_files: true}'` builds without the missing files, on purpose (so does
+    allow_truncate, which accepts losing every file).
+-#}
+{% macro checkpoint_check_published(source_name, table_name, folders, files, consumed, where) %}
+    {%- if var('allow_missing_files', false) -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set published = lago_mago.lake_published_files(source_name, table_name, folders) -%}
+    {%- if not published -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set listed = [] -%}
+    {%- for file in files -%}
+        {%- do listed.append(lago_mago.lake_file_id(file)) -%}
+    {%- endfor -%}
+    {%- set listed = set(listed) -%}
+    {%- set missing = [] -%}
+    {%- for key in published if key not in listed and key not in consumed.ids -%}
+        {%- do missing.append(key) -%}
+    {%- endfor -%}
+    {%- if missing -%}
+        {{ exceptions.raise_compiler_error(
+            this.identifier ~ ": " ~ missing | length ~ " of the " ~ published | length ~ " files the capture log of "
+            ~ source_name ~ "." ~ table_name ~ " lists as published are not in lake " ~ lago_mago.lake_uri()
+            ~ " (looked in " ~ where ~ ", found " ~ files | length ~ " files): " ~ missing[:5] | join(', ')
+            ~ (" and " ~ (missing | length - 5) ~ " more" if missing | length > 5 else "")
+            ~ ". Building without them would lose their changes. Check LAKE_URI, or restore the files from a backup"
+            ~ " of the lake; to build without them on purpose, add --vars '{allow_missing_files: true}'."
+            ~ " Nothing was changed.") }}
+    {%- endif -%}
+    {{ return('') }}
 {% endmacro %}
 
 
@@ -142,7 +186,7 @@
 {#- Replace this model's planned rows by the files of this batch (none: the batch is empty). -#}
 {% macro checkpoint_write_plan(reader, source_name, table_name, convention) %}
     {%- set checkpoint = ref('bronze_processed_files') -%}
-    {%- set model_name = dbt.string_literal(this.identifier) -%}
+    {%- set model_name = lago_mago.sql_string(this.identifier) -%}
     {%- call statement('checkpoint_forget_plan') -%}
         delete from {{ checkpoint }} where model_name = {{ model_name }} and status = 'planned'
     {%- endcall -%}
@@ -154,8 +198,8 @@
             )
             select
                 {{ model_name }},
-                {{ dbt.string_literal(source_name) }},
-                {{ dbt.string_literal(table_name) }},
+                {{ lago_mago.sql_string(source_name) }},
+                {{ lago_mago.sql_string(table_name) }},
                 {{ lago_mago.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }},
                 count(*),
                 min({{ convention.timestamp }}),
@@ -177,14 +221,14 @@
         with newest as (
             select max(max_cdc_timestamp) as max_cdc_timestamp
             from {{ ref('bronze_processed_files') }}
-            where model_name = {{ dbt.string_literal(this.identifier) }} and status = 'merged'
+            where model_name = {{ lago_mago.sql_string(this.identifier) }} and status = 'merged'
         ),
 
         newest_sequence as (
             select max(checkpoint.max_cdc_sequence) as max_cdc_sequence
             from {{ ref('bronze_processed_files') }} as checkpoint
             inner join newest on checkpoint.max_cdc_timestamp = newest.max_cdc_timestamp
-            where checkpoint.model_name = {{ dbt.string_literal(this.identifier) }} and checkpoint.status = 'merged'
+            where checkpoint.model_name = {{ lago_mago.sql_string(this.identifier) }} and checkpoint.status = 'merged'
         ),
 
         batch_changes as (
@@ -215,7 +259,7 @@
         {{ return('select 1 as nothing_to_forget') }}
     {%- endif -%}
     delete from {{ ref('bronze_processed_files') }}
-    where model_name = {{ dbt.string_literal(this.identifier) }} and status = 'merged'
+    where model_name = {{ lago_mago.sql_string(this.identifier) }} and status = 'merged'
 {% endmacro %}
 
 
@@ -223,5 +267,5 @@
 {% macro checkpoint_commit_plan() %}
     update {{ ref('bronze_processed_files') }}
     set status = 'merged', merged_at = {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
-    where model_name = {{ dbt.string_literal(this.identifier) }} and status = 'planned'
+    where model_name = {{ lago_mago.sql_string(this.identifier) }} and status = 'planned'
 {% endmacro %}

@@ -51,7 +51,7 @@
             {%- set listed = cdc.get({'I': 'insert', 'U': 'update', 'D': 'delete'}[code], default) %}
             {%- do codes.update({code: listed}) %}
             when cast({{ operation }} as {{ dbt.type_string() }}) in (
-                {%- for value in listed %}{{ dbt.string_literal(value) }}{{ ', ' if not loop.last }}{% endfor -%}
+                {%- for value in listed %}{{ lago_mago.sql_string(value) }}{{ ', ' if not loop.last }}{% endfor -%}
             ) then '{{ code }}'
             {%- endfor %}
         end

@@ -10,8 +10,9 @@
     {%- set parts = [] -%}
     {%- if backfill_start and backfill_end -%}
         {%- do parts.append(
-            "select transaction_date from " ~ transactions ~ " where transaction_date between cast('"
-            ~ backfill_start ~ "' as date) and cast('" ~ backfill_end ~ "' as date)") -%}
+            "select transaction_date from " ~ transactions ~ " where transaction_date between cast("
+            ~ lago_mago.sql_string(backfill_start) ~ " as date) and cast("
+            ~ lago_mago.sql_string(backfill_end) ~ " as date)") -%}
     {%- endif -%}
     {%- if is_incremental() -%}
         {%- set changed_transactions = lago_mago.changes_since_last_build(transactions) -%}

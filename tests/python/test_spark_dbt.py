@@ -6,13 +6,17 @@ reads Bronze's Change Data Feed; the history derives every captured version from
 model, history included (`dbt_scd_id`, `dbt_valid_from`, `dbt_valid_to`), must hold the same rows on both engines,
 and DuckDB's history must be the change log itself, so Spark's is too. Then a `--full-refresh` against a lake that
 does not exist must refuse and leave every table as it was. Spark builds cost minutes: one module fixture builds.
-Apart, a small run over a lake where only `loyalty` was captured: a declared source with no file is an empty batch.
+The Spark builds are the README's command verbatim, `dbt build --target spark` run in a copy of the project with
+the quick start's lake in `./lake` and no LAKE_URI: a relative lake must be the same folder on both engines.
+Apart, a small run over a lake where only `loyalty` was captured, in a folder whose path holds a quote: a declared
+source with no file is an empty batch, a stray file is refused by name, a published file missing is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,9 +25,16 @@ from typing import Any
 
 import duckdb
 import pytest
-from spark_support import REPO_ROOT, ensure_spark_jars, jars_dir, profile_spark_parameters
+from spark_support import (
+    REPO_ROOT,
+    ensure_spark_jars,
+    isolated_parameters,
+    jars_dir,
+    profile_spark_parameters,
+    start_spark,
+)
 from support.cli import ingest
-from support.dbt import Dbt
+from support.dbt import Dbt, copy_project
 from test_change_log import assert_history_is_the_change_log
 
 pytestmark = pytest.mark.dbt
@@ -31,7 +42,16 @@ pytestmark = pytest.mark.dbt
 CAPTURES = 6
 BUILT_AFTER = (2, 6)  # builds after these captures only: the history must still hold every captured version
 SIMULATOR_SCALE = "2000"  # enough customers that the simulator deletes some between captures
-ENGINES = ("dev", "spark")
+# the README's Spark command runs with none of these set: the profile's defaults, relative to the project root
+README_UNSET = (
+    "LAKE_URI",
+    "SPARK_WAREHOUSE_DIR",
+    "DUCKDB_PATH",
+    "DBT_PROJECT_DIR",
+    "DBT_PROFILES_DIR",
+    "DBT_TARGET_PATH",
+    "DBT_LOG_PATH",
+)
 
 
 def run(
@@ -65,12 +85,31 @@ def dbt(
     return time.monotonic() - started, result
 
 
+def project_copy(work: Path) -> Path:
+    """The checkout the README's Spark command runs in: lake `./lake`, Spark warehouse `./warehouse/spark`."""
+    return work / "project"
+
+
+def spark_warehouse(work: Path) -> Path:
+    return project_copy(work) / "warehouse" / "spark"
+
+
+def readme_site(work: Path) -> Dbt:
+    """`dbt build --target spark` as the README has it: in the project's folder, nothing but the defaults."""
+    project = copy_project(project_copy(work))
+    # what `scripts/spark_jars.sh` leaves in a checkout (the profile names the folder relative to it)
+    (project / ".spark-jars").symlink_to(jars_dir(profile_spark_parameters()), target_is_directory=True)
+    env: dict[str, str | None] = dict.fromkeys(README_UNSET)
+    return Dbt.at(work / "dbt-spark", project / "lake", project=project, target="spark", env=env)
+
+
 def compare_engines(work: Path) -> dict[str, Any]:
     """Every table of both warehouses, row by row (tests/python/cross_engine.py, in its own process)."""
     script = str(Path(__file__).resolve().parent / "cross_engine.py")
     manifest = str(work / "dbt-dev" / "target" / "manifest.json")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-    result = run([sys.executable, script, manifest, str(work / "dev.duckdb"), str(work / "spark")], env, timeout=600)
+    warehouses = [str(work / "dev.duckdb"), str(spark_warehouse(work))]
+    result = run([sys.executable, script, manifest, *warehouses], env, timeout=600)
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return report
 
@@ -86,20 +125,25 @@ def assert_engines_equal(report: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
-    """Six captures, both engines built after captures 2 and 6 only; the wall time of each build."""
+    """Six captures, both engines built after captures 2 and 6 only; the wall time of each build. Spark builds with
+    the README's command (relative lake, cwd = the project); DuckDB reads the same lake by its absolute path."""
     work = tmp_path_factory.mktemp("cross-engine")
     ensure_spark_jars(jars_dir(profile_spark_parameters()))
-    lake = work / "lake"
-    sites = {
-        target: spark_site(work / f"dbt-{target}", lake, work / "spark", target, database=work / "dev.duckdb")
-        for target in ENGINES
-    }
+    spark = readme_site(work)
+    lake = project_copy(work) / "lake"
+    sites = {"dev": Dbt.at(work / "dbt-dev", lake, database=work / "dev.duckdb"), "spark": spark}
     timings: dict[str, float] = {}
     for number in range(1, CAPTURES + 1):
         ingest(lake, "--scale", SIMULATOR_SCALE, check=True)
         if number in BUILT_AFTER:
             for target, site in sites.items():
-                timings[f"{target} build after capture {number}"], _ = dbt(site, "build")
+                cwd = spark.project if target == "spark" else None
+                started = time.monotonic()
+                result = site.build(cwd=cwd)
+                timings[f"{target} build after capture {number}"] = time.monotonic() - started
+                assert result.returncode == 0, f"{site.command('build')}\n{(result.stdout + result.stderr)[-8000:]}"
+    assert spark.command("build")[1:] == ["build", "--target", "spark"]
+    assert "LAKE_URI" not in spark.env
     return work, timings
 
 
@@ -115,7 +159,7 @@ def test_spark_builds_the_same_tables_as_duckdb(built: tuple[Path, dict[str, flo
         assert history["rows"][1] >= bronze["rows"][1] > 0, (table, history["rows"], bronze["rows"])
     assert report["snapshots.snp_loyalty__clientes"]["rows"][1] > report["bronze.bronze_loyalty__clientes"]["rows"][1]
     with duckdb.connect(str(work / "dev.duckdb"), read_only=True) as con:
-        assert_history_is_the_change_log(con, str(work / "lake"))
+        assert_history_is_the_change_log(con, str(project_copy(work) / "lake"))
         deleted = con.execute("select count(*) from snapshots.snp_loyalty__clientes where dbt_is_deleted = 'True'")
         assert (deleted.fetchone() or (0,))[0] > 0, "the scenario must delete customers"
 
@@ -123,7 +167,7 @@ def test_spark_builds_the_same_tables_as_duckdb(built: tuple[Path, dict[str, flo
 def test_full_refresh_against_a_missing_lake_refuses_on_spark(built: tuple[Path, dict[str, float]]) -> None:
     """A mistyped LAKE_URI with --full-refresh fails, says nothing was changed, and every table is as it was."""
     work, _ = built
-    site = spark_site(work / "refused", work / "no-such-lake", work / "spark")
+    site = spark_site(work / "refused", work / "no-such-lake", spark_warehouse(work))
     _, result = dbt(site, "build", "--full-refresh", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-6000:]
@@ -132,14 +176,37 @@ def test_full_refresh_against_a_missing_lake_refuses_on_spark(built: tuple[Path,
     assert_engines_equal(compare_engines(work))
 
 
-def test_a_source_without_files_is_an_empty_batch_on_spark(tmp_path: Path) -> None:
-    """Only `loyalty` captured, no `raw/hotmart`: the Hotmart models build, empty, instead of PATH_NOT_FOUND."""
+def test_a_lake_with_a_quote_in_its_path_on_spark(tmp_path: Path) -> None:
+    """Only `loyalty` captured, into `o'brien lake`: the Hotmart models build, empty, instead of PATH_NOT_FOUND;
+    Bronze reads the lake through its quoted path; a stray file named with a quote and a published file that is
+    gone are each refused by name."""
     ensure_spark_jars(jars_dir(profile_spark_parameters()))
-    site = spark_site(tmp_path, tmp_path / "lake", tmp_path / "spark")
-    ingest(tmp_path / "lake", "--source", "loyalty", "--scale", "20", check=True)
-    assert not (tmp_path / "lake" / "raw" / "hotmart").exists()
-    dbt(site, "run", "--select", "source:hotmart+", "tag:lake_state", timeout=900)
-    results = site.artifact("run_results.json")["results"]
-    statuses = {result["unique_id"].split(".")[-1]: result["status"] for result in results}
-    bronze = {name: status for name, status in statuses.items() if name.startswith("bronze_hotmart__")}
-    assert bronze and set(bronze.values()) == {"success"}, statuses
+    lake = tmp_path / "o'brien lake"
+    site = spark_site(tmp_path, lake, tmp_path / "spark")
+    ingest(lake, "--source", "loyalty", "--scale", "20", check=True)
+    assert not (lake / "raw" / "hotmart").exists()
+    full_loads = lake / "raw" / "loyalty" / "full-load"
+    stray = lake / "raw" / "loyalty" / "cdc" / "produtos" / "produtos_x'); drop table x; --.parquet"
+    stray.parent.mkdir(parents=True)
+    shutil.copy(next((full_loads / "produtos").glob("*.parquet")), stray)
+    missing = next((full_loads / "transacoes").glob("*.parquet"))
+    missing.unlink()
+    loyalty = ("bronze_loyalty__clientes", "bronze_loyalty__produtos", "bronze_loyalty__transacoes")
+    _, result = dbt(site, "run", "--select", "source:hotmart+", "tag:lake_state", *loyalty, timeout=900, check=False)
+    assert result.returncode != 0
+    results = {item["unique_id"].split(".")[-1]: item for item in site.artifact("run_results.json")["results"]}
+    bronze = {name: item["status"] for name, item in results.items() if name.startswith("bronze_hotmart__")}
+    assert bronze and set(bronze.values()) == {"success"}, results
+    assert results["bronze_loyalty__clientes"]["status"] == "success", results["bronze_loyalty__clientes"]
+    assert results["bronze_loyalty__produtos"]["status"] == "error"
+    assert f"raw/loyalty/cdc/produtos/{stray.name}" in results["bronze_loyalty__produtos"]["message"]
+    assert results["bronze_loyalty__transacoes"]["status"] == "error"
+    assert f"raw/loyalty/full-load/transacoes/{missing.name}" in results["bronze_loyalty__transacoes"]["message"]
+    state = json.loads((lake / "_ingestion" / "loyalty" / "clientes" / "state.json").read_text())
+    spark = start_spark(isolated_parameters(tmp_path / "spark"))
+    try:
+        held = spark.sql("select count(*) from bronze.bronze_loyalty__clientes").collect()[0][0]
+        assert held == state["captures"][-1]["snapshot_rows"] > 0
+        assert not spark.catalog.tableExists("bronze.bronze_loyalty__produtos")
+    finally:
+        spark.stop()

@@ -68,6 +68,16 @@ def test_a_table_whose_files_were_all_deleted_is_not_emptied(tmp_path: Path, rep
     before = warehouse_state(site.database)
     refused = dbt_build(site, "--full-refresh")
     assert refused.returncode != 0
+    # the capture log names every published file of the table, so the rebuild refuses before any model runs
+    assert "loyalty.produtos: " in refused.stdout and "published files missing" in refused.stdout, refused.stdout[
+        -3000:
+    ]
+    assert "Nothing was changed" in refused.stdout
+    assert warehouse_state(site.database) == before
+    # a lake without a capture log (older lakes) still meets the guard on the empty listing
+    shutil.rmtree(lake / "_ingestion" / "loyalty" / "produtos")
+    refused = dbt_build(site, "--full-refresh")
+    assert refused.returncode != 0
     assert "bronze_loyalty__produtos: the lake holds no file of loyalty.produtos" in refused.stdout
     assert "allow_truncate" in refused.stdout
     state = warehouse_state(site.database)
@@ -80,8 +90,9 @@ def test_a_table_whose_files_were_all_deleted_is_not_emptied(tmp_path: Path, rep
     with site.connect() as con:
         assert con.execute("select count(*) from bronze.bronze_loyalty__produtos").fetchone() == (0,)
     report.record(
-        "dbt: --full-refresh after every file of one table was deleted refuses; allow_truncate empties it",
-        runs=4,
+        "dbt: --full-refresh after every file of one table was deleted (with and without its capture log) refuses;"
+        " allow_truncate empties it",
+        runs=5,
         expected=len(before["bronze.bronze_loyalty__produtos"]),
         note="the table and its history kept; truncation only when asked",
     )
