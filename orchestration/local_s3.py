@@ -337,9 +337,13 @@ PID_FILE = "weed.pid"
 
 
 def warehouse_name(bucket: str, prefix: str) -> str:
-    """The stem of the warehouses that belong to the lake `s3://bucket/prefix`: one lake, one name."""
-    parts = ("s3", bucket, *prefix.strip("/").split("/"))
-    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts if part)
+    """The stem of the warehouses of the lake `s3://bucket/prefix`, one path component: `s3-lake-lago-mago`.
+
+    Two lakes whose names differ only in characters a file name cannot hold could share a stem; the warehouse then
+    refuses the second lake by name (macros/lake.sql), it never mixes them.
+    """
+    parts = ("s3", bucket, *prefix.split("/"))
+    return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", part) for part in parts if part not in ("", ".", ".."))
 
 
 def lake_environment(server: SeaweedFS, bucket: str, prefix: str) -> dict[str, str]:

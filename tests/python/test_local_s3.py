@@ -57,6 +57,8 @@ def test_a_local_s3_lake_in_one_command(tmp_path: Path) -> None:
         env = exported(lines[0])
         assert env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{port}"
         assert env["LAKE_URI"] == "s3://lake/lago-mago"
+        # a warehouse of the lake's own: the quick start's belongs to ./lake
+        assert env["DUCKDB_PATH"] == "warehouse/s3-lake-lago-mago.duckdb"
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= env.keys()
 
         # a second start on the same folder refuses rather than starting a second server
@@ -131,3 +133,14 @@ def test_the_readme_block_builds_an_s3_warehouse_after_the_quick_start(quick_sta
     with duckdb.connect(str(quick_start.warehouse), read_only=True) as con:
         local = (con.execute("select count(*) from bronze.bronze_loyalty__clientes").fetchone() or (0,))[0]
     assert local == quick_start.customers
+
+
+def test_each_local_s3_lake_gets_warehouses_of_its_own() -> None:
+    from orchestration.local_s3 import warehouse_name
+
+    lakes = [("lake", "lago-mago"), ("lake", ""), ("lake", "other"), ("lake", "a/b"), ("other", "lago-mago")]
+    names = [warehouse_name(bucket, prefix) for bucket, prefix in lakes]
+    assert names[0] == "s3-lake-lago-mago"
+    assert len(set(names)) == len(lakes), names
+    # one path component each, whatever the prefix holds
+    assert all("/" not in name and " " not in name for name in [*names, warehouse_name("lake", "x y/../z")])
