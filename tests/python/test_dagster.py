@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -98,12 +99,18 @@ def readme_command(start: str) -> str:
     return found[0]
 
 
+def shell_env(env: dict[str, str]) -> dict[str, str]:
+    """The test's environment with `env`, and this interpreter's scripts (`dg`, `dbt`) first on PATH."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+    return {**os.environ, **env, "PATH": path}
+
+
 def shell(command: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """`command` in bash from the repo root, with the module's environment."""
     return subprocess.run(
         ["bash", "-c", command],
         cwd=REPO,
-        env={**os.environ, **env},
+        env=shell_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -347,7 +354,7 @@ def dev_server(orchestrated: Orchestrated, tmp_path_factory: pytest.TempPathFact
     process = subprocess.Popen(
         ["bash", "-c", script],
         cwd=REPO,
-        env={**os.environ, **orchestrated.env},
+        env=shell_env(orchestrated.env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
