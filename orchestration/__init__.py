@@ -1,1 +1,1 @@
-"""Orchestration of Lago Mago with Dagster: capture and dbt as one asset graph (`dagster dev`)."""
+"""Orchestration of Lago Mago with Dagster: capture and dbt as one asset graph (`dg dev`)."""

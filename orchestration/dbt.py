@@ -27,7 +27,7 @@ class LagoMagoTranslator(DagsterDbtTranslator):
 
 
 def dbt_project(settings: Settings) -> DbtProject:
-    """The project of this checkout; its manifest is parsed when missing, and on every load under `dagster dev`."""
+    """The project of this checkout; its manifest is parsed when missing, and on every load under `dg dev`."""
     project = DbtProject(
         project_dir=settings.project_dir,
         target_path=settings.dbt_target_path,

@@ -1,4 +1,4 @@
-"""What `dagster dev` loads (see [tool.dagster] in pyproject.toml): the definitions for this environment."""
+"""What `dg dev` loads (see [tool.dg] in pyproject.toml): the definitions for this environment."""
 
 from orchestration.lakehouse import build_definitions
 from orchestration.settings import Settings

