@@ -185,7 +185,7 @@ def test_distinct_changes_at_one_time_are_all_kept_in_any_cadence(
         bronze = con.execute(f'select "idCliente", "qtdePontos" from {BRONZE} order by 1').fetchall()
         versions = con.execute(
             f'select "qtdePontos", dbt_valid_to is null from {HISTORY} where "idCliente" = \'a\' '
-            "order by dbt_valid_from, _source_file, _cdc_position"
+            "order by dbt_valid_from, dbt_valid_to nulls last"
         ).fetchall()
         silver = con.execute(f"select customer_id, points_balance from {SILVER} order by 1").fetchall()
         bronze_feed = feed_updates(con, BRONZE, '"idCliente"', '"qtdePontos"')
