@@ -137,9 +137,15 @@ latest as (
 {%- if incremental %}
 
 current_rows as (
+    {#- a column declared since the last build is not in Bronze yet (this build appends it): NULL in its rows #}
+    {%- set held_columns = none if unit_test else lago_mago.relation_column_names(this) %}
     select
         {%- for column in columns %}
+        {%- if held_columns is none or column.name | lower in held_columns %}
         {{ adapter.quote(column.name) }},
+        {%- else %}
+        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+        {%- endif %}
         {%- endfor %}
         _cdc_operation,
         _cdc_timestamp,
