@@ -4,9 +4,14 @@
     - Reads the table's full-load and cdc files. An incremental run reads only files not yet merged, by the
       checkpoint (macros/bronze/checkpoint.sql), which also refuses a batch that would empty the table because the
       lake holds no file of it, and a file that does not follow the table's convention.
-    - Changes are ordered by (_cdc_timestamp, _cdc_sequence); the latest change per primary key wins. Copies of one
-      change (a replayed file) resolve to the earliest file name, on every build, so ties resolve the same way
-      incrementally and on --full-refresh, and a replay under a later name changes nothing.
+    - Changes are ordered by (_cdc_timestamp, _cdc_sequence, file name, position in the file); the latest change
+      per primary key wins. Rows are copies of one change only when key, time, sequence, operation and every
+      declared column are equal (a replayed file, a row written twice): copies are one change, in the earliest
+      file name. Distinct changes at one time are never dropped: the later file, then the later row, wins, on
+      every build and cadence (a file that is late at one time is decided on the history of its keys, below).
+    - A change equal to the Bronze row but for its file (a replay, under any name) changes nothing: no row, no
+      feed entry. So _source_file names the file a change was first merged from; a --full-refresh names the
+      earliest-named file holding it.
     - A declared column absent from every file read (declared after they were written) reads as NULL.
     - Incrementally, emits only changes newer than the Bronze row: 'D' rows for keys to delete, I/U rows to
       upsert (the cdc_merge strategy, which also publishes the change feed). A change older than the Bronze row
@@ -52,6 +57,9 @@
         {%- set batch_reader = source(source_name, table_name) -%}
         {%- set history_reader = none -%}
     {%- else -%}
+        {%- if incremental -%}
+            {%- do lago_mago.refuse_changed_column_types(this, columns, source_name, table_name) -%}
+        {%- endif -%}
         {%- set batch = lago_mago.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
         {%- set batch_reader = batch.reader -%}
         {%- set history_reader = none -%}
@@ -95,15 +103,30 @@ changes as (
     {%- endif %}
 ),
 
+distinct_changes as (
+    -- copies of one change (same key, time, sequence, operation and content: a replayed file, a row written
+    -- twice) are one change, in the earliest file name; rows that differ in content are distinct changes
+    select * from (
+        select
+            *,
+            row_number() over (
+                partition by {{ lago_mago.change_identity(key, columns) }}
+                order by _source_file, _cdc_position
+            ) as _copy_rank
+        from changes
+        where _cdc_operation is not null
+    ) as copies
+    where _copy_rank = 1
+),
+
 ranked as (
     select
         *,
         row_number() over (
             partition by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
-            order by _cdc_timestamp desc, _cdc_sequence desc, _source_file asc
+            order by _cdc_timestamp desc, _cdc_sequence desc, _source_file desc, _cdc_position desc
         ) as _change_rank
-    from changes
-    where _cdc_operation is not null
+    from distinct_changes
 ),
 
 latest as (
@@ -114,10 +137,17 @@ latest as (
 {%- if incremental %}
 
 current_rows as (
+    {#- a column declared since the last build is not in Bronze yet (this build appends it): NULL in its rows #}
+    {%- set held_columns = none if unit_test else lago_mago.relation_column_names(this) %}
     select
-        {%- for column in key %}
-        {{ adapter.quote(column) }},
+        {%- for column in columns %}
+        {%- if held_columns is none or column.name | lower in held_columns %}
+        {{ adapter.quote(column.name) }},
+        {%- else %}
+        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+        {%- endif %}
         {%- endfor %}
+        _cdc_operation,
         _cdc_timestamp,
         _cdc_sequence,
         _source_file
@@ -125,7 +155,8 @@ current_rows as (
 ),
 
 applicable as (
-    -- insert when absent; update or delete when newer than the Bronze row; ignore anything older
+    -- insert when absent; update or delete when later than the Bronze row in (time, sequence, file) and not a
+    -- copy of it (a replay changes nothing, whatever its file name); ignore anything older
     select latest.*
     from latest
     left join current_rows
@@ -133,15 +164,28 @@ applicable as (
             {{- ' and ' if not loop.last }}{% endfor %}
     where
         (current_rows._cdc_timestamp is null and latest._cdc_operation <> 'D')
-        or latest._cdc_timestamp > current_rows._cdc_timestamp
         or (
-            latest._cdc_timestamp = current_rows._cdc_timestamp
-            and latest._cdc_sequence > current_rows._cdc_sequence
-        )
-        or (
-            latest._cdc_timestamp = current_rows._cdc_timestamp
-            and latest._cdc_sequence = current_rows._cdc_sequence
-            and latest._source_file < current_rows._source_file
+            (
+                latest._cdc_timestamp > current_rows._cdc_timestamp
+                or (
+                    latest._cdc_timestamp = current_rows._cdc_timestamp
+                    and latest._cdc_sequence > current_rows._cdc_sequence
+                )
+                or (
+                    latest._cdc_timestamp = current_rows._cdc_timestamp
+                    and latest._cdc_sequence = current_rows._cdc_sequence
+                    and latest._source_file > current_rows._source_file
+                )
+            )
+            and not (
+                latest._cdc_timestamp = current_rows._cdc_timestamp
+                and latest._cdc_sequence = current_rows._cdc_sequence
+                and latest._cdc_operation = current_rows._cdc_operation
+                {%- for column in columns %}
+                and {{ lago_mago.null_safe_equal(
+                    'latest.' ~ adapter.quote(column.name), 'current_rows.' ~ adapter.quote(column.name)) }}
+                {%- endfor %}
+            )
         )
 ),
 {%- else %}
@@ -189,9 +233,15 @@ select * from final
         {%- endif %}
         {%- endfor %}
         {%- if lake_files %}
-        {{ lago_mago.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as _source_file
+        {{ lago_mago.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as _source_file,
         {%- else %}
-        cast(filename as {{ dbt.type_string() }}) as _source_file
+        cast(filename as {{ dbt.type_string() }}) as _source_file,
+        {%- endif %}
+        {#- a unit test's fixture gives file_row_number only where the order of its rows needs it (no sequence) #}
+        {%- if lake_files or convention.get('ordered_by_position') %}
+        cast(file_row_number as {{ dbt.type_bigint() }}) as _cdc_position
+        {%- else %}
+        cast(0 as {{ dbt.type_bigint() }}) as _cdc_position
         {%- endif %}
     from {{ relation }}
 {%- endmacro %}
@@ -205,6 +255,66 @@ select * from final
         {%- for column in columns %}
         cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endfor %}
-        cast(null as {{ dbt.type_string() }}) as _source_file
+        cast(null as {{ dbt.type_string() }}) as _source_file,
+        cast(null as {{ dbt.type_bigint() }}) as _cdc_position
     where 1 = 0
 {%- endmacro %}
+
+
+{#-
+    The identity of a change: key, time, sequence, operation and every declared column. Rows equal on all of it
+    are copies of one change (partition by ignores NULL's inequality, so NULLs match).
+-#}
+{% macro change_identity(key, columns) -%}
+    {%- for column in key %}{{ adapter.quote(column) }}, {% endfor -%}
+    _cdc_timestamp, _cdc_sequence, _cdc_operation
+    {%- for column in columns if column.name not in key %}, {{ adapter.quote(column.name) }}{% endfor -%}
+{%- endmacro %}
+
+
+{#- a = b, where NULL equals NULL (on every engine; Spark's <=> and DuckDB's IS NOT DISTINCT FROM differ) -#}
+{% macro null_safe_equal(left, right) -%}
+    ({{ left }} = {{ right }} or ({{ left }} is null and {{ right }} is null))
+{%- endmacro %}
+
+
+{#-
+    An incremental build of a table built from a declaration (Bronze, history) refuses, before it reads or plans
+    anything, when a declared column's type (sources YAML `data_type`) is no longer the type of the table's column:
+    merging would fail on the first value that only the new type holds (a bigint in an integer column), or
+    silently keep the old type. The error names the column, both types and the rebuild that applies the change.
+    Types are compared in the engine's own words: typeof() of the declared type against the table's column.
+-#}
+{% macro refuse_changed_column_types(relation, columns, source_name, table_name) %}
+    {%- set held = {} -%}
+    {%- for column in adapter.get_columns_in_relation(relation) -%}
+        {%- do held.update({column.name | lower: column.dtype | lower}) -%}
+    {%- endfor -%}
+    {%- set compared = [] -%}
+    {%- for column in columns if column.name | lower in held and column.data_type -%}
+        {%- do compared.append(column) -%}
+    {%- endfor -%}
+    {%- if not compared -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set types_sql -%}
+        select
+            {%- for column in compared %}
+            typeof(cast(null as {{ lago_mago.declared_type(column.data_type) }})) as type_{{ loop.index }}
+            {{- ',' if not loop.last }}
+            {%- endfor %}
+    {%- endset -%}
+    {%- set declared = run_query(types_sql).rows[0] -%}
+    {%- for column in compared -%}
+        {%- set want = declared[loop.index0] | lower -%}
+        {%- set have = held[column.name | lower] -%}
+        {%- if want != have -%}
+            {{ exceptions.raise_compiler_error(
+                relation.identifier ~ ": column " ~ column.name ~ " of " ~ source_name ~ "." ~ table_name
+                ~ " is declared " ~ column.data_type ~ " (" ~ want ~ "), but the table holds it as " ~ have
+                ~ ". A declared type change is applied by rebuilding the table and what reads it:"
+                ~ " dbt build --full-refresh --select bronze_" ~ source_name ~ "__" ~ table_name ~ "+ snp_"
+                ~ source_name ~ "__" ~ table_name ~ "+ (docs/dbt.md, Schema drift). Nothing was changed.") }}
+        {%- endif -%}
+    {%- endfor -%}
+{% endmacro %}

@@ -149,12 +149,13 @@
     {%- endfor -%}
     {%- set checks = [('time', convention.timestamp)]
         + ([('sequence', convention.sequence)] if convention.sequence else [])
-        + ([('operation', convention.operation)] if convention.operation else []) -%}
+        + ([('operation', convention.operation)] if convention.operation else [])
+        + convention.get('row_checks', []) -%}
     {%- set bad_sql -%}
         select
             filename,
             {%- for name, expression in checks %}
-            sum(case when {{ expression }} is null then 1 else 0 end) as missing_{{ name }},
+            sum(case when {{ expression }} is null then 1 else 0 end) as missing_{{ loop.index }},
             {%- endfor %}
             count(*) as row_count
         from {{ reader }}

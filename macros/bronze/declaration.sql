@@ -32,9 +32,11 @@
         cdc: {operation_column: op, timestamp_column: DtAtualizacao}
         cdc: {operation_column: op, insert: [c, r], update: [u], delete: [d],
               timestamp_column: ts_ms, timestamp_epoch_unit: ms, sequence_column: lsn}
-    Changes are ordered by (timestamp, sequence, file). Without a sequence column, a change's position in its
-    file is its sequence, so two changes of one key at one time resolve the same way on every build.
-    An operation code outside the declared lists is NULL, and a file holding one is refused (checkpoint.sql).
+    Changes are ordered by (timestamp, sequence, file name, position in the file). Without a sequence column the
+    sequence is 0, so distinct changes of one key at one time are ordered by file and position on every build;
+    rows are copies of one change only when their content is identical too (macros/bronze/bronze_cdc.sql).
+    An operation code outside the declared lists is NULL, and a file holding one is refused (checkpoint.sql), as
+    is a file with a row without a primary key value (`row_checks`): a change without its key cannot be merged.
 -#}
 {% macro cdc_convention(declaration) %}
     {%- set cdc = declaration.meta.get('cdc') or {} -%}
@@ -66,10 +68,15 @@
     {%- if sequence_column -%}
         {%- set sequence_sql = "cast(" ~ adapter.quote(sequence_column) ~ " as " ~ dbt.type_bigint() ~ ")" -%}
     {%- else -%}
-        {%- set sequence_sql = "cast(file_row_number as " ~ dbt.type_bigint() ~ ")" -%}
+        {%- set sequence_sql = "cast(0 as " ~ dbt.type_bigint() ~ ")" -%}
     {%- endif -%}
 
-    {%- set columns = [operation_column, timestamp_column] + ([sequence_column] if sequence_column else []) -%}
+    {%- set key = lago_mago.declared_primary_key(declaration) -%}
+    {%- set columns = [operation_column, timestamp_column] + ([sequence_column] if sequence_column else []) + key -%}
+    {%- set row_checks = [] -%}
+    {%- for column in key -%}
+        {%- do row_checks.append(('key ' ~ column, adapter.quote(column))) -%}
+    {%- endfor -%}
     {%- set description = operation_column ~ " in " ~ tojson(codes) ~ ", " ~ timestamp_column
         ~ (", " ~ sequence_column if sequence_column else ", no sequence column") -%}
     {{ return({
@@ -78,6 +85,8 @@
         'sequence': sequence_sql,
         'columns': columns,
         'description': description,
+        'row_checks': row_checks,
+        'ordered_by_position': not sequence_column,
     }) }}
 {% endmacro %}
 

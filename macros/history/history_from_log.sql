@@ -1,7 +1,7 @@
 {#-
     The SCD2 history of one declared source table, derived from the lake's change log (not from Bronze's state
     at build time), with dbt snapshot columns: one version per captured change of a row, in the order of
-    (_cdc_timestamp, _cdc_sequence, _source_file).
+    (_cdc_timestamp, _cdc_sequence, _source_file, _cdc_position), as in Bronze.
 
     - An insert or update opens a version at its capture time; the next change of the key closes it.
     - A delete closes the open version at the delete's capture time and is itself a deletion record
@@ -9,7 +9,9 @@
     - A late change is slotted into place: each build re-derives the versions of the keys its new files touch,
       from their versions already held plus the new changes, so neighbours' validity is adjusted and intervals
       never overlap or invert. A change Bronze ignores as older still lands where it belongs.
-    - The same change read twice (a replayed file) is one version: a change is (key, time, sequence).
+    - The same change read twice (a replayed file, under any name) is one version and rewrites nothing: a change
+      is (key, time, sequence, operation, content). Changes that differ in content at one time are distinct
+      versions (the earlier one valid for no time), never dropped.
     - Any build cadence gives the same history, and `dbt build --full-refresh --select tag:history` rebuilds it
       from the log with the identical result.
 
@@ -44,6 +46,9 @@
     {%- set incremental = is_incremental() -%}
     {#- a column declared after the history was built: NULL in the versions held, until this build appends it -#}
     {%- set held_columns = lago_mago.relation_column_names(this) if incremental else [] -%}
+    {%- if incremental -%}
+        {%- do lago_mago.refuse_changed_column_types(this, columns, source_name, table_name) -%}
+    {%- endif -%}
     {%- set batch = lago_mago.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
     {%- set key_columns -%}
         {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
@@ -65,44 +70,77 @@ batch_changes as (
     {%- endif %}
 ),
 
+identified_batch as (
+    select
+        *,
+        {{ lago_mago.history_scd_id(key, columns) }} as _change_id,
+        {{ lago_mago.history_scd_id(key, columns) }} as dbt_scd_id
+    from batch_changes
+),
+
 {%- if incremental %}
 
+held_of_batch_keys as (
+    -- the versions already held for the keys this batch names, as the changes they were made from (their
+    -- identity recomputed: a column declared since is NULL in them, as in a change read again)
+    -- a held version keeps its stored dbt_scd_id, so delete+insert replaces it in place
+    select *, {{ lago_mago.history_scd_id(key, columns) }} as _change_id
+    from (
+        select
+            held._cdc_operation,
+            held._cdc_timestamp,
+            held._cdc_sequence,
+            {%- for column in columns %}
+            {%- if column.name | lower in held_columns %}
+            held.{{ adapter.quote(column.name) }},
+            {%- else %}
+            cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+            {%- endif %}
+            {%- endfor %}
+            held._source_file,
+            {%- if '_cdc_position' in held_columns %}
+            held._cdc_position,
+            {%- else %}
+            cast(null as {{ dbt.type_bigint() }}) as _cdc_position,
+            {%- endif %}
+            held.dbt_scd_id
+        from {{ this }} as held
+        where exists (select 1 from batch_changes where {{ key_matches }})
+    ) as held
+),
+
+new_changes as (
+    -- a change already held (a replayed file, under any name) is no new version and touches nothing
+    select * from identified_batch
+    where not exists (select 1 from held_of_batch_keys as held where held._change_id = identified_batch._change_id)
+),
+
 held_changes as (
-    -- the versions already held for the keys this batch touches, as the changes they were made from
-    select
-        held._cdc_operation,
-        held._cdc_timestamp,
-        held._cdc_sequence,
-        {%- for column in columns %}
-        {%- if column.name | lower in held_columns %}
-        held.{{ adapter.quote(column.name) }},
-        {%- else %}
-        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
-        {%- endif %}
-        {%- endfor %}
-        held._source_file
-    from {{ this }} as held
-    where exists (select 1 from batch_changes where {{ key_matches }})
+    select held.* from held_of_batch_keys as held
+    where exists (
+        select 1 from new_changes as batch_changes
+        where {{ key_matches }}
+    )
 ),
 {%- endif %}
 
 changes as (
-    select * from batch_changes
     {%- if incremental %}
+    select * from new_changes
     union all
     select * from held_changes
+    {%- else %}
+    select * from identified_batch
     {%- endif %}
 ),
 
 deduplicated as (
-    -- one change read twice (a replayed file) is one version; the copy in the earliest file name is kept, as in Bronze
+    -- copies of one change (equal key, time, sequence, operation and content) are one version, in the earliest
+    -- file name as in Bronze; changes that differ in content are distinct versions, never dropped
     select * from (
         select
             *,
-            row_number() over (
-                partition by {{ key_columns }}, _cdc_timestamp, _cdc_sequence
-                order by _source_file
-            ) as _copy_rank
+            row_number() over (partition by _change_id order by _source_file, _cdc_position) as _copy_rank
         from changes
     ) as ranked
     where _copy_rank = 1
@@ -113,7 +151,7 @@ versions as (
         *,
         lead(_cdc_timestamp) over (
             partition by {{ key_columns }}
-            order by _cdc_timestamp, _cdc_sequence, _source_file
+            order by _cdc_timestamp, _cdc_sequence, _source_file, _cdc_position
         ) as next_change_at
     from deduplicated
 ),
@@ -127,8 +165,9 @@ final as (
         _cdc_timestamp,
         _cdc_sequence,
         _source_file,
+        _cdc_position,
         {{ dbt.current_timestamp() }} as _loaded_at,
-        {{ lago_mago.history_scd_id(key) }} as dbt_scd_id,
+        dbt_scd_id,
         _cdc_timestamp as dbt_updated_at,
         _cdc_timestamp as dbt_valid_from,
         next_change_at as dbt_valid_to,
@@ -140,14 +179,28 @@ select * from final
 {%- endmacro %}
 
 
-{#- A version's identity: its key, capture time and sequence (not its file: a replay is the same version). -#}
-{% macro history_scd_id(key) -%}
+{#-
+    A change's identity: its key, capture time, sequence, operation and content (not its file: a replay is the
+    same version; two changes that differ in content at one time are two). Each value is named and
+    length-prefixed; a NULL adds nothing (concat_ws skips it), so a column declared later, NULL in the changes
+    captured before, leaves their identity as it was.
+-#}
+{% macro history_scd_id(key, columns) -%}
     md5(concat_ws(
         '|',
         {%- for column in key %}
-        cast({{ adapter.quote(column) }} as {{ dbt.type_string() }}),
+        {{ lago_mago.history_id_part(column, adapter.quote(column)) }},
         {%- endfor %}
         cast({{ lago_mago.epoch_microseconds('_cdc_timestamp') }} as {{ dbt.type_string() }}),
-        cast(_cdc_sequence as {{ dbt.type_string() }})
+        cast(_cdc_sequence as {{ dbt.type_string() }}),
+        _cdc_operation
+        {%- for column in columns if column.name not in key %},
+        {{ lago_mago.history_id_part(column.name, adapter.quote(column.name)) }}
+        {%- endfor %}
     ))
+{%- endmacro %}
+
+{% macro history_id_part(name, expression) -%}
+    {%- set text = 'cast(' ~ expression ~ ' as ' ~ dbt.type_string() ~ ')' -%}
+    {{ dbt.string_literal(name ~ ':') }} || cast(length({{ text }}) as {{ dbt.type_string() }}) || ':' || {{ text }}
 {%- endmacro %}

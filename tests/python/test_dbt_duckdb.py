@@ -307,6 +307,22 @@ def test_backfill_rewrites_only_the_given_dates(site: Dbt) -> None:
     ingest(site.lake, *SIMULATOR, check=True)
     site.build(*LOYALTY, check=True)
     cube = "gold.gold_points_daily_cube"
+    with site.connect() as con:
+        built = warehouse_rows(con, cube)
+    assert len(built) > 0
+
+    # The documented command, with a range that holds no transaction and no unit-test date: the unit tests it
+    # runs do not depend on the backfill vars, and a range without data rewrites nothing.
+    site.build(
+        "--select",
+        "gold_points_daily_cube",
+        "--vars",
+        "{backfill_start_date: '2031-03-01', backfill_end_date: '2031-03-31'}",
+        check=True,
+    )
+    with site.connect() as con:
+        assert warehouse_rows(con, cube) == built
+
     with site.connect(read_only=False) as con:
         first, second = con.execute(f"select distinct transaction_date from {cube} order by 1 limit 2").fetchall()
         con.execute(f"update {cube} set transactions = -1 where transaction_date in (?, ?)", [first[0], second[0]])

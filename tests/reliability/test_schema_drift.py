@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
-from reliability_support import ROOT, History, Recorder, compare, relation_rows, snapshot_truth
+from reliability_support import ROOT, History, Recorder, compare, relation_rows, snapshot_truth, warehouse_state
 from support.cli import csv_args, ingest
 from support.dbt import Dbt, copy_project
 
@@ -234,3 +237,98 @@ def test_ingestion_captures_a_table_after_a_column_is_declared(
     with duckdb.connect() as con:
         truth = relation_rows(con, snapshot_truth(lake, table), table.column_names)
     assert sum(1 for row in truth if row[-1] is not None) > 0
+
+
+# -- a declared type change: QtdeProduto widened from integer to bigint ------------------------------------------------
+
+LINES = "transacao_produto"
+LINES_BUILD = ("--select", "tag:lake_state", "source:loyalty+", "--exclude", "test_type:unit")
+WIDE = 3_000_000_000  # beyond integer (INT32)
+
+
+def widen_quantity(project: Path) -> None:
+    path = project / SOURCES_YAML
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    (table,) = (t for s in document["sources"] for t in s["tables"] if t["name"] == LINES)
+    (column,) = (c for c in table["columns"] if c["name"] == "QtdeProduto")
+    assert column["data_type"] == "integer", "the declaration changed; update this test"
+    column["data_type"] = "bigint"
+    path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def write_wide_change(lake: Path) -> str:
+    """A change of one line whose quantity only a bigint holds, newer than every capture (the lake contract)."""
+    files = sorted((lake / "raw" / "loyalty").glob(f"*/{LINES}/*.parquet"), key=lambda path: path.name)
+    table = pq.read_table(files[-1])
+    row = table.slice(0, 1).to_pylist()[0]
+    row |= {
+        "_cdc_operation": "U",
+        "_cdc_timestamp": row["_cdc_timestamp"] + timedelta(seconds=1),
+        "_cdc_sequence": row["_cdc_sequence"] + 1,
+        "QtdeProduto": WIDE,
+    }
+    schema = table.schema.set(table.schema.get_field_index("QtdeProduto"), pa.field("QtdeProduto", pa.int64()))
+    name = f"{LINES}_29990101_000000_000000.parquet"
+    pq.write_table(pa.Table.from_pylist([row], schema=schema), files[-1].parent.parent.parent / "cdc" / LINES / name)
+    return str(row["idTransacaoProduto"])
+
+
+def test_a_widened_column_type_is_refused_incrementally_and_applied_by_the_documented_rebuild(
+    site: Dbt, tmp_path: Path, report: Recorder
+) -> None:
+    lake, project = tmp_path / "lake", site.project
+    for _ in range(2):
+        ingest(lake, "--scale", "2000", "--seed", "7", env={"LAGO_PROJECT_DIR": str(project)}, check=True)
+    site.build(*LINES_BUILD, check=True)
+
+    widen_quantity(project)
+    line = write_wide_change(lake)
+    before = warehouse_state(site.database)
+    refused = site.build(*LINES_BUILD)
+    after = warehouse_state(site.database)
+    errors = [
+        text.strip() for text in refused.stdout.splitlines() if "QtdeProduto" in text and "--full-refresh" in text
+    ]
+    report.record(
+        "dbt: a declared column type widened (integer to bigint), incremental build",
+        runs=1,
+        expected=sum(len(rows) for rows in before.values()),
+        lost=0 if after == before else 1,
+        note=f"exit {refused.returncode}; "
+        + (f"the error: {errors[0][:220]}" if errors else "the column is not named"),
+    )
+    assert refused.returncode != 0, refused.stdout[-3000:]
+    assert errors, refused.stdout[-3000:]
+    assert after == before, "a refused build changed the warehouse"
+
+    # the documented steps (docs/dbt.md): rebuild the table's lineage, then build as usual
+    site.build("--full-refresh", "--select", f"bronze_loyalty__{LINES}+", f"snp_loyalty__{LINES}+", check=True)
+    site.build(*LINES_BUILD, check=True)
+    with site.connect() as con:
+        quantities = [
+            con.execute(query, [line]).fetchall()
+            for query in (
+                f'select "QtdeProduto" from bronze.bronze_loyalty__{LINES} where "idTransacaoProduto" = ?',
+                f'select "QtdeProduto" from snapshots.snp_loyalty__{LINES} where "idTransacaoProduto" = ? '
+                "and dbt_valid_to is null",
+                "select quantity from silver.silver_loyalty__transaction_products where transaction_product_id = ?",
+            )
+        ]
+        types = con.execute(
+            "select table_name, data_type from information_schema.columns "
+            "where column_name in ('QtdeProduto', 'quantity') and table_name in (?, ?, ?) order by 1",
+            [f"bronze_loyalty__{LINES}", f"snp_loyalty__{LINES}", "silver_loyalty__transaction_products"],
+        ).fetchall()
+        (cube_days,) = con.execute(
+            "select count(distinct transaction_date) from gold.gold_points_daily_cube"
+        ).fetchone() or (0,)
+    report.record(
+        "dbt: a widened column type after the documented --full-refresh",
+        runs=2,
+        expected=3,
+        lost=sum(1 for found in quantities if found != [(WIDE,)]),
+        note=f"types {types}",
+    )
+    assert quantities == [[(WIDE,)]] * 3
+    assert {data_type for _, data_type in types} == {"BIGINT"} and len(types) == 3, types
+    assert cube_days > 0

@@ -12,8 +12,8 @@ renamed as (
         -- ids
         {{ lago_mago.clean_text('idCliente') }} as customer_id,
 
-        -- numerics
-        cast(qtdePontos as {{ dbt.type_bigint() }}) as points_balance,
+        -- numerics, in their declared types (Bronze casts every column to its declaration)
+        qtdePontos as points_balance,
 
         -- booleans
         {{ lago_mago.flag_to_boolean('flEmail') }} as has_email,

@@ -14,9 +14,9 @@ renamed as (
         {{ lago_mago.clean_text('IdTransacao') }} as transaction_id,
         {{ lago_mago.clean_text('IdProduto') }} as product_id,
 
-        -- numerics
-        cast(QtdeProduto as {{ dbt.type_int() }}) as quantity,
-        cast(vlProduto as {{ dbt.type_bigint() }}) as points,
+        -- numerics, in their declared types (Bronze casts every column to its declaration)
+        QtdeProduto as quantity,
+        vlProduto as points,
 
         -- lineage
         _cdc_operation,

@@ -16,8 +16,8 @@ renamed as (
         -- strings
         lower({{ lago_mago.clean_text('DescSistemaOrigem') }}) as source_system,
 
-        -- numerics
-        cast(QtdePontos as {{ dbt.type_bigint() }}) as points,
+        -- numerics, in their declared types (Bronze casts every column to its declaration)
+        QtdePontos as points,
 
         -- timestamps
         {{ lago_mago.parse_source_timestamp('DtCriacao') }} as transaction_at,
