@@ -41,7 +41,7 @@
 {% macro default__feed_version(relation) %}
     {%- set version_sql -%}
         select coalesce(max(commit_version), 0) from {{ ref('change_feed_commits') }}
-        where model_name = {{ dbt.string_literal(relation.identifier) }}
+        where model_name = {{ lago_mago.sql_string(relation.identifier) }}
     {%- endset -%}
     {{ return(run_query(version_sql).rows[0][0] | int) }}
 {% endmacro %}
@@ -63,7 +63,7 @@
 {% macro default__feed_rebuilds_after(relation, version) %}
     {%- set rebuilds_sql -%}
         select commit_version from {{ ref('change_feed_commits') }}
-        where model_name = {{ dbt.string_literal(relation.identifier) }}
+        where model_name = {{ lago_mago.sql_string(relation.identifier) }}
             and commit_operation = 'create' and commit_version > {{ version }}
     {%- endset -%}
     {{ return(run_query(rebuilds_sql).columns[0].values() | list) }}
@@ -103,7 +103,7 @@
             ~ " cast(null as timestamp) as _commit_timestamp from " ~ relation ~ " where 1 = 0)") }}
     {%- endif -%}
     {{ return(
-        "(select * from table_changes(" ~ dbt.string_literal(relation.schema ~ '.' ~ relation.identifier)
+        "(select * from table_changes(" ~ lago_mago.sql_string(relation.schema ~ '.' ~ relation.identifier)
         ~ ", " ~ (after_version + 1) ~ ", " ~ upto_version ~ "))") }}
 {% endmacro %}
 
@@ -116,8 +116,8 @@
     {%- endif -%}
     {%- set position_sql -%}
         select max(commit_version) from {{ positions }}
-        where consumer_name = {{ dbt.string_literal(this.identifier) }}
-            and producer_name = {{ dbt.string_literal(producer.identifier) }}
+        where consumer_name = {{ lago_mago.sql_string(this.identifier) }}
+            and producer_name = {{ lago_mago.sql_string(producer.identifier) }}
     {%- endset -%}
     {%- set found = run_query(position_sql).rows[0][0] -%}
     {{ return(none if found is none else found | int) }}
@@ -227,8 +227,8 @@
     {%- set values = [] -%}
     {%- for producer in producers -%}
         {%- do values.append(
-            "select " ~ dbt.string_literal(this.identifier) ~ " as consumer_name, "
-            ~ dbt.string_literal(producer.identifier) ~ " as producer_name, "
+            "select " ~ lago_mago.sql_string(this.identifier) ~ " as consumer_name, "
+            ~ lago_mago.sql_string(producer.identifier) ~ " as producer_name, "
             ~ "cast(" ~ lago_mago.feed_version(producer) ~ " as " ~ dbt.type_bigint() ~ ") as commit_version, "
             ~ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) ~ " as recorded_at") -%}
     {%- endfor -%}
@@ -239,7 +239,7 @@
 {% macro default__write_feed_positions(positions, values) %}
     delete from {{ positions }}
     where
-        consumer_name = {{ dbt.string_literal(this.identifier) }}
+        consumer_name = {{ lago_mago.sql_string(this.identifier) }}
         and exists (
             select 1 from ({{ values | join(' union all ') }}) as read_now
             where read_now.producer_name = {{ positions }}.producer_name
@@ -304,9 +304,9 @@
 {% macro record_feed_commit(relation, version, operation) %}
     insert into {{ ref('change_feed_commits') }} (model_name, commit_version, commit_operation, committed_at)
     values (
-        {{ dbt.string_literal(relation.identifier) }},
+        {{ lago_mago.sql_string(relation.identifier) }},
         {{ version }},
-        {{ dbt.string_literal(operation) }},
+        {{ lago_mago.sql_string(operation) }},
         {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
     )
 {% endmacro %}
@@ -355,7 +355,7 @@
     {#- a merge of no change is no commit: a build that read nothing new changes no row -#}
     insert into {{ ref('change_feed_commits') }} (model_name, commit_version, commit_operation, committed_at)
     select
-        {{ dbt.string_literal(target.identifier) }},
+        {{ lago_mago.sql_string(target.identifier) }},
         {{ version }},
         'merge',
         {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}

@@ -202,5 +202,5 @@ select * from final
 
 {% macro history_id_part(name, expression) -%}
     {%- set text = 'cast(' ~ expression ~ ' as ' ~ dbt.type_string() ~ ')' -%}
-    {{ dbt.string_literal(name ~ ':') }} || cast(length({{ text }}) as {{ dbt.type_string() }}) || ':' || {{ text }}
+    {{ lago_mago.sql_string(name ~ ':') }} || cast(length({{ text }}) as {{ dbt.type_string() }}) || ':' || {{ text }}
 {%- endmacro %}
