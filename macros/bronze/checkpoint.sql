@@ -170,16 +170,21 @@
     {%- set bad = run_query(bad_sql).rows -%}
     {%- if bad -%}
         {%- set missing = [] -%}
+        {%- set convention_fault = namespace(found=false) -%}
         {%- for name, expression in checks -%}
             {%- if bad[0][loop.index] > 0 -%}
                 {%- do missing.append(bad[0][loop.index] ~ " rows without a valid " ~ name) -%}
+                {%- set convention_fault.found = convention_fault.found or not name.startswith('key ') -%}
             {%- endif -%}
         {%- endfor -%}
+        {#- a row without its key is a broken change, not another convention: the advice says which -#}
+        {%- set fix = " Declare the file's convention under meta.cdc, or move the file out of the table's folder."
+            if convention_fault.found else
+            " A change must carry its primary key: correct the file, or move it out of the table's folder." -%}
         {{ exceptions.raise_compiler_error(
             source_name ~ "." ~ table_name ~ ": lake file " ~ lago_mago.lake_file_id(bad[0][0])
             ~ " does not follow the table's CDC convention (" ~ convention.description ~ "): "
-            ~ missing | join(', ') ~ " of " ~ bad[0][-1] ~ ". Declare the file's convention under meta.cdc,"
-            ~ " or move the file out of the table's folder. Nothing was changed.") }}
+            ~ missing | join(', ') ~ " of " ~ bad[0][-1] ~ "." ~ fix ~ " Nothing was changed.") }}
     {%- endif -%}
 {% endmacro %}
 
