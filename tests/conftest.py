@@ -56,6 +56,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(marker)
         if item.get_closest_marker("dbt") is not None:
             item.add_marker("slow")  # every dbt build costs its parse and its run
+    # Longest first: parallel workers take whole files in this order, so the Spark and dbt files start at once and
+    # the short ones fill in around them instead of one long file running alone at the end.
+    rank: dict[Path, int] = {}
+    for item in items:
+        kind = 0 if item.get_closest_marker("spark") else 1 if item.get_closest_marker("slow") else 2
+        rank[item.path] = min(rank.get(item.path, kind), kind)
+    items.sort(key=lambda item: rank[item.path])
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ first: PYTEST_DONT_REWRITE keeps pytest from warning that it cannot rewrite this
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -86,12 +87,21 @@ def jars_dir(parameters: Mapping[str, str]) -> Path:
 def ensure_spark_jars(folder: Path, timeout: float = 1800) -> None:
     """Run the documented install step with `--s3` (the suite reads S3 lakes too); at once when the jars are there."""
     env = {**os.environ, "LAGO_SPARK_JARS_DIR": str(folder)}
-    try:
-        result = subprocess.run(
-            ["bash", str(JARS_SCRIPT), "--s3"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SparkSetupError(f"{JARS_SCRIPT.name} did not finish within {timeout:.0f} s") from exc
+    folder.mkdir(parents=True, exist_ok=True)
+    # parallel test workers fetch one set of jars: the first fetches, the others wait for it and find them there
+    with (folder / ".fetch.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            result = subprocess.run(
+                ["bash", str(JARS_SCRIPT), "--s3"],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SparkSetupError(f"{JARS_SCRIPT.name} did not finish within {timeout:.0f} s") from exc
     if result.returncode != 0:
         raise SparkSetupError(f"{JARS_SCRIPT.name} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
 

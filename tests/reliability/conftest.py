@@ -6,7 +6,6 @@ from pytest itself. At the end of the session the table is printed and written t
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from reliability_support import (
     change_rows,
     csv_args,
     ingest,
+    report_lines,
     write_history,
 )
 from support.dbt import Dbt
@@ -57,44 +57,44 @@ def dbt_site(tmp_path_factory: pytest.TempPathFactory) -> Dbt:
     return Dbt.at(tmp_path_factory.mktemp("dbt"))
 
 
-_REPORT_KEY = pytest.StashKey[ReliabilityReport]()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_REPORT_KEY] = ReliabilityReport()
+# The session's report (one per process: with parallel workers, the lines reach the one that writes it)
+_REPORT = ReliabilityReport()
+# this suite's node ids begin with it
+_NODEID_PREFIX = f"{_HERE.relative_to(_HERE.parents[1]).as_posix()}/"
 
 
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> Recorder:
-    return Recorder(request.config.stash[_REPORT_KEY], request.node.nodeid)
+    return Recorder(request.node.user_properties, request.node.nodeid)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    result: pytest.TestReport = yield
-    outcomes = item.config.stash[_REPORT_KEY].outcomes
-    if hasattr(result, "wasxfail"):
-        outcomes[item.nodeid] = "xfail: known bug" if result.skipped else "XPASS (bug fixed? remove the xfail)"
-    elif result.failed:
-        outcomes[item.nodeid] = f"FAILED in {result.when}"
-        report = item.config.stash[_REPORT_KEY]
-        if _HERE in item.path.parents and not any(line.nodeid == item.nodeid for line in report.lines):
-            # a scenario that failed before recording what it measured still gets its line
-            report.lines.append(ReportLine(item.nodeid, item.name, 0, 0, 0, 0, "see the failure above"))
-    elif result.skipped and item.nodeid not in outcomes:
-        outcomes[item.nodeid] = "skipped"
-    elif result.when == "call" and result.passed:
-        outcomes[item.nodeid] = "ok"
-    return result
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Gathers the lines and outcomes from every test's reports: in the process that ran the test, or, with
+    parallel workers, in the one that receives their reports (only that one writes the report)."""
+    if not report.nodeid.startswith(_NODEID_PREFIX):
+        return
+    outcomes = _REPORT.outcomes
+    if hasattr(report, "wasxfail"):
+        outcomes[report.nodeid] = "xfail: known bug" if report.skipped else "XPASS (bug fixed? remove the xfail)"
+    elif report.failed:
+        outcomes[report.nodeid] = f"FAILED in {report.when}"
+    elif report.skipped and report.nodeid not in outcomes:
+        outcomes[report.nodeid] = "skipped"
+    elif report.when == "call" and report.passed:
+        outcomes[report.nodeid] = "ok"
+    if report.when != "teardown":
+        return  # every phase carries the test's properties; the last one carries them all
+    lines = report_lines(report.user_properties)
+    if not lines and outcomes.get(report.nodeid, "").startswith("FAILED"):
+        # a scenario that failed before recording what it measured still gets its line
+        lines = [ReportLine(report.nodeid, report.nodeid.rsplit("::", 1)[-1], 0, 0, 0, 0, "see the failure above")]
+    _REPORT.lines.extend(lines)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    report = config.stash.get(_REPORT_KEY, None)
-    if report is None or not report.lines:
+    if not _REPORT.lines or hasattr(config, "workerinput"):
         return
-    table = report.table()
+    table = _REPORT.table()
     REPORT_PATH.write_text(
         "# Reliability report\n\nWritten by `pytest tests/reliability`; one line per scenario.\n\n" + table + "\n",
         encoding="utf-8",

@@ -7,6 +7,7 @@ and a fingerprint (every key and the hash of its bytes) to prove that a failed r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -361,7 +362,8 @@ class ReliabilityReport:
             "|---|---:|---:|---:|---:|---|",
         ]
         body = []
-        for line in self.lines:
+        # by file, each file's lines in the order its tests ran (parallel workers finish files in any order)
+        for line in sorted(self.lines, key=lambda line: line.nodeid.split("::", 1)[0]):
             outcome = self.outcomes.get(line.nodeid, "not run")
             if line.note:
                 outcome = f"{outcome} ({line.note})"
@@ -371,17 +373,30 @@ class ReliabilityReport:
         return "\n".join(header + body)
 
 
+# The key of a report line in a test's `user_properties`: they travel with its reports from a parallel worker to the
+# process that writes the report.
+REPORT_PROPERTY = "reliability_report_line"
+
+
+def report_lines(properties: Iterable[tuple[str, object]]) -> list[ReportLine]:
+    """The report lines a test recorded, from its report's `user_properties`."""
+    return [
+        ReportLine(*value) for name, value in properties if name == REPORT_PROPERTY and isinstance(value, tuple | list)
+    ]
+
+
 class Recorder:
     """What a test uses to add its line(s) to the report."""
 
-    def __init__(self, report: ReliabilityReport, nodeid: str) -> None:
-        self._report = report
+    def __init__(self, properties: list[tuple[str, object]], nodeid: str) -> None:
+        self._properties = properties
         self._nodeid = nodeid
 
     def record(
         self, scenario: str, *, runs: int, expected: int = 0, lost: int = 0, duplicated: int = 0, note: str = ""
     ) -> None:
-        self._report.lines.append(ReportLine(self._nodeid, scenario, runs, expected, lost, duplicated, _scrub(note)))
+        line = ReportLine(self._nodeid, scenario, runs, expected, lost, duplicated, _scrub(note))
+        self._properties.append((REPORT_PROPERTY, dataclasses.astuple(line)))
 
 
 def _scrub(text: str) -> str:

@@ -11,11 +11,14 @@ tests that share one `Dbt` (pointed at their own lakes with `point_at` or `on_la
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,6 +92,9 @@ class Dbt:
         variables |= {
             "LAKE_URI": self.lake,
             "DUCKDB_PATH": str(self.database),
+            # DuckDB removes a temp folder it created when it closes: processes running side by side (parallel
+            # test workers) must not share the project's default one
+            "DUCKDB_TEMP_DIRECTORY": str(self.work / "duckdb_tmp"),
             "DBT_PROJECT_DIR": str(self.project),
             # the project's own profiles.yml is the one under test
             "DBT_PROFILES_DIR": str(self.project),
@@ -114,14 +120,30 @@ class Dbt:
     ) -> subprocess.CompletedProcess[str]:
         """Any dbt command (`site("debug")`, `site("docs", "generate")`); with `check`, a failure is an
         AssertionError showing the end of dbt's output."""
+        env = self.env
+        lake_absolute = "://" in self.lake or Path(self.lake).is_absolute()
+        in_project = cwd is None or cwd == self.project
+        if in_project and lake_absolute and self.target == "dev" and self.database.is_relative_to(self.work):
+            # Run in the site's folder with the warehouse named relative to it: every site's profile then reads the
+            # same, and a parse of this project by an earlier site is a partial parse here (half the CPU of a full
+            # one, which a changed warehouse path forces). Commands started by a test itself keep absolute paths.
+            cwd = self.work
+            cwd.mkdir(parents=True, exist_ok=True)
+            env |= {
+                "DUCKDB_PATH": self.database.relative_to(self.work).as_posix(),
+                "DUCKDB_TEMP_DIRECTORY": "duckdb_tmp",
+            }
+            _PARSES.lend(self)
         result = subprocess.run(
             self.command(*args),
             cwd=cwd or self.project,
-            env=self.env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
+        if cwd == self.work:
+            _PARSES.keep(self)
         if check:
             assert result.returncode == 0, (
                 f"dbt {' '.join(args)} exited {result.returncode}:\n{result.stdout[-6000:]}{result.stderr[-3000:]}"
@@ -176,6 +198,37 @@ class Dbt:
         """A JSON artefact of the last command: manifest.json, run_results.json, catalog.json."""
         loaded: dict[str, Any] = json.loads((self.target_path / name).read_text(encoding="utf-8"))
         return loaded
+
+
+class _ParseCache:
+    """dbt's partial-parse file of the first site of each project and target, lent to the sites that follow (dbt
+    checks it against the project's files, profile and variables, and parses in full when it does not fit)."""
+
+    NAME = "partial_parse.msgpack"
+
+    def __init__(self) -> None:
+        self._folder: Path | None = None
+
+    def _saved(self, site: Dbt) -> Path:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="dbt-parses-"))
+            atexit.register(shutil.rmtree, self._folder, True)
+        key = hashlib.sha256(f"{site.project.resolve()}|{site.target}".encode()).hexdigest()[:16]
+        return self._folder / f"{key}.msgpack"
+
+    def lend(self, site: Dbt) -> None:
+        mine, saved = site.target_path / self.NAME, self._saved(site)
+        if not mine.exists() and saved.exists():
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(saved, mine)
+
+    def keep(self, site: Dbt) -> None:
+        mine, saved = site.target_path / self.NAME, self._saved(site)
+        if mine.exists() and not saved.exists():
+            shutil.copyfile(mine, saved)
+
+
+_PARSES = _ParseCache()
 
 
 def copy_project(dest: Path) -> Path:
