@@ -8,7 +8,6 @@ lake unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 import time
@@ -37,12 +36,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunOptions:
-    lock_wait: float = 0.0
-    # the lake's lock, already held by the caller (None: the run takes it itself)
-    lock: LakeLock | None = None
+    """How `run_tables` captures, set by the run service (`ingestion.run`), which holds the lake's lock."""
+
+    lock: LakeLock
     # publish a capture the circuit breaker would hold
     allow_mass_delete: bool = False
-    # the simulated day of this run, settled over every source it captures (None: settled per source)
+    # the simulated day of this run, settled over every source it captures (None: settled over its tables)
     simulator_day: int | None = None
     workdir: Path | None = None
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -263,16 +262,15 @@ def run_tables(
     options: RunOptions,
     prepare_one: Callable[[Table, Path, int | None], PreparedCapture | CaptureRecord],
     describe: Callable[[CaptureRecord], str],
-) -> list[CaptureRecord]:
-    """Capture each table once, holding the lake's lock: prepare every table, then publish them all.
+) -> dict[str, CaptureRecord | None]:
+    """Capture each table once under the lake's lock, held by the caller: prepare every table, then publish them
+    all. Returns each table's record, None for a table already captured for the run's simulated day.
 
     The simulator's tables move through simulated days together (see `simulator_days`).
     """
-    records: list[CaptureRecord] = []
-    with contextlib.ExitStack() as stack:
-        # a caller running several sources holds one lock around all of them and passes it in
-        lock = options.lock or stack.enter_context(LakeLock(lake, wait=options.lock_wait))
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir))
+    records: dict[str, CaptureRecord | None] = {t.name: None for t in tables}
+    lock = options.lock
+    with tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir) as tmp:
         lock.check()
         lake.clear_scratch()
         days: dict[str, int | None] = {t.name: None for t in tables}
@@ -304,7 +302,7 @@ def run_tables(
                 record.seconds,
                 " (recovered)" if record.recovered else "",
             )
-            records.append(record)
+            records[table.name] = record
     return records
 
 
@@ -371,10 +369,9 @@ def run_capture(
     source: Source,
     tables: list[Table],
     reader: SnapshotReader,
-    options: RunOptions | None = None,
-) -> list[CaptureRecord]:
+    options: RunOptions,
+) -> dict[str, CaptureRecord | None]:
     """Capture `tables` of `source` once. Raises on the first failing table."""
-    options = options or RunOptions()
 
     def describe(record: CaptureRecord) -> str:
         if record.kind == "unchanged":

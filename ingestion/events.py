@@ -224,10 +224,9 @@ def run_events(
     source: Source,
     tables: list[Table],
     reader: EventReader,
-    options: RunOptions | None = None,
-) -> list[CaptureRecord]:
+    options: RunOptions,
+) -> dict[str, CaptureRecord | None]:
     """Append the new events of `tables`, holding the lake's lock. Raises on the first failing table."""
-    options = options or RunOptions()
     # one batch id for the run's tables (bumped per table if a table's last batch is newer)
     batch_moment = options.now().astimezone(UTC)
 
