@@ -12,6 +12,7 @@ the crash tests' failpoint.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,23 @@ DEFAULT_CRON = "0 */6 * * *"
 
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "KAGGLE_KEY", "KAGGLE_API_TOKEN")
 FAILPOINT_ENV = "LAGO_FAILPOINT"
+# what DuckDB's memory_limit takes: a positive size with a unit (3GB, 512MiB, 2T) or a share of the RAM (75%)
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:[KMGT]i?B?|B|%)\s*", re.IGNORECASE)
 
 
 def _text(env: Env, name: str) -> str | None:
     """A variable's value; an empty one counts as unset, as a shell's `NAME=` means."""
     return env.get(name) or None
+
+
+def _memory(env: Env, name: str, default: str) -> str:
+    text = _text(env, name)
+    if text is None:
+        return default
+    match = _MEMORY.fullmatch(text)
+    if match is None or not float(match.group(1)) > 0:
+        raise ConfigError(name, text, "give a positive size with a unit, e.g. 3GB, 512MiB, or a share of the RAM, 75%")
+    return text
 
 
 def _number(env: Env, name: str, kind: Callable[[str], Number], default: Number, *, zero: bool = False) -> Number:
@@ -130,7 +143,7 @@ class Config:
         return cls(
             project_dir=project_dir(env),
             lake_uri=_text(env, "LAKE_URI"),
-            duckdb_memory_limit=_text(env, "LAGO_DUCKDB_MEMORY_LIMIT") or DEFAULT_DUCKDB_MEMORY_LIMIT,
+            duckdb_memory_limit=_memory(env, "LAGO_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT),
             s3=S3Settings.from_env(env),
             orchestration=OrchestrationSettings.from_env(env),
         )

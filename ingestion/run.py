@@ -184,6 +184,7 @@ def _capture(
         lock=lock,
         simulator_day=day,
         allow_mass_delete=request.allow_mass_delete,
+        duckdb_memory_limit=config.duckdb_memory_limit,
         now=request.now,
     )
     if plan.events is not None:

@@ -58,7 +58,7 @@ class KaggleReader:
                 f"table {table.qualified_name}: Kaggle dataset {self.dataset} has no {table.name}.csv "
                 f"(its CSV files: {', '.join(sorted(p.name for p in files.values())) or 'none'})"
             )
-        return csv_snapshot(table, csv_path, context.workdir / f"{table.name}.parquet")
+        return csv_snapshot(table, csv_path, context.workdir / f"{table.name}.parquet", context.duckdb_memory_limit)
 
     def close(self) -> None:
         """Remove the downloaded files (also done when the reader is garbage-collected)."""
