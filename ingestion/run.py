@@ -111,11 +111,12 @@ def run(config: Config, catalog: Catalog, request: RunRequest) -> RunResult:
     if request.tables is not None and len(request.sources) != 1:
         raise UsageError("--tables names the tables of one source: give --source")
     kind = reader_kind(request.reader)
+    # every reader and table is settled before the lake is opened: a bad option leaves no trace in it
+    plans = [_plan(source, kind, request, config) for source in request.sources]
     lake = open_lake(request.lake, s3=config.s3)
     if not request.single_writer:
         lake.verify_conditional_writes()
     with LakeLock(lake, wait=request.lock_wait) as lock:
-        plans = [_plan(source, kind, request, config) for source in request.sources]
         day = _simulated_day(lake, catalog, plans, request.day_scope)
         done = tuple(_capture(lake, lock, plan, day, request, config) for plan in plans)
     return RunResult(lake, day, done)

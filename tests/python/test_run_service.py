@@ -49,6 +49,22 @@ def test_a_csv_run_without_source_exits_2_naming_the_declared_sources(tmp_path: 
     assert not lake.exists(), "a refused run created the lake"
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "loyalty", "--from", "csv"], "--from csv needs --path FOLDER"),
+        (["--source", "hotmart", "--from", "kaggle"], "--from kaggle reads snapshots; an events source reads"),
+        (["--source", "loyalty", "--arrival-column", "x"], "--arrival-column applies to events sources"),
+    ],
+    ids=["no-path", "snapshot-reader-for-events", "arrival-for-snapshots"],
+)
+def test_a_reader_the_run_cannot_build_leaves_no_lake(tmp_path: Path, args: list[str], message: str) -> None:
+    lake = tmp_path / "lake"
+    result = ingest(lake, *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not lake.exists(), "a refused run created the lake"
+
+
 def test_the_tables_of_one_source_settle_which_source_a_csv_run_captures(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest(lake, "--from", "csv", "--path", str(export(tmp_path / "export")), "--tables", "clientes", check=True)
