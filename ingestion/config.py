@@ -11,6 +11,7 @@ the crash tests' failpoint.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -60,7 +61,7 @@ def _memory(env: Env, name: str, default: str) -> str:
 
 
 def _number(env: Env, name: str, kind: Callable[[str], Number], default: Number, *, zero: bool = False) -> Number:
-    """A number variable: `kind` parses it; it must be positive (or 0 when `zero`)."""
+    """A number variable: `kind` parses it; it must be finite and positive (or 0 when `zero`)."""
     text = _text(env, name)
     if text is None:
         return default
@@ -68,8 +69,8 @@ def _number(env: Env, name: str, kind: Callable[[str], Number], default: Number,
         value = kind(text)
     except ValueError:
         raise ConfigError(name, text, "is not a number") from None
-    if not (value >= 0 if zero else value > 0) or value != value:  # NaN compares unequal to itself
-        raise ConfigError(name, text, "must be 0 or more" if zero else "must be positive")
+    if not math.isfinite(value) or not (value >= 0 if zero else value > 0):
+        raise ConfigError(name, text, "must be a finite number, 0 or more" if zero else "must be positive and finite")
     return value
 
 

@@ -11,7 +11,7 @@ from ingestion.config import Config
 # the run tag that the instance's run queue limits to one run per value (.dagster/dagster.yaml)
 LAKE_TAG = "lago_mago/lake"
 # Dagster's lake when LAKE_URI is unset: the CLI's `./lake`, taken from the project directory
-DEFAULT_LAKE = "lake"
+PROJECT_LAKE = "lake"
 
 
 def _resolve(value: str, root: Path) -> str:
@@ -42,7 +42,7 @@ class Settings:
         return cls(
             config=config,
             project_dir=root,
-            lake_uri=_resolve(config.lake_uri or DEFAULT_LAKE, root),
+            lake_uri=_resolve(config.lake_uri or PROJECT_LAKE, root),
             duckdb_path=_resolve(dagster.duckdb_path, root),
             dbt_target=dagster.dbt_target,
             dbt_target_path=Path(_resolve(dagster.dbt_target_path, root)),

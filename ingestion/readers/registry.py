@@ -41,6 +41,8 @@ EventFactory = Callable[[ReaderOptions, Config], "EventReader"]
 
 @dataclass(frozen=True)
 class ReaderKind:
+    """One `--from` choice: its name, and the factories of the readers it offers."""
+
     name: str
     # one line for `--help`
     summary: str

@@ -235,10 +235,11 @@ def test_variables_are_read_into_their_fields(tmp_path: Path) -> None:
     ("variable", "value", "problem"),
     [
         ("AWS_MAX_ATTEMPTS", "two", "is not a number"),
-        ("LAGO_S3_READ_TIMEOUT", "-1", "must be positive"),
+        ("LAGO_S3_READ_TIMEOUT", "-1", "must be positive and finite"),
+        ("LAGO_S3_CONNECT_TIMEOUT", "inf", "must be positive and finite"),
         ("AWS_RETRY_MODE", "fast", "use standard, adaptive, legacy"),
         ("LAGO_DUCKDB_MEMORY_LIMIT", "lots", "give a positive size with a unit"),
-        ("LAGO_LOCK_WAIT_SECONDS", "nan", "must be 0 or more"),
+        ("LAGO_LOCK_WAIT_SECONDS", "nan", "must be a finite number, 0 or more"),
     ],
 )
 def test_an_invalid_variable_is_one_clear_error_naming_it(
