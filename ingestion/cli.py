@@ -55,10 +55,11 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from",
         dest="reader",
-        choices=["simulator", "kaggle", "csv"],
+        choices=["simulator", "kaggle", "csv", "postgres"],
         default="simulator",
         help="where snapshots come from (default: simulator)",
     )
+    parser.add_argument("--dsn", help="--from postgres: connection string (default: env LAGO_POSTGRES_DSN)")
     parser.add_argument("--path", type=Path, help="folder of <table>.csv files (--from csv)")
     parser.add_argument("--tables", help="comma-separated subset of the source's tables")
     parser.add_argument("--scale", type=int, default=10_000, help="simulator: customers on day 0")
@@ -195,6 +196,11 @@ def _reader(args: argparse.Namespace) -> SnapshotReader:
         if args.path is None:
             raise CatalogError("--from csv needs --path FOLDER (with one <table>.csv per table)")
         return CsvFolderReader(args.path)
+    if args.reader == "postgres":
+        from ingestion.postgres.connection import resolve_dsn
+        from ingestion.readers.postgres import PostgresReader
+
+        return PostgresReader(resolve_dsn(args.dsn))
     from ingestion.readers.kaggle import KaggleReader
 
     kaggle: SnapshotReader = KaggleReader(dataset=args.dataset)

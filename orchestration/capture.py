@@ -21,7 +21,7 @@ from ingestion.table_store import load_state
 from orchestration.settings import Settings
 
 CAPTURE_GROUP = "capture"
-READERS = ("simulator", "csv", "kaggle")
+READERS = ("simulator", "csv", "kaggle", "postgres")
 
 
 class CaptureConfig(dg.Config):
@@ -49,6 +49,12 @@ def _snapshot_reader(config: CaptureConfig) -> SnapshotReader:
         from ingestion.readers.csv import CsvFolderReader
 
         return CsvFolderReader(Path(_needs_path(config)))
+    if config.reader == "postgres":
+        from ingestion.postgres.connection import resolve_dsn
+        from ingestion.readers.postgres import PostgresReader
+
+        # the connection string only from env LAGO_POSTGRES_DSN: run configuration is shown in the UI
+        return PostgresReader(resolve_dsn(None))
     from ingestion.readers.kaggle import KaggleReader
 
     kaggle: SnapshotReader = KaggleReader(dataset=config.dataset)
