@@ -207,3 +207,22 @@ def test_one_run_is_one_consistent_cut(postgres_server: PostgresCluster, tmp_pat
     later = PostgresReader(dsn)
     assert later.read(produtos, CaptureContext(tmp_path / "c")).expected_rows() == before["produtos"] + 1
     later.close()
+
+
+def test_dagster_captures_from_postgres(
+    postgres_server: PostgresCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The capture asset's reader `postgres` takes its connection string from LAGO_POSTGRES_DSN only (run
+    configuration is shown in the UI)."""
+    from orchestration.capture import CaptureConfig, _capture
+    from orchestration.settings import Settings
+
+    dsn = fresh_database(postgres_server, "dagster")
+    assert simulate_day(dsn, "--scale", "50").returncode == 0
+    monkeypatch.setenv("LAGO_POSTGRES_DSN", dsn)
+    catalog = load_catalog()
+    source = catalog.source("loyalty")
+    settings = Settings.from_env({"LAKE_URI": str(tmp_path / "lake")})
+    _, records = _capture(catalog, source, list(source.tables.values()), CaptureConfig(reader="postgres"), settings)
+    found = {name: (r.kind, r.inserts, r.reader) for name, r in records.items() if r is not None}
+    assert found == {name: ("full-load", rows, "postgres") for name, rows in table_rows(dsn).items()}
