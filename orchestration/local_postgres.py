@@ -20,6 +20,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,8 @@ import psycopg
 from psycopg import sql
 
 from ingestion.catalog import load_catalog
-from ingestion.postgres.schema import create_table
+from ingestion.postgres.errors import DSN_VARIABLE
+from ingestion.postgres.schema import create_table, relation_name
 from orchestration.local_s3 import HOST, pick_ports
 
 BIN_DIR = Path(os.environ.get("LAGO_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
@@ -252,8 +254,6 @@ def temporary_cluster() -> PostgresCluster:
 
 def create_source_tables(dsn: str, source: str = "loyalty") -> list[str]:
     """Create every declared table of `source` that the database lacks; returns their `schema.table` names."""
-    from ingestion.postgres.schema import relation_name
-
     tables = list(load_catalog().source(source).tables.values())
     with psycopg.connect(dsn, autocommit=True) as conn:
         for table in tables:
@@ -271,8 +271,6 @@ LOCAL_PASSWORD = "lago-mago-local"
 
 
 def _port_is_free(port: int) -> bool:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -337,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"local_postgres: {exc}", file=sys.stderr)
         return 1
     # stdout carries only the export, so that `eval "$(python -m orchestration.local_postgres --background)"` works
-    print(f"export LAGO_POSTGRES_DSN={shlex.quote(dsn)}", flush=True)
+    print(f"export {DSN_VARIABLE}={shlex.quote(dsn)}", flush=True)
     where = f"Postgres on {HOST}:{cluster.port}, database {args.database} ({', '.join(tables)}), data in {folder}"
     if args.background:
         print(f"local_postgres: {where}; stop it with --stop", file=sys.stderr)

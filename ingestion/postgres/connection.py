@@ -10,9 +10,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ingestion.postgres.errors import NoDsnError, PostgresAccessError
+from ingestion.postgres.errors import DSN_VARIABLE, NoDsnError, PostgresAccessError
 
-DSN_VARIABLE = "LAGO_POSTGRES_DSN"
 # an unreachable host fails a run in seconds, not after the TCP stack's minutes (a DSN may set its own)
 CONNECT_TIMEOUT_SECONDS = 10
 APPLICATION_NAME = "lago-mago"

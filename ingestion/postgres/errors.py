@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from ingestion.errors import SnapshotError, SourceAccessError, UsageError
 
+# the environment variable that holds a Postgres source's connection string (`--dsn` overrides it)
+DSN_VARIABLE = "LAGO_POSTGRES_DSN"
+
 
 class PostgresAccessError(SourceAccessError):
     """The database could not be reached or refused the connection (address, credentials, a missing database)."""
@@ -13,7 +16,7 @@ class PostgresAccessError(SourceAccessError):
         self.endpoint, self.problem = endpoint, problem
         super().__init__(
             f"Postgres {endpoint}: {problem}; nothing was published. Check the connection string (--dsn or env "
-            "LAGO_POSTGRES_DSN)"
+            f"{DSN_VARIABLE})"
         )
 
 
@@ -22,7 +25,7 @@ class NoDsnError(UsageError):
 
     def __init__(self) -> None:
         super().__init__(
-            "no Postgres database given: set env LAGO_POSTGRES_DSN or pass --dsn "
+            f"no Postgres database given: set env {DSN_VARIABLE} or pass --dsn "
             "(postgresql://user:password@host:port/database)"
         )
 

@@ -166,7 +166,7 @@ def _to_parquet(table: Table, csv_path: Path, dest: Path) -> int:
 def _check_key(table: Table, path: Path) -> None:
     """Refuse a NULL in any declared key column, naming the column."""
     counts = ", ".join(f"count(*) filter (where {quote_identifier(k)} is null)" for k in table.primary_key)
-    con = duckdb.connect()
+    con = connect(path.parent)
     try:
         found = con.execute(f"select {counts} from read_parquet({sql_literal(str(path))})").fetchone()
     finally:
