@@ -203,3 +203,39 @@ def test_no_connection_string_is_a_usage_error(base: Base, tmp_path: Path, repor
     code, message, _ = _run_on_copy(base, tmp_path, report, "no connection string (no --dsn, no env)")
     assert code == 2, message
     assert "LAGO_POSTGRES_DSN" in message and "--dsn" in message
+
+
+def test_a_connection_cut_between_two_tables_stops_the_run(
+    base: Base, postgres_server: PostgresCluster, tmp_path: Path, report: Recorder
+) -> None:
+    """The run's one transaction is its consistent cut: when its connection is cut (here its backend is terminated
+    after the first table), the run cannot read the rest from the same cut and stops, naming the endpoint."""
+    from ingestion.catalog import load_catalog
+    from ingestion.postgres.errors import PostgresAccessError
+    from ingestion.readers.base import CaptureContext
+    from ingestion.readers.postgres import PostgresReader
+
+    tables = load_catalog().source("loyalty").tables
+    reader = PostgresReader(base.dsn)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = reader.read(tables["clientes"], CaptureContext(tmp_path / "a"))
+    with psycopg.connect(postgres_server.dsn(), autocommit=True) as admin:
+        cut = admin.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'lago-mago' "
+            "and datname = %s",
+            (base.database,),
+        ).fetchall()
+    with pytest.raises(PostgresAccessError) as error:
+        reader.read(tables["produtos"], CaptureContext(tmp_path / "b"))
+    reader.close()
+    report.record(
+        "postgres: the connection cut between two tables of a run",
+        runs=1,
+        expected=first.expected_rows(),
+        note=str(error.value)[:110],
+    )
+    assert cut == [(True,)]
+    assert error.value.endpoint.startswith(f"127.0.0.1:{postgres_server.port}, database {base.database}")
+    assert "reading public.produtos failed" in str(error.value)
+    assert postgres_server.password not in str(error.value)
