@@ -132,6 +132,8 @@ class Table:
     ordering_column: str | None = None
     csv_separator: str = ","
     breaker: Breaker = field(default_factory=Breaker)
+    # where a database source keeps the table: `meta.database_table` (`schema.table`), else `public.<name>`
+    database_table: tuple[str, str] | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -220,7 +222,20 @@ def _parse_table(source: str, raw: dict[str, object], path: Path) -> Table:
     if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
         raise CatalogError(f"{where}: csv_separator must be one character other than a quote or newline")
     breaker = _parse_breaker(meta.get("circuit_breaker"), where)
-    return Table(source, name, tuple(columns), tuple(key), ordering, separator, breaker)
+    database_table = _parse_database_table(meta.get("database_table"), where)
+    return Table(source, name, tuple(columns), tuple(key), ordering, separator, breaker, database_table)
+
+
+def _parse_database_table(raw: object, where: str) -> tuple[str, str] | None:
+    """`meta.database_table: schema.table`, the table's name in a database source (plain identifiers)."""
+    if raw is None:
+        return None
+    schema, dot, name = str(raw).partition(".")
+    if not isinstance(raw, str) or not dot:
+        raise CatalogError(f"{where}: meta.database_table must be 'schema.table', not {raw!r}")
+    return validate_identifier(schema, f"{where}: database schema"), validate_identifier(
+        name, f"{where}: database table"
+    )
 
 
 def load_catalog(paths: list[Path] | None = None, *, project: Path | None = None) -> Catalog:

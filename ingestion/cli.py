@@ -58,6 +58,11 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         + "; ".join(f"{kind.name}: {kind.summary}" for kind in READERS.values())
         + f" (default: {DEFAULT_READER})",
     )
+    parser.add_argument(
+        "--dsn",
+        help="--from postgres: the database's connection string (default: env LAGO_POSTGRES_DSN); a password in "
+        "it is visible to other users of this machine in the process list, the variable is not",
+    )
     parser.add_argument("--path", type=Path, help="folder of <table>.csv files (--from csv)")
     parser.add_argument("--tables", help="comma-separated subset of the source's tables")
     parser.add_argument("--scale", type=int, default=10_000, help="simulator: customers on day 0")
@@ -187,7 +192,12 @@ def run_request(catalog: Catalog, config: Config, args: argparse.Namespace) -> R
         sources=choose_sources(catalog, args.reader, args.source, tables),
         reader=args.reader,
         reader_options=ReaderOptions(
-            path=args.path, scale=args.scale, seed=args.seed, dataset=args.dataset, arrival_column=args.arrival_column
+            path=args.path,
+            scale=args.scale,
+            seed=args.seed,
+            dataset=args.dataset,
+            arrival_column=args.arrival_column,
+            dsn=args.dsn,
         ),
         tables=tables,
         lock_wait=args.wait,

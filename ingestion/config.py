@@ -4,9 +4,11 @@ A command reads its configuration once, when it starts (never at import, so a te
 may set the environment first), and passes it down. An invalid value stops the command before it touches the
 lake, with an error naming the variable and the value.
 
-Two exceptions are read where they act, by the functions at the end of this module: secrets (only to blank them
-out of error texts; keeping them out of the configuration keeps them out of every repr and log line of it) and
-the crash tests' failpoint.
+Three exceptions are read where they act, by the functions at the end of this module: secrets (only to blank
+them out of error texts; keeping them out of the configuration keeps them out of every repr and log line of it),
+the crash tests' failpoint, and the local Postgres's server binaries (only that tool needs them). The one secret
+a command itself uses, a Postgres source's connection string, is in the configuration but never in its repr, and
+`redact` blanks it and its password out of error texts all the same.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar, get_args
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ingestion.errors import ConfigError
 
@@ -39,7 +42,19 @@ READ_TIMEOUT_SECONDS = 10.0
 # Dagster: every six hours, as the reference tool's own scheduler does by default
 DEFAULT_CRON = "0 */6 * * *"
 
-SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "KAGGLE_KEY", "KAGGLE_API_TOKEN")
+# a Postgres source's connection string (`--dsn` overrides it); it may hold the database's password
+POSTGRES_DSN_ENV = "LAGO_POSTGRES_DSN"
+# the local Postgres (`orchestration.local_postgres`, also the tests'): where its server binaries are
+POSTGRES_BIN_ENV = "LAGO_POSTGRES_BIN"
+DEFAULT_POSTGRES_BIN = "/usr/lib/postgresql/15/bin"
+SECRET_VARIABLES = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "KAGGLE_KEY",
+    "KAGGLE_API_TOKEN",
+    POSTGRES_DSN_ENV,
+)
 FAILPOINT_ENV = "LAGO_FAILPOINT"
 # what DuckDB's memory_limit takes: a positive size with a unit (3GB, 512MiB, 2T) or a share of the RAM (75%)
 _MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:[KMGT]i?B?|B|%)\s*", re.IGNORECASE)
@@ -137,6 +152,9 @@ class Config:
     duckdb_memory_limit: str
     s3: S3Settings
     orchestration: OrchestrationSettings
+    # LAGO_POSTGRES_DSN, the connection string `--from postgres` reads without --dsn (None when unset). A secret:
+    # kept out of the repr, so a logged or displayed configuration never shows it
+    postgres_dsn: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Config:
@@ -147,6 +165,7 @@ class Config:
             duckdb_memory_limit=_memory(env, "LAGO_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT),
             s3=S3Settings.from_env(env),
             orchestration=OrchestrationSettings.from_env(env),
+            postgres_dsn=_text(env, POSTGRES_DSN_ENV),
         )
 
 
@@ -156,13 +175,50 @@ def project_dir(env: Env | None = None) -> Path:
     return Path(_text(env, "LAGO_PROJECT_DIR") or CHECKOUT).resolve()
 
 
+def postgres_bin_dir(env: Env | None = None) -> Path:
+    """The Postgres server binaries the local Postgres runs (LAGO_POSTGRES_BIN, else Debian's postgresql-15).
+
+    Read when a server is started, not with a command's configuration: only the local Postgres needs it."""
+    env = os.environ if env is None else env
+    return Path(_text(env, POSTGRES_BIN_ENV) or DEFAULT_POSTGRES_BIN)
+
+
 def redact(text: str) -> str:
-    """`text` with the value of every secret variable blanked out (botocore and the Kaggle client can echo them)."""
-    for name in SECRET_VARIABLES:
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+    """`text` with the value of every secret variable blanked out (botocore and the Kaggle client can echo them),
+    and the password of LAGO_POSTGRES_DSN too (libpq's messages can quote it without the rest of the string)."""
+    secrets = [os.environ.get(name) for name in SECRET_VARIABLES]
+    dsn = os.environ.get(POSTGRES_DSN_ENV)
+    if dsn:
+        secrets.extend(dsn_passwords(dsn))
+    # the longest first: a password inside the connection string must not break the string's own replacement
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
+
+
+_KEY_VALUE_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def dsn_passwords(dsn: str) -> tuple[str, ...]:
+    """The password a connection string holds, as written and as libpq reads it: a URI's userinfo or `password`
+    parameter (postgresql://user:password@host/db, percent-encoded), or a `password=...` pair (quoted or not)."""
+    found: list[str] = []
+    if "://" in dsn:
+        try:
+            parts = urlsplit(dsn)
+            password = parts.password
+        except ValueError:
+            return ()
+        if password:
+            found += [password, unquote(password)]
+        found += parse_qs(parts.query).get("password", [])
+        return tuple(dict.fromkeys(found))
+    for match in _KEY_VALUE_PASSWORD.finditer(dsn):
+        value = match.group(1)
+        found.append(value)
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            found.append(re.sub(r"\\(.)", r"\1", value[1:-1]))
+    return tuple(dict.fromkeys(found))
 
 
 def armed_failpoint() -> str | None:

@@ -9,7 +9,7 @@ a source's client library.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,9 @@ class ReaderOptions:
     seed: int = 42
     dataset: str = DEFAULT_DATASET
     arrival_column: str | None = None
+    # --from postgres: `--dsn`, which overrides the configuration's LAGO_POSTGRES_DSN. Dagster never sets it (its
+    # run configuration is shown in the UI); a secret either way, so never in the repr
+    dsn: str | None = field(default=None, repr=False)
 
 
 SnapshotFactory = Callable[[ReaderOptions, Config], "SnapshotReader"]
@@ -123,6 +126,14 @@ def _kaggle(options: ReaderOptions, config: Config) -> SnapshotReader:
     return KaggleReader(dataset=options.dataset)
 
 
+def _postgres(options: ReaderOptions, config: Config) -> SnapshotReader:
+    from ingestion.postgres.connection import resolve_dsn
+    from ingestion.readers.postgres import PostgresReader
+
+    return PostgresReader(resolve_dsn(options.dsn, config.postgres_dsn))
+
+
 register(ReaderKind("simulator", "a seeded simulation of every source", _simulator, _hotmart_simulator, True))
 register(ReaderKind("kaggle", "the Kaggle dataset --dataset (snapshot sources)", _kaggle))
 register(ReaderKind("csv", "a folder of <table>.csv files, --path", _csv, _events_csv))
+register(ReaderKind("postgres", "a Postgres database, --dsn or env LAGO_POSTGRES_DSN (snapshot sources)", _postgres))

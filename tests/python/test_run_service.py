@@ -10,8 +10,9 @@ import pytest
 from support.cli import ingest, run_cli
 
 from ingestion.catalog import Catalog, load_catalog
-from ingestion.config import CHECKOUT, Config, S3Settings
+from ingestion.config import CHECKOUT, Config, S3Settings, dsn_passwords, redact
 from ingestion.errors import CatalogError, ConfigError, SourceChoiceError, UsageError
+from ingestion.postgres.connection import resolve_dsn
 from ingestion.readers.csv import CsvFolderReader
 from ingestion.readers.registry import READERS, ReaderKind, ReaderOptions, reader_kind, register
 from ingestion.run import RunRequest, choose_sources, run
@@ -80,10 +81,38 @@ def test_each_reader_reads_the_sources_of_its_capture_modes(catalog: Catalog) ->
     # the simulator simulates every source; kaggle reads snapshots only
     assert choose_sources(catalog, "simulator") == everything
     assert choose_sources(catalog, "kaggle") == snapshot_sources
+    # a database holds the tables of one source: without --source, the one snapshot source declared
+    assert choose_sources(catalog, "postgres") == snapshot_sources
     # named tables settle the source when only one declares them
     assert choose_sources(catalog, "simulator", tables=("clientes",)) == (catalog.source("loyalty"),)
     assert choose_sources(catalog, "csv", tables=("product_item",)) == (catalog.source("hotmart"),)
     assert choose_sources(catalog, "csv", "hotmart") == (catalog.source("hotmart"),)
+
+
+def test_postgres_without_source_needs_one_snapshot_source(tmp_path: Path) -> None:
+    """A second declared snapshot source makes `--from postgres` without --source ambiguous: exit 2 naming both,
+    before any connection is tried and before the lake is touched."""
+    declaration = Path("models/bronze/loyalty/_loyalty__sources.yml")
+    project = tmp_path / "project"
+    for name in ("loyalty", "crm"):
+        target = project / "models" / "bronze" / name / f"_{name}__sources.yml"
+        target.parent.mkdir(parents=True)
+        text = (CHECKOUT / declaration).read_text(encoding="utf-8")
+        target.write_text(text.replace("  - name: loyalty\n", f"  - name: {name}\n", 1), encoding="utf-8")
+    two = load_catalog(project=project)
+    assert [(s.name, s.capture) for s in two.sources.values()] == [("crm", "snapshot"), ("loyalty", "snapshot")]
+    with pytest.raises(SourceChoiceError) as caught:
+        choose_sources(two, "postgres")
+    assert caught.value.candidates == ("crm", "loyalty")
+    lake = tmp_path / "lake"
+    unreachable = "postgresql://nobody:hunter22@127.0.0.1:1/none"
+    result = ingest(
+        lake, "--from", "postgres", env={"LAGO_PROJECT_DIR": str(project), "LAGO_POSTGRES_DSN": unreachable}
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--from postgres reads sources crm and loyalty" in result.stderr and "--source" in result.stderr
+    assert "hunter22" not in result.stderr and "Traceback" not in result.stderr
+    assert not lake.exists(), "a refused run created the lake"
 
 
 def test_an_ambiguous_source_is_a_usage_error_with_its_facts(catalog: Catalog) -> None:
@@ -101,13 +130,15 @@ def test_an_ambiguous_source_is_a_usage_error_with_its_facts(catalog: Catalog) -
 
 
 def test_the_cli_offers_the_registered_readers() -> None:
-    assert list(READERS) == ["simulator", "kaggle", "csv"]
+    assert list(READERS) == ["simulator", "kaggle", "csv", "postgres"]
     shown = run_cli("run", "--help", check=True).stdout
     for name, kind in READERS.items():
         assert name in shown and kind.summary.split()[0] in shown, shown
     refused = run_cli("run", "--from", "postgre", "--lake", "unused")
     assert refused.returncode == 2
-    assert "invalid choice: 'postgre'" in refused.stderr and "'simulator', 'kaggle', 'csv'" in refused.stderr
+    assert (
+        "invalid choice: 'postgre'" in refused.stderr and "'simulator', 'kaggle', 'csv', 'postgres'" in refused.stderr
+    )
 
 
 def test_a_kind_builds_the_readers_of_the_capture_modes_it_serves() -> None:
@@ -118,7 +149,7 @@ def test_a_kind_builds_the_readers_of_the_capture_modes_it_serves() -> None:
         kaggle.event_reader(ReaderOptions(), config)
     with pytest.raises(CatalogError, match=r"--from csv needs --path FOLDER"):
         reader_kind("csv").snapshot_reader(ReaderOptions(), config)
-    with pytest.raises(UsageError, match=r"reader 'nope' is not known; readers: simulator, kaggle, csv"):
+    with pytest.raises(UsageError, match=r"reader 'nope' is not known; readers: simulator, kaggle, csv, postgres"):
         reader_kind("nope")
     with pytest.raises(ValueError, match="registered twice"):
         register(READERS["csv"])
@@ -229,6 +260,23 @@ def test_variables_are_read_into_their_fields(tmp_path: Path) -> None:
         str(tmp_path.resolve() / "elsewhere.duckdb"),
     )
     assert (settings.max_retries, settings.lock_wait_seconds) == (0, 0.0)
+
+
+def test_the_postgres_connection_string_is_configuration_kept_out_of_sight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LAGO_POSTGRES_DSN is read with the rest, `--dsn` overrides it, and neither is in a repr or an error text."""
+    dsn = "postgresql://capture:s3cr%40t-pw@db.internal:5433/loyalty?sslmode=disable"
+    config = Config.from_env({"LAGO_POSTGRES_DSN": dsn})
+    assert config.postgres_dsn == dsn and Config.from_env({}).postgres_dsn is None
+    assert "s3cr" not in repr(config) and "s3cr" not in repr(ReaderOptions(dsn=dsn))
+    assert resolve_dsn("host=elsewhere", config.postgres_dsn) == "host=elsewhere"
+    assert resolve_dsn(None, config.postgres_dsn) == dsn
+    with pytest.raises(UsageError, match=r"set env LAGO_POSTGRES_DSN or pass --dsn"):
+        resolve_dsn(None, None)
+    assert dsn_passwords(dsn) == ("s3cr%40t-pw", "s3cr@t-pw")
+    assert dsn_passwords(r"host=db password='a b\'c' user=u") == (r"'a b\'c'", "a b'c")
+    monkeypatch.setenv("LAGO_POSTGRES_DSN", dsn)
+    echoed = f"connection to {dsn} failed: password s3cr@t-pw rejected"
+    assert redact(echoed) == "connection to *** failed: password *** rejected"
 
 
 @pytest.mark.parametrize(
