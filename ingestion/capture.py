@@ -8,7 +8,6 @@ lake unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 import time
@@ -23,6 +22,7 @@ import duckdb
 from ingestion import cdc
 from ingestion.breaker import held_files, hold, judge
 from ingestion.catalog import Source, Table
+from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import check_lake, parquet_columns, same_type
 from ingestion.errors import LakeStateError, MassDeleteError, SnapshotError, SourceChangedError
 from ingestion.identity import ensure_identity
@@ -37,13 +37,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunOptions:
-    lock_wait: float = 0.0
-    # the lake's lock, already held by the caller (None: the run takes it itself)
-    lock: LakeLock | None = None
+    """How `run_tables` captures, set by the run service (`ingestion.run`), which holds the lake's lock."""
+
+    lock: LakeLock
     # publish a capture the circuit breaker would hold
     allow_mass_delete: bool = False
-    # the simulated day of this run, settled over every source it captures (None: settled per source)
+    # the simulated day of this run, settled over every source it captures (None: settled over its tables)
     simulator_day: int | None = None
+    # the cap of every DuckDB connection of the run (env LAGO_DUCKDB_MEMORY_LIMIT)
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
     workdir: Path | None = None
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -54,7 +56,7 @@ def prepare_capture(
     reader: SnapshotReader,
     workdir: Path,
     day: int | None,
-    now: Callable[[], datetime],
+    options: RunOptions,
 ) -> PreparedCapture | CaptureRecord:
     """Read and diff one table's snapshot locally; a CaptureRecord when a recovered capture stands for it."""
     started = time.monotonic()
@@ -68,7 +70,7 @@ def prepare_capture(
     reads = 1
     while True:
         try:
-            return _read_and_diff(store, state, reader, table_dir, day, now, started)
+            return _read_and_diff(store, state, reader, table_dir, day, options, started)
         except SourceChangedError as exc:
             if reads >= SOURCE_READS:
                 raise
@@ -91,14 +93,15 @@ def _read_and_diff(
     reader: SnapshotReader,
     table_dir: Path,
     day: int | None,
-    now: Callable[[], datetime],
+    options: RunOptions,
     started: float,
 ) -> PreparedCapture:
     """One read of the table's source, its diff, and the next snapshot, all from that one version of it."""
     table = store.table
-    snapshot = reader.read(table, CaptureContext(table_dir, day or 0))
+    memory = options.duckdb_memory_limit
+    snapshot = reader.read(table, CaptureContext(table_dir, day or 0, memory))
 
-    captured_at = now().astimezone(UTC)
+    captured_at = options.now().astimezone(UTC)
     last = state.last_capture
     if last is not None and captured_at <= moment_of(last.capture_id):
         captured_at = moment_of(last.capture_id) + timedelta(microseconds=1)
@@ -111,15 +114,15 @@ def _read_and_diff(
     try:
         if state.snapshot_key is None:
             kind = "full-load"
-            result = cdc.full_load(table, snapshot, captured_at, first_sequence, changes)
+            result = cdc.full_load(table, snapshot, captured_at, first_sequence, changes, memory)
             # the full load holds every row: it is the table's first stored snapshot as it is
             stored: Path | None = snapshot.file or changes
         else:
             rows = last.snapshot_rows if last is not None else 0
             baseline = _baseline(store, state, rows, table_dir)
-            result = cdc.diff(table, baseline, snapshot, captured_at, first_sequence, changes)
+            result = cdc.diff(table, baseline, snapshot, captured_at, first_sequence, changes, memory)
             kind = "cdc" if result.counts.total else "unchanged"
-            stored, delta = _next_snapshot(table, state, kind, snapshot, baseline, result, changes, table_dir)
+            stored, delta = _next_snapshot(table, state, kind, snapshot, baseline, result, changes, table_dir, memory)
     except SnapshotError:
         snapshot.verify_unchanged()  # a source replaced mid-read looks broken: say what happened instead
         raise
@@ -163,6 +166,7 @@ def _next_snapshot(
     result: cdc.DiffResult,
     changes: Path,
     workdir: Path,
+    memory_limit: str,
 ) -> tuple[Path | None, bool]:
     """What the capture stores as the table's next snapshot, and whether it is a change file on top of the
     previous state: nothing when nothing changed; the reader's own Parquet file when it wrote one (free);
@@ -177,7 +181,10 @@ def _next_snapshot(
         return snapshot.file, False
     grown = state.delta_rows + result.counts.total > COMPACT_SHARE * max(result.snapshot_rows, 1)
     if grown or len(state.snapshot_deltas) + 1 >= COMPACT_FILES:
-        return cdc.compact(table, baseline, changes, result.snapshot_rows, workdir / "snapshot.parquet"), False
+        compacted = cdc.compact(
+            table, baseline, changes, result.snapshot_rows, workdir / "snapshot.parquet", memory_limit
+        )
+        return compacted, False
     return changes, True
 
 
@@ -263,16 +270,15 @@ def run_tables(
     options: RunOptions,
     prepare_one: Callable[[Table, Path, int | None], PreparedCapture | CaptureRecord],
     describe: Callable[[CaptureRecord], str],
-) -> list[CaptureRecord]:
-    """Capture each table once, holding the lake's lock: prepare every table, then publish them all.
+) -> dict[str, CaptureRecord | None]:
+    """Capture each table once under the lake's lock, held by the caller: prepare every table, then publish them
+    all. Returns each table's record, None for a table already captured for the run's simulated day.
 
     The simulator's tables move through simulated days together (see `simulator_days`).
     """
-    records: list[CaptureRecord] = []
-    with contextlib.ExitStack() as stack:
-        # a caller running several sources holds one lock around all of them and passes it in
-        lock = options.lock or stack.enter_context(LakeLock(lake, wait=options.lock_wait))
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir))
+    records: dict[str, CaptureRecord | None] = {t.name: None for t in tables}
+    lock = options.lock
+    with tempfile.TemporaryDirectory(prefix="lago-capture-", dir=options.workdir) as tmp:
         lock.check()
         lake.clear_scratch()
         days: dict[str, int | None] = {t.name: None for t in tables}
@@ -304,7 +310,7 @@ def run_tables(
                 record.seconds,
                 " (recovered)" if record.recovered else "",
             )
-            records.append(record)
+            records[table.name] = record
     return records
 
 
@@ -371,10 +377,9 @@ def run_capture(
     source: Source,
     tables: list[Table],
     reader: SnapshotReader,
-    options: RunOptions | None = None,
-) -> list[CaptureRecord]:
+    options: RunOptions,
+) -> dict[str, CaptureRecord | None]:
     """Capture `tables` of `source` once. Raises on the first failing table."""
-    options = options or RunOptions()
 
     def describe(record: CaptureRecord) -> str:
         if record.kind == "unchanged":
@@ -389,6 +394,6 @@ def run_capture(
         tables,
         reader.simulated_days,
         options,
-        lambda table, workdir, day: prepare_capture(lake, table, reader, workdir, day, options.now),
+        lambda table, workdir, day: prepare_capture(lake, table, reader, workdir, day, options),
         describe,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,14 +9,12 @@ from typing import TYPE_CHECKING, Literal
 
 import yaml
 
+from ingestion.config import project_dir
 from ingestion.errors import CatalogError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# The dbt project holding the declarations: this checkout, or env LAGO_PROJECT_DIR where the package is installed
-# apart from the project (a wheel on a Databricks job cluster).
-PROJECT_ROOT = Path(os.environ.get("LAGO_PROJECT_DIR") or Path(__file__).resolve().parent.parent)
 DEFAULT_SOURCES_GLOB = "models/bronze/*/_*__sources.yml"
 
 # Names go into lake paths and SQL: only plain identifiers are accepted.
@@ -135,6 +132,8 @@ class Table:
     ordering_column: str | None = None
     csv_separator: str = ","
     breaker: Breaker = field(default_factory=Breaker)
+    # where a database source keeps the table: `meta.database_table` (`schema.table`), else `public.<name>`
+    database_table: tuple[str, str] | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -223,12 +222,28 @@ def _parse_table(source: str, raw: dict[str, object], path: Path) -> Table:
     if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
         raise CatalogError(f"{where}: csv_separator must be one character other than a quote or newline")
     breaker = _parse_breaker(meta.get("circuit_breaker"), where)
-    return Table(source, name, tuple(columns), tuple(key), ordering, separator, breaker)
+    database_table = _parse_database_table(meta.get("database_table"), where)
+    return Table(source, name, tuple(columns), tuple(key), ordering, separator, breaker, database_table)
 
 
-def load_catalog(paths: list[Path] | None = None) -> Catalog:
-    """Parse every sources YAML under models/bronze/ (or the given files) into a Catalog."""
-    files = paths if paths is not None else sorted(PROJECT_ROOT.glob(DEFAULT_SOURCES_GLOB))
+def _parse_database_table(raw: object, where: str) -> tuple[str, str] | None:
+    """`meta.database_table: schema.table`, the table's name in a database source (plain identifiers)."""
+    if raw is None:
+        return None
+    schema, dot, name = str(raw).partition(".")
+    if not isinstance(raw, str) or not dot:
+        raise CatalogError(f"{where}: meta.database_table must be 'schema.table', not {raw!r}")
+    return validate_identifier(schema, f"{where}: database schema"), validate_identifier(
+        name, f"{where}: database table"
+    )
+
+
+def load_catalog(paths: list[Path] | None = None, *, project: Path | None = None) -> Catalog:
+    """Parse every sources YAML under models/bronze/ of `project` (default: `config.project_dir()`, the checkout
+    or env LAGO_PROJECT_DIR), or the given files, into a Catalog."""
+    if paths is None:
+        paths = sorted((project or project_dir()).glob(DEFAULT_SOURCES_GLOB))
+    files = paths
     if not files:
         raise CatalogError(f"no sources YAML found ({DEFAULT_SOURCES_GLOB})")
     sources: dict[str, Source] = {}

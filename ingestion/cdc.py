@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Table
+from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import (
     check_io,
     check_lake,
@@ -274,9 +275,16 @@ def _changes_of(
     return write(careful.relation), careful, careful.expected_rows()
 
 
-def full_load(table: Table, snapshot: Snapshot, captured_at: datetime, first_sequence: int, dest: Path) -> DiffResult:
+def full_load(
+    table: Table,
+    snapshot: Snapshot,
+    captured_at: datetime,
+    first_sequence: int,
+    dest: Path,
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT,
+) -> DiffResult:
     """Every row of the first snapshot as an insert, in the snapshot's own order."""
-    con = connect(dest.parent, ordered=True)
+    con = connect(dest.parent, ordered=True, memory_limit=memory_limit)
     try:
         written, snapshot, expected = _changes_of(
             con,
@@ -338,9 +346,10 @@ def diff(
     captured_at: datetime,
     first_sequence: int,
     dest: Path,
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT,
 ) -> DiffResult:
     """The changes that turn `baseline` into `current`. Writes `dest` only when there is a change."""
-    con = connect(dest.parent, ordered=False)
+    con = connect(dest.parent, ordered=False, memory_limit=memory_limit)
     if baseline.filesystem is not None:
         con.register_filesystem(baseline.filesystem)
     try:
@@ -375,11 +384,18 @@ def diff(
     return DiffResult(counts, rows, first_sequence + counts.total - 1)
 
 
-def compact(table: Table, baseline: Baseline, changes: Path, rows: int, dest: Path) -> Path:
+def compact(
+    table: Table,
+    baseline: Baseline,
+    changes: Path,
+    rows: int,
+    dest: Path,
+    memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT,
+) -> Path:
     """The state after `changes` as one Parquet snapshot at `dest`: `baseline` with the change file applied, so the
     stored state is exactly what the change log says (see `baseline_relation`). `rows` is the count the diff
     found; a different count is refused."""
-    con = connect(dest.parent, ordered=True)
+    con = connect(dest.parent, ordered=True, memory_limit=memory_limit)
     if baseline.filesystem is not None:
         con.register_filesystem(baseline.filesystem)
     after = Baseline(baseline.snapshot, (*baseline.deltas, changes), rows, baseline.filesystem)

@@ -17,23 +17,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from ingestion.breaker import load_held
 from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
-from ingestion.errors import CatalogError, IngestionError, LakeError, LakeLockedError, UsageError, interrupted_query
+from ingestion.config import DEFAULT_LAKE, Config
+from ingestion.errors import IngestionError, LakeError, LakeLockedError, UsageError, interrupted_query
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
+from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, READERS, ReaderOptions
+from ingestion.run import RunRequest, choose_sources, run
 from ingestion.state import CaptureRecord, moment_of
-from ingestion.table_store import TableStore, load_state
-
-# The engine (DuckDB, the readers) is imported by the commands that capture: `--help` and `status` start fast.
-if TYPE_CHECKING:
-    from ingestion.readers.base import EventReader, SnapshotReader
+from ingestion.table_store import TableStore
 
 log = logging.getLogger("ingestion")
-
-DEFAULT_LAKE = "./lake"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +41,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         default=None,
-        help="declared source system (default: every source for the simulator and for status, else loyalty)",
+        help="declared source system (default: every source for the simulator and for status; for another reader, "
+        "or with --tables, the one declared source it can read)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -55,15 +52,22 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from",
         dest="reader",
-        choices=["simulator", "kaggle", "csv"],
-        default="simulator",
-        help="where snapshots come from (default: simulator)",
+        choices=list(READERS),
+        default=DEFAULT_READER,
+        help="where snapshots come from: "
+        + "; ".join(f"{kind.name}: {kind.summary}" for kind in READERS.values())
+        + f" (default: {DEFAULT_READER})",
+    )
+    parser.add_argument(
+        "--dsn",
+        help="--from postgres: the database's connection string (default: env LAGO_POSTGRES_DSN); a password in "
+        "it is visible to other users of this machine in the process list, the variable is not",
     )
     parser.add_argument("--path", type=Path, help="folder of <table>.csv files (--from csv)")
     parser.add_argument("--tables", help="comma-separated subset of the source's tables")
     parser.add_argument("--scale", type=int, default=10_000, help="simulator: customers on day 0")
     parser.add_argument("--seed", type=int, default=42, help="simulator: random seed")
-    parser.add_argument("--dataset", default="teocalvo/teomewhy-loyalty-system", help="kaggle dataset")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="kaggle dataset")
     parser.add_argument(
         "--arrival-column",
         help="events sources, --from csv: take each event's arrival time from this column (default: now)",
@@ -160,125 +164,62 @@ def parse_interval(text: str) -> float:
     return seconds
 
 
-def _lake(args: argparse.Namespace, *, create: bool = True) -> Lake:
-    uri = args.lake if args.lake is not None else (os.environ.get("LAKE_URI") or DEFAULT_LAKE)
-    return open_lake(uri, create=create)
+def _lake_uri(args: argparse.Namespace, config: Config) -> str:
+    return str(args.lake) if args.lake is not None else (config.lake_uri or DEFAULT_LAKE)
 
 
-def _tables(source: Source, args: argparse.Namespace, reader: SnapshotReader | EventReader) -> list[Table]:
-    if args.tables:
-        names = [validate_identifier(n.strip(), "table") for n in args.tables.split(",") if n.strip()]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            # one run captures a table once: two captures in one run would share their sequences
-            raise UsageError(f"--tables names {', '.join(repeated)} more than once")
-        return [source.table(n) for n in names]
-    declared = list(source.tables.values())
-    available = reader.available_tables(declared)
-    missing = [t.name for t in declared if t not in available]
-    if missing:
-        raise CatalogError(
-            f"source {source.name}: no snapshot for declared table(s) {', '.join(missing)} from the "
-            f"{reader.name} reader; provide them or limit the run with --tables"
-        )
-    return declared
+def _lake(args: argparse.Namespace, config: Config, *, create: bool = True) -> Lake:
+    return open_lake(_lake_uri(args, config), create=create, s3=config.s3)
 
 
-def _reader(args: argparse.Namespace) -> SnapshotReader:
-    if args.reader == "simulator":
-        from ingestion.readers.simulator import SimulatorReader
-
-        return SimulatorReader(scale=args.scale, seed=args.seed)
-    if args.reader == "csv":
-        from ingestion.readers.csv import CsvFolderReader
-
-        if args.path is None:
-            raise CatalogError("--from csv needs --path FOLDER (with one <table>.csv per table)")
-        return CsvFolderReader(args.path)
-    from ingestion.readers.kaggle import KaggleReader
-
-    kaggle: SnapshotReader = KaggleReader(dataset=args.dataset)
-    return kaggle
+def parse_tables(text: str | None) -> tuple[str, ...] | None:
+    """`--tables a,b`: plain identifiers, each once (None: the source's every table)."""
+    if not text:
+        return None
+    names = tuple(validate_identifier(n.strip(), "table") for n in text.split(",") if n.strip())
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        # one run captures a table once: two captures in one run would share their sequences
+        raise UsageError(f"--tables names {', '.join(repeated)} more than once")
+    return names
 
 
-def _event_reader(args: argparse.Namespace) -> EventReader:
-    if args.reader == "simulator":
-        from ingestion.readers.hotmart import HotmartSimulatorReader
+def run_request(catalog: Catalog, config: Config, args: argparse.Namespace) -> RunRequest:
+    """`run`'s (and `schedule`'s) options as the run service's request."""
+    tables = parse_tables(args.tables)
+    return RunRequest(
+        lake=_lake_uri(args, config),
+        sources=choose_sources(catalog, args.reader, args.source, tables),
+        reader=args.reader,
+        reader_options=ReaderOptions(
+            path=args.path,
+            scale=args.scale,
+            seed=args.seed,
+            dataset=args.dataset,
+            arrival_column=args.arrival_column,
+            dsn=args.dsn,
+        ),
+        tables=tables,
+        lock_wait=args.wait,
+        allow_mass_delete=args.allow_mass_delete,
+        single_writer=args.single_writer,
+    )
 
-        return HotmartSimulatorReader(scale=args.scale, seed=args.seed)
-    if args.reader == "csv":
-        from ingestion.readers.events_csv import EventCsvFolderReader
 
-        if args.path is None:
-            raise CatalogError("--from csv needs --path FOLDER (with one <table>.csv per table)")
-        return EventCsvFolderReader(args.path, arrival_column=args.arrival_column)
-    raise CatalogError(f"--from {args.reader} reads snapshots; an events source reads --from simulator or csv")
-
-
-def command_run_events(
-    source: Source, args: argparse.Namespace, lake: Lake, lock: LakeLock, simulator_day: int | None
-) -> int:
-    reader = _event_reader(args)
-    tables = _tables(source, args, reader)
-    from ingestion.capture import RunOptions
-    from ingestion.events import run_events
-
-    options = RunOptions(lock=lock, simulator_day=simulator_day)
-    records = run_events(lake, source, tables, reader, options)
-    log.info("events of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
+def command_run(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
+    run(config, catalog, run_request(catalog, config, args))
     return 0
 
 
-def _sources(catalog: Catalog, args: argparse.Namespace) -> list[Source]:
-    if args.source is not None:
-        return [catalog.source(args.source)]
-    if getattr(args, "reader", "simulator") == "simulator" and not getattr(args, "tables", None):
-        return list(catalog.sources.values())
-    return [catalog.source("loyalty")]
-
-
-def command_run(catalog: Catalog, args: argparse.Namespace) -> int:
-    """One lake, one lock, around every source of the run."""
-    sources = _sources(catalog, args)
-    lake = _lake(args)
-    if not args.single_writer:
-        lake.verify_conditional_writes()
-    with LakeLock(lake, wait=args.wait) as lock:
-        day = None
-        if args.reader == "simulator" and len(sources) > 1:
-            from ingestion.capture import simulator_target_day
-
-            # every source's simulator moves to the same day, also when a crash left one source behind
-            day = simulator_target_day([load_state(lake, t) for source in sources for t in source.tables.values()])
-        for source in sources:
-            command_run_source(source, args, lake, lock, day)
-    return 0
-
-
-def command_run_source(
-    source: Source, args: argparse.Namespace, lake: Lake, lock: LakeLock, simulator_day: int | None = None
-) -> int:
-    if source.capture == "events":
-        return command_run_events(source, args, lake, lock, simulator_day)
-    if args.arrival_column is not None:
-        raise UsageError(f"--arrival-column applies to events sources; {source.name} is captured as snapshots")
-    reader = _reader(args)
-    tables = _tables(source, args, reader)
-    from ingestion.capture import RunOptions, run_capture
-
-    options = RunOptions(lock=lock, simulator_day=simulator_day, allow_mass_delete=args.allow_mass_delete)
-    records = run_capture(lake, source, tables, reader, options)
-    log.info("capture of %s into %s done: %d table(s)", source.name, lake.uri, len(records))
-    return 0
-
-
-def command_schedule(catalog: Catalog, args: argparse.Namespace) -> int:
+def command_schedule(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
     """Capture every `--every` (a period: starts are `--every` apart) until interrupted or `--max-runs`.
 
     A lock conflict skips the tick; a first Ctrl-C (or SIGTERM) stops after the current step, also during
     `dbt build`, which runs in its own session so the terminal's Ctrl-C does not reach it; a second one stops dbt.
     """
     interval = parse_interval(args.every)
+    # a usage error (no such source, an ambiguous one) stops the command before its first tick
+    request = run_request(catalog, config, args)
     stop = threading.Event()
     dbt: list[subprocess.Popen[bytes]] = []
 
@@ -297,7 +238,7 @@ def command_schedule(catalog: Catalog, args: argparse.Namespace) -> int:
     while not stop.is_set():
         runs += 1
         try:
-            command_run(catalog, args)
+            run(config, catalog, request)
         except LakeLockedError as locked:
             log.warning("capture %d skipped: %s; trying again at the next tick", runs, locked)
         else:
@@ -334,14 +275,14 @@ def _dbt_build(target: str, running: list[subprocess.Popen[bytes]]) -> int:
     return process.wait()
 
 
-def command_approve(catalog: Catalog, args: argparse.Namespace) -> int:
+def command_approve(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
     tables = []
     for name in args.tables:
         source_name, dot, table_name = name.partition(".")
         if not dot:
             raise UsageError(f"approve {name!r}: name the table as <source>.<table>, e.g. loyalty.clientes")
         tables.append(catalog.source(source_name).table(table_name))
-    lake = _lake(args, create=False)
+    lake = _lake(args, config, create=False)
     if not args.single_writer:
         lake.verify_conditional_writes()
     with LakeLock(lake, wait=args.wait) as lock:
@@ -352,11 +293,11 @@ def command_approve(catalog: Catalog, args: argparse.Namespace) -> int:
     return 0
 
 
-def command_status(catalog: Catalog, args: argparse.Namespace) -> int:
+def command_status(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
     """Print each table's captures. A reader that stops reading (`status | head`) ends the command quietly with
     exit 0, as it does for other Unix tools whose output was cut short by the reader."""
-    lake = _lake(args, create=False)
-    sources = _sources(catalog, args)
+    lake = _lake(args, config, create=False)
+    sources = [catalog.source(args.source)] if args.source is not None else list(catalog.sources.values())
     try:
         if args.json:
             document = {
@@ -492,14 +433,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        catalog = load_catalog()
+        # the environment is read once, here, and passed down
+        config = Config.from_env()
+        catalog = load_catalog(project=config.project_dir)
         if args.command == "status":
-            return command_status(catalog, args)
+            return command_status(catalog, config, args)
         if args.command == "schedule":
-            return command_schedule(catalog, args)
+            return command_schedule(catalog, config, args)
         if args.command == "approve":
-            return command_approve(catalog, args)
-        return command_run(catalog, args)
+            return command_approve(catalog, config, args)
+        return command_run(catalog, config, args)
     except IngestionError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.errors import WorkspaceError
 from ingestion.lake import lake_read_failure
 
@@ -21,14 +21,17 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def connect(context_dir: Path, *, ordered: bool = True) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that spills to `context_dir` and stays within a bounded memory budget."""
+def connect(
+    context_dir: Path, *, ordered: bool = True, memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that spills to `context_dir` and stays within `memory_limit` (a run's is env
+    LAGO_DUCKDB_MEMORY_LIMIT, from `ingestion.config`)."""
     spill = context_dir / ".duckdb_spill"
     spill.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(
         ":memory:",
         config={
-            "memory_limit": os.environ.get("LAGO_DUCKDB_MEMORY_LIMIT", "3GB"),
+            "memory_limit": memory_limit,
             "temp_directory": str(spill),
             "preserve_insertion_order": ordered,
         },

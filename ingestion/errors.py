@@ -20,6 +20,22 @@ class CatalogError(UsageError):
     """The table declarations are invalid or a requested table/source is not declared."""
 
 
+class ConfigError(UsageError):
+    """An environment variable holds a value the ingestion cannot use."""
+
+    def __init__(self, variable: str, value: str, problem: str) -> None:
+        self.variable, self.value, self.problem = variable, value, problem
+        super().__init__(f"environment variable {variable}={value!r}: {problem}")
+
+
+class SourceChoiceError(UsageError):
+    """A command needs one source and the command line does not settle which of the declared ones."""
+
+    def __init__(self, reader: str, declared: tuple[str, ...], candidates: tuple[str, ...], why: str) -> None:
+        self.reader, self.declared, self.candidates = reader, declared, candidates
+        super().__init__(f"{why}; name one with --source (declared: {', '.join(declared)})")
+
+
 class SnapshotError(IngestionError):
     """A source snapshot is unusable (bad file, bad row, bad key); nothing was published."""
 

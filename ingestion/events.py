@@ -83,6 +83,7 @@ def capture_events(
     batch_moment: datetime,
     day: int | None,
     floor: datetime | None,
+    memory_limit: str,
 ) -> PreparedCapture | CaptureRecord:
     started = time.monotonic()
     store = TableStore(lake, table)
@@ -96,12 +97,12 @@ def capture_events(
     batch_id = capture_id_of(batch_moment)
     table_dir = workdir / table.source / table.name
     table_dir.mkdir(parents=True, exist_ok=True)
-    raw = reader.read(table, EventContext(table_dir, batch_moment, day or 0))
+    raw = reader.read(table, EventContext(table_dir, batch_moment, day or 0, memory_limit))
 
     events = table_dir / f"events_{batch_id}.parquet"
     fingerprints: Path | None = None
     columns = ", ".join(quote_identifier(c) for c in table.column_names)
-    con = connect(table_dir)
+    con = connect(table_dir, memory_limit=memory_limit)
     try:
         con.execute(f"create temp view read_events as select * from read_parquet({sql_literal(str(raw))})")
         _clamp_arrivals(con, table, floor)
@@ -224,10 +225,9 @@ def run_events(
     source: Source,
     tables: list[Table],
     reader: EventReader,
-    options: RunOptions | None = None,
-) -> list[CaptureRecord]:
+    options: RunOptions,
+) -> dict[str, CaptureRecord | None]:
     """Append the new events of `tables`, holding the lake's lock. Raises on the first failing table."""
-    options = options or RunOptions()
     # one batch id for the run's tables (bumped per table if a table's last batch is newer)
     batch_moment = options.now().astimezone(UTC)
 
@@ -241,7 +241,7 @@ def run_events(
             # taken under the lock, before any table settles a crashed batch: a rerun after a crash then clamps
             # exactly as the run that crashed did
             floors.append(source_arrival_floor(lake, source))
-        return capture_events(lake, table, reader, workdir, batch_moment, day, floors[0])
+        return capture_events(lake, table, reader, workdir, batch_moment, day, floors[0], options.duckdb_memory_limit)
 
     return run_tables(
         lake,

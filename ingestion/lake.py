@@ -27,16 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from ingestion.config import S3Settings, redact
 from ingestion.errors import LakeError, UsageError
 
 log = logging.getLogger(__name__)
 
 STATE_PREFIX = "_ingestion"
-# A run against an endpoint that accepts connections and never answers fails within about a minute: 4 attempts of
-# at most 5 s to connect and 10 s to read, plus botocore's backoff between them.
-DEFAULT_MAX_ATTEMPTS = 4
-CONNECT_TIMEOUT_SECONDS = 5.0
-READ_TIMEOUT_SECONDS = 10.0
 # what S3 answers a conditional write whose condition does not hold (AWS: 409 to a concurrent writer)
 _CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 SCRATCH_MAX_AGE_SECONDS = 3600
@@ -353,11 +349,11 @@ class S3Lake(Lake):
     """An S3 prefix. Credentials and endpoint come from boto3's standard chain (env AWS_ENDPOINT_URL included).
 
     Transient errors (5xx, throttling, connection resets, timeouts) are retried by botocore's `standard` retry mode
-    with exponential backoff, each retry logged; `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` override it as usual, and
-    `LAGO_S3_CONNECT_TIMEOUT` / `LAGO_S3_READ_TIMEOUT` the timeouts (seconds).
+    with exponential backoff, each retry logged; `settings` (env AWS_MAX_ATTEMPTS, AWS_RETRY_MODE,
+    LAGO_S3_CONNECT_TIMEOUT, LAGO_S3_READ_TIMEOUT, read by `ingestion.config`) override it.
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, settings: S3Settings | None = None) -> None:
         import boto3
         from botocore.config import Config
 
@@ -368,14 +364,13 @@ class S3Lake(Lake):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
-        retry_mode = os.environ.get("AWS_RETRY_MODE", "standard")
-        if retry_mode not in ("standard", "adaptive", "legacy"):
-            raise LakeError(f"AWS_RETRY_MODE={retry_mode!r}: use standard, adaptive or legacy")
-        self.max_attempts = _env_number("AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, int)
+        # a lake opened by a library caller reads the environment now; a command passes its configuration
+        self.settings = settings if settings is not None else S3Settings.from_env()
+        self.max_attempts = self.settings.max_attempts
         config = Config(
-            retries={"mode": retry_mode, "max_attempts": self.max_attempts},  # type: ignore[arg-type]
-            connect_timeout=_env_number("LAGO_S3_CONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS, float),
-            read_timeout=_env_number("LAGO_S3_READ_TIMEOUT", READ_TIMEOUT_SECONDS, float),
+            retries={"mode": self.settings.retry_mode, "max_attempts": self.max_attempts},
+            connect_timeout=self.settings.connect_timeout,
+            read_timeout=self.settings.read_timeout,
             s3={"addressing_style": "path"},
         )
         session = boto3.session.Session()
@@ -417,8 +412,8 @@ class S3Lake(Lake):
         except ImportError:
             return None
         config = {
-            "connect_timeout": _env_number("LAGO_S3_CONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS, float),
-            "read_timeout": _env_number("LAGO_S3_READ_TIMEOUT", READ_TIMEOUT_SECONDS, float),
+            "connect_timeout": self.settings.connect_timeout,
+            "read_timeout": self.settings.read_timeout,
             "retries": {"mode": "standard", "max_attempts": self.max_attempts},
             "s3": {"addressing_style": "path"},
         }
@@ -600,19 +595,6 @@ class S3Lake(Lake):
 PROGRESS_MIN_BYTES = 32 << 20
 
 
-def _env_number(name: str, default: float, kind: type[float] | type[int]) -> Any:
-    text = os.environ.get(name)
-    if text is None:
-        return kind(default)
-    try:
-        value = kind(text)
-    except ValueError:
-        raise LakeError(f"{name}={text!r} is not a number") from None
-    if not value > 0:
-        raise LakeError(f"{name}={text!r} must be positive")
-    return value
-
-
 @contextlib.contextmanager
 def _progress(size: int, key: str) -> Iterator[Any]:
     """A byte progress bar on a terminal for transfers large enough to wait for; None otherwise."""
@@ -697,23 +679,19 @@ def lake_read_failure(filesystem: Any | None) -> LakeError | None:
 
 def _safe(exc: BaseException) -> str:
     """An error text without credentials (botocore messages can echo signed headers in debug modes)."""
-    text = str(exc)
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+    return redact(str(exc))
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
-def open_lake(uri: str, *, create: bool = True) -> Lake:
-    """The lake at `uri`: `s3://bucket/prefix` or a folder (created unless `create` is False)."""
+def open_lake(uri: str, *, create: bool = True, s3: S3Settings | None = None) -> Lake:
+    """The lake at `uri`: `s3://bucket/prefix` (its clients set by `s3`) or a folder (created unless `create` is
+    False)."""
     if not uri.strip():
         raise UsageError("--lake is empty: give a folder or s3://bucket/prefix")
     if uri.startswith("s3://"):
-        return S3Lake(uri)
+        return S3Lake(uri, s3)
     # `s3:/bucket`, `S3://...`, `gs://...`: a typo or another store, never a local folder named `s3:`
     if _SCHEME.match(uri) and not Path(uri).exists():
         raise UsageError(f"lake {uri!r}: only local folders and s3://bucket/prefix URIs are supported")

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ingestion.catalog import Table
+from ingestion.config import armed_failpoint
 from ingestion.errors import CorruptCaptureError, LakeStateError, StateFileError
 from ingestion.lake import STATE_PREFIX, Lake
 from ingestion.state import CaptureRecord, DataKind, TableState, parse_record
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAILPOINT_ENV = "LAGO_FAILPOINT"
 DATA_KINDS: tuple[DataKind, ...] = ("full-load", "cdc", "events")
 # folders holding staged files: CDC snapshots, event fingerprint sets, change files of pending captures
 STAGED_FOLDERS = ("snapshots", "published", "staged")
@@ -56,7 +56,7 @@ STAGED_FOLDERS = ("snapshots", "published", "staged")
 
 def failpoint(name: str) -> None:
     """Crash the process here when the reliability tests ask for it (LAGO_FAILPOINT=<name>)."""
-    if os.environ.get(FAILPOINT_ENV) == name:
+    if armed_failpoint() == name:
         log.error("failpoint %s: killing the process", name)
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -9,68 +9,40 @@ from pathlib import Path
 
 import dagster as dg
 
-from ingestion.capture import RunOptions, run_capture, simulator_days, simulator_target_day
 from ingestion.catalog import Catalog, Source, Table
 from ingestion.errors import IngestionError, LakeError, LakeLockedError
-from ingestion.events import run_events
-from ingestion.lake import Lake, open_lake
-from ingestion.lock import LakeLock
-from ingestion.readers.base import EventReader, SnapshotReader
+from ingestion.lake import Lake
+from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, ReaderOptions
+from ingestion.run import RunRequest, run
 from ingestion.state import CaptureRecord
-from ingestion.table_store import load_state
 from orchestration.settings import Settings
 
 CAPTURE_GROUP = "capture"
-READERS = ("simulator", "csv", "kaggle")
 
 
 class CaptureConfig(dg.Config):
     """The reader of one capture run, as `python -m ingestion run` takes it on its command line."""
 
-    reader: str = "simulator"
+    reader: str = DEFAULT_READER
     path: str | None = None
     scale: int = 10_000
     seed: int = 42
-    dataset: str = "teocalvo/teomewhy-loyalty-system"
+    dataset: str = DEFAULT_DATASET
     arrival_column: str | None = None
+
+    def reader_options(self) -> ReaderOptions:
+        return ReaderOptions(
+            path=Path(self.path) if self.path else None,
+            scale=self.scale,
+            seed=self.seed,
+            dataset=self.dataset,
+            arrival_column=self.arrival_column,
+        )
 
 
 def asset_key(table: Table) -> dg.AssetKey:
     """dagster-dbt's key for the dbt source of `table`."""
     return dg.AssetKey([table.source, table.name])
-
-
-def _snapshot_reader(config: CaptureConfig) -> SnapshotReader:
-    if config.reader == "simulator":
-        from ingestion.readers.simulator import SimulatorReader
-
-        return SimulatorReader(scale=config.scale, seed=config.seed)
-    if config.reader == "csv":
-        from ingestion.readers.csv import CsvFolderReader
-
-        return CsvFolderReader(Path(_needs_path(config)))
-    from ingestion.readers.kaggle import KaggleReader
-
-    kaggle: SnapshotReader = KaggleReader(dataset=config.dataset)
-    return kaggle
-
-
-def _event_reader(config: CaptureConfig) -> EventReader:
-    if config.reader == "simulator":
-        from ingestion.readers.hotmart import HotmartSimulatorReader
-
-        return HotmartSimulatorReader(scale=config.scale, seed=config.seed)
-    if config.reader == "csv":
-        from ingestion.readers.events_csv import EventCsvFolderReader
-
-        return EventCsvFolderReader(Path(_needs_path(config)), arrival_column=config.arrival_column)
-    raise dg.Failure(f"reader {config.reader!r} reads snapshots; an events source reads simulator or csv")
-
-
-def _needs_path(config: CaptureConfig) -> str:
-    if not config.path:
-        raise dg.Failure("reader csv needs `path`: a folder with one <table>.csv per table", allow_retries=False)
-    return config.path
 
 
 def record_metadata(record: CaptureRecord, lake: Lake) -> dict[str, dg.MetadataValue]:
@@ -98,40 +70,30 @@ def record_metadata(record: CaptureRecord, lake: Lake) -> dict[str, dg.MetadataV
 def _capture(
     catalog: Catalog, source: Source, tables: list[Table], config: CaptureConfig, settings: Settings
 ) -> tuple[Lake, dict[str, CaptureRecord | None]]:
-    """One run of the ingestion's public API, as `python -m ingestion run --source <source>` makes it.
+    """One call of the run service, as `python -m ingestion run --source <source> --tables ...` makes it.
 
     Returns each table's record, or None for a table the simulator had already captured for the run's day.
     """
-    if config.reader not in READERS:
-        raise dg.Failure(f"reader must be one of {', '.join(READERS)}, not {config.reader!r}", allow_retries=False)
-    lake = open_lake(settings.lake_uri)
+    request = RunRequest(
+        lake=settings.lake_uri,
+        sources=(source,),
+        reader=config.reader,
+        reader_options=config.reader_options(),
+        tables=tuple(t.name for t in tables),
+        lock_wait=settings.lock_wait_seconds,
+        # each source is a step of one job: every source's simulator moves to the day the first step settled
+        day_scope="catalog",
+    )
     try:
-        # one hold of the lock, passed down: the day is settled and the tables captured under it
-        with LakeLock(lake, wait=settings.lock_wait_seconds) as lock:
-            options = RunOptions(lock=lock)
-            if config.reader == "simulator":
-                # every source's simulator moves to the same day, like the CLI's run over all sources
-                every_table = [t for s in catalog.sources.values() for t in s.tables.values()]
-                day = simulator_target_day([load_state(lake, t) for t in every_table])
-                options = RunOptions(lock=lock, simulator_day=day)
-                # the tables the run will capture: those behind the day (the rest return no record)
-                days = simulator_days({t.name: load_state(lake, t) for t in tables}, day)
-                captured = [t for t in tables if days[t.name] is not None]
-            else:
-                captured = tables
-            if source.capture == "events":
-                records = run_events(lake, source, tables, _event_reader(config), options)
-            else:
-                records = run_capture(lake, source, tables, _snapshot_reader(config), options)
-            by_table: dict[str, CaptureRecord | None] = {t.name: None for t in tables}
-            by_table.update(zip((t.name for t in captured), records, strict=True))
-            return lake, by_table
+        result = run(settings.config, catalog, request)
     except (LakeLockedError, LakeError) as exc:
         # a busy lock or an unreachable lake passes: the run policy retries with backoff
         raise dg.Failure(f"capture of {source.name}: {exc}") from exc
     except IngestionError as exc:
         # bad declarations or snapshots stay bad on a retry; nothing was published
         raise dg.Failure(f"capture of {source.name}: {exc}", allow_retries=False) from exc
+    (captured,) = result.sources
+    return result.lake, captured.records
 
 
 def capture_assets(catalog: Catalog, source: Source, settings: Settings) -> dg.AssetsDefinition:

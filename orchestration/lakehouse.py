@@ -18,7 +18,7 @@ SCHEDULE_NAME = "capture_then_build_schedule"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    catalog = load_catalog()
+    catalog = load_catalog(project=settings.project_dir)
     captures = [capture_assets(catalog, source, settings) for source in catalog.sources.values()]
     project = dbt_project(settings)
     dbt = dbt_build_assets(project, settings)

@@ -1,18 +1,17 @@
-"""Where the orchestrated lakehouse lives, read from the same environment variables as the CLI and dbt."""
+"""Where the orchestrated lakehouse lives: the Dagster view of `ingestion.config`, which reads every variable."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingestion.catalog import PROJECT_ROOT
+from ingestion.config import Config
 
-# every six hours, as the reference tool's own scheduler does by default
-DEFAULT_CRON = "0 */6 * * *"
 # the run tag that the instance's run queue limits to one run per value (.dagster/dagster.yaml)
 LAKE_TAG = "lago_mago/lake"
+# Dagster's lake when LAKE_URI is unset: the CLI's `./lake`, taken from the project directory
+PROJECT_LAKE = "lake"
 
 
 def _resolve(value: str, root: Path) -> str:
@@ -24,6 +23,7 @@ def _resolve(value: str, root: Path) -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    config: Config
     project_dir: Path
     lake_uri: str
     duckdb_path: str
@@ -35,22 +35,26 @@ class Settings:
     lock_wait_seconds: float
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """LAKE_URI and DUCKDB_PATH with the CLI's and the dbt profile's defaults; LAGO_* for the rest."""
-        env = os.environ if env is None else env
-        root = Path(env.get("LAGO_PROJECT_DIR") or PROJECT_ROOT).resolve()
+    def from_config(cls, config: Config) -> Settings:
+        """The configuration's paths resolved from the project directory, with the CLI's and dbt's defaults."""
+        root = config.project_dir
+        dagster = config.orchestration
         return cls(
+            config=config,
             project_dir=root,
-            lake_uri=_resolve(env.get("LAKE_URI") or "lake", root),
-            duckdb_path=_resolve(env.get("DUCKDB_PATH") or "warehouse/lago_mago.duckdb", root),
-            dbt_target=env.get("LAGO_DBT_TARGET") or "dev",
-            # dbt's artefacts for Dagster's runs, apart from the ones of dbt run by hand
-            dbt_target_path=Path(_resolve(env.get("LAGO_DBT_TARGET_PATH") or "target/dagster", root)),
-            cron=env.get("LAGO_SCHEDULE_CRON") or DEFAULT_CRON,
-            max_retries=int(env.get("LAGO_MAX_RETRIES") or 3),
-            retry_delay_seconds=float(env.get("LAGO_RETRY_DELAY_SECONDS") or 30),
-            lock_wait_seconds=float(env.get("LAGO_LOCK_WAIT_SECONDS") or 300),
+            lake_uri=_resolve(config.lake_uri or PROJECT_LAKE, root),
+            duckdb_path=_resolve(dagster.duckdb_path, root),
+            dbt_target=dagster.dbt_target,
+            dbt_target_path=Path(_resolve(dagster.dbt_target_path, root)),
+            cron=dagster.cron,
+            max_retries=dagster.max_retries,
+            retry_delay_seconds=dagster.retry_delay_seconds,
+            lock_wait_seconds=dagster.lock_wait_seconds,
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        return cls.from_config(Config.from_env(env))
 
     @property
     def run_tags(self) -> dict[str, str]:

@@ -15,6 +15,8 @@ import pytest
 # the S3 server helper lives beside the suites that started it; both suites import it by module name
 sys.path.insert(0, str(Path(__file__).resolve().parent / "python"))
 
+# the session's Postgres (`postgres_server`) is a fixture of its helper's module, registered by this import
+from pgserver import postgres_server  # noqa: F401
 from s3server import REGION, SeaweedFS
 
 MARKERS = {

@@ -18,6 +18,7 @@ from typing import Protocol
 import duckdb
 
 from ingestion.catalog import Table
+from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
 from ingestion.errors import SnapshotError
 
@@ -29,6 +30,8 @@ class CaptureContext:
     workdir: Path
     # The simulator's clock: the day this capture represents (0 = the first capture).
     day: int = 0
+    # the cap of every DuckDB connection the reader opens
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,13 @@ class Snapshot:
         if self.verify is not None:
             self.verify()
 
-    def to_parquet(self, dest: Path, table: Table) -> Path:
+    def to_parquet(self, dest: Path, table: Table, memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT) -> Path:
         """The snapshot as one Parquet file: the reader's own, or `dest` written from the relation in the source's
         order, which the next diff joins fastest (read the careful way when DuckDB refuses it or yields other than
         the expected rows)."""
         if self.file is not None:
             return self.file
-        con = connect(dest.parent, ordered=True)
+        con = connect(dest.parent, ordered=True, memory_limit=memory_limit)
         try:
             columns = ", ".join(quote_identifier(c) for c in table.column_names)
             rows: int | None = copy_to_parquet(con, f"select {columns} from {self.relation}", dest)
@@ -72,7 +75,7 @@ class Snapshot:
             return dest
         if self.careful is None:
             raise SnapshotError(f"table {table.qualified_name}: the snapshot could not be read whole")
-        return self.careful().to_parquet(dest, table)
+        return self.careful().to_parquet(dest, table, memory_limit)
 
 
 def parquet_snapshot(path: Path) -> Snapshot:
@@ -113,6 +116,8 @@ class EventContext:
     arrived_at: datetime
     # The simulator's clock: the day this batch represents (0 = the first batch).
     day: int = 0
+    # the cap of every DuckDB connection the reader opens
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
 
 
 class EventReader(Protocol):

@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 
 from ingestion.catalog import Table
+from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
 from ingestion.errors import BadCsvError, BadValueError, SnapshotError, SourceChangedError, UsageError
 from ingestion.readers.base import CaptureContext, Snapshot, parquet_snapshot
@@ -188,7 +189,7 @@ def _header(table: Table, name: str, line: bytes) -> list[str]:
     return names
 
 
-def csv_snapshot(table: Table, csv_path: Path, dest: Path) -> Snapshot:
+def csv_snapshot(table: Table, csv_path: Path, dest: Path, memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT) -> Snapshot:
     """The CSV file as a snapshot the engine reads once, checking every value in the same scan (see the module's
     docstring); `dest` is where the careful path writes its Parquet when it is needed."""
     qualified, name = table.qualified_name, csv_path.name
@@ -203,7 +204,7 @@ def csv_snapshot(table: Table, csv_path: Path, dest: Path) -> Snapshot:
 
     def careful() -> Snapshot:
         try:
-            path = _read_carefully(table, csv_path, dest)
+            path = _read_carefully(table, csv_path, dest, memory_limit)
         except SnapshotError:
             verify()  # a file replaced mid-read looks broken: say what happened instead
             raise
@@ -253,12 +254,12 @@ class FileVersion:
             raise SourceChangedError(table.qualified_name, self.path.name, ", ".join(changes))
 
 
-def csv_to_parquet(table: Table, csv_path: Path, dest: Path) -> Path:
+def csv_to_parquet(table: Table, csv_path: Path, dest: Path, memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT) -> Path:
     """Read `csv_path`, check its header and values against `table`, write typed Parquet to `dest`; a file that
     changed while it was read is refused (SourceChangedError)."""
-    snapshot = csv_snapshot(table, csv_path, dest)
+    snapshot = csv_snapshot(table, csv_path, dest, memory_limit)
     try:
-        written = snapshot.to_parquet(dest, table)
+        written = snapshot.to_parquet(dest, table, memory_limit)
     except SnapshotError:
         snapshot.verify_unchanged()  # a file replaced mid-read looks broken: say what happened instead
         raise
@@ -384,14 +385,14 @@ def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
     return f"(select {', '.join(outer)} from (select {', '.join(inner)} from {source}))"
 
 
-def _read_carefully(table: Table, csv_path: Path, dest: Path) -> Path:
+def _read_carefully(table: Table, csv_path: Path, dest: Path, memory_limit: str) -> Path:
     """Two passes that explain a bad file: a streaming scan in Python (UTF-8, header, field counts, the line of
     every record), then DuckDB's parser with a line limit above the longest record, its text kept with record
     numbers so that one query finds the first bad value of every column."""
     qualified, name = table.qualified_name, csv_path.name
     scan = scan_csv(table, csv_path)
     max_line = max(DUCKDB_DEFAULT_MAX_LINE, scan.longest + 1024)
-    con = connect(context_dir=dest.parent)
+    con = connect(context_dir=dest.parent, memory_limit=memory_limit)
     try:
         # the text of the file goes to a local Parquet file, not a table in memory: the check below streams it
         text = dest.with_name(f"{dest.stem}.text.parquet")
@@ -478,4 +479,5 @@ class CsvFolderReader:
         return [t for t in tables if (self.folder / f"{t.name}.csv").is_file()]
 
     def read(self, table: Table, context: CaptureContext) -> Snapshot:
-        return csv_snapshot(table, self.folder / f"{table.name}.csv", context.workdir / f"{table.name}.parquet")
+        dest = context.workdir / f"{table.name}.parquet"
+        return csv_snapshot(table, self.folder / f"{table.name}.csv", dest, context.duckdb_memory_limit)

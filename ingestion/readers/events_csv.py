@@ -47,10 +47,10 @@ class EventCsvFolderReader:
         csv_path = self.folder / f"{table.name}.csv"
         typed = context.workdir / f"{table.name}.typed.parquet"
         dest = context.workdir / f"{table.name}.parquet"
-        con = connect(context.workdir)
+        con = connect(context.workdir, memory_limit=context.duckdb_memory_limit)
         try:
             if _has_rows(csv_path):
-                csv_to_parquet(table, csv_path, typed)
+                csv_to_parquet(table, csv_path, typed, context.duckdb_memory_limit)
                 relation = f"read_parquet({sql_literal(str(typed))})"
             else:
                 # a header alone (or an empty file) is a table without events yet

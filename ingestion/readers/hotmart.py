@@ -61,7 +61,7 @@ class HotmartSimulatorReader:
         columns = ", ".join(
             f"cast({quote_identifier(c.name)} as {c.data_type}) as {quote_identifier(c.name)}" for c in table.columns
         )
-        con = connect(context.workdir)
+        con = connect(context.workdir, memory_limit=context.duckdb_memory_limit)
         try:
             con.execute(
                 f"copy (select cast(arrival_at as timestamptz) as {EVENT_INGESTED_AT}, {columns} "

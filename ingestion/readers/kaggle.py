@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ingestion.catalog import Table
+from ingestion.config import redact
 from ingestion.errors import SnapshotError, SourceAccessError
 from ingestion.readers.base import CaptureContext, Snapshot
 from ingestion.readers.csv import csv_snapshot
@@ -31,7 +31,6 @@ CREDENTIALS_HELP = (
 )
 
 # Environment variables whose values must never reach an error message.
-_SECRET_VARIABLES = ("KAGGLE_KEY", "KAGGLE_API_TOKEN")
 
 
 class KaggleReader:
@@ -59,7 +58,7 @@ class KaggleReader:
                 f"table {table.qualified_name}: Kaggle dataset {self.dataset} has no {table.name}.csv "
                 f"(its CSV files: {', '.join(sorted(p.name for p in files.values())) or 'none'})"
             )
-        return csv_snapshot(table, csv_path, context.workdir / f"{table.name}.parquet")
+        return csv_snapshot(table, csv_path, context.workdir / f"{table.name}.parquet", context.duckdb_memory_limit)
 
     def close(self) -> None:
         """Remove the downloaded files (also done when the reader is garbage-collected)."""
@@ -101,7 +100,7 @@ def _authenticated_api() -> Any:
         # The client ends the process (exit(1)) when it finds no credentials at all.
         raise SourceAccessError(f"no Kaggle credentials found; {CREDENTIALS_HELP}") from None
     except OSError as exc:  # requests' errors, when validating an access token
-        raise SourceAccessError(f"Kaggle authentication failed: {_redact(str(exc))}; {CREDENTIALS_HELP}") from None
+        raise SourceAccessError(f"Kaggle authentication failed: {redact(str(exc))}; {CREDENTIALS_HELP}") from None
     return api
 
 
@@ -121,12 +120,12 @@ def _download_errors(dataset: str) -> Iterator[None]:
             ) from None
         if status == 404:
             raise SourceAccessError(f"{where}: no such dataset on Kaggle (HTTP 404)") from None
-        raise SourceAccessError(f"{where} failed: HTTP {status}: {_redact(str(exc))}") from None
+        raise SourceAccessError(f"{where} failed: HTTP {status}: {redact(str(exc))}") from None
     except requests.RequestException as exc:
-        raise SourceAccessError(f"{where} failed: {type(exc).__name__}: {_redact(str(exc))}") from None
+        raise SourceAccessError(f"{where} failed: {type(exc).__name__}: {redact(str(exc))}") from None
     except (ValueError, RuntimeError, OSError) as exc:
         # A corrupt zip (ValueError/RuntimeError from the client's unzip step) or a full disk.
-        raise SnapshotError(f"{where} failed: {_redact(str(exc))}") from None
+        raise SnapshotError(f"{where} failed: {redact(str(exc))}") from None
 
 
 def _csv_files(folder: Path, dataset: str) -> dict[str, Path]:
@@ -142,11 +141,3 @@ def _csv_files(folder: Path, dataset: str) -> dict[str, Path]:
             )
         files[name] = path
     return files
-
-
-def _redact(text: str) -> str:
-    for variable in _SECRET_VARIABLES:
-        secret = os.environ.get(variable)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text

@@ -72,7 +72,7 @@ class SimulatorReader:
         if table.source != "loyalty" or table.name not in builders:
             raise CatalogError(f"the simulator does not simulate table {table.qualified_name}")
         dest = context.workdir / f"{table.name}.parquet"
-        con = connect(context.workdir, ordered=False)
+        con = connect(context.workdir, ordered=False, memory_limit=context.duckdb_memory_limit)
         try:
             self._macros(con, context.day)
             query = builders[table.name]()

@@ -30,10 +30,10 @@ from support.cli import run_cli
 from support.dbt import copy_project
 
 from ingestion.catalog import Breaker, load_catalog
+from ingestion.config import FAILPOINT_ENV
 from ingestion.errors import CatalogError
 from ingestion.lake import open_lake
 from ingestion.lock import LOCK_KEY
-from ingestion.table_store import FAILPOINT_ENV
 
 ROWS = 250
 

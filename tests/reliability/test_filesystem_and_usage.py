@@ -147,7 +147,7 @@ def test_a_table_named_twice_is_a_usage_error(history: History, tmp_path: Path, 
 
 
 def test_a_missing_csv_folder_is_a_usage_error(tmp_path: Path, report: Recorder) -> None:
-    result = ingest(tmp_path / "lake", "--from", "csv", "--path", str(tmp_path / "nowhere"))
+    result = ingest(tmp_path / "lake", "--source", "loyalty", "--from", "csv", "--path", str(tmp_path / "nowhere"))
     report.record("--path to a folder that does not exist", runs=1, note=f"exit {result.returncode}")
     assert result.returncode == 2, result.stderr
     assert "nowhere" in result.stderr and "no such folder" in result.stderr

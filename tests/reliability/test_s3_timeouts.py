@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from reliability_support import History, Recorder, csv_args, ingest
 
-from ingestion.lake import DEFAULT_MAX_ATTEMPTS
+from ingestion.config import DEFAULT_MAX_ATTEMPTS
 
 ENV = {
     "AWS_ACCESS_KEY_ID": "AKIATIMEOUTTEST",

@@ -15,7 +15,7 @@ import pytest
 from reliability_support import CLIENTES_HEADER, History, Recorder, csv_args, ingest
 from support.cli import command, environment, run_cli
 
-from ingestion.table_store import FAILPOINT_ENV
+from ingestion.config import FAILPOINT_ENV
 
 ROWS = 250
 

@@ -83,7 +83,8 @@ def start_ingest(lake: str | Path, *args: str, env: Env | None = None) -> subpro
     return start_cli("run", "--lake", str(lake), *args, env=env)
 
 
-def csv_args(folder: Path, tables: str | None = None) -> list[str]:
-    """The arguments of a capture from a folder of `<table>.csv` extracts: every table of the source, or `tables`
-    (comma-separated)."""
-    return ["--from", "csv", "--path", str(folder), *(["--tables", tables] if tables is not None else [])]
+def csv_args(folder: Path, tables: str | None = None, source: str = "loyalty") -> list[str]:
+    """The arguments of a capture of `source` from a folder of `<table>.csv` extracts: every table of the source,
+    or `tables` (comma-separated)."""
+    chosen = ["--tables", tables] if tables is not None else []
+    return ["--source", source, "--from", "csv", "--path", str(folder), *chosen]

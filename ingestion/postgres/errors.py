@@ -1,0 +1,82 @@
+"""Failures of a Postgres source, each with its facts as fields. A connection failure names the host, port, database
+and user, never the password; a table's failure names the table, its place in the database and the column."""
+
+from __future__ import annotations
+
+from ingestion.config import POSTGRES_DSN_ENV as DSN_VARIABLE
+from ingestion.errors import SnapshotError, SourceAccessError, UsageError
+
+
+class PostgresAccessError(SourceAccessError):
+    """The database could not be reached or refused the connection (address, credentials, a missing database)."""
+
+    def __init__(self, endpoint: str, problem: str) -> None:
+        self.endpoint, self.problem = endpoint, problem
+        super().__init__(
+            f"Postgres {endpoint}: {problem}; nothing was published. Check the connection string (--dsn or env "
+            f"{DSN_VARIABLE})"
+        )
+
+
+class NoDsnError(UsageError):
+    """A Postgres command was given no connection string."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"no Postgres database given: set env {DSN_VARIABLE} or pass --dsn "
+            "(postgresql://user:password@host:port/database)"
+        )
+
+
+class MissingTableError(SnapshotError):
+    """A declared table is not in the database."""
+
+    def __init__(self, table: str, relation: str, database: str) -> None:
+        self.table, self.relation, self.database = table, relation, database
+        super().__init__(
+            f"table {table}: {relation} does not exist in Postgres database {database}; nothing was published. "
+            "Create it, declare where it is (meta.database_table: schema.table), or leave it out with --tables"
+        )
+
+
+class MissingColumnError(SnapshotError):
+    """A declared column is not a column of the database's table."""
+
+    def __init__(self, table: str, relation: str, column: str, found: tuple[str, ...]) -> None:
+        self.table, self.relation, self.column, self.found = table, relation, column, found
+        super().__init__(
+            f"table {table}: {relation} has no column {column} (its columns: {', '.join(found)}); nothing was published"
+        )
+
+
+class IncompatibleColumnError(SnapshotError):
+    """A column whose database type cannot hold only values of its declared type (no value is rounded or cut)."""
+
+    def __init__(self, table: str, relation: str, column: str, found: str, declared: str) -> None:
+        self.table, self.relation, self.column, self.found, self.declared = table, relation, column, found, declared
+        super().__init__(
+            f"table {table}: column {column} of {relation} is {found} in the database, which does not fit the "
+            f"declared {declared}; nothing was published. Change the declaration or the column's type"
+        )
+
+
+class NullKeyError(SnapshotError):
+    """Rows of a table with a NULL in a primary key column (declared in the YAML, not a database constraint)."""
+
+    def __init__(self, table: str, relation: str, column: str, rows: int) -> None:
+        self.table, self.relation, self.column, self.rows = table, relation, column, rows
+        super().__init__(
+            f"table {table}: {rows} row(s) of {relation} have a NULL in primary key column {column}; nothing was "
+            "published"
+        )
+
+
+class SimulatedDatabaseError(UsageError):
+    """The database holds another simulation (another seed or scale) than the one asked for."""
+
+    def __init__(self, database: str, held: str, asked: str) -> None:
+        self.database, self.held, self.asked = database, held, asked
+        super().__init__(
+            f"Postgres database {database} holds {held}, not {asked}; run with the same --seed and --scale, or "
+            "start from an empty database"
+        )

@@ -1,0 +1,90 @@
+"""Where a table is in its database (declared once, beside its other keys), and which database types a declared
+type reads: a type is read only into one that holds every value of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingestion.catalog import load_catalog
+from ingestion.errors import CatalogError
+from ingestion.postgres.schema import DatabaseColumn, ddl_type, fits, relation_name
+
+
+def declare(tmp_path: Path, database_table: str | None) -> Path:
+    where = f", database_table: {database_table!r}" if database_table is not None else ""
+    path = tmp_path / "_s__sources.yml"
+    path.write_text(
+        f"""
+version: 2
+sources:
+  - name: s
+    tables:
+      - name: orders
+        meta: {{primary_key: [id]{where}}}
+        columns:
+          - {{name: id, data_type: integer}}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_table_is_at_its_declared_place_or_in_public(tmp_path: Path) -> None:
+    placed = load_catalog([declare(tmp_path, "sales.order_lines")]).source("s").table("orders")
+    assert placed.database_table == ("sales", "order_lines") and relation_name(placed) == "sales.order_lines"
+    default = load_catalog([declare(tmp_path, None)]).source("s").table("orders")
+    assert default.database_table is None and relation_name(default) == "public.orders"
+
+
+@pytest.mark.parametrize("value", ["orders", "sales.orders; drop table x", "sales.", ".orders", "a.b.c"])
+def test_a_bad_database_place_is_refused_by_name(tmp_path: Path, value: str) -> None:
+    with pytest.raises(CatalogError) as error:
+        load_catalog([declare(tmp_path, value)])
+    assert "s.orders" in str(error.value), error.value
+
+
+def column(type_name: str, category: str = "N", modifier: int = -1) -> DatabaseColumn:
+    return DatabaseColumn("c", type_name, type_name, category, modifier)
+
+
+def numeric(precision: int, scale: int) -> DatabaseColumn:
+    return column("numeric", modifier=((precision << 16) | scale) + 4)
+
+
+FITS = [
+    (column("text", "S"), "varchar", True),
+    (column("uuid", "U"), "varchar", True),
+    (column("int4"), "varchar", False),
+    (column("int4"), "integer", True),
+    (column("int8"), "integer", False),
+    (column("int8"), "bigint", True),
+    (column("int8"), "double", False),
+    (column("float4"), "double", True),
+    (column("timestamptz", "D"), "timestamp", True),
+    (column("date", "D"), "timestamp", False),
+    (numeric(12, 2), "decimal(18,2)", True),
+    (numeric(18, 3), "decimal(18,2)", False),
+    (numeric(19, 2), "decimal(18,2)", False),
+    (column("numeric"), "decimal(18,2)", False),
+    (column("int8"), "decimal(21,2)", True),
+    (column("int8"), "decimal(20,2)", False),
+]
+
+
+@pytest.mark.parametrize(("found", "declared", "expected"), FITS, ids=[f"{f.type_name}-{d}" for f, d, _ in FITS])
+def test_a_database_type_is_read_only_into_a_type_that_holds_its_values(
+    found: DatabaseColumn, declared: str, expected: bool
+) -> None:
+    assert fits(found, declared) is expected
+
+
+def test_declared_types_are_created_as_database_types() -> None:
+    assert [ddl_type(t) for t in ("varchar", "bigint", "double", "timestamp", "decimal(18, 2)")] == [
+        "text",
+        "bigint",
+        "double precision",
+        "timestamp",
+        "numeric(18,2)",
+    ]
