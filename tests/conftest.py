@@ -6,6 +6,7 @@ Tiers: `pytest` runs everything; `pytest -m "not slow and not spark and not docs
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         kind = 0 if item.get_closest_marker("spark") else 1 if item.get_closest_marker("slow") else 2
         rank[item.path] = min(rank.get(item.path, kind), kind)
     items.sort(key=lambda item: rank[item.path])
+
+
+@pytest.fixture(autouse=True)
+def _signals_as_in_a_terminal() -> None:
+    """Ctrl-C and SIGTERM handled by default in the commands the tests start, as in a terminal: an ignored signal
+    is inherited by every child, and some tests stop their commands with one. pytest started in the background by
+    a script ignores SIGINT (as every background job of a non-interactive shell does), and a library may leave
+    SIGTERM ignored; `bash` could not even trap them back."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

@@ -265,13 +265,7 @@ def test_ctrl_c_while_duckdb_writes_the_change_file_exits_130_and_the_rerun_comp
     work = tmp_path / "work"
     work.mkdir()
     process = start_cli(
-        "run",
-        "--lake",
-        lake,
-        *csv_args(source, "clientes"),
-        env={"TMPDIR": str(work)},
-        new_session=True,
-        low_priority=True,
+        "run", "--lake", lake, *csv_args(source, "clientes"), env={"TMPDIR": str(work)}, new_session=True
     )
     deadline = time.monotonic() + 120
     while not list(work.glob("lago-capture-*/loyalty/clientes/changes_*.parquet")):

@@ -54,14 +54,11 @@ def start_cli(
     env: Env | None = None,
     stdout: int | IO[Any] | None = subprocess.PIPE,
     new_session: bool = False,
-    low_priority: bool = False,
 ) -> subprocess.Popen[str]:
     """Any command of the CLI, started in the background; its stderr is a pipe. With `new_session`, it leads its
-    own process group, as a command in a terminal does (a Ctrl-C is `os.killpg(process.pid, SIGINT)`). With
-    `low_priority` it runs at the lowest CPU priority: a test that must act while the command is at one step (a
-    Ctrl-C in the middle of a query) gets the CPU first when other tests' processes compete for it."""
+    own process group, as a command in a terminal does (a Ctrl-C is `os.killpg(process.pid, SIGINT)`)."""
     return subprocess.Popen(
-        ["nice", "-n", "19", *command(*args)] if low_priority else command(*args),
+        command(*args),
         cwd=ROOT,
         env=environment(env),
         stdout=stdout,
