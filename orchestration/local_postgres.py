@@ -20,11 +20,9 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from psycopg import sql
 from ingestion.catalog import load_catalog
 from ingestion.config import POSTGRES_BIN_ENV, POSTGRES_DSN_ENV, postgres_bin_dir
 from ingestion.postgres.schema import create_table, relation_name
-from orchestration.local_s3 import HOST, pick_ports
+from orchestration.local_s3 import HOST, pick_ports, port_is_free, serve_until_stopped
 
 # the unprivileged user a root caller runs the server as
 SERVER_USER = "postgres"
@@ -269,16 +267,6 @@ DEFAULT_DATABASE = "loyalty"
 LOCAL_PASSWORD = "lago-mago-local"
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def _stop_background(folder: Path) -> int:
     """Stop the server of `folder` by its postmaster.pid (a fast shutdown: sessions end, data is kept)."""
     pid_file = folder / "data" / "postmaster.pid"
@@ -321,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if (folder / "data" / "postmaster.pid").exists():
         print(f"local_postgres: a server may be running already in {folder}; --stop it first", file=sys.stderr)
         return 1
-    if not _port_is_free(args.port):
+    if not port_is_free(args.port):
         print(f"local_postgres: port {args.port} is taken; choose another with --port", file=sys.stderr)
         return 1
     cluster = PostgresCluster(folder, port=args.port, password=LOCAL_PASSWORD)
@@ -340,13 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"local_postgres: {where}; stop it with --stop", file=sys.stderr)
         return 0
     print(f"local_postgres: {where}; Ctrl-C stops it", file=sys.stderr)
-    stopped = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
-    while not stopped.wait(1):
-        if not cluster.running:
-            print(f"local_postgres: the server exited; its log: {cluster.log_path}", file=sys.stderr)
-            return 1
+    if not serve_until_stopped("local_postgres", lambda: cluster.running, cluster.log_path):
+        return 1
     cluster.stop()
     return 0
 

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,8 +84,8 @@ def find_weed() -> str:
     return found
 
 
-def _port_is_free(port: int) -> bool:
-    # `weed mini` checks both the bind address and all interfaces; so do we.
+def port_is_free(port: int) -> bool:
+    # Free on loopback and on every interface: `weed mini` checks both, and a local Postgres is held to the same.
     for host in (HOST, "0.0.0.0"):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -101,7 +102,7 @@ def pick_ports(count: int) -> list[int]:
     chosen: list[int] = []
     for _ in range(count * 200):
         port = rng.randrange(*_PORT_RANGE)
-        if port not in chosen and _port_is_free(port):
+        if port not in chosen and port_is_free(port):
             chosen.append(port)
             if len(chosen) == count:
                 return chosen
@@ -390,6 +391,19 @@ def _stop_background(folder: Path) -> int:
     return 0
 
 
+def serve_until_stopped(name: str, running: Callable[[], bool], log_path: Path) -> bool:
+    """Wait in the foreground until Ctrl-C or SIGTERM (True), or until the server exits by itself (False, said
+    with its log): the foreground mode of the local servers (this one and local_postgres)."""
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    while not stopped.wait(1):
+        if not running():
+            print(f"{name}: the server exited; its log: {log_path}", file=sys.stderr)
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m orchestration.local_s3",
@@ -409,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     if (folder / PID_FILE).exists():
         print(f"local_s3: a server may be running already ({folder / PID_FILE}); --stop it first", file=sys.stderr)
         return 1
-    if not _port_is_free(args.port):
+    if not port_is_free(args.port):
         print(f"local_s3: port {args.port} is taken; choose another with --port", file=sys.stderr)
         return 1
     folder.mkdir(parents=True, exist_ok=True)
@@ -430,13 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"local_s3: S3 on {server.endpoint_url}, data in {folder}; stop it with --stop", file=sys.stderr)
         return 0
     print(f"local_s3: S3 on {server.endpoint_url}, data in {folder}; Ctrl-C stops it", file=sys.stderr)
-    stopped = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
-    while not stopped.wait(1):
-        if not server.running:
-            print(f"local_s3: the server exited; its log: {server.log_path}", file=sys.stderr)
-            return 1
+    if not serve_until_stopped("local_s3", lambda: server.running, server.log_path):
+        return 1
     server.close()
     return 0
 
