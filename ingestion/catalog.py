@@ -28,6 +28,13 @@ DATA_TYPES = ("varchar", "integer", "bigint", "double", "boolean", "date", "time
 # "snapshot": diffed into CDC files; "events": append-only
 CaptureMode = Literal["snapshot", "events"]
 
+# How a database source's table is captured (`meta.database_mode`, on the table or as the source's default;
+# `--mode` overrides it for one run): "snapshot" reads it whole and diffs it against the lake's last state;
+# "cursor" reads the rows whose `meta.cursor_column` moved since the last capture; "log" follows the database's
+# write-ahead log (logical replication) and keeps every committed version.
+DatabaseMode = Literal["snapshot", "cursor", "log"]
+DATABASE_MODES: tuple[DatabaseMode, ...] = ("snapshot", "cursor", "log")
+
 CDC_OPERATION = "_cdc_operation"
 CDC_TIMESTAMP = "_cdc_timestamp"
 CDC_SEQUENCE = "_cdc_sequence"
@@ -134,6 +141,10 @@ class Table:
     breaker: Breaker = field(default_factory=Breaker)
     # where a database source keeps the table: `meta.database_table` (`schema.table`), else `public.<name>`
     database_table: tuple[str, str] | None = None
+    # how a database source captures the table (ignored by file readers)
+    database_mode: DatabaseMode = "snapshot"
+    # cursor mode: the column whose value grows on every insert and update (`meta.cursor_column`)
+    cursor_column: str | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -180,7 +191,7 @@ class Catalog:
         return self.sources[name]
 
 
-def _parse_table(source: str, raw: dict[str, object], path: Path) -> Table:
+def _parse_table(source: str, raw: dict[str, object], path: Path, default_mode: DatabaseMode = "snapshot") -> Table:
     name = validate_identifier(raw.get("name"), f"{path.name}: table of source {source}")
     where = f"{path.name}: table {source}.{name}"
     meta = raw.get("meta") or {}
@@ -223,7 +234,26 @@ def _parse_table(source: str, raw: dict[str, object], path: Path) -> Table:
         raise CatalogError(f"{where}: csv_separator must be one character other than a quote or newline")
     breaker = _parse_breaker(meta.get("circuit_breaker"), where)
     database_table = _parse_database_table(meta.get("database_table"), where)
-    return Table(source, name, tuple(columns), tuple(key), ordering, separator, breaker, database_table)
+    mode = parse_database_mode(meta.get("database_mode", default_mode), f"{where}: meta.database_mode")
+    cursor = meta.get("cursor_column")
+    if cursor is not None:
+        validate_identifier(cursor, f"{where}: cursor column")
+        if cursor not in names:
+            raise CatalogError(f"{where}: cursor column {cursor} is not a declared column")
+    elif mode == "cursor":
+        raise CatalogError(
+            f"{where}: meta.database_mode cursor needs meta.cursor_column, the column that grows on every insert "
+            "and update (an updated_at timestamp, say)"
+        )
+    return Table(source, name, tuple(columns), tuple(key), ordering, separator, breaker, database_table, mode, cursor)
+
+
+def parse_database_mode(raw: object, where: str) -> DatabaseMode:
+    """A capture mode of a database table, or a CatalogError naming where it was given."""
+    for mode in DATABASE_MODES:
+        if raw == mode:
+            return mode
+    raise CatalogError(f"{where} must be one of {', '.join(DATABASE_MODES)}, not {raw!r}")
 
 
 def _parse_database_table(raw: object, where: str) -> tuple[str, str] | None:
@@ -260,9 +290,12 @@ def load_catalog(paths: list[Path] | None = None, *, project: Path | None = None
             capture: CaptureMode = meta.get("capture", "snapshot")
             if capture not in ("snapshot", "events"):
                 raise CatalogError(f"{path.name}: source {name}: meta.capture must be 'snapshot' or 'events'")
+            default_mode = parse_database_mode(
+                meta.get("database_mode", "snapshot"), f"{path.name}: source {name}: meta.database_mode"
+            )
             tables: dict[str, Table] = {}
             for raw_table in raw_source.get("tables") or []:
-                table = _parse_table(name, raw_table, path)
+                table = _parse_table(name, raw_table, path, default_mode)
                 if table.name in tables:
                     raise CatalogError(f"{path.name}: table {name}.{table.name} is declared twice")
                 tables[table.name] = table

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from ingestion.breaker import load_held
-from ingestion.catalog import Catalog, Source, Table, load_catalog, validate_identifier
+from ingestion.catalog import DATABASE_MODES, Catalog, Source, Table, load_catalog, validate_identifier
 from ingestion.config import DEFAULT_LAKE, Config
 from ingestion.errors import IngestionError, LakeError, LakeLockedError, UsageError, interrupted_query
 from ingestion.lake import Lake, open_lake, os_error_text
@@ -62,6 +62,13 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
         "--dsn",
         help="--from postgres: the database's connection string (default: env LAGO_POSTGRES_DSN); a password in "
         "it is visible to other users of this machine in the process list, the variable is not",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=list(DATABASE_MODES),
+        default=None,
+        help="--from postgres: capture every table in this mode for this run (default: each table's "
+        "meta.database_mode, else snapshot)",
     )
     parser.add_argument("--path", type=Path, help="folder of <table>.csv files (--from csv)")
     parser.add_argument("--tables", help="comma-separated subset of the source's tables")
@@ -198,6 +205,7 @@ def run_request(catalog: Catalog, config: Config, args: argparse.Namespace) -> R
             dataset=args.dataset,
             arrival_column=args.arrival_column,
             dsn=args.dsn,
+            mode=args.mode,
         ),
         tables=tables,
         lock_wait=args.wait,

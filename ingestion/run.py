@@ -138,6 +138,8 @@ class _Plan:
 
 
 def _plan(source: Source, kind: ReaderKind, request: RunRequest, config: Config) -> _Plan:
+    if request.reader_options.mode is not None and not kind.database:
+        raise UsageError(f"--mode applies to database readers; --from {kind.name} reads files")
     if source.capture == "events":
         events = kind.event_reader(request.reader_options, config)
         return _Plan(source, _tables(source, request.tables, events), events=events)

@@ -22,9 +22,9 @@ import duckdb
 import psycopg
 from psycopg import sql
 
-from ingestion.catalog import Table
+from ingestion.catalog import DatabaseMode, Table
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import SnapshotError
+from ingestion.errors import SnapshotError, UsageError
 from ingestion.postgres.connection import connect as connect_postgres
 from ingestion.postgres.connection import endpoint_of, redact
 from ingestion.postgres.errors import NullKeyError, PostgresAccessError
@@ -47,8 +47,10 @@ class PostgresReader:
     name = "postgres"
     simulated_days = False
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, mode: DatabaseMode | None = None) -> None:
         self.dsn = dsn
+        # --mode: this run's mode for every table, over their declarations
+        self.mode = mode
         self.endpoint = endpoint_of(dsn)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._close: weakref.finalize[..., PostgresReader] | None = None
@@ -58,6 +60,12 @@ class PostgresReader:
         return list(tables)
 
     def read(self, table: Table, context: CaptureContext) -> Snapshot:
+        mode = self.mode or table.database_mode
+        if mode != "snapshot":
+            raise UsageError(
+                f"table {table.qualified_name}: capture mode {mode} is not available yet; capture it with "
+                "--mode snapshot"
+            )
         started = time.monotonic()
         conn = self._transaction()
         relation = relation_name(table)

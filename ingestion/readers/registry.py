@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ingestion.catalog import CaptureMode
+from ingestion.catalog import CaptureMode, DatabaseMode
 from ingestion.config import Config
 from ingestion.errors import CatalogError, UsageError
 
@@ -36,6 +36,8 @@ class ReaderOptions:
     # --from postgres: `--dsn`, which overrides the configuration's LAGO_POSTGRES_DSN. Dagster never sets it (its
     # run configuration is shown in the UI); a secret either way, so never in the repr
     dsn: str | None = field(default=None, repr=False)
+    # --mode: every table of a database source captured in this mode for this run, whatever its declaration says
+    mode: DatabaseMode | None = None
 
 
 SnapshotFactory = Callable[[ReaderOptions, Config], "SnapshotReader"]
@@ -54,6 +56,8 @@ class ReaderKind:
     # without --source, a run captures every source the kind serves (a simulation of all of them), instead of
     # needing to be told the one source its input belongs to (a folder, a dataset)
     every_source: bool = False
+    # a database: each table is captured in its mode (`meta.database_mode`, or `--mode` for one run)
+    database: bool = False
 
     def serves(self, capture: CaptureMode) -> bool:
         """Whether this kind can capture a source declared with `capture`."""
@@ -130,10 +134,17 @@ def _postgres(options: ReaderOptions, config: Config) -> SnapshotReader:
     from ingestion.postgres.connection import resolve_dsn
     from ingestion.readers.postgres import PostgresReader
 
-    return PostgresReader(resolve_dsn(options.dsn, config.postgres_dsn))
+    return PostgresReader(resolve_dsn(options.dsn, config.postgres_dsn), mode=options.mode)
 
 
 register(ReaderKind("simulator", "a seeded simulation of every source", _simulator, _hotmart_simulator, True))
 register(ReaderKind("kaggle", "the Kaggle dataset --dataset (snapshot sources)", _kaggle))
 register(ReaderKind("csv", "a folder of <table>.csv files, --path", _csv, _events_csv))
-register(ReaderKind("postgres", "a Postgres database, --dsn or env LAGO_POSTGRES_DSN (snapshot sources)", _postgres))
+register(
+    ReaderKind(
+        "postgres",
+        "a Postgres database, --dsn or env LAGO_POSTGRES_DSN (snapshot sources; --mode)",
+        _postgres,
+        database=True,
+    )
+)

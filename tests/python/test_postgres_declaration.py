@@ -88,3 +88,53 @@ def test_declared_types_are_created_as_database_types() -> None:
         "timestamp",
         "numeric(18,2)",
     ]
+
+
+def declare_modes(tmp_path: Path, source_meta: str, table_meta: str) -> Path:
+    path = tmp_path / "_m__sources.yml"
+    path.write_text(
+        f"""
+version: 2
+sources:
+  - name: m
+    meta: {{{source_meta}}}
+    tables:
+      - name: orders
+        meta: {{primary_key: [id]{table_meta}}}
+        columns:
+          - {{name: id, data_type: integer}}
+          - {{name: updated_at, data_type: timestamp}}
+      - name: items
+        meta: {{primary_key: [id]}}
+        columns:
+          - {{name: id, data_type: integer}}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_tables_capture_mode_is_its_own_else_its_sources_else_snapshot(tmp_path: Path) -> None:
+    plain = load_catalog([declare_modes(tmp_path, "", "")]).source("m")
+    assert [t.database_mode for t in plain.tables.values()] == ["snapshot", "snapshot"]
+    mixed = load_catalog(
+        [declare_modes(tmp_path, "database_mode: log", ", database_mode: cursor, cursor_column: updated_at")]
+    ).source("m")
+    assert mixed.table("orders").database_mode == "cursor"
+    assert mixed.table("orders").cursor_column == "updated_at"
+    assert mixed.table("items").database_mode == "log"
+
+
+@pytest.mark.parametrize(
+    ("source_meta", "table_meta", "named"),
+    [
+        ("database_mode: wal", "", "source m: meta.database_mode"),
+        ("", ", database_mode: Snapshot", "m.orders: meta.database_mode"),
+        ("", ", database_mode: cursor", "m.orders: meta.database_mode cursor needs meta.cursor_column"),
+        ("", ", cursor_column: changed_at", "cursor column changed_at is not a declared column"),
+    ],
+)
+def test_a_bad_capture_mode_is_refused_by_name(tmp_path: Path, source_meta: str, table_meta: str, named: str) -> None:
+    with pytest.raises(CatalogError) as error:
+        load_catalog([declare_modes(tmp_path, source_meta, table_meta)])
+    assert named in str(error.value), error.value

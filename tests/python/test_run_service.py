@@ -56,8 +56,9 @@ def test_a_csv_run_without_source_exits_2_naming_the_declared_sources(tmp_path: 
         (["--source", "loyalty", "--from", "csv"], "--from csv needs --path FOLDER"),
         (["--source", "hotmart", "--from", "kaggle"], "--from kaggle reads snapshots; an events source reads"),
         (["--source", "loyalty", "--arrival-column", "x"], "--arrival-column applies to events sources"),
+        (["--source", "loyalty", "--mode", "log"], "--mode applies to database readers; --from simulator"),
     ],
-    ids=["no-path", "snapshot-reader-for-events", "arrival-for-snapshots"],
+    ids=["no-path", "snapshot-reader-for-events", "arrival-for-snapshots", "mode-for-files"],
 )
 def test_a_reader_the_run_cannot_build_leaves_no_lake(tmp_path: Path, args: list[str], message: str) -> None:
     lake = tmp_path / "lake"
