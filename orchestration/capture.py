@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ingestion.catalog import Catalog, Source, Table
+from ingestion.catalog import Catalog, Source, Table, parse_database_mode
 from ingestion.errors import IngestionError, LakeError, LakeLockedError
 from ingestion.lake import Lake
 from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, ReaderOptions
@@ -29,6 +29,10 @@ class CaptureConfig(dg.Config):
     seed: int = 42
     dataset: str = DEFAULT_DATASET
     arrival_column: str | None = None
+    # a database reader: every table captured in this mode for this run (None: each table's declared mode). The
+    # database's connection string is configuration (LAGO_POSTGRES_DSN), never run config, which the UI shows.
+    # Dagster's config has no Literal type: checked as the CLI checks --mode.
+    mode: str | None = None
 
     def reader_options(self) -> ReaderOptions:
         return ReaderOptions(
@@ -37,6 +41,7 @@ class CaptureConfig(dg.Config):
             seed=self.seed,
             dataset=self.dataset,
             arrival_column=self.arrival_column,
+            mode=None if self.mode is None else parse_database_mode(self.mode, "capture config mode"),
         )
 
 
@@ -74,23 +79,23 @@ def _capture(
 
     Returns each table's record, or None for a table the simulator had already captured for the run's day.
     """
-    request = RunRequest(
-        lake=settings.lake_uri,
-        sources=(source,),
-        reader=config.reader,
-        reader_options=config.reader_options(),
-        tables=tuple(t.name for t in tables),
-        lock_wait=settings.lock_wait_seconds,
-        # each source is a step of one job: every source's simulator moves to the day the first step settled
-        day_scope="catalog",
-    )
     try:
+        request = RunRequest(
+            lake=settings.lake_uri,
+            sources=(source,),
+            reader=config.reader,
+            reader_options=config.reader_options(),
+            tables=tuple(t.name for t in tables),
+            lock_wait=settings.lock_wait_seconds,
+            # each source is a step of one job: every source's simulator moves to the day the first step settled
+            day_scope="catalog",
+        )
         result = run(settings.config, catalog, request)
     except (LakeLockedError, LakeError) as exc:
         # a busy lock or an unreachable lake passes: the run policy retries with backoff
         raise dg.Failure(f"capture of {source.name}: {exc}") from exc
     except IngestionError as exc:
-        # bad declarations or snapshots stay bad on a retry; nothing was published
+        # bad declarations, options or snapshots stay bad on a retry; nothing was published
         raise dg.Failure(f"capture of {source.name}: {exc}", allow_retries=False) from exc
     (captured,) = result.sources
     return result.lake, captured.records
