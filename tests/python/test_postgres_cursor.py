@@ -14,8 +14,9 @@ import pytest
 from pgserver import PostgresCluster, fresh_database
 from support.cli import ingest
 
-from ingestion.catalog import Catalog, Column, Source, Table
+from ingestion.catalog import Catalog, Column, Source, Table, load_catalog
 from ingestion.config import Config
+from ingestion.errors import CatalogError
 from ingestion.lake import open_lake
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.postgres import PostgresReader
@@ -86,8 +87,8 @@ def shop(postgres_server: PostgresCluster) -> str:
     return dsn
 
 
-def test_cursor_captures_equal_snapshot_captures(shop: str, tmp_path: Path) -> None:
-    cursor_lake, snapshot_lake = str(tmp_path / "cursor"), str(tmp_path / "snapshot")
+def test_cursor_captures_equal_snapshot_captures(shop: str, any_lake: str, tmp_path: Path) -> None:
+    cursor_lake, snapshot_lake = any_lake, str(tmp_path / "snapshot")
     days = [
         (
             "update public.items set price = price + 1, updated_at = now() where id in (3, 4)",
@@ -207,3 +208,46 @@ def test_mode_cursor_on_a_table_without_a_cursor_column_is_refused(
     assert "table loyalty.produtos: --mode cursor needs the table's cursor column" in result.stderr
     assert "meta.cursor_column" in result.stderr
     assert not (lake / "raw").exists() and not (lake / "_ingestion" / "loyalty").exists()
+
+
+def declared(tmp_path: Path, meta: str) -> Table:
+    path = tmp_path / "_m__sources.yml"
+    path.write_text(
+        f"""
+version: 2
+sources:
+  - name: m
+    tables:
+      - name: orders
+        meta: {{primary_key: [id], database_mode: cursor, cursor_column: updated_at{meta}}}
+        columns:
+          - {{name: id, data_type: integer}}
+          - {{name: updated_at, data_type: timestamp}}
+""",
+        encoding="utf-8",
+    )
+    return load_catalog([path]).source("m").table("orders")
+
+
+@pytest.mark.parametrize(
+    ("meta", "lag", "key_scan"),
+    [("", 0.0, 1), (", cursor_lag: 90", 90.0, 1), (", cursor_lag: 5m, cursor_key_scan: 24", 300.0, 24)],
+)
+def test_a_cursor_declares_its_lag_and_key_scan(tmp_path: Path, meta: str, lag: float, key_scan: int) -> None:
+    table = declared(tmp_path, meta)
+    assert (table.cursor_lag, table.cursor_key_scan) == (lag, key_scan)
+
+
+@pytest.mark.parametrize(
+    ("meta", "named"),
+    [
+        (", cursor_lag: -1", "m.orders: meta.cursor_lag must be a duration"),
+        (", cursor_lag: 5 minutes", "not '5 minutes'"),
+        (", cursor_key_scan: 0", "m.orders: meta.cursor_key_scan must be a whole number, 1 or more"),
+        (", cursor_key_scan: true", "not True"),
+    ],
+)
+def test_a_bad_cursor_declaration_is_refused_by_name(tmp_path: Path, meta: str, named: str) -> None:
+    with pytest.raises(CatalogError) as error:
+        declared(tmp_path, meta)
+    assert named in str(error.value), error.value
