@@ -1,4 +1,6 @@
-"""Snapshot mode from Postgres: each declared table read whole, all of one run's tables in one transaction.
+"""Postgres as a snapshot reader: each declared table read whole (snapshot mode) or through its cursor's window
+(cursor mode: the rows at or after the table's mark, see `ingestion.postgres.cursor`), all of one run's tables in
+one transaction.
 
 The run's first read opens one REPEATABLE READ, READ ONLY transaction and every table of the run is read in it, so
 the run is a consistent cut across tables: a transaction that commits between two tables' reads is in neither or
@@ -8,7 +10,9 @@ memory stays within DuckDB's limit whatever the table's size. Every non-NULL val
 an empty text and NULL stay apart. The row count COPY reports is checked against the Parquet file's, and the
 declared key is checked for NULLs (the database need not have a primary key: the key is the declaration's).
 
-The transaction stays open until the reader is closed or collected; a run holds it for its reads and diffs.
+The transaction stays open until the reader is closed or collected; a run holds it for its reads and diffs. A
+cursor read is a partial snapshot: the engine applies it to the lake's stored state by key, and drops the keys a
+key scan (the key columns of every row, read in the same transaction) no longer finds.
 """
 
 from __future__ import annotations

@@ -115,3 +115,18 @@ def test_verify_of_an_unknown_table_is_a_usage_error(database: str, tmp_path: Pa
     assert result.returncode == 2 and "source loyalty has no table 'nope'" in result.stderr
     unnamed = run_cli("verify", "clientes", "--lake", str(tmp_path / "lake"), "--dsn", database)
     assert unnamed.returncode == 2 and "name the table as <source>.<table>" in unnamed.stderr
+
+
+def test_verify_from_a_csv_folder(tmp_path: Path) -> None:
+    """Any reader of snapshots can be verified against: here the CSV folder a lake was captured from, then edited."""
+    folder, lake = tmp_path / "csv", tmp_path / "lake"
+    folder.mkdir()
+    header = "IdProduto;DescNomeProduto;DescDescricaoProduto;DescCategoriaProduto\n"
+    (folder / "produtos.csv").write_text(header + "1;Chapéu;;present\n2;Ponei;um ponei;ponei\n", encoding="utf-8")
+    source = ("--from", "csv", "--path", str(folder))
+    ingest(lake, "--source", "loyalty", *source, "--tables", "produtos", check=True)
+    equal = run_cli("verify", "loyalty.produtos", "--lake", str(lake), *source)
+    assert equal.returncode == 0 and "loyalty.produtos: equal, 2 rows" in equal.stdout, equal.stderr[-2000:]
+    (folder / "produtos.csv").write_text(header + "1;Chapéu;;present\n2;Ponei;dois poneis;ponei\n", encoding="utf-8")
+    edited = run_cli("verify", "loyalty.produtos", "--lake", str(lake), *source)
+    assert edited.returncode == 1 and "  different: IdProduto=2\n" in edited.stdout, edited.stdout
