@@ -142,8 +142,12 @@ class PostgresReader:
             time.monotonic() - started,
         )
         relation_sql = f"read_parquet({sql_literal(str(dest))})"
-        if window is None:
+        if table.cursor_column is None:
             return Snapshot(relation_sql, lambda: rows, file=dest)
+        if window is None:
+            # a table read whole that has a cursor starts a window from this read: a later cursor capture reads
+            # only what moved since (and a window the capture state no longer reads right is replaced)
+            window = CursorState(table.cursor_column, None)
         state = window.advance(
             self._candidates.get(table.qualified_name),
             self._horizon,
@@ -175,7 +179,8 @@ class PostgresReader:
             conn.autocommit = True
             for statement in _SESSION:
                 conn.execute(statement)
-            cursors = [t for t in tables if self.mode_of(t) == "cursor" and t.cursor_column is not None]
+            # every table with a cursor, in cursor or snapshot mode: a whole read starts a window too
+            cursors = [t for t in tables if self.mode_of(t) != "log" and t.cursor_column is not None]
             try:
                 for table in cursors:
                     columns = resolve_columns(conn, table)

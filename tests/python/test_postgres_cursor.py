@@ -16,7 +16,7 @@ from support.cli import ingest
 
 from ingestion.catalog import Catalog, Column, Source, Table, load_catalog
 from ingestion.config import Config
-from ingestion.errors import CatalogError
+from ingestion.errors import CatalogError, LakeStateError
 from ingestion.lake import open_lake
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.postgres import PostgresReader
@@ -137,6 +137,22 @@ def test_a_cursor_window_reads_only_the_rows_that_moved(shop: str, tmp_path: Pat
     record = capture(shop, lake)
     assert (record.kind, record.updates, record.snapshot_rows) == ("cdc", 1, 40)
     assert verify(shop, lake, tmp_path).equal
+
+
+def test_a_snapshot_capture_starts_the_window_and_a_broken_window_is_refused(shop: str, tmp_path: Path) -> None:
+    lake = str(tmp_path / "lake")
+    whole = capture(shop, lake, "snapshot")
+    assert whole.kind == "full-load" and whole.reader_state is not None and whole.reader_state["mark"] is not None
+    write(shop, "update public.items set name = 'moved', updated_at = now() where id = 5")
+    moved = capture(shop, lake)
+    assert (moved.kind, moved.updates) == ("cdc", 1)
+    broken = {**moved.reader_state, "since_key_scan": "three"}  # type: ignore[dict-item]
+    reader = PostgresReader(shop)
+    with pytest.raises(LakeStateError) as refused:
+        reader.read(ITEMS, CaptureContext(tmp_path, previous=broken))
+    reader.close()
+    assert refused.value.exit_code == 4 and "table shop.items" in str(refused.value)
+    assert "--mode snapshot" in str(refused.value)
 
 
 def test_a_transaction_that_commits_after_a_capture_is_not_lost(shop: str, tmp_path: Path) -> None:
