@@ -18,6 +18,7 @@ from reliability_support import LocalView, Recorder, fingerprint, ingest
 from support.cli import run_cli
 
 SHOP = ("--source", "shop", "--from", "postgres")
+SIGKILLED = -9
 DDL = """
 create table public.items (id integer primary key, name text, updated_at timestamptz default now());
 create index on public.items (updated_at);
@@ -149,3 +150,33 @@ def test_mode_cursor_without_a_cursor_column_is_refused(
     assert result.returncode == 2, result.stderr[-2000:]
     assert "table shop.items: --mode cursor needs the table's cursor column" in result.stderr
     assert fingerprint(LocalView(lake)) == before
+
+
+@pytest.mark.parametrize("failpoint", ["after-pending", "after-publish", "after-state"])
+def test_a_cursor_capture_killed_then_run_again_loses_nothing(
+    failpoint: str, postgres_server: PostgresCluster, tmp_path: Path, report: Recorder
+) -> None:
+    """The window moves with the capture's record, committed or completed with it: a capture killed at a step of
+    publishing, then run again, leaves the lake equal to the database, and the window where the capture put it."""
+    dsn = fresh_database(postgres_server, "cursor_crash")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(DDL)  # type: ignore[arg-type]
+    where, lake = project(tmp_path / "project", cursor_key_scan=1), tmp_path / "lake"
+    capture(lake, dsn, where)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("update public.items set name = 'moved', updated_at = now() where id in (1, 2)")
+        conn.execute("delete from public.items where id = 3")
+        conn.execute("insert into public.items (id, name) values (800, 'new')")
+    env = {"LAGO_PROJECT_DIR": str(where), "LAGO_POSTGRES_DSN": dsn, "LAGO_FAILPOINT": failpoint}
+    assert ingest(lake, *SHOP, env=env).returncode == SIGKILLED
+    capture(lake, dsn, where)
+    code, output = receipt(lake, dsn, where)
+    lost = lost_rows(output)
+    state = yaml.safe_load((lake / "_ingestion" / "shop" / "items" / "state.json").read_text())
+    windows = [c.get("reader_state") for c in state["captures"]]
+    report.record(
+        f"postgres cursor: SIGKILL {failpoint}, then the next run", runs=2, expected=30, lost=lost, note=output[:110]
+    )
+    assert code == 0 and lost == 0, output
+    assert all(w is not None and w["kind"] == "cursor" for w in windows), windows
+    assert sum(c["inserts"] + c["updates"] + c["deletes"] for c in state["captures"][1:]) == 4
