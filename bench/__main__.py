@@ -238,6 +238,9 @@ def targets(results: list[Result]) -> list[str]:
     from bench.hotmart import targets as hotmart_targets
 
     lines += hotmart_targets(results)
+    from bench.postgres import targets as postgres_targets
+
+    lines += postgres_targets(results)
     fresh = [r for r in results if r.suite == "e2e" and r.case == "fresh total"]
     if fresh:
         lines.append(
@@ -343,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.hotmart import suite_hotmart
 
         results += suite_hotmart(args.repeats, work, args.hotmart_scale)
+    if "postgres" in suites:
+        from bench.postgres import suite_postgres
+
+        results += suite_postgres(scales, args.repeats, work)
     if args.update and (args.out / "results.json").exists():
         stored = json.loads((args.out / "results.json").read_text())["results"]
         measured = {(x.suite, x.case, x.rows) for x in results}

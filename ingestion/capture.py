@@ -31,6 +31,7 @@ from ingestion.lock import LakeLock
 from ingestion.readers.base import CaptureContext, Snapshot, SnapshotReader
 from ingestion.state import CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
 from ingestion.table_store import PreparedCapture, TableStore
+from ingestion.window import apply_window
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ def prepare_capture(
     workdir: Path,
     day: int | None,
     options: RunOptions,
+    run_tables: tuple[Table, ...] = (),
 ) -> PreparedCapture | CaptureRecord:
-    """Read and diff one table's snapshot locally; a CaptureRecord when a recovered capture stands for it."""
+    """Read and diff one table's snapshot locally; a CaptureRecord when a recovered capture stands for it.
+    `run_tables` are every table the run reads from `reader` (see `CaptureContext.run_tables`)."""
     started = time.monotonic()
     store = TableStore(lake, table)
     state, recovered = store.settle_then_continue(day)
@@ -70,7 +73,7 @@ def prepare_capture(
     reads = 1
     while True:
         try:
-            return _read_and_diff(store, state, reader, table_dir, day, options, started)
+            return _read_and_diff(store, state, reader, table_dir, day, options, started, run_tables)
         except SourceChangedError as exc:
             if reads >= SOURCE_READS:
                 raise
@@ -95,11 +98,13 @@ def _read_and_diff(
     day: int | None,
     options: RunOptions,
     started: float,
+    run_tables: tuple[Table, ...],
 ) -> PreparedCapture:
     """One read of the table's source, its diff, and the next snapshot, all from that one version of it."""
     table = store.table
     memory = options.duckdb_memory_limit
-    snapshot = reader.read(table, CaptureContext(table_dir, day or 0, memory))
+    previous = _reader_state(state, reader.name)
+    snapshot = reader.read(table, CaptureContext(table_dir, day or 0, memory, previous, run_tables))
 
     captured_at = options.now().astimezone(UTC)
     last = state.last_capture
@@ -113,6 +118,12 @@ def _read_and_diff(
     delta = False
     try:
         if state.snapshot_key is None:
+            if snapshot.partial:
+                raise LakeStateError(
+                    table.qualified_name,
+                    "the reader read only the rows that changed, but the lake holds no stored state to apply them to",
+                    store.repair_hint(),
+                )
             kind = "full-load"
             result = cdc.full_load(table, snapshot, captured_at, first_sequence, changes, memory)
             # the full load holds every row: it is the table's first stored snapshot as it is
@@ -120,9 +131,12 @@ def _read_and_diff(
         else:
             rows = last.snapshot_rows if last is not None else 0
             baseline = _baseline(store, state, rows, table_dir)
-            result = cdc.diff(table, baseline, snapshot, captured_at, first_sequence, changes, memory)
+            current = snapshot
+            if snapshot.partial:
+                current = apply_window(table, baseline, snapshot, table_dir / "upserted.parquet", memory)
+            result = cdc.diff(table, baseline, current, captured_at, first_sequence, changes, memory)
             kind = "cdc" if result.counts.total else "unchanged"
-            stored, delta = _next_snapshot(table, state, kind, snapshot, baseline, result, changes, table_dir, memory)
+            stored, delta = _next_snapshot(table, state, kind, current, baseline, result, changes, table_dir, memory)
     except SnapshotError:
         snapshot.verify_unchanged()  # a source replaced mid-read looks broken: say what happened instead
         raise
@@ -143,11 +157,21 @@ def _read_and_diff(
         reader=reader.name,
         day=day,
         snapshot_delta=delta,
+        reader_state=snapshot.reader_state,
     )
     verdict = None
     if kind == "cdc" and last is not None:
         verdict = judge(table, last.snapshot_rows, result.snapshot_rows, result.counts.deletes)
     return PreparedCapture(table, state, record, changes if record.data_key else None, stored, started, verdict)
+
+
+def _reader_state(state: TableState, reader: str) -> dict[str, Any] | None:
+    """What `reader` kept at its latest capture of the table that kept something: a capture in between by
+    another reader, or one that kept nothing (a database table captured whole for one run), leaves it as it was."""
+    for record in reversed(state.captures):
+        if record.reader == reader and record.reader_state is not None:
+            return record.reader_state
+    return None
 
 
 # A CSV capture stores its change file as the next snapshot (see `cdc.Baseline`) until the change files since
@@ -394,6 +418,6 @@ def run_capture(
         tables,
         reader.simulated_days,
         options,
-        lambda table, workdir, day: prepare_capture(lake, table, reader, workdir, day, options),
+        lambda table, workdir, day: prepare_capture(lake, table, reader, workdir, day, options, tuple(tables)),
         describe,
     )

@@ -145,6 +145,12 @@ class Table:
     database_mode: DatabaseMode = "snapshot"
     # cursor mode: the column whose value grows on every insert and update (`meta.cursor_column`)
     cursor_column: str | None = None
+    # cursor mode: seconds a writer's cursor value may run ahead of the database's clock, or be taken before its
+    # transaction starts (an application's clock); the window then reaches this much further back (`meta.cursor_lag`)
+    cursor_lag: float = 0.0
+    # cursor mode: every this many cursor captures also read every key, to find the rows deleted in the source
+    # (`meta.cursor_key_scan`; 1 = every capture)
+    cursor_key_scan: int = 1
 
     @property
     def column_names(self) -> list[str]:
@@ -245,7 +251,40 @@ def _parse_table(source: str, raw: dict[str, object], path: Path, default_mode: 
             f"{where}: meta.database_mode cursor needs meta.cursor_column, the column that grows on every insert "
             "and update (an updated_at timestamp, say)"
         )
-    return Table(source, name, tuple(columns), tuple(key), ordering, separator, breaker, database_table, mode, cursor)
+    lag = _parse_lag(meta.get("cursor_lag", 0), f"{where}: meta.cursor_lag")
+    key_scan = meta.get("cursor_key_scan", 1)
+    if isinstance(key_scan, bool) or not isinstance(key_scan, int) or key_scan < 1:
+        raise CatalogError(
+            f"{where}: meta.cursor_key_scan must be a whole number, 1 or more (a key scan every that many cursor "
+            f"captures), not {key_scan!r}"
+        )
+    return Table(
+        source,
+        name,
+        tuple(columns),
+        tuple(key),
+        ordering,
+        separator,
+        breaker,
+        database_table,
+        mode,
+        cursor,
+        lag,
+        key_scan,
+    )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+
+
+def _parse_lag(raw: object, where: str) -> float:
+    """Seconds: a number, or a text with a unit (`90s`, `5m`, `1h`)."""
+    if not isinstance(raw, bool) and isinstance(raw, int | float) and raw >= 0:
+        return float(raw)
+    match = _DURATION.match(raw) if isinstance(raw, str) else None
+    if match is None:
+        raise CatalogError(f"{where} must be a duration in seconds, or with a unit (90s, 5m, 1h), not {raw!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
 def parse_database_mode(raw: object, where: str) -> DatabaseMode:

@@ -1,4 +1,4 @@
-"""Command line: `python -m ingestion [run|schedule|status|approve] ...`."""
+"""Command line: `python -m ingestion [run|schedule|status|approve|verify] ...`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from ingestion.config import DEFAULT_LAKE, Config
 from ingestion.errors import IngestionError, LakeError, LakeLockedError, UsageError, interrupted_query
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
-from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, READERS, ReaderOptions
+from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, READERS, ReaderOptions, reader_kind
 from ingestion.run import RunRequest, choose_sources, run
 from ingestion.state import CaptureRecord, moment_of
 from ingestion.table_store import TableStore
@@ -134,7 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--wait", type=_seconds, default=0.0, help="seconds to wait for the lake's lock")
     approve.add_argument("--single-writer", action="store_true", help="as for run")
     approve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verify = commands.add_parser(
+        "verify",
+        help="compare tables in their source with the lake's replayed change log: equal, or the keys that differ "
+        "(exit 1)",
+    )
+    verify.add_argument("tables", nargs="+", metavar="SOURCE.TABLE", help="e.g. loyalty.clientes")
+    verify.add_argument("--lake", default=None, help="lake root (default: env LAKE_URI, else ./lake)")
+    verify.add_argument(
+        "--from",
+        dest="reader",
+        choices=VERIFY_READERS,
+        default="postgres",
+        help="where the source is read (default: postgres)",
+    )
+    verify.add_argument("--dsn", help="--from postgres: the connection string (default: env LAGO_POSTGRES_DSN)")
+    verify.add_argument("--path", type=Path, help="--from csv: the folder of <table>.csv files")
+    verify.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+# a simulation has no current state of its own to compare with: every other reader of snapshots can be verified
+VERIFY_READERS = [name for name, kind in READERS.items() if kind.snapshots is not None and not kind.every_source]
 
 
 MAX_INTERVAL_SECONDS = 366 * 86400
@@ -284,12 +306,7 @@ def _dbt_build(target: str, running: list[subprocess.Popen[bytes]]) -> int:
 
 
 def command_approve(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
-    tables = []
-    for name in args.tables:
-        source_name, dot, table_name = name.partition(".")
-        if not dot:
-            raise UsageError(f"approve {name!r}: name the table as <source>.<table>, e.g. loyalty.clientes")
-        tables.append(catalog.source(source_name).table(table_name))
+    tables = _named_tables(catalog, args.tables, "approve")
     lake = _lake(args, config, create=False)
     if not args.single_writer:
         lake.verify_conditional_writes()
@@ -299,6 +316,37 @@ def command_approve(catalog: Catalog, config: Config, args: argparse.Namespace) 
 
             approve_held(lake, table, lock)
     return 0
+
+
+def _named_tables(catalog: Catalog, names: list[str], command: str) -> list[Table]:
+    tables = []
+    for name in names:
+        source_name, dot, table_name = name.partition(".")
+        if not dot:
+            raise UsageError(f"{command} {name!r}: name the table as <source>.<table>, e.g. loyalty.clientes")
+        tables.append(catalog.source(source_name).table(table_name))
+    return tables
+
+
+def command_verify(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
+    """Print each table's receipt; exit 0 when every table is equal in its source and the lake, else 1."""
+    from ingestion.verify import verify_table
+
+    tables = _named_tables(catalog, args.tables, "verify")
+    kind = reader_kind(args.reader)
+    # the source is read whole, in one snapshot, whatever mode its captures use
+    options = ReaderOptions(path=args.path, dsn=args.dsn, mode="snapshot" if kind.database else None)
+    reader = kind.snapshot_reader(options, config)
+    lake = _lake(args, config, create=False)
+    equal = True
+    with tempfile.TemporaryDirectory(prefix="lago-verify-") as tmp:
+        for table in tables:
+            receipt = verify_table(lake, table, reader, Path(tmp) / table.qualified_name, config.duckdb_memory_limit)
+            for line in receipt.describe():
+                print(line)
+            equal = equal and receipt.equal
+    sys.stdout.flush()
+    return 0 if equal else 1
 
 
 def command_status(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
@@ -450,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_schedule(catalog, config, args)
         if args.command == "approve":
             return command_approve(catalog, config, args)
+        if args.command == "verify":
+            return command_verify(catalog, config, args)
         return command_run(catalog, config, args)
     except IngestionError as exc:
         log.error("%s", exc)

@@ -67,6 +67,9 @@ class CaptureRecord:
     # SHA-256 of the change file's bytes, recorded when the capture is staged: a staged copy published after a
     # crash must be the file that was decided (None in records written before it was recorded)
     data_sha256: str | None = None
+    # what the reader asked to keep for its next capture of the table (a database cursor's window), as the reader
+    # wrote it: the engine stores it with the capture, so it moves on exactly when the capture is committed
+    reader_state: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, raw: object, file: str, where: str = "") -> CaptureRecord:
@@ -260,6 +263,7 @@ _RECORD_FIELDS: dict[str, Check] = {
     "last_arrival": check_optional(_instant),
     "snapshot_delta": _flag,
     "data_sha256": check_optional(check_sha256),
+    "reader_state": check_optional(lambda value, file, name: _object(value, file, name)),
 }
 
 

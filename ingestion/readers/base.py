@@ -9,11 +9,11 @@ engine branching on a reader's name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import duckdb
 
@@ -32,6 +32,11 @@ class CaptureContext:
     day: int = 0
     # the cap of every DuckDB connection the reader opens
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
+    # what this reader kept at its last capture of the table (`Snapshot.reader_state`), None before the first
+    previous: Mapping[str, Any] | None = None
+    # every table the run reads from this reader, so a reader that takes one consistent cut for all of them can
+    # prepare it for all before the first read
+    run_tables: tuple[Table, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,14 @@ class Snapshot:
     # raises when the source changed since the snapshot was taken (a file replaced or rewritten mid-capture): the
     # engine calls it after its last read of the relation, so what it publishes comes from one version
     verify: Callable[[], None] | None = None
+    # True when the relation holds only the rows the source says changed (a database cursor's window): a row of
+    # the stored state it lacks is unchanged, not deleted; the engine applies it to the stored state by key
+    partial: bool = False
+    # with `partial`: a relation of every key in the source, read in the same cut, when the reader scanned them;
+    # a key of the stored state missing from it was deleted
+    keys: str | None = None
+    # what the reader keeps for its next capture of the table, stored with this capture (see `CaptureContext`)
+    reader_state: dict[str, Any] | None = None
 
     def verify_unchanged(self) -> None:
         if self.verify is not None:

@@ -1,4 +1,6 @@
-"""Snapshot mode from Postgres: each declared table read whole, all of one run's tables in one transaction.
+"""Postgres as a snapshot reader: each declared table read whole (snapshot mode) or through its cursor's window
+(cursor mode: the rows at or after the table's mark, see `ingestion.postgres.cursor`), all of one run's tables in
+one transaction.
 
 The run's first read opens one REPEATABLE READ, READ ONLY transaction and every table of the run is read in it, so
 the run is a consistent cut across tables: a transaction that commits between two tables' reads is in neither or
@@ -8,7 +10,9 @@ memory stays within DuckDB's limit whatever the table's size. Every non-NULL val
 an empty text and NULL stay apart. The row count COPY reports is checked against the Parquet file's, and the
 declared key is checked for NULLs (the database need not have a primary key: the key is the declaration's).
 
-The transaction stays open until the reader is closed or collected; a run holds it for its reads and diffs.
+The transaction stays open until the reader is closed or collected; a run holds it for its reads and diffs. A
+cursor read is a partial snapshot: the engine applies it to the lake's stored state by key, and drops the keys a
+key scan (the key columns of every row, read in the same transaction) no longer finds.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -24,9 +30,10 @@ from psycopg import sql
 
 from ingestion.catalog import DatabaseMode, Table
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import SnapshotError, UsageError
+from ingestion.errors import CatalogError, SnapshotError, UsageError
 from ingestion.postgres.connection import connect as connect_postgres
 from ingestion.postgres.connection import endpoint_of, redact
+from ingestion.postgres.cursor import Candidate, CursorState, highest, horizon
 from ingestion.postgres.errors import NullKeyError, PostgresAccessError
 from ingestion.postgres.schema import DatabaseColumn, relation_name, relation_of, resolve_columns
 from ingestion.readers.base import CaptureContext, Snapshot
@@ -54,25 +61,49 @@ class PostgresReader:
         self.endpoint = endpoint_of(dsn)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._close: weakref.finalize[..., PostgresReader] | None = None
+        # noted before the run's snapshot (see `ingestion.postgres.cursor`)
+        self._candidates: dict[str, Candidate | None] = {}
+        self._horizon: datetime | None = None
 
     def available_tables(self, tables: list[Table]) -> list[Table]:
         # every declared table must be in the database: `read` names one that is not, with its place there
         return list(tables)
 
+    def mode_of(self, table: Table) -> DatabaseMode:
+        """This run's mode for `table`: `--mode`, else its declaration."""
+        return self.mode or table.database_mode
+
     def read(self, table: Table, context: CaptureContext) -> Snapshot:
-        mode = self.mode or table.database_mode
-        if mode != "snapshot":
+        mode = self.mode_of(table)
+        if mode == "log":
             raise UsageError(
-                f"table {table.qualified_name}: capture mode {mode} is not available yet; capture it with "
+                f"table {table.qualified_name}: capture mode log is not available yet; capture it with "
+                "--mode snapshot or --mode cursor"
+            )
+        if mode == "cursor" and table.cursor_column is None:
+            raise CatalogError(
+                f"table {table.qualified_name}: --mode cursor needs the table's cursor column, and it declares none; "
+                "declare meta.cursor_column (a column that grows on every insert and update), or capture it with "
                 "--mode snapshot"
             )
         started = time.monotonic()
-        conn = self._transaction()
+        conn = self._transaction(context.run_tables or (table,))
         relation = relation_name(table)
+        window: CursorState | None = None
+        if mode == "cursor":
+            kept = CursorState.from_json(context.previous, table) if context.previous is not None else None
+            window = kept or CursorState(str(table.cursor_column), None)
+        partial = window is not None and window.mark is not None
+        scan = window is not None and partial and window.since_key_scan + 1 >= table.cursor_key_scan
         csv_path = context.workdir / f"{table.name}.csv"
+        keys_csv = context.workdir / f"{table.name}_keys.csv"
         try:
             columns = resolve_columns(conn, table)
-            rows = _copy_out(conn, table, columns, csv_path)
+            where = _window(table, columns, window.mark) if window is not None and window.mark is not None else None
+            rows = _copy_out(conn, table, columns, csv_path, where)
+            if scan:
+                key_columns = [columns[table.column_names.index(k)] for k in table.primary_key]
+                key_rows = _copy_out(conn, _keys_of(table), key_columns, keys_csv)
         except psycopg.Error as exc:
             reason = " ".join(redact(str(exc), self.dsn).split())
             raise PostgresAccessError(str(self.endpoint), f"reading {relation} failed: {reason}") from None
@@ -87,15 +118,50 @@ class PostgresReader:
                 "nothing was published"
             )
         _check_key(table, dest)
+        keys: str | None = None
+        if scan:
+            keys_file = context.workdir / f"{table.name}_keys.parquet"
+            try:
+                scanned = _to_parquet(_keys_of(table), keys_csv, keys_file)
+            finally:
+                keys_csv.unlink(missing_ok=True)
+            if scanned != key_rows:
+                raise SnapshotError(
+                    f"table {table.qualified_name}: COPY of the keys of {relation} sent {key_rows} rows but "
+                    f"{scanned} were read; nothing was published"
+                )
+            _check_key(table, keys_file)
+            keys = f"read_parquet({sql_literal(str(keys_file))})"
         log.info(
-            "%s: %d rows from %s (%s) in %.1f s",
+            "%s: %d rows from %s (%s)%s in %.1f s",
             table.qualified_name,
             rows,
             relation,
             self.endpoint,
+            _describe(window, table, scan),
             time.monotonic() - started,
         )
-        return Snapshot(f"read_parquet({sql_literal(str(dest))})", lambda: rows, file=dest)
+        relation_sql = f"read_parquet({sql_literal(str(dest))})"
+        if table.cursor_column is None:
+            return Snapshot(relation_sql, lambda: rows, file=dest)
+        if window is None:
+            # a table read whole that has a cursor starts a window from this read: a later cursor capture reads
+            # only what moved since (and a window the capture state no longer reads right is replaced)
+            window = CursorState(table.cursor_column, None)
+        state = window.advance(
+            self._candidates.get(table.qualified_name),
+            self._horizon,
+            table.cursor_lag,
+            scanned=scan or not partial,
+        )
+        return Snapshot(
+            relation_sql,
+            lambda: rows,
+            file=None if partial else dest,
+            partial=partial,
+            keys=keys,
+            reader_state=state.to_json(),
+        )
 
     def close(self) -> None:
         """End the run's transaction (read only: nothing to commit) and its connection."""
@@ -104,17 +170,52 @@ class PostgresReader:
         self._conn = None
         self._close = None
 
-    def _transaction(self) -> psycopg.Connection[tuple[object, ...]]:
-        """The run's connection, in the one transaction every table of the run is read in."""
+    def _transaction(self, tables: tuple[Table, ...]) -> psycopg.Connection[tuple[object, ...]]:
+        """The run's connection, in the one transaction every table of the run is read in. Before it starts, each
+        cursor table's candidate mark and the database's horizon are noted (see `ingestion.postgres.cursor`)."""
         if self._conn is None:
             conn = connect_postgres(self.dsn)
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            conn.read_only = True
+            self._close = weakref.finalize(self, conn.close)
+            conn.autocommit = True
             for statement in _SESSION:
                 conn.execute(statement)
+            # every table with a cursor, in cursor or snapshot mode: a whole read starts a window too
+            cursors = [t for t in tables if self.mode_of(t) != "log" and t.cursor_column is not None]
+            try:
+                for table in cursors:
+                    columns = resolve_columns(conn, table)
+                    column = columns[table.column_names.index(str(table.cursor_column))]
+                    self._candidates[table.qualified_name] = highest(conn, table, column)
+                if cursors:
+                    self._horizon = horizon(conn, str(self.endpoint.database))
+            except psycopg.Error as exc:
+                reason = " ".join(redact(str(exc), self.dsn).split())
+                raise PostgresAccessError(str(self.endpoint), f"reading the cursor columns failed: {reason}") from None
+            conn.autocommit = False
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
             self._conn = conn
-            self._close = weakref.finalize(self, conn.close)
         return self._conn
+
+
+def _window(table: Table, columns: list[DatabaseColumn], mark: str) -> sql.Composable:
+    """The rows a cursor capture reads: at or after the mark, and every row whose cursor is NULL."""
+    column = columns[table.column_names.index(str(table.cursor_column))]
+    name = sql.Identifier(column.name)
+    return sql.SQL("{} >= cast({} as {}) or {} is null").format(name, sql.Literal(mark), sql.SQL(column.shown), name)
+
+
+def _keys_of(table: Table) -> Table:
+    """The table as its key columns alone: what a key scan reads."""
+    return replace(table, columns=tuple(table.column(k) for k in table.primary_key))
+
+
+def _describe(window: CursorState | None, table: Table, scan: bool) -> str:
+    if window is None:
+        return ""
+    if window.mark is None:
+        return f", cursor {table.cursor_column}: whole table (no window yet)"
+    return f", cursor {table.cursor_column} >= {window.mark}" + (" and every key" if scan else "")
 
 
 def _value(column: DatabaseColumn, data_type: str) -> sql.Composable:
@@ -131,13 +232,18 @@ def _value(column: DatabaseColumn, data_type: str) -> sql.Composable:
 
 
 def _copy_out(
-    conn: psycopg.Connection[tuple[object, ...]], table: Table, columns: list[DatabaseColumn], dest: Path
+    conn: psycopg.Connection[tuple[object, ...]],
+    table: Table,
+    columns: list[DatabaseColumn],
+    dest: Path,
+    where: sql.Composable | None = None,
 ) -> int:
-    """Stream the table as CSV into `dest`; returns the rows COPY sent."""
+    """Stream the table's rows (those matching `where`) as CSV into `dest`; returns the rows COPY sent."""
     schema, name = relation_of(table)
     values = sql.SQL(", ").join(_value(c, d.data_type) for c, d in zip(columns, table.columns, strict=True))
-    query = sql.SQL("copy (select {} from {}.{}) to stdout (format csv, force_quote *)").format(
-        values, sql.Identifier(schema), sql.Identifier(name)
+    condition = sql.SQL(" where {}").format(where) if where is not None else sql.SQL("")
+    query = sql.SQL("copy (select {} from {}.{}{}) to stdout (format csv, force_quote *)").format(
+        values, sql.Identifier(schema), sql.Identifier(name), condition
     )
     with conn.cursor() as cursor, dest.open("wb") as out:
         with cursor.copy(query) as copy:
