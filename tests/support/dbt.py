@@ -11,7 +11,7 @@ tests that share one `Dbt` (pointed at their own lakes with `point_at` or `on_la
 The project's unit tests (dbt `unit_tests`) check its SQL on fixed rows, whatever the lake holds: one build per
 engine runs them (`unit_tests=True`), and every other command of a site leaves them out (each costs a query, on
 Spark seconds). Commands a test starts itself (`command`, `env`, `variables`) run as a user's would, unit tests
-included.
+included. A site's own commands on DuckDB are processes forked from one that imported dbt already (`dbt_fork`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 import duckdb
 
 from .cli import environment
+from .dbt_fork import run_dbt
 
 ROOT = Path(__file__).resolve().parents[2]
 DBT_TIMEOUT = 1800
@@ -146,14 +147,14 @@ class Dbt:
                 "DUCKDB_TEMP_DIRECTORY": "duckdb_tmp",
             }
             _PARSES.lend(self)
-        result = subprocess.run(
-            self.command(*args),
-            cwd=cwd or self.project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        if self.target == "dev":
+            # DuckDB: forked from a process that imported dbt already (tests/support/dbt_fork.py)
+            result = run_dbt(self.command(*args), cwd or self.project, env, timeout)
+        else:
+            # Spark and Databricks start their own engines' clients: plain processes
+            result = subprocess.run(
+                self.command(*args), cwd=cwd or self.project, env=env, capture_output=True, text=True, timeout=timeout
+            )
         if cwd == self.work:
             _PARSES.keep(self)
         if check:
