@@ -93,7 +93,10 @@ def test_captures_build_bronze_history_silver_and_gold(site: Dbt, simulator_stat
     days = 4
     for day in range(days):
         ingest(site.lake, *SIMULATOR, check=True)
-        site.build(check=True)
+        # the project's unit tests, once on DuckDB: with the whole project's first build
+        (site.with_unit_tests() if day == 0 else site).build(check=True)
+        if day == 0:
+            assert_every_unit_test_passed(site)
         with site.connect() as con:
             for table in TABLES:
                 assert_bronze_equals(con, table, simulator_states[table, day])
@@ -124,6 +127,14 @@ def test_captures_build_bronze_history_silver_and_gold(site: Dbt, simulator_stat
     with site.connect() as con:
         for relation, rows in before.items():
             assert warehouse_rows(con, relation, exclude=("_loaded_at", "source_loaded_at")) == rows, relation
+
+
+def assert_every_unit_test_passed(site: Dbt) -> None:
+    """The last command ran each unit test of the project, and each passed."""
+    declared = set(site.artifact("manifest.json")["unit_tests"])
+    results = site.artifact("run_results.json")["results"]
+    ran = {result["unique_id"]: result["status"] for result in results if result["unique_id"] in declared}
+    assert len(declared) >= 10 and ran == dict.fromkeys(declared, "pass"), (sorted(declared), ran)
 
 
 def assert_snapshot_matches_states(con: duckdb.DuckDBPyConnection, table: str, states: list[Path]) -> None:
@@ -160,11 +171,9 @@ def assert_snapshot_matches_states(con: duckdb.DuckDBPyConnection, table: str, s
     assert deleted == set(expected) - present_at_end, f"{table}: deletion records differ"
 
 
-def test_late_and_replayed_files(site: Dbt, tmp_path: Path, simulator_states: dict) -> None:
+def test_late_and_replayed_files(site: Dbt, staging_lake: Path, simulator_states: dict) -> None:
     """Files delivered out of order, and a file delivered twice, leave Bronze equal to the latest state."""
-    staging = tmp_path / "staging-lake"
-    for _ in range(4):  # day 0 (full load) and the change files of days 1, 2, 3
-        ingest(staging, *SIMULATOR, check=True)
+    staging = staging_lake  # day 0 (full load) and the change files of days 1, 2, 3
 
     def files(kind: str, table: str) -> list[Path]:
         return sorted((staging / "raw" / SOURCE / kind / table).glob("*.parquet"))
@@ -313,13 +322,15 @@ def test_backfill_rewrites_only_the_given_dates(site: Dbt) -> None:
 
     # The documented command, with a range that holds no transaction and no unit-test date: the unit tests it
     # runs do not depend on the backfill vars, and a range without data rewrites nothing.
-    site.build(
+    site.with_unit_tests().build(
         "--select",
         "gold_points_daily_cube",
         "--vars",
         "{backfill_start_date: '2031-03-01', backfill_end_date: '2031-03-31'}",
         check=True,
     )
+    ran = {result["unique_id"].split(".")[0] for result in site.artifact("run_results.json")["results"]}
+    assert "unit_test" in ran, ran
     with site.connect() as con:
         assert warehouse_rows(con, cube) == built
 

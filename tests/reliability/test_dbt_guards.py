@@ -28,23 +28,45 @@ def dbt_build(site: Dbt, *args: str, cwd: Path = ROOT) -> subprocess.CompletedPr
     return site.build(*LOYALTY, *args, cwd=cwd)
 
 
-def built_warehouse(tmp_path: Path, captures: int = 2) -> tuple[Path, Dbt]:
-    """A lake of `captures` captures, built after each; the lake and the site (warehouse, target) that built it."""
-    site = Dbt.at(tmp_path)
-    lake = Path(site.lake)
-    for _ in range(captures):
-        assert ingest(lake, *CAPTURE).returncode == 0
-        build = dbt_build(site)
-        assert build.returncode == 0, build.stdout[-3000:]
-    return lake, site
+class BuiltWarehouses:
+    """Lakes of 1, 2, ... captures, each built after every capture, made once for the module: each scenario attacks
+    a copy of one (lake, warehouse and dbt's target folder together; a lake copied is the same lake moved)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._site = Dbt.at(folder)
+        self._captures = 0
+        self._made: dict[int, Path] = {}
+
+    def _made_with(self, captures: int) -> Path:
+        while self._captures < captures:
+            assert ingest(Path(self._site.lake), *CAPTURE).returncode == 0
+            build = dbt_build(self._site)
+            assert build.returncode == 0, build.stdout[-3000:]
+            self._captures += 1
+            self._made[self._captures] = self._site.work.with_name(f"{self._site.work.name}-{self._captures}")
+            shutil.copytree(self._site.work, self._made[self._captures], symlinks=True)
+        return self._made[captures]
+
+    def copy(self, work: Path, captures: int = 2) -> tuple[Path, Dbt]:
+        """A lake of `captures` captures, built after each, under `work`: the lake and the site that built it."""
+        shutil.copytree(self._made_with(captures), work, symlinks=True, dirs_exist_ok=True)
+        site = Dbt.at(work)
+        return Path(site.lake), site
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> BuiltWarehouses:
+    return BuiltWarehouses(tmp_path_factory.mktemp("built") / "site")
 
 
 def rows(database: Path) -> int:
     return sum(len(table) for table in warehouse_state(database).values())
 
 
-def test_a_full_refresh_against_a_missing_lake_refuses_and_changes_nothing(tmp_path: Path, report: Recorder) -> None:
-    _, site = built_warehouse(tmp_path)
+def test_a_full_refresh_against_a_missing_lake_refuses_and_changes_nothing(
+    tmp_path: Path, built: BuiltWarehouses, report: Recorder
+) -> None:
+    _, site = built.copy(tmp_path)
     before = warehouse_state(site.database)
     refused = dbt_build(site.on_lake(tmp_path / "lake-mistyped"), "--full-refresh")
     assert refused.returncode != 0
@@ -61,8 +83,10 @@ def test_a_full_refresh_against_a_missing_lake_refuses_and_changes_nothing(tmp_p
     )
 
 
-def test_a_table_whose_files_were_all_deleted_is_not_emptied(tmp_path: Path, report: Recorder) -> None:
-    lake, site = built_warehouse(tmp_path)
+def test_a_table_whose_files_were_all_deleted_is_not_emptied(
+    tmp_path: Path, built: BuiltWarehouses, report: Recorder
+) -> None:
+    lake, site = built.copy(tmp_path)
     shutil.rmtree(lake / "raw" / "loyalty" / "full-load" / "produtos")
     shutil.rmtree(lake / "raw" / "loyalty" / "cdc" / "produtos", ignore_errors=True)
     before = warehouse_state(site.database)
@@ -98,8 +122,8 @@ def test_a_table_whose_files_were_all_deleted_is_not_emptied(tmp_path: Path, rep
     )
 
 
-def test_a_warehouse_refuses_another_lake(tmp_path: Path, report: Recorder) -> None:
-    _, site = built_warehouse(tmp_path / "a")
+def test_a_warehouse_refuses_another_lake(tmp_path: Path, built: BuiltWarehouses, report: Recorder) -> None:
+    _, site = built.copy(tmp_path / "a")
     other = tmp_path / "b" / "lake"
     assert ingest(other, *CAPTURE).returncode == 0
     before = warehouse_state(site.database)
@@ -116,8 +140,10 @@ def test_a_warehouse_refuses_another_lake(tmp_path: Path, report: Recorder) -> N
     )
 
 
-def test_the_same_lake_spelled_otherwise_is_the_same_lake(tmp_path: Path, report: Recorder) -> None:
-    lake, site = built_warehouse(tmp_path)
+def test_the_same_lake_spelled_otherwise_is_the_same_lake(
+    tmp_path: Path, built: BuiltWarehouses, report: Recorder
+) -> None:
+    lake, site = built.copy(tmp_path)
     assert ingest(lake, *CAPTURE).returncode == 0
     spellings = [str(lake) + "/", os.path.relpath(lake, tmp_path), str(lake)]
     for spelling in spellings:
@@ -144,8 +170,10 @@ def test_the_same_lake_spelled_otherwise_is_the_same_lake(tmp_path: Path, report
     )
 
 
-def test_a_file_of_another_convention_in_a_native_folder_is_refused(tmp_path: Path, report: Recorder) -> None:
-    lake, site = built_warehouse(tmp_path, captures=1)
+def test_a_file_of_another_convention_in_a_native_folder_is_refused(
+    tmp_path: Path, built: BuiltWarehouses, report: Recorder
+) -> None:
+    lake, site = built.copy(tmp_path, captures=1)
     assert ingest(lake, *CAPTURE).returncode == 0  # a native change file in the same batch
     folder = lake / "raw" / "loyalty" / "cdc" / "clientes"
     native = sorted(folder.glob("*.parquet"))[-1]
@@ -179,9 +207,9 @@ def test_a_file_of_another_convention_in_a_native_folder_is_refused(tmp_path: Pa
     )
 
 
-def test_silver_follows_the_change_feed_not_the_clock(tmp_path: Path, report: Recorder) -> None:
+def test_silver_follows_the_change_feed_not_the_clock(tmp_path: Path, built: BuiltWarehouses, report: Recorder) -> None:
     """Bronze's load times moved hours behind (a clock set back) and ahead: Silver still gets every change."""
-    lake, site = built_warehouse(tmp_path)
+    lake, site = built.copy(tmp_path)
     for shift in ("- interval 3 hour", "+ interval 30 day"):
         with site.connect(read_only=False) as con:
             con.execute(f"update bronze.bronze_loyalty__clientes set _loaded_at = _loaded_at {shift}")

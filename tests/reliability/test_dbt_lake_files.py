@@ -24,8 +24,9 @@ REFUSED_HINT = "allow_missing_files"
 
 
 def built(tmp_path: Path, lake: Path, captures: int = 2) -> Dbt:
-    """`captures` captures of the loyalty source into `lake`, the warehouse built after each."""
-    site = Dbt.at(tmp_path / "dbt", lake, database=tmp_path / "warehouse.duckdb")
+    """`captures` captures of the loyalty source into `lake`, the warehouse built after each (in the site's folder,
+    where dbt's parse of an earlier site is a partial parse)."""
+    site = Dbt.at(tmp_path / "dbt", lake)
     for _ in range(captures):
         assert ingest(lake, *CAPTURE).returncode == 0
         site.build(*LOYALTY, check=True)
@@ -117,7 +118,7 @@ def test_an_unmerged_change_file_deleted_is_refused_incrementally(tmp_path: Path
 def test_a_deleted_events_batch_is_refused(tmp_path: Path, report: Recorder) -> None:
     """Events tables keep the same capture log: a batch file deleted is refused by name too."""
     lake = tmp_path / "lake"
-    site = Dbt.at(tmp_path / "dbt", lake, database=tmp_path / "warehouse.duckdb")
+    site = Dbt.at(tmp_path / "dbt", lake)
     assert ingest(lake, "--source", "hotmart").returncode == 0
     hotmart = ("--select", "source:hotmart+", "tag:lake_state")
     site.build(*hotmart, check=True)
@@ -147,7 +148,7 @@ def test_a_lake_without_capture_log_still_builds(tmp_path: Path, report: Recorde
     assert ingest(lake, *CAPTURE).returncode == 0
     for state in (lake / "_ingestion" / "loyalty").glob("*/state.json"):
         state.unlink()
-    site = Dbt.at(tmp_path / "dbt", lake, database=tmp_path / "warehouse.duckdb")
+    site = Dbt.at(tmp_path / "dbt", lake)
     site.build(*LOYALTY, check=True)
     rows = count(site, "bronze.bronze_loyalty__clientes")
     assert rows > 0
@@ -199,7 +200,7 @@ def test_a_published_file_missing_from_an_s3_lake_is_refused(
     tmp_path: Path, s3_lake_env: str, seaweedfs: Any, report: Recorder
 ) -> None:
     """The same guard on an S3 lake, whose capture log DuckDB reads through fsspec."""
-    site = Dbt.at(tmp_path / "dbt", s3_lake_env, database=tmp_path / "warehouse.duckdb")
+    site = Dbt.at(tmp_path / "dbt", s3_lake_env)
     assert ingest(s3_lake_env, *CAPTURE).returncode == 0
     site.build(*LOYALTY, check=True)
     view = S3View.of(seaweedfs.client(), s3_lake_env)

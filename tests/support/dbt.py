@@ -7,6 +7,11 @@ variables) reaches it.
 
 dbt parses the whole project when its target folder holds no parse yet, then only the files that changed: the
 tests that share one `Dbt` (pointed at their own lakes with `point_at` or `on_lake`) share its parse.
+
+The project's unit tests (dbt `unit_tests`) check its SQL on fixed rows, whatever the lake holds: one build per
+engine runs them (`unit_tests=True`), and every other command of a site leaves them out (each costs a query, on
+Spark seconds). Commands a test starts itself (`command`, `env`, `variables`) run as a user's would, unit tests
+included. A site's own commands on DuckDB are processes forked from one that imported dbt already (`dbt_fork`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import duckdb
 
 from .cli import environment
+from .dbt_fork import run_dbt
 
 ROOT = Path(__file__).resolve().parents[2]
 DBT_TIMEOUT = 1800
@@ -54,6 +60,8 @@ class Dbt:
     target: str = "dev"
     # variables to set (a value) or to remove (None) on top of the site's environment
     env_changes: Mapping[str, str | None] = field(default_factory=dict)
+    # whether this site's own commands run the project's unit tests (see the module's docstring)
+    unit_tests: bool = False
 
     @classmethod
     def at(
@@ -65,6 +73,7 @@ class Dbt:
         project: Path = ROOT,
         target: str = "dev",
         env: Mapping[str, str | None] | None = None,
+        unit_tests: bool = False,
     ) -> Dbt:
         """A site under `work`: target/, logs/, and by default the lake `work/lake` and `work/warehouse.duckdb`."""
         return cls(
@@ -74,6 +83,7 @@ class Dbt:
             project=project,
             target=target,
             env_changes=dict(env or {}),
+            unit_tests=unit_tests,
         )
 
     @property
@@ -121,6 +131,9 @@ class Dbt:
         """Any dbt command (`site("debug")`, `site("docs", "generate")`); with `check`, a failure is an
         AssertionError showing the end of dbt's output."""
         env = self.env
+        if not self.unit_tests:
+            # dbt's own switch (`--exclude-resource-type`), read by the commands that select unit tests only
+            env["DBT_EXCLUDE_RESOURCE_TYPES"] = "unit_test"
         lake_absolute = "://" in self.lake or Path(self.lake).is_absolute()
         in_project = cwd is None or cwd == self.project
         if in_project and lake_absolute and self.target == "dev" and self.database.is_relative_to(self.work):
@@ -134,14 +147,14 @@ class Dbt:
                 "DUCKDB_TEMP_DIRECTORY": "duckdb_tmp",
             }
             _PARSES.lend(self)
-        result = subprocess.run(
-            self.command(*args),
-            cwd=cwd or self.project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        if self.target == "dev":
+            # DuckDB: forked from a process that imported dbt already (tests/support/dbt_fork.py)
+            result = run_dbt(self.command(*args), cwd or self.project, env, timeout)
+        else:
+            # Spark and Databricks start their own engines' clients: plain processes
+            result = subprocess.run(
+                self.command(*args), cwd=cwd or self.project, env=env, capture_output=True, text=True, timeout=timeout
+            )
         if cwd == self.work:
             _PARSES.keep(self)
         if check:
@@ -169,6 +182,10 @@ class Dbt:
         self, *args: str, check: bool = False, cwd: Path | None = None, timeout: float = DBT_TIMEOUT
     ) -> subprocess.CompletedProcess[str]:
         return self("compile", *args, check=check, cwd=cwd, timeout=timeout)
+
+    def with_unit_tests(self) -> Dbt:
+        """The same site, its commands running the project's unit tests too."""
+        return replace(self, unit_tests=True)
 
     def on_lake(self, lake: str | Path) -> Dbt:
         """The same site (project, warehouse, target folder, so the same parse) reading another lake."""
