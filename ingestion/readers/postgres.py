@@ -47,10 +47,12 @@ class PostgresReader:
     name = "postgres"
     simulated_days = False
 
-    def __init__(self, dsn: str, mode: DatabaseMode | None = None) -> None:
+    def __init__(self, dsn: str, mode: DatabaseMode | None = None, snapshot: str | None = None) -> None:
         self.dsn = dsn
         # --mode: this run's mode for every table, over their declarations
         self.mode = mode
+        # log mode's initial load: the snapshot a new replication slot exported, read instead of a fresh one
+        self.snapshot = snapshot
         self.endpoint = endpoint_of(dsn)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._close: weakref.finalize[..., PostgresReader] | None = None
@@ -112,6 +114,8 @@ class PostgresReader:
             conn.read_only = True
             for statement in _SESSION:
                 conn.execute(statement)
+            if self.snapshot is not None:
+                conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(self.snapshot)))
             self._conn = conn
             self._close = weakref.finalize(self, conn.close)
         return self._conn

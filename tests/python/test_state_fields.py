@@ -33,6 +33,7 @@ def record(**changes: object) -> CaptureRecord:
         "last_arrival": "2026-01-01T12:00:00+00:00",
         "snapshot_delta": True,
         "data_sha256": "ab" * 32,
+        "log_position": "16/B374D848",
     }
     values.update(changes)
     return CaptureRecord(**values)  # type: ignore[arg-type]
@@ -67,6 +68,7 @@ WRONG: dict[str, object] = {
     "last_arrival": "2026-01-01T12:00:00",
     "snapshot_delta": 1,
     "data_sha256": "not-a-digest",
+    "log_position": "not-an-lsn",
 }
 
 
