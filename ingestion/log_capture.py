@@ -81,12 +81,11 @@ from ingestion.postgres.replication import (
 from ingestion.postgres.schema import database_columns, relation_name, relation_of, resolve_columns
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.postgres import PostgresReader
-from ingestion.state import CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
+from ingestion.state import LOG_READER, CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
 from ingestion.table_store import PreparedCapture, TableStore, failpoint
 
 log = logging.getLogger(__name__)
 
-READER = "postgres-log"
 # a batch is published at the first transaction's end past this many changes, so memory stays bounded
 BATCH_CHANGES = 100_000
 
@@ -432,7 +431,7 @@ def _load(
                 updates=result.counts.updates,
                 deletes=result.counts.deletes,
                 snapshot_rows=result.snapshot_rows,
-                reader=READER,
+                reader=LOG_READER,
                 log_position=format_lsn(position),
             )
             data = changes if record.data_key else None
@@ -480,6 +479,7 @@ def _follow(
     """Decode the slot's changes into batches and publish each, then confirm its position; return once the
     stream has passed `until` (None: once `follow.stop` is set)."""
     batch = _Batch({relation_of(t): _table_log(lake, t, states[t.name]) for t in tables})
+    confirmed = [0, time.monotonic()]  # the position last confirmed, and when
 
     def publish(position: int) -> None:
         prepared = [p for p in (_prepare(t, workdir, batch.position, options) for t in batch.tables()) if p is not None]
@@ -488,6 +488,7 @@ def _follow(
         batch.reset()
         failpoint("before-confirm")
         stream.confirm(position)
+        confirmed[:] = [position, time.monotonic()]
         failpoint("after-confirm")
 
     for item in stream.messages():
@@ -499,15 +500,20 @@ def _follow(
         if batch.in_transaction:
             continue
         reached = max(item or 0, batch.position)
-        if until is not None and item is not None and item >= until:
-            publish(reached)
-            return
-        if follow is not None:
-            due = batch.first_at is not None and time.monotonic() - batch.first_at >= follow.latency
-            if due or follow.stop.is_set():
-                publish(reached if item is not None else batch.position)
-            if follow.stop.is_set():
+        if until is not None:
+            if item is not None and item >= until:
+                publish(reached)
                 return
+            continue
+        assert follow is not None
+        due = batch.first_at is not None and time.monotonic() - batch.first_at >= follow.latency
+        # with nothing of ours pending, the slot still moves past the log of other databases and tables, so the
+        # server can recycle it
+        idle = batch.changes == 0 and reached > confirmed[0] and time.monotonic() - confirmed[1] >= follow.latency
+        if due or idle or follow.stop.is_set():
+            publish(reached)
+        if follow.stop.is_set():
+            return
 
 
 def _table_log(lake: Lake, table: Table, state: TableState) -> _TableLog:
@@ -597,7 +603,7 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
         updates=counts["U"],
         deletes=counts["D"],
         snapshot_rows=after,
-        reader=READER,
+        reader=LOG_READER,
         snapshot_delta=delta,
         log_position=format_lsn(position),
     )

@@ -30,6 +30,8 @@ DataKind = Literal["full-load", "cdc", "events"]
 
 
 CAPTURE_KINDS: tuple[str, ...] = get_args(CaptureKind)
+# the `reader` of a log mode capture (`log_capture.py`): `status` reports the slot of a source that has them
+LOG_READER = "postgres-log"
 _CAPTURE_ID = re.compile(r"\d{8}_\d{6}_\d{6}")
 
 

@@ -228,3 +228,37 @@ class ReplicationStream:
 
 def _seconds(moment: datetime | None) -> float:
     return moment.timestamp() if moment is not None else 0.0
+
+
+# `status` warns when a slot holds more write-ahead log than this (env-free: `status --lag-warning` sets it)
+DEFAULT_LAG_WARNING_BYTES = 1 << 30
+
+
+def lake_slot(dsn: str, lake_id: str, source: str) -> SlotInfo | None:
+    """The slot a lake follows `source` through, as the server sees it now; None when there is none."""
+    from ingestion.postgres.connection import connect
+
+    with connect(dsn, autocommit=True) as conn:
+        try:
+            return slot_info(conn, slot_name(lake_id, source))
+        except psycopg.Error as exc:
+            reason = " ".join(redact(str(exc), dsn).split())
+            raise PostgresAccessError(
+                str(endpoint_of(dsn)), f"reading the replication slots failed: {reason}"
+            ) from None
+
+
+def drop_lake_slot(dsn: str, lake_id: str, source: str) -> tuple[str, bool]:
+    """Drop the slot and the publication a lake follows `source` through; the name, and whether a slot was there.
+    The lake keeps its state: its next log capture takes a new slot and diffs the tables against the lake."""
+    from ingestion.postgres.connection import connect
+
+    name = slot_name(lake_id, source)
+    with connect(dsn, autocommit=True) as conn:
+        try:
+            dropped = drop_slot(conn, name)
+            conn.execute(sql.SQL("drop publication if exists {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            reason = " ".join(redact(str(exc), dsn).split())
+            raise PostgresAccessError(str(endpoint_of(dsn)), f"dropping slot {name} failed: {reason}") from None
+    return name, dropped

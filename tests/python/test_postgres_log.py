@@ -277,3 +277,29 @@ def test_bad_credentials_exit_clearly(postgres_server: PostgresCluster, tmp_path
     assert result.returncode == 3, result.stderr[-3000:]
     assert "password authentication failed" in result.stderr and "wrong-password" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_status_shows_the_slot_lag_and_drop_slot_removes_it(source: str, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    assert log_run(lake, source).returncode == 0
+    execute(source, 'update public.produtos set "DescNomeProduto" = \'moved\' where "IdProduto" = 1')
+    env = {"LAGO_POSTGRES_DSN": source}
+    shown = run_cli("status", "--lake", str(lake), "--source", "loyalty", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    ((slot),) = json.loads(shown.stdout)["slots"]
+    assert slot["exists"] and slot["lag_bytes"] > 0 and slot["warning"] is False
+    assert slot["lag_warning_bytes"] == 1 << 30 and slot["slot"] == slots(source)[0][0]
+
+    text = run_cli("status", "--lake", str(lake), "--source", "loyalty", "--lag-warning", "0", env=env)
+    assert text.returncode == 0, text.stderr[-3000:]
+    assert f"slot {slot['slot']}: " in text.stdout and "MiB behind the server" in text.stdout
+    assert f"slot {slot['slot']} holds" in text.stderr and "drop-slot --source loyalty" in text.stderr
+
+    dropped = run_cli("drop-slot", "--lake", str(lake), "--source", "loyalty", env=env)
+    assert dropped.returncode == 0, dropped.stderr[-3000:]
+    assert slots(source) == []
+    gone = json.loads(run_cli("status", "--lake", str(lake), "--json", env=env).stdout)["slots"]
+    assert [s["exists"] for s in gone] == [False]
+    # the next capture takes a new slot and publishes the change made while there was none
+    assert log_run(lake, source).returncode == 0
+    assert [r["DescNomeProduto"] for r in changes(lake, "produtos")] == ["moved"]
