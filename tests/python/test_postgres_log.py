@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from pgserver import PostgresCluster, fresh_database, simulate_day
 from support.cli import ingest, run_cli
+from support.dbt import Dbt
 
 TABLES = "clientes,produtos"
 
@@ -303,3 +304,29 @@ def test_status_shows_the_slot_lag_and_drop_slot_removes_it(source: str, tmp_pat
     # the next capture takes a new slot and publishes the change made while there was none
     assert log_run(lake, source).returncode == 0
     assert [r["DescNomeProduto"] for r in changes(lake, "produtos")] == ["moved"]
+
+
+@pytest.mark.dbt
+def test_dbt_history_holds_every_committed_version(source: str, tmp_path: Path) -> None:
+    """Three updates and a delete of one key between two captures: a snapshot diff would see one change, the log
+    sees four, and `dbt build` puts every one of them into the history model."""
+    site = Dbt.at(tmp_path)
+    lake = Path(site.lake)
+    assert log_run(lake, source, tables="clientes,produtos,transacoes,transacao_produto").returncode == 0
+    key = first_key(source)
+    execute(
+        source,
+        *(f'update public.clientes set "qtdePontos" = {points} where "idCliente" = \'{key}\'' for points in (7, 8, 9)),
+        f"delete from public.clientes where \"idCliente\" = '{key}'",
+    )
+    assert log_run(lake, source, tables="clientes,produtos,transacoes,transacao_produto").returncode == 0
+    site.build("--select", "source:loyalty+", "tag:lake_state", check=True)
+    versions = site.query(
+        'select "qtdePontos", dbt_is_deleted from snapshots.snp_loyalty__clientes where "idCliente" = ? '
+        "order by dbt_valid_from, dbt_is_deleted",
+        key,
+    )
+    loaded = versions[0][0]
+    assert versions == [(loaded, "False"), (7, "False"), (8, "False"), (9, "False"), (9, "True")]
+    (bronze,) = site.query('select count(*) from bronze.bronze_loyalty__clientes where "idCliente" = ?', key)
+    assert bronze == (0,)
