@@ -51,7 +51,7 @@ from ingestion.capture import _baseline as stored_baseline
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Source, Table
 from ingestion.cdc import change_schema
 from ingestion.duck import check_lake, connect, quote_identifier
-from ingestion.errors import SnapshotError
+from ingestion.errors import SnapshotError, UsageError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.postgres.connection import connect as connect_postgres
@@ -75,6 +75,7 @@ from ingestion.postgres.replication import (
     current_position,
     drop_slot,
     ensure_publication,
+    published_tables,
     slot_info,
     slot_name,
 )
@@ -313,6 +314,9 @@ def run_log(
                 _check_table(conn, table)
             name = slot_name(ensure_identity(lake).lake_id, source.name)
             info = slot_info(conn, name)
+            published = published_tables(conn, name)
+            if info is not None and info.usable and published is not None:
+                _check_followed(name, published, tables)
             fresh = [t.name for t in tables if states[t.name].snapshot_key is None]
             if info is None or not info.usable or fresh or ensure_publication(conn, name, tables):
                 if info is not None and info.usable:
@@ -347,6 +351,18 @@ def run_log(
                 stream.close()
             conn.close()
     return records
+
+
+def _check_followed(slot: str, published: set[tuple[str, str]], tables: list[Table]) -> None:
+    """One slot serves every table of a source: a run that left one out would confirm the slot past its changes,
+    which no later run could read again."""
+    left_out = sorted(".".join(r) for r in published - {relation_of(t) for t in tables})
+    if left_out:
+        raise UsageError(
+            f"slot {slot} also follows {', '.join(left_out)}: capture every table it follows in one run (name them "
+            "in --tables too, or leave --tables out), or drop the slot (python -m ingestion drop-slot) to follow "
+            "fewer tables"
+        )
 
 
 def _check_table(conn: psycopg.Connection[tuple[Any, ...]], table: Table) -> None:

@@ -88,26 +88,42 @@ def current_position(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     return parse_lsn(str(row[0]))
 
 
+# a walsender whose client just closed its connection takes a moment to release the slot
+RELEASE_SECONDS = 10.0
+
+
 def drop_slot(conn: psycopg.Connection[tuple[Any, ...]], name: str) -> bool:
-    """Drop the slot when it exists; whether it did."""
+    """Drop the slot when it exists, once no walsender holds it any more; whether it did."""
+    deadline = time.monotonic() + RELEASE_SECONDS
+    while time.monotonic() < deadline:
+        held = conn.execute("select active from pg_replication_slots where slot_name = %s", (name,)).fetchone()
+        if held is None or not held[0]:
+            break
+        time.sleep(0.1)
     row = conn.execute(
         "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = %s", (name,)
     ).fetchone()
     return row is not None
 
 
+def published_tables(conn: psycopg.Connection[tuple[Any, ...]], name: str) -> set[tuple[str, str]] | None:
+    """The (schema, table) pairs the publication publishes; None when there is no such publication."""
+    if conn.execute("select 1 from pg_publication where pubname = %s", (name,)).fetchone() is None:
+        return None
+    rows = conn.execute("select schemaname, tablename from pg_publication_tables where pubname = %s", (name,))
+    return {(str(s), str(t)) for s, t in rows.fetchall()}
+
+
 def ensure_publication(conn: psycopg.Connection[tuple[Any, ...]], name: str, tables: list[Table]) -> bool:
     """Make the publication publish exactly `tables`; whether it had to be created or changed."""
     wanted = {relation_of(t) for t in tables}
-    rows = conn.execute("select schemaname, tablename from pg_publication_tables where pubname = %s", (name,))
-    found = {(str(s), str(t)) for s, t in rows.fetchall()}
-    exists = conn.execute("select 1 from pg_publication where pubname = %s", (name,)).fetchone() is not None
-    if exists and found == wanted:
+    found = published_tables(conn, name)
+    if found == wanted:
         return False
     listed = sql.SQL(", ").join(
         sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(t)) for s, t in sorted(wanted)
     )
-    verb = "alter publication {} set table {}" if exists else "create publication {} for table {}"
+    verb = "alter publication {} set table {}" if found is not None else "create publication {} for table {}"
     conn.execute(sql.SQL(verb).format(sql.Identifier(name), listed))
     return True
 

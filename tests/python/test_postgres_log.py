@@ -330,3 +330,25 @@ def test_dbt_history_holds_every_committed_version(source: str, tmp_path: Path) 
     assert versions == [(loaded, "False"), (7, "False"), (8, "False"), (9, "False"), (9, "True")]
     (bronze,) = site.query('select count(*) from bronze.bronze_loyalty__clientes where "idCliente" = ?', key)
     assert bronze == (0,)
+
+
+def test_a_table_joins_a_followed_source_and_a_subset_run_is_refused(source: str, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    assert log_run(lake, source, tables="clientes").returncode == 0
+    key = first_key(source)
+    execute(
+        source,
+        f'update public.clientes set "qtdePontos" = 1 where "idCliente" = \'{key}\'',
+        f'update public.clientes set "qtdePontos" = 2 where "idCliente" = \'{key}\'',
+    )
+    joined = log_run(lake, source)  # produtos joins: loaded from a new slot's snapshot
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    # the versions the old slot held for clientes were published before it was replaced
+    assert [(r["_cdc_operation"], r["qtdePontos"]) for r in changes(lake, "clientes")] == [("U", 1), ("U", 2)]
+    assert len(changes(lake, "produtos", "full-load")) == len(source_state(source, "produtos", "IdProduto"))
+
+    before = sorted(p.name for p in lake.rglob("*") if p.is_file())
+    subset = log_run(lake, source, tables="clientes")
+    assert subset.returncode == 2, subset.stderr[-3000:]
+    assert "also follows public.produtos" in subset.stderr
+    assert sorted(p.name for p in lake.rglob("*") if p.is_file()) == before
