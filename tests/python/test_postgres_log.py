@@ -6,6 +6,7 @@ TRUNCATE and tables without a key are handled as declared.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import string
@@ -23,7 +24,7 @@ from support.dbt import Dbt
 TABLES = "clientes,produtos"
 
 
-def log_run(lake: Path, dsn: str, *args: str, tables: str = TABLES) -> Any:
+def log_run(lake: Path | str, dsn: str, *args: str, tables: str = TABLES) -> Any:
     return ingest(
         lake,
         "--source",
@@ -352,3 +353,31 @@ def test_a_table_joins_a_followed_source_and_a_subset_run_is_refused(source: str
     assert subset.returncode == 2, subset.stderr[-3000:]
     assert "also follows public.produtos" in subset.stderr
     assert sorted(p.name for p in lake.rglob("*") if p.is_file()) == before
+
+
+@pytest.mark.s3
+def test_log_mode_into_an_s3_lake(source: str, s3_lake_env: str, request: pytest.FixtureRequest) -> None:
+    """The same capture into S3: the stored state the fill reads is streamed from the bucket."""
+    big = random_text(4000)
+    execute(source, f'update public.produtos set "DescDescricaoProduto" = \'{big}\' where "IdProduto" = 1')
+    lake = s3_lake_env
+    assert log_run(lake, source).returncode == 0
+    execute(
+        source,
+        'update public.produtos set "DescNomeProduto" = \'x\' where "IdProduto" = 1',
+        'update public.produtos set "DescNomeProduto" = \'y\' where "IdProduto" = 1',
+        'delete from public.produtos where "IdProduto" = 1',
+    )
+    result = log_run(lake, source)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = request.getfixturevalue("seaweedfs").client()
+    bucket, _, prefix = lake.removeprefix("s3://").partition("/")
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/raw/loyalty/cdc/produtos/")
+    ((key),) = [o["Key"] for o in listed["Contents"]]
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    rows = pq.read_table(io.BytesIO(body)).to_pylist()
+    assert [(r["_cdc_operation"], r["DescNomeProduto"], r["DescDescricaoProduto"]) for r in rows] == [
+        ("U", "x", big),
+        ("U", "y", big),
+        ("D", "y", big),
+    ]
