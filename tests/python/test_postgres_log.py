@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import string
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,13 @@ import pytest
 from pgserver import PostgresCluster, fresh_database, simulate_day
 from support.cli import ingest, run_cli
 from support.dbt import Dbt
+
+from ingestion.capture import RunOptions
+from ingestion.catalog import Column, Source, Table
+from ingestion.cdc import change_schema
+from ingestion.lake import open_lake
+from ingestion.lock import LakeLock
+from ingestion.log_capture import run_log
 
 TABLES = "clientes,produtos"
 
@@ -381,3 +391,73 @@ def test_log_mode_into_an_s3_lake(source: str, s3_lake_env: str, request: pytest
         ("U", "y", big),
         ("D", "y", big),
     ]
+
+
+# -- every declared type, through the log exactly as through COPY ----------------------------------------------------
+
+KINDS = Table(
+    source="shop",
+    name="kinds",
+    columns=(
+        Column("Id", "integer"),
+        Column("label", "varchar"),
+        Column("big", "bigint"),
+        Column("ratio", "double"),
+        Column("flag", "boolean"),
+        Column("day", "date"),
+        Column("at", "timestamp"),
+        Column("at_zoned", "timestamp"),
+        Column("amount", "decimal(18,2)"),
+        Column("code", "varchar"),
+    ),
+    primary_key=("Id",),
+    database_table=("sales", "all_kinds"),
+    database_mode="log",
+)
+
+KINDS_DDL = """
+create schema sales;
+create type colour as enum ('red', 'green');
+create table sales.all_kinds (
+    Id smallint primary key, label varchar(40), big integer, ratio real, flag boolean, day date, at timestamp(3),
+    at_zoned timestamptz, amount numeric(12,2), code colour
+);
+"""
+
+KINDS_ROWS = """
+insert into sales.all_kinds values
+    ({0} + 1, '', 2147483647, 0.5, true, '2024-02-29', '2024-01-01 10:00:00.123', '2024-01-01 10:00:00-03:00',
+     12.34, 'red'),
+    ({0} + 2, null, null, null, null, null, null, null, null, null),
+    ({0} + 3, E'a "quoted", comma;\\nnew line, ção', -2147483648, 'NaN', false, '0001-01-01',
+     '1999-12-31 23:59:59.999', '2000-01-01 00:00:00.000001+00', -0.01, 'green'),
+    ({0} + 4, '\\N', 0, '-Infinity', null, '9999-12-31', null, null, 9999999999.99, null)
+"""
+
+
+def test_every_declared_type_reads_the_same_from_the_log_as_from_copy(
+    postgres_server: PostgresCluster, tmp_path: Path
+) -> None:
+    dsn = fresh_database(postgres_server, "kinds")
+    execute(dsn, KINDS_DDL, KINDS_ROWS.format(0))
+    lake = open_lake(str(tmp_path / "lake"))
+    source = Source("shop", "snapshot", {"kinds": KINDS})
+    with LakeLock(lake) as lock:
+        loaded = run_log(lake, source, [KINDS], dsn, RunOptions(lock=lock))["kinds"]
+        execute(dsn, KINDS_ROWS.format(10))  # the same values again, now read from the log
+        logged = run_log(lake, source, [KINDS], dsn, RunOptions(lock=lock))["kinds"]
+    assert loaded is not None and loaded.kind == "full-load" and loaded.inserts == 4
+    assert logged is not None and logged.kind == "cdc" and logged.inserts == 4
+
+    def rows(key: str | None) -> dict[int, dict[str, Any]]:
+        assert key is not None
+        data = pq.read_table(tmp_path / "lake" / key)
+        assert data.schema.remove_metadata() == change_schema(KINDS)
+        return {
+            r["Id"] % 10: {k: v for k, v in r.items() if not k.startswith("_cdc")} | {"Id": 0} for r in data.to_pylist()
+        }
+
+    copied, streamed = rows(loaded.data_key), rows(logged.data_key)
+    assert math.isnan(copied[3].pop("ratio")) and math.isnan(streamed[3].pop("ratio"))
+    assert streamed == copied
+    assert copied[1]["at_zoned"] == datetime(2024, 1, 1, 13, 0, 0) and copied[1]["amount"] == Decimal("12.34")
