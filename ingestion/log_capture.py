@@ -161,11 +161,13 @@ class _TableLog:
     # (operation, commit time, row); operation "T" is a TRUNCATE (row None)
     changes: list[tuple[str, datetime, Row | None]] = field(default_factory=list)
 
-    @property
-    def floor(self) -> int:
-        """Transactions ending at or before this position are in the lake already."""
+    # transactions ending at or before this position are in the lake already (set from the state: `settle`)
+    floor: int = 0
+
+    def settle(self) -> None:
         position = self.state.log_position
-        return parse_lsn(position) if position is not None else 0
+        self.floor = parse_lsn(position) if position is not None else 0
+        self.changes = []
 
     def relation(self, message: Relation) -> None:
         """Map the declared columns onto the relation's; a column added or dropped is noted, and refused when a
@@ -282,8 +284,9 @@ class _Batch:
         return self.by_relation.values()
 
     def reset(self) -> None:
+        """After a publish: each table's committed position is its new floor."""
         for table in self.tables():
-            table.changes = []
+            table.settle()
         self.changes, self.first_at = 0, None
 
 
@@ -495,6 +498,7 @@ def _follow(
     """Decode the slot's changes into batches and publish each, then confirm its position; return once the
     stream has passed `until` (None: once `follow.stop` is set)."""
     batch = _Batch({relation_of(t): _table_log(lake, t, states[t.name]) for t in tables})
+    batch.reset()
     confirmed = [0, time.monotonic()]  # the position last confirmed, and when
 
     def publish(position: int) -> None:

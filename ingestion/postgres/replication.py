@@ -82,8 +82,10 @@ def slot_info(conn: psycopg.Connection[tuple[Any, ...]], name: str) -> SlotInfo 
 
 
 def current_position(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
-    """The end of the write-ahead log the server has flushed: what a walsender can send."""
-    row = conn.execute("select pg_current_wal_flush_lsn()::text").fetchone()
+    """The end of the write-ahead log the server has written so far: every transaction committed before now ends
+    at or before it, also one committed with `synchronous_commit = off` whose WAL is not flushed yet (the
+    walsender sends it once the WAL writer has flushed it, within a fraction of a second)."""
+    row = conn.execute("select pg_current_wal_insert_lsn()::text").fetchone()
     assert row is not None
     return parse_lsn(str(row[0]))
 

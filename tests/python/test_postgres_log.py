@@ -11,6 +11,7 @@ import json
 import math
 import random
 import string
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +21,7 @@ import duckdb
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from pgserver import PostgresCluster, fresh_database, simulate_day
+from pgserver import PostgresCluster, drop_slots, fresh_database, simulate_day
 from support.cli import ingest, run_cli
 from support.dbt import Dbt
 
@@ -99,10 +100,27 @@ def slots(dsn: str) -> list[tuple[str, str | None]]:
     return [(str(name), lsn) for name, lsn in found]
 
 
+Databases = Callable[[str], str]
+
+
 @pytest.fixture
-def source(postgres_server: PostgresCluster) -> str:
+def database(postgres_server: PostgresCluster) -> Iterator[Databases]:
+    """Makes new databases of the session's cluster; their replication slots are dropped at the end of the test."""
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        made.append(fresh_database(postgres_server, prefix))
+        return made[-1]
+
+    yield make
+    for dsn in made:
+        drop_slots(dsn)
+
+
+@pytest.fixture
+def source(database: Databases) -> str:
     """A database at the simulator's day 0 (50 customers)."""
-    dsn = fresh_database(postgres_server, "log")
+    dsn = database("log")
     written = simulate_day(dsn, "--scale", "50")
     assert written.returncode == 0, written.stderr[-2000:]
     return dsn
@@ -247,8 +265,8 @@ def test_an_undeclared_column_is_refused_naming_table_column_and_fix(source: str
     assert sorted(p.name for p in lake.rglob("*") if p.is_file()) == before
 
 
-def test_truncate_is_held_by_the_circuit_breaker(postgres_server: PostgresCluster, tmp_path: Path) -> None:
-    source = fresh_database(postgres_server, "truncate")
+def test_truncate_is_held_by_the_circuit_breaker(database: Databases, tmp_path: Path) -> None:
+    source = database("truncate")
     assert simulate_day(source, "--scale", "120").returncode == 0  # the breaker guards tables of 100 rows or more
     lake = tmp_path / "lake"
     assert log_run(lake, source, tables="clientes").returncode == 0
@@ -268,8 +286,8 @@ def test_truncate_is_held_by_the_circuit_breaker(postgres_server: PostgresCluste
     assert lake_state(lake, "clientes", "idCliente") == {}
 
 
-def test_a_table_without_a_key_is_refused_by_name(postgres_server: PostgresCluster, tmp_path: Path) -> None:
-    dsn = fresh_database(postgres_server, "nokey")
+def test_a_table_without_a_key_is_refused_by_name(database: Databases, tmp_path: Path) -> None:
+    dsn = database("nokey")
     execute(
         dsn,
         'create table public.produtos ("IdProduto" integer, "DescNomeProduto" text, '
@@ -435,10 +453,8 @@ insert into sales.all_kinds values
 """
 
 
-def test_every_declared_type_reads_the_same_from_the_log_as_from_copy(
-    postgres_server: PostgresCluster, tmp_path: Path
-) -> None:
-    dsn = fresh_database(postgres_server, "kinds")
+def test_every_declared_type_reads_the_same_from_the_log_as_from_copy(database: Databases, tmp_path: Path) -> None:
+    dsn = database("kinds")
     execute(dsn, KINDS_DDL, KINDS_ROWS.format(0))
     lake = open_lake(str(tmp_path / "lake"))
     source = Source("shop", "snapshot", {"kinds": KINDS})

@@ -10,9 +10,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgserver import PostgresCluster, fresh_database, simulate_day
+from pgserver import PostgresCluster, drop_slots, fresh_database, simulate_day
 from support.cli import start_cli
-from test_postgres_log import TABLES, changes, execute, files, first_key, log_run, slots, source_state
+from test_postgres_log import (
+    TABLES,
+    changes,
+    execute,
+    files,
+    first_key,
+    log_run,
+    slots,
+    source_state,
+)
 
 LATENCY = 1.0
 
@@ -36,9 +45,10 @@ def wait_for(condition: object, timeout: float) -> float:
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_stream_publishes_within_its_latency_and_stops_cleanly(
-    stop: signal.Signals, postgres_server: PostgresCluster, tmp_path: Path
+    stop: signal.Signals, postgres_server: PostgresCluster, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     dsn = fresh_database(postgres_server, "stream")
+    request.addfinalizer(lambda: drop_slots(dsn))  # the session's cluster has room for 10 slots
     assert simulate_day(dsn, "--scale", "50").returncode == 0
     lake = tmp_path / "lake"
     process = start_cli(
@@ -62,7 +72,7 @@ def test_stream_publishes_within_its_latency_and_stops_cleanly(
         seconds = wait_for(lambda: len(changes(lake, "clientes")) == 1, 30)
         print(f"commit-to-change-file latency: {seconds:.2f} s (--latency {LATENCY:g})")
         # the latency asked for, plus the time to write and publish the file on a busy machine
-        assert seconds < LATENCY + 3, seconds
+        assert seconds < LATENCY + 5, seconds
         execute(dsn, f'update public.clientes set "qtdePontos" = 2 where "idCliente" = \'{key}\'')
         os.killpg(process.pid, stop)
         _, stderr = process.communicate(timeout=30)

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from pgserver import PostgresCluster, fresh_database, simulate_day
+from pgserver import PostgresCluster, drop_slots, fresh_database, simulate_day
 from reliability_support import Recorder, compare, ingest
 
 SIGKILLED = -9
@@ -67,9 +67,10 @@ def changes(dsn: str, round_: int) -> None:
 
 @pytest.mark.parametrize("step", list(STEPS))
 def test_a_killed_log_capture_rerun_equals_one_never_killed(
-    step: str, postgres_server: PostgresCluster, tmp_path: Path, report: Recorder
+    step: str, postgres_server: PostgresCluster, tmp_path: Path, report: Recorder, request: pytest.FixtureRequest
 ) -> None:
     dsn = fresh_database(postgres_server, "once")
+    request.addfinalizer(lambda: drop_slots(dsn))  # the session's cluster has room for 10 slots
     assert simulate_day(dsn, "--scale", "50").returncode == 0
     twin, lake = tmp_path / "twin", tmp_path / "lake"
     for target in (twin, lake):
