@@ -1,8 +1,9 @@
-"""Command line: `python -m ingestion [run|schedule|status|approve|verify] ...`."""
+"""Command line: `python -m ingestion [run|schedule|stream|status|approve|verify|drop-slot] ...`."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -20,14 +21,14 @@ from pathlib import Path
 from types import FrameType
 
 from ingestion.breaker import load_held
-from ingestion.catalog import DATABASE_MODES, Catalog, Source, Table, load_catalog, validate_identifier
+from ingestion.catalog import DATABASE_MODES, Catalog, DatabaseMode, Source, Table, load_catalog, validate_identifier
 from ingestion.config import DEFAULT_LAKE, Config
 from ingestion.errors import IngestionError, LakeError, LakeLockedError, UsageError, interrupted_query
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
 from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, READERS, ReaderOptions, reader_kind
 from ingestion.run import RunRequest, choose_sources, run
-from ingestion.state import CaptureRecord, moment_of
+from ingestion.state import LOG_READER, CaptureRecord, moment_of
 from ingestion.table_store import TableStore
 
 log = logging.getLogger("ingestion")
@@ -118,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--dbt-build", action="store_true", help="run `dbt build` after each capture")
     schedule.add_argument("--dbt-target", default="dev", help="dbt target for --dbt-build (default: dev)")
     schedule.add_argument("--max-runs", type=int, default=None, help="stop after this many captures")
+    stream = commands.add_parser(
+        "stream",
+        help="follow a database's write-ahead log (log mode) until interrupted, publishing changes within --latency "
+        "seconds; Ctrl-C or SIGTERM stops after publishing and confirming what was decoded",
+    )
+    _add_run(stream)
+    stream.set_defaults(reader="postgres")
+    stream.add_argument(
+        "--latency",
+        type=_seconds,
+        default=DEFAULT_LATENCY_SECONDS,
+        help="seconds between a change's arrival and its file's publishing, at most "
+        f"(default {DEFAULT_LATENCY_SECONDS:g})",
+    )
     status = commands.add_parser(
         "status", help="show each table's last capture and any held or interrupted capture (--json: a document)"
     )
@@ -127,6 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON document (format in docs/operations.md) instead of the table",
     )
+    status.add_argument(
+        "--dsn",
+        help="log mode: the database whose replication slots to report (default: env LAGO_POSTGRES_DSN; without "
+        "either, slots are not reported)",
+    )
+    status.add_argument(
+        "--lag-warning",
+        type=int,
+        default=None,
+        help="log mode: warn when a slot holds more than this many bytes of write-ahead log (default 1 GiB)",
+    )
+    drop = commands.add_parser(
+        "drop-slot",
+        help="drop the replication slot and publication a lake follows a source's log through (the lake keeps its "
+        "state; a later log capture takes a new slot and diffs against the lake)",
+    )
+    _add_common(drop)
+    drop.add_argument("--dsn", help="the database (default: env LAGO_POSTGRES_DSN)")
     approve = commands.add_parser(
         "approve", help="publish a capture the circuit breaker held (exit 6), exactly as it was captured"
     )
@@ -160,6 +193,8 @@ VERIFY_READERS = [name for name, kind in READERS.items() if kind.snapshots is no
 
 
 MAX_INTERVAL_SECONDS = 366 * 86400
+# `stream`: a change reaches the lake within about this many seconds of its commit
+DEFAULT_LATENCY_SECONDS = 5.0
 DISTRIBUTION = "lago-mago"
 
 
@@ -213,8 +248,10 @@ def parse_tables(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def run_request(catalog: Catalog, config: Config, args: argparse.Namespace) -> RunRequest:
-    """`run`'s (and `schedule`'s) options as the run service's request."""
+def run_request(
+    catalog: Catalog, config: Config, args: argparse.Namespace, mode: DatabaseMode | None = None
+) -> RunRequest:
+    """`run`'s (and `schedule`'s, `stream`'s) options as the run service's request."""
     tables = parse_tables(args.tables)
     return RunRequest(
         lake=_lake_uri(args, config),
@@ -227,13 +264,52 @@ def run_request(catalog: Catalog, config: Config, args: argparse.Namespace) -> R
             dataset=args.dataset,
             arrival_column=args.arrival_column,
             dsn=args.dsn,
-            mode=args.mode,
+            mode=args.mode or mode,
         ),
         tables=tables,
         lock_wait=args.wait,
         allow_mass_delete=args.allow_mass_delete,
         single_writer=args.single_writer,
     )
+
+
+def command_stream(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
+    """Follow the log of a database source's tables (log mode) until interrupted. A first Ctrl-C (or SIGTERM)
+    stops once the transaction being read has ended, after publishing what was decoded and confirming it to the
+    slot; nothing is lost or published twice either way (a crash is as harmless, see `log_capture.py`)."""
+    from ingestion.log_capture import Follow
+
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping: publishing what was read, then confirming it (signal %d)", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    request = dataclasses.replace(
+        run_request(catalog, config, args, mode="log"), follow=Follow(latency=args.latency, stop=stop)
+    )
+    run(config, catalog, request)
+    log.info("stream stopped")
+    return 0
+
+
+def command_drop_slot(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
+    from ingestion.identity import read_identity
+    from ingestion.postgres.connection import resolve_dsn
+    from ingestion.postgres.replication import drop_lake_slot
+
+    if args.source is None:
+        raise UsageError("drop-slot: name the source whose slot to drop with --source")
+    source = catalog.source(args.source)
+    lake = _lake(args, config, create=False)
+    identity = read_identity(lake)
+    if identity is None:
+        raise UsageError(f"lake {lake.uri} has never been captured into: it follows no slot")
+    name, dropped = drop_lake_slot(resolve_dsn(args.dsn, config.postgres_dsn), identity.lake_id, source.name)
+    log.info("slot %s %s; publication %s dropped", name, "dropped" if dropped else "was not there", name)
+    return 0
 
 
 def command_run(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:
@@ -354,22 +430,83 @@ def command_status(catalog: Catalog, config: Config, args: argparse.Namespace) -
     exit 0, as it does for other Unix tools whose output was cut short by the reader."""
     lake = _lake(args, config, create=False)
     sources = [catalog.source(args.source)] if args.source is not None else list(catalog.sources.values())
+    slots = log_slots(lake, sources, args.dsn or config.postgres_dsn, args.lag_warning)
     try:
         if args.json:
             document = {
                 "format": STATUS_FORMAT,
                 "lake": lake.uri,
                 "tables": [table_status(lake, source, t) for source in sources for t in source.tables.values()],
+                "slots": slots,
             }
             sys.stdout.write(json.dumps(document, indent=1) + "\n")
         else:
             for source in sources:
                 _print_status(lake, source)
+                for slot in slots:
+                    if slot["source"] == source.name:
+                        _print_slot(slot)
         sys.stdout.flush()
     except BrokenPipeError:
         # the reader is gone: what is left to print, and Python's flush of stdout at exit, go nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def log_slots(lake: Lake, sources: list[Source], dsn: str | None, warning: int | None) -> list[dict[str, object]]:
+    """Log mode: the replication slot of each source the lake has log captures of, with how far behind the server's
+    position it is (the write-ahead log the server keeps for it). Empty without a database to ask."""
+    from ingestion.identity import read_identity
+
+    logged = [s for s in sources if any(r.reader == LOG_READER for t in s.tables.values() for r in _captures(lake, t))]
+    identity = read_identity(lake) if logged else None
+    if not logged or identity is None:
+        return []
+    if dsn is None:
+        log.warning("status: log mode slots are not shown without a database (--dsn or env LAGO_POSTGRES_DSN)")
+        return []
+    from ingestion.postgres.replication import DEFAULT_LAG_WARNING_BYTES, lake_slot, slot_name
+
+    threshold = DEFAULT_LAG_WARNING_BYTES if warning is None else warning
+    found: list[dict[str, object]] = []
+    for source in logged:
+        info = lake_slot(dsn, identity.lake_id, source.name)
+        lag = info.lag_bytes if info is not None else None
+        found.append(
+            {
+                "source": source.name,
+                "slot": slot_name(identity.lake_id, source.name),
+                "exists": info is not None,
+                "wal_status": info.wal_status if info is not None else None,
+                "active": info.active if info is not None else False,
+                "lag_bytes": lag,
+                "lag_warning_bytes": threshold,
+                "warning": lag is not None and lag > threshold,
+            }
+        )
+    return found
+
+
+def _captures(lake: Lake, table: Table) -> list[CaptureRecord]:
+    return TableStore(lake, table).load_state().captures
+
+
+def _print_slot(slot: dict[str, object]) -> None:
+    if not slot["exists"]:
+        print(f"  slot {slot['slot']}: gone; the next log capture takes a new one and diffs against the lake")
+        return
+    lag = slot["lag_bytes"]
+    behind = f"{int(lag) / (1 << 20):.1f} MiB behind the server" if isinstance(lag, int) else "never read"
+    print(f"  slot {slot['slot']}: {behind}, wal_status {slot['wal_status']}, {'active' if slot['active'] else 'idle'}")
+    if slot["warning"]:
+        log.warning(
+            "slot %s holds %s bytes of write-ahead log (over %s): run a log capture, or drop the slot with "
+            "`python -m ingestion drop-slot --source %s`",
+            slot["slot"],
+            lag,
+            slot["lag_warning_bytes"],
+            slot["source"],
+        )
 
 
 # the version of `status --json`'s document: a field is only ever added; a change of meaning is a new format
@@ -500,6 +637,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_approve(catalog, config, args)
         if args.command == "verify":
             return command_verify(catalog, config, args)
+        if args.command == "stream":
+            return command_stream(catalog, config, args)
+        if args.command == "drop-slot":
+            return command_drop_slot(catalog, config, args)
         return command_run(catalog, config, args)
     except IngestionError as exc:
         log.error("%s", exc)

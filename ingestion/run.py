@@ -26,6 +26,7 @@ from ingestion.table_store import load_state
 
 # DuckDB and the readers are loaded only once a run has a lock to capture under
 if TYPE_CHECKING:
+    from ingestion.log_capture import Follow
     from ingestion.readers.base import EventReader, SnapshotReader
 
 log = logging.getLogger("ingestion")
@@ -54,6 +55,8 @@ class RunRequest:
     single_writer: bool = False
     day_scope: DayScope = "run"
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # `stream`: follow the log of every (log mode) table until stopped, instead of capturing once
+    follow: Follow | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,9 @@ class _Plan:
     tables: list[Table]
     snapshots: SnapshotReader | None = None
     events: EventReader | None = None
+    # a database's tables in log mode, followed through its write-ahead log (`log_capture.py`) with this DSN
+    log_tables: list[Table] = field(default_factory=list)
+    dsn: str | None = None
 
     @property
     def simulated_days(self) -> bool:
@@ -146,7 +152,21 @@ def _plan(source: Source, kind: ReaderKind, request: RunRequest, config: Config)
     if request.reader_options.arrival_column is not None:
         raise UsageError(f"--arrival-column applies to events sources; {source.name} is captured as snapshots")
     snapshots = kind.snapshot_reader(request.reader_options, config)
-    return _Plan(source, _tables(source, request.tables, snapshots), snapshots=snapshots)
+    tables = _tables(source, request.tables, snapshots)
+    if not kind.database:
+        if request.follow is not None:
+            raise UsageError(f"stream follows a database's log; --from {kind.name} reads files")
+        return _Plan(source, tables, snapshots=snapshots)
+    mode = request.reader_options.mode
+    logged = [t for t in tables if (mode or t.database_mode) == "log"]
+    if request.follow is not None and len(logged) != len(tables):
+        others = ", ".join(t.name for t in tables if t not in logged)
+        raise UsageError(f"stream follows tables in log mode; {others} of {source.name} are not (--mode log)")
+    from ingestion.postgres.connection import resolve_dsn
+
+    dsn = resolve_dsn(request.reader_options.dsn, config.postgres_dsn) if logged else None
+    rest = [t for t in tables if t not in logged]
+    return _Plan(source, rest, snapshots=snapshots, log_tables=logged, dsn=dsn)
 
 
 def _tables(source: Source, names: tuple[str, ...] | None, reader: SnapshotReader | EventReader) -> list[Table]:
@@ -195,8 +215,13 @@ def _capture(
         what = "events"
     else:
         assert plan.snapshots is not None
-        records = run_capture(lake, plan.source, plan.tables, plan.snapshots, options)
+        records = run_capture(lake, plan.source, plan.tables, plan.snapshots, options) if plan.tables else {}
         what = "capture"
+        if plan.log_tables:
+            from ingestion.log_capture import run_log
+
+            assert plan.dsn is not None
+            records |= run_log(lake, plan.source, plan.log_tables, plan.dsn, options, request.follow)
     captured = sum(1 for record in records.values() if record is not None)
     log.info("%s of %s into %s done: %d table(s)", what, plan.source.name, lake.uri, captured)
     return SourceRun(plan.source, records)

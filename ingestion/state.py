@@ -30,6 +30,8 @@ DataKind = Literal["full-load", "cdc", "events"]
 
 
 CAPTURE_KINDS: tuple[str, ...] = get_args(CaptureKind)
+# the `reader` of a log mode capture (`log_capture.py`): `status` reports the slot of a source that has them
+LOG_READER = "postgres-log"
 _CAPTURE_ID = re.compile(r"\d{8}_\d{6}_\d{6}")
 
 
@@ -70,6 +72,9 @@ class CaptureRecord:
     # what the reader asked to keep for its next capture of the table (a database cursor's window), as the reader
     # wrote it: the engine stores it with the capture, so it moves on exactly when the capture is committed
     reader_state: dict[str, Any] | None = None
+    # log mode: the position in the source's write-ahead log (an LSN, `16/B374D848`) the capture holds every
+    # change up to; a later run skips the transactions that end at or before it (None: not a log capture)
+    log_position: str | None = None
 
     @classmethod
     def from_json(cls, raw: object, file: str, where: str = "") -> CaptureRecord:
@@ -115,6 +120,11 @@ class TableState:
         """Rows in the change files stored on top of the last full snapshot."""
         deltas = set(self.snapshot_deltas)
         return sum(c.inserts + c.updates + c.deletes for c in self.captures if c.snapshot_key in deltas)
+
+    @property
+    def log_position(self) -> str | None:
+        """Log mode: the position the table's captures hold every change up to (its latest capture's)."""
+        return next((c.log_position for c in reversed(self.captures) if c.log_position is not None), None)
 
     @property
     def last_capture(self) -> CaptureRecord | None:
@@ -237,6 +247,13 @@ def check_sha256(value: object, file: str, name: str) -> str:
     return value
 
 
+def _lsn(value: object, file: str, name: str) -> str:
+    text = check_text(value, file, name)
+    if not re.fullmatch(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}", text):
+        raise StateFileError(file, name, value, "is not a log position (an LSN such as 16/B374D848)")
+    return text
+
+
 def check_optional(check: Check) -> Check:
     def optional(value: object, file: str, name: str) -> Any:
         return None if value is None else check(value, file, name)
@@ -264,6 +281,7 @@ _RECORD_FIELDS: dict[str, Check] = {
     "snapshot_delta": _flag,
     "data_sha256": check_optional(check_sha256),
     "reader_state": check_optional(lambda value, file, name: _object(value, file, name)),
+    "log_position": check_optional(_lsn),
 }
 
 

@@ -80,3 +80,36 @@ class SimulatedDatabaseError(UsageError):
             f"Postgres database {database} holds {held}, not {asked}; run with the same --seed and --scale, or "
             "start from an empty database"
         )
+
+
+class ReplicaIdentityError(SnapshotError):
+    """A table log mode cannot follow: its deletes and updates would not carry the declared key."""
+
+    def __init__(self, table: str, relation: str, identity: tuple[str, ...] | None) -> None:
+        self.table, self.relation, self.identity = table, relation, identity
+        found = (
+            "has no primary key nor replica identity"
+            if identity is None
+            else f"identifies its rows by ({', '.join(identity)}), not by the declared primary key"
+        )
+        super().__init__(
+            f"table {table}: {relation} {found}, so the write-ahead log cannot name the row a delete or update "
+            f"removes; nothing was published. Add the key in the database (ALTER TABLE {relation} ADD PRIMARY KEY "
+            f"(...)) or set ALTER TABLE {relation} REPLICA IDENTITY FULL, or capture the table with --mode snapshot"
+        )
+
+
+class SchemaChangeError(SnapshotError):
+    """The source's table gained or lost a column the declaration does not know of, seen in the log."""
+
+    def __init__(self, table: str, relation: str, column: str, change: str, sources_file: str) -> None:
+        self.table, self.relation, self.column, self.change = table, relation, column, change
+        fix = (
+            f"declare column {column} (with its data_type) in {sources_file}"
+            if change == "added"
+            else f"restore column {column} in the database, or remove it from {sources_file}"
+        )
+        super().__init__(
+            f"table {table}: column {column} was {change} in {relation}, which the declaration does not match; "
+            f"nothing was published and the slot was not advanced. To go on, {fix} and run again"
+        )

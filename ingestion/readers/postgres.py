@@ -54,10 +54,12 @@ class PostgresReader:
     name = "postgres"
     simulated_days = False
 
-    def __init__(self, dsn: str, mode: DatabaseMode | None = None) -> None:
+    def __init__(self, dsn: str, mode: DatabaseMode | None = None, snapshot: str | None = None) -> None:
         self.dsn = dsn
         # --mode: this run's mode for every table, over their declarations
         self.mode = mode
+        # log mode's initial load: the snapshot a new replication slot exported, read instead of a fresh one
+        self.snapshot = snapshot
         self.endpoint = endpoint_of(dsn)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._close: weakref.finalize[..., PostgresReader] | None = None
@@ -76,10 +78,8 @@ class PostgresReader:
     def read(self, table: Table, context: CaptureContext) -> Snapshot:
         mode = self.mode_of(table)
         if mode == "log":
-            raise UsageError(
-                f"table {table.qualified_name}: capture mode log is not available yet; capture it with "
-                "--mode snapshot or --mode cursor"
-            )
+            # the run service captures log tables from the write-ahead log (`ingestion.log_capture`)
+            raise UsageError(f"table {table.qualified_name} is captured in log mode: it is not read as a snapshot")
         if mode == "cursor" and table.cursor_column is None:
             raise CatalogError(
                 f"table {table.qualified_name}: --mode cursor needs the table's cursor column, and it declares none; "
@@ -194,6 +194,8 @@ class PostgresReader:
             conn.autocommit = False
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
+            if self.snapshot is not None:
+                conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(self.snapshot)))
             self._conn = conn
         return self._conn
 

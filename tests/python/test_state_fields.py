@@ -34,6 +34,7 @@ def record(**changes: object) -> CaptureRecord:
         "snapshot_delta": True,
         "data_sha256": "ab" * 32,
         "reader_state": {"kind": "cursor", "mark": "2026-01-01 00:00:00+00"},
+        "log_position": "16/B374D848",
     }
     values.update(changes)
     return CaptureRecord(**values)  # type: ignore[arg-type]
@@ -69,6 +70,7 @@ WRONG: dict[str, object] = {
     "snapshot_delta": 1,
     "data_sha256": "not-a-digest",
     "reader_state": ["not", "an", "object"],
+    "log_position": "not-an-lsn",
 }
 
 

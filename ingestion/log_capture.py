@@ -1,0 +1,699 @@
+"""Log mode: a database source's tables followed through its write-ahead log (Postgres logical replication,
+`pgoutput`), every committed change a row of the lake's change files, exactly once.
+
+A run, under the lake's lock:
+1. settles what a crashed run left (`TableStore.settle_then_continue`) and checks each table: its declared columns
+   are the database's, and its deletes carry the declared key (a primary key or replica identity);
+2. when the source has no slot yet, the slot is gone or invalidated (`wal_status` lost), or a table has no lake
+   state: creates the slot with an exported snapshot and reads every table in that snapshot with the snapshot
+   reader's COPY path: a first full load, or for a table the lake already holds, a diff against the lake's state
+   (`cdc.diff`), which publishes exactly what the lost slot would have;
+3. streams the slot's changes up to the server's position at the start (`run`), or until stopped (`stream`):
+   each committed transaction's changes, in commit order, become rows with the commit's time as `_cdc_timestamp`
+   and one `_cdc_sequence` each; every version of a key is kept;
+4. publishes each table's change file through its `TableStore` (stage, publish, commit `state.json` with the log
+   position the file holds everything up to) and only then confirms that position to the slot.
+
+A crash anywhere is harmless: a position is confirmed only once its changes are committed in the lake, and a rerun,
+which the slot serves from its last confirmed position, skips every transaction ending at or before a table's
+committed position (`TableState.log_position`). LSNs are kept in `state.json`, not in the change files, so the
+files keep the lake's contract (`_cdc_operation`, `_cdc_timestamp`, `_cdc_sequence`, the declared columns).
+
+Full rows without REPLICA IDENTITY FULL: an update that leaves a TOASTed value unchanged does not resend it, and a
+delete under REPLICA IDENTITY DEFAULT carries only the key; both are filled from the key's last row, in this run's
+earlier changes or else in the lake's stored state. A TRUNCATE deletes every row the lake holds for the table and
+goes through the circuit breaker like a mass delete.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingestion import cdc
+from ingestion.breaker import judge
+from ingestion.capture import COMPACT_FILES, COMPACT_SHARE, RunOptions
+from ingestion.capture import _apply_breaker as apply_breaker
+from ingestion.capture import _baseline as stored_baseline
+from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Source, Table
+from ingestion.cdc import change_schema
+from ingestion.duck import check_lake, connect, quote_identifier
+from ingestion.errors import SnapshotError, UsageError
+from ingestion.identity import ensure_identity
+from ingestion.lake import Lake
+from ingestion.postgres.connection import connect as connect_postgres
+from ingestion.postgres.connection import endpoint_of, redact
+from ingestion.postgres.errors import PostgresAccessError, SchemaChangeError
+from ingestion.postgres.pgoutput import (
+    UNCHANGED,
+    Begin,
+    Change,
+    Commit,
+    Relation,
+    Truncate,
+    Value,
+    decode,
+    format_lsn,
+    parse_lsn,
+)
+from ingestion.postgres.replication import (
+    ReplicationStream,
+    check_replica_identity,
+    current_position,
+    drop_slot,
+    ensure_publication,
+    published_tables,
+    slot_info,
+    slot_name,
+)
+from ingestion.postgres.schema import database_columns, relation_name, relation_of, resolve_columns
+from ingestion.readers.base import CaptureContext
+from ingestion.readers.postgres import PostgresReader
+from ingestion.state import LOG_READER, CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
+from ingestion.table_store import PreparedCapture, TableStore, failpoint
+
+log = logging.getLogger(__name__)
+
+# a batch is published at the first transaction's end past this many changes, so memory stays bounded
+BATCH_CHANGES = 100_000
+
+
+class _Fill:
+    """A value to take from the key's last row: an unchanged TOASTed value, or a column a key-only delete lacks."""
+
+
+FILL = _Fill()
+Row = list[Any]
+
+
+@dataclass(frozen=True)
+class Follow:
+    """`python -m ingestion stream`: follow the log until `stop` is set, publishing at most `latency` seconds after
+    a change arrives."""
+
+    latency: float
+    stop: threading.Event
+
+
+class LostToastError(SnapshotError):
+    """An unchanged TOASTed value of a key the lake holds no row of: the log cannot say what it is."""
+
+    def __init__(self, table: str, column: str, key: str) -> None:
+        self.table, self.column, self.key = table, column, key
+        super().__init__(
+            f"table {table}: an update of key {key} left column {column} unchanged, but the lake holds no row of "
+            "that key to take its value from; nothing was published. Capture the table again from scratch "
+            "(drop its slot, see docs/operations.md)"
+        )
+
+
+# -- values: Postgres's text output as the declared types -----------------------------------------------------------
+
+
+def _timestamp(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "varchar": str,
+    "integer": int,
+    "bigint": int,
+    "double": float,
+    "boolean": lambda text: text == "t",
+    "date": date.fromisoformat,
+    "timestamp": _timestamp,
+}
+
+
+def _parser(data_type: str) -> Callable[[str], object]:
+    normalised = data_type.strip().lower()
+    return Decimal if normalised.startswith("decimal") else _PARSERS[normalised]
+
+
+# -- one table's changes in a batch ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _TableLog:
+    table: Table
+    store: TableStore
+    state: TableState
+    parsers: list[Callable[[str], object]]
+    key_index: list[int]
+    # the relation's column of each declared column, from its latest Relation message (None until one came)
+    columns: list[int] | None = None
+    key_columns: set[int] = field(default_factory=set)
+    problem: SchemaChangeError | None = None
+    # (operation, commit time, row); operation "T" is a TRUNCATE (row None)
+    changes: list[tuple[str, datetime, Row | None]] = field(default_factory=list)
+
+    # transactions ending at or before this position are in the lake already (set from the state: `settle`)
+    floor: int = 0
+
+    def settle(self) -> None:
+        position = self.state.log_position
+        self.floor = parse_lsn(position) if position is not None else 0
+        self.changes = []
+
+    def relation(self, message: Relation) -> None:
+        """Map the declared columns onto the relation's; a column added or dropped is noted, and refused when a
+        change of the table is kept (a change the lake already holds need not match today's declaration)."""
+        names = [c.name for c in message.columns]
+        self.problem, self.columns = None, []
+        declared = {c.name.lower() for c in self.table.columns}
+        sources_file = f"models/bronze/{self.table.source}/_{self.table.source}__sources.yml"
+        for name in names:
+            if name.lower() not in declared:
+                self.problem = SchemaChangeError(
+                    self.table.qualified_name, relation_name(self.table), name, "added", sources_file
+                )
+        for column in self.table.columns:
+            exact = [i for i, n in enumerate(names) if n == column.name]
+            found = exact or [i for i, n in enumerate(names) if n.lower() == column.name.lower()]
+            if len(found) != 1:
+                self.problem = SchemaChangeError(
+                    self.table.qualified_name, relation_name(self.table), column.name, "dropped", sources_file
+                )
+                return
+            self.columns.append(found[0])
+        self.key_columns = {i for i, c in enumerate(message.columns) if c.is_key}
+
+    def row(self, values: tuple[Value, ...], key_only: bool = False) -> Row:
+        assert self.columns is not None, "pgoutput sends a relation's description before its first change"
+        row: Row = []
+        for position, parse in zip(self.columns, self.parsers, strict=True):
+            value = values[position]
+            if value is UNCHANGED or (key_only and position not in self.key_columns):
+                row.append(FILL)
+            elif value is None:
+                row.append(None)
+            else:
+                row.append(parse(str(value)))
+        return row
+
+    def key(self, row: Row) -> tuple[Any, ...]:
+        return tuple(row[i] for i in self.key_index)
+
+
+@dataclass
+class _Batch:
+    """The changes decoded since the last publish, by table; a transaction's are kept only once it commits."""
+
+    by_relation: dict[tuple[str, str], _TableLog]
+    by_oid: dict[int, _TableLog | None] = field(default_factory=dict)
+    open: list[tuple[_TableLog, str, Row | None]] | None = None
+    # a change of a table whose columns no longer match the declaration: refused if its transaction is kept
+    refused: list[tuple[_TableLog, SchemaChangeError]] = field(default_factory=list)
+    commit_time: datetime | None = None
+    # the end of the last whole transaction decoded
+    position: int = 0
+    changes: int = 0
+    first_at: float | None = None
+
+    def feed(self, payload: bytes) -> None:
+        message = decode(payload)
+        if isinstance(message, Begin):
+            self.open, self.commit_time = [], message.commit_time
+        elif isinstance(message, Relation):
+            table = self.by_relation.get((message.namespace, message.name))
+            self.by_oid[message.oid] = table
+            if table is not None:
+                table.relation(message)
+        elif isinstance(message, Change):
+            table = self.by_oid.get(message.relation_oid)
+            if table is not None and self.open is not None:
+                if table.problem is not None:
+                    self.refused.append((table, table.problem))
+                else:
+                    self._change(table, message)
+        elif isinstance(message, Truncate):
+            for oid in message.relation_oids:
+                table = self.by_oid.get(oid)
+                if table is not None and self.open is not None:
+                    self.open.append((table, "T", None))
+        elif isinstance(message, Commit):
+            assert self.open is not None and self.commit_time is not None
+            for table, problem in self.refused:
+                if message.end_lsn > table.floor:
+                    raise problem
+            self.refused = []
+            kept = 0
+            for table, operation, row in self.open:
+                if message.end_lsn > table.floor:
+                    table.changes.append((operation, self.commit_time, row))
+                    kept += 1
+            self.open, self.position = None, message.end_lsn
+            if kept and self.first_at is None:
+                self.first_at = time.monotonic()
+            self.changes += kept
+
+    def _change(self, table: _TableLog, message: Change) -> None:
+        assert self.open is not None
+        if message.operation == "D":
+            self.open.append((table, "D", table.row(message.values, key_only=message.key_only)))
+            return
+        row = table.row(message.values)
+        if message.operation == "U" and message.old_values is not None:
+            old = table.row(message.old_values, key_only=True)
+            if table.key(old) != table.key(row):
+                # the key itself changed: the old key's row is gone, the new key's is new
+                self.open.append((table, "D", old))
+                self.open.append((table, "I", row))
+                return
+        self.open.append((table, message.operation, row))
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.open is not None
+
+    def tables(self) -> Iterable[_TableLog]:
+        return self.by_relation.values()
+
+    def reset(self) -> None:
+        """After a publish: each table's committed position is its new floor."""
+        for table in self.tables():
+            table.settle()
+        self.changes, self.first_at = 0, None
+
+
+# -- the run ---------------------------------------------------------------------------------------------------------
+
+
+def run_log(
+    lake: Lake,
+    source: Source,
+    tables: list[Table],
+    dsn: str,
+    options: RunOptions,
+    follow: Follow | None = None,
+) -> dict[str, CaptureRecord | None]:
+    """Capture `tables` of `source` from the database's log: up to its current position, or with `follow` until
+    stopped. Raises on the first failure; what was published before it stays, and its position is confirmed."""
+    records: dict[str, CaptureRecord | None] = {t.name: None for t in tables}
+    endpoint = str(endpoint_of(dsn))
+    with tempfile.TemporaryDirectory(prefix="lago-log-", dir=options.workdir) as tmp:
+        options.lock.check()
+        lake.clear_scratch()
+        stores = {t.name: TableStore(lake, t) for t in tables}
+        states = {t.name: stores[t.name].settle_then_continue(None)[0] for t in tables}
+        conn = connect_postgres(dsn, autocommit=True)
+        stream: ReplicationStream | None = None
+        try:
+            for table in tables:
+                _check_table(conn, table)
+            name = slot_name(ensure_identity(lake).lake_id, source.name)
+            info = slot_info(conn, name)
+            published = published_tables(conn, name)
+            if info is not None and info.usable and published is not None:
+                _check_followed(name, published, tables)
+            fresh = [t.name for t in tables if states[t.name].snapshot_key is None]
+            if info is None or not info.usable or fresh or ensure_publication(conn, name, tables):
+                if info is not None and info.usable:
+                    # a table joins: what the slot holds for the others is published first, then a new slot
+                    stream = ReplicationStream(dsn, name, name)
+                    stream.start()
+                    held = [t for t in tables if t.name not in fresh]
+                    _follow(stream, lake, held, states, options, Path(tmp), records, current_position(conn), None)
+                    stream.close()
+                if info is not None:
+                    why = "its write-ahead log was removed" if info.wal_status == "lost" else "a table has no state"
+                    log.warning("slot %s: taken again with a snapshot of every table (%s)", name, why)
+                    drop_slot(conn, name)
+                elif any(states[t.name].snapshot_key is not None for t in tables):
+                    log.warning("slot %s is gone: the lake's state is diffed against a new snapshot", name)
+                ensure_publication(conn, name, tables)
+                stream = ReplicationStream(dsn, name, name)
+                moment = _server_clock(conn)
+                consistent, snapshot = stream.create_slot()
+                prepared = _load(lake, tables, states, dsn, snapshot, moment, consistent, Path(tmp), options)
+                _publish(lake, prepared, options, records)
+            else:
+                stream = ReplicationStream(dsn, name, name)
+            stream.start()
+            until = None if follow is not None else current_position(conn)
+            _follow(stream, lake, tables, states, options, Path(tmp), records, until, follow)
+        except psycopg.Error as exc:
+            reason = " ".join(redact(str(exc), dsn).split())
+            raise PostgresAccessError(endpoint, f"following the log failed: {reason}") from None
+        finally:
+            if stream is not None:
+                stream.close()
+            conn.close()
+    return records
+
+
+def _check_followed(slot: str, published: set[tuple[str, str]], tables: list[Table]) -> None:
+    """One slot serves every table of a source: a run that left one out would confirm the slot past its changes,
+    which no later run could read again."""
+    left_out = sorted(".".join(r) for r in published - {relation_of(t) for t in tables})
+    if left_out:
+        raise UsageError(
+            f"slot {slot} also follows {', '.join(left_out)}: capture every table it follows in one run (name them "
+            "in --tables too, or leave --tables out), or drop the slot (python -m ingestion drop-slot) to follow "
+            "fewer tables"
+        )
+
+
+def _check_table(conn: psycopg.Connection[tuple[Any, ...]], table: Table) -> None:
+    """The declared columns are the database's (and fit), no column is undeclared, and deletes carry the key."""
+    resolve_columns(conn, table)
+    declared = {c.name.lower() for c in table.columns}
+    for column in database_columns(conn, table):
+        if column.name.lower() not in declared:
+            raise SchemaChangeError(
+                table.qualified_name,
+                relation_name(table),
+                column.name,
+                "added",
+                f"models/bronze/{table.source}/_{table.source}__sources.yml",
+            )
+    check_replica_identity(conn, table)
+
+
+def _server_clock(conn: psycopg.Connection[tuple[Any, ...]]) -> datetime:
+    """The server's time before the slot is created: the `_cdc_timestamp` of a snapshot's rows, earlier than the
+    commit of any transaction the slot streams afterwards."""
+    row = conn.execute("select clock_timestamp()").fetchone()
+    assert row is not None
+    moment: datetime = row[0]
+    return moment.astimezone(UTC)
+
+
+def _capture_id(state: TableState, options: RunOptions) -> str:
+    captured_at = options.now().astimezone(UTC)
+    last = state.last_capture
+    if last is not None and captured_at <= moment_of(last.capture_id):
+        captured_at = moment_of(last.capture_id) + timedelta(microseconds=1)
+    return capture_id_of(captured_at)
+
+
+def _load(
+    lake: Lake,
+    tables: list[Table],
+    states: dict[str, TableState],
+    dsn: str,
+    snapshot_name: str,
+    moment: datetime,
+    position: int,
+    workdir: Path,
+    options: RunOptions,
+) -> list[PreparedCapture]:
+    """Every table read in the new slot's exported snapshot: a full load, or a diff against the lake's state."""
+    reader = PostgresReader(dsn, mode="snapshot", snapshot=snapshot_name)
+    memory = options.duckdb_memory_limit
+    prepared = []
+    try:
+        for table in tables:
+            started = time.monotonic()
+            store, state = TableStore(lake, table), states[table.name]
+            folder = workdir / "load" / table.name
+            folder.mkdir(parents=True)
+            snapshot = reader.read(table, CaptureContext(folder, 0, memory))
+            capture_id = _capture_id(state, options)
+            changes = folder / f"changes_{capture_id}.parquet"
+            first = state.last_sequence + 1
+            kind: CaptureKind
+            verdict = None
+            last = state.last_capture
+            if state.snapshot_key is None:
+                result = cdc.full_load(table, snapshot, moment, first, changes, memory)
+                kind = "full-load"
+            else:
+                baseline = stored_baseline(store, state, last.snapshot_rows if last else 0, folder)
+                result = cdc.diff(table, baseline, snapshot, moment, first, changes, memory)
+                kind = "cdc" if result.counts.total else "unchanged"
+                if kind == "cdc" and last is not None:
+                    verdict = judge(table, last.snapshot_rows, result.snapshot_rows, result.counts.deletes)
+            stored = snapshot.file if kind != "unchanged" else None
+            record = CaptureRecord(
+                capture_id=capture_id,
+                kind=kind,
+                data_key=store.data_key(kind, capture_id) if kind != "unchanged" else None,
+                snapshot_key=store.snapshot_key(capture_id) if stored is not None else "",
+                first_sequence=first,
+                last_sequence=result.last_sequence if result.counts.total else state.last_sequence,
+                inserts=result.counts.inserts,
+                updates=result.counts.updates,
+                deletes=result.counts.deletes,
+                snapshot_rows=result.snapshot_rows,
+                reader=LOG_READER,
+                log_position=format_lsn(position),
+            )
+            data = changes if record.data_key else None
+            prepared.append(PreparedCapture(table, state, record, data, stored, started, verdict))
+    finally:
+        reader.close()
+    return prepared
+
+
+def _publish(
+    lake: Lake, prepared: list[PreparedCapture], options: RunOptions, records: dict[str, CaptureRecord | None]
+) -> None:
+    """The circuit breaker, then every capture staged before any is published (as `capture.run_tables`)."""
+    apply_breaker(lake, prepared, options)
+    for item in prepared:
+        options.lock.check()
+        TableStore(lake, item.table).stage(item)
+    for item in prepared:
+        options.lock.check()
+        record = TableStore(lake, item.table).publish(item)
+        log.info(
+            "%s: %s from the log, I=%d U=%d D=%d, %d rows, up to %s",
+            item.table.qualified_name,
+            record.kind,
+            record.inserts,
+            record.updates,
+            record.deletes,
+            record.snapshot_rows,
+            record.log_position,
+        )
+        records[item.table.name] = record
+
+
+def _follow(
+    stream: ReplicationStream,
+    lake: Lake,
+    tables: list[Table],
+    states: dict[str, TableState],
+    options: RunOptions,
+    workdir: Path,
+    records: dict[str, CaptureRecord | None],
+    until: int | None,
+    follow: Follow | None,
+) -> None:
+    """Decode the slot's changes into batches and publish each, then confirm its position; return once the
+    stream has passed `until` (None: once `follow.stop` is set)."""
+    batch = _Batch({relation_of(t): _table_log(lake, t, states[t.name]) for t in tables})
+    batch.reset()
+    confirmed = [0, time.monotonic()]  # the position last confirmed, and when
+
+    def publish(position: int) -> None:
+        prepared = [p for p in (_prepare(t, workdir, batch.position, options) for t in batch.tables()) if p is not None]
+        if prepared:
+            _publish(lake, prepared, options, records)
+        batch.reset()
+        failpoint("before-confirm")
+        stream.confirm(position)
+        confirmed[:] = [position, time.monotonic()]
+        failpoint("after-confirm")
+
+    for item in stream.messages():
+        if isinstance(item, tuple):
+            batch.feed(item[0])
+            if batch.changes >= BATCH_CHANGES and not batch.in_transaction:
+                publish(batch.position)
+            continue
+        if batch.in_transaction:
+            continue
+        reached = max(item or 0, batch.position)
+        if until is not None:
+            if item is not None and item >= until:
+                publish(reached)
+                return
+            continue
+        assert follow is not None
+        due = batch.first_at is not None and time.monotonic() - batch.first_at >= follow.latency
+        # with nothing of ours pending, the slot still moves past the log of other databases and tables, so the
+        # server can recycle it
+        idle = batch.changes == 0 and reached > confirmed[0] and time.monotonic() - confirmed[1] >= follow.latency
+        if due or idle or follow.stop.is_set():
+            publish(reached)
+        if follow.stop.is_set():
+            return
+
+
+def _table_log(lake: Lake, table: Table, state: TableState) -> _TableLog:
+    names = table.column_names
+    return _TableLog(
+        table,
+        TableStore(lake, table),
+        state,
+        [_parser(c.data_type) for c in table.columns],
+        [names.index(k) for k in table.primary_key],
+    )
+
+
+# -- a table's batch as a change file --------------------------------------------------------------------------------
+
+
+def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions) -> PreparedCapture | None:
+    """The table's changes of the batch, filled to whole rows, as a change file and the table's next stored state."""
+    if not log_.changes:
+        return None
+    started = time.monotonic()
+    table, store, state = log_.table, log_.store, log_.state
+    memory = options.duckdb_memory_limit
+    capture_id = _capture_id(state, options)
+    folder = workdir / "log" / table.name / capture_id
+    folder.mkdir(parents=True)
+    last = state.last_capture
+    previous_rows = last.snapshot_rows if last is not None else 0
+    # every table the log is followed for was loaded first: it has a stored state
+    baseline = stored_baseline(store, state, previous_rows, folder)
+    truncated = any(op == "T" for op, _, _ in log_.changes)
+    wanted = {log_.key(row) for op, _, row in log_.changes if row is not None and any(v is FILL for v in row)}
+    known = _lake_rows(table, baseline, None if truncated else wanted, memory, folder)
+
+    rows: list[tuple[str, datetime, Row]] = []
+    current: dict[tuple[Any, ...], Row | None] = {}
+
+    def last_row(key: tuple[Any, ...]) -> Row | None:
+        return current[key] if key in current else known.get(key)
+
+    for operation, moment, row in log_.changes:
+        if operation == "T":
+            alive = {**known, **current}
+            for key in sorted((k for k, r in alive.items() if r is not None), key=repr):
+                gone = alive[key]
+                assert gone is not None
+                rows.append(("D", moment, gone))
+                current[key] = None
+            continue
+        assert row is not None
+        key = log_.key(row)
+        if any(v is FILL for v in row):
+            before = last_row(key)
+            if before is None:
+                if operation == "D":
+                    log.warning("%s: delete of key %s, which the lake does not hold", table.qualified_name, key)
+                    continue
+                lost = table.columns[next(i for i, v in enumerate(row) if v is FILL)].name
+                raise LostToastError(table.qualified_name, lost, repr(key))
+            row = [before[i] if v is FILL else v for i, v in enumerate(row)]
+        current[key] = None if operation == "D" else row
+        rows.append((operation, moment, row))
+    if not rows:
+        return None
+
+    first = state.last_sequence + 1
+    changes = folder / f"changes_{capture_id}.parquet"
+    data: dict[str, list[Any]] = {
+        CDC_OPERATION: [op for op, _, _ in rows],
+        CDC_TIMESTAMP: [moment for _, moment, _ in rows],
+        CDC_SEQUENCE: list(range(first, first + len(rows))),
+    }
+    for index, column in enumerate(table.columns):
+        data[column.name] = [row[index] for _, _, row in rows]
+    pq.write_table(pa.Table.from_pydict(data, schema=change_schema(table)), changes)
+    counts = {op: sum(1 for o, _, _ in rows if o == op) for op in "IUD"}
+    after = _rows_after(table, baseline, changes, memory, folder)
+    stored, delta = _next_snapshot(table, state, baseline, changes, after, len(rows), folder, memory)
+    record = CaptureRecord(
+        capture_id=capture_id,
+        kind="cdc",
+        data_key=store.data_key("cdc", capture_id),
+        snapshot_key=store.snapshot_key(capture_id),
+        first_sequence=first,
+        last_sequence=first + len(rows) - 1,
+        inserts=counts["I"],
+        updates=counts["U"],
+        deletes=counts["D"],
+        snapshot_rows=after,
+        reader=LOG_READER,
+        snapshot_delta=delta,
+        log_position=format_lsn(position),
+    )
+    verdict = judge(table, previous_rows, after, counts["D"]) if truncated else None
+    return PreparedCapture(table, state, record, changes, stored, started, verdict)
+
+
+def _connect(folder: Path, baseline: cdc.Baseline, memory: str) -> duckdb.DuckDBPyConnection:
+    con = connect(folder, memory_limit=memory)
+    if baseline.filesystem is not None:
+        con.register_filesystem(baseline.filesystem)
+    return con
+
+
+def _lake_rows(
+    table: Table, baseline: cdc.Baseline, keys: set[tuple[Any, ...]] | None, memory: str, folder: Path
+) -> dict[tuple[Any, ...], Row | None]:
+    """The lake's last row of each of `keys` (None: of every key), from the table's stored state."""
+    if keys == set():
+        return {}
+    con = _connect(folder, baseline, memory)
+    try:
+        relation = cdc.baseline_relation(con, table, baseline)
+        query = f"select * from {relation} as b"
+        if keys is not None:
+            fields = [table.schema.field(k) for k in table.primary_key]
+            wanted = pa.Table.from_pylist(
+                [dict(zip(table.primary_key, key, strict=True)) for key in keys], schema=pa.schema(fields)
+            )
+            con.register("wanted", wanted)
+            on = " and ".join(f"b.{quote_identifier(k)} = w.{quote_identifier(k)}" for k in table.primary_key)
+            query += f" semi join wanted as w on {on}"
+        found = con.execute(query).fetchall()
+    except duckdb.Error as exc:
+        check_lake(exc, baseline.filesystem)
+        raise
+    finally:
+        con.close()
+    index = [table.column_names.index(k) for k in table.primary_key]
+    return {tuple(row[i] for i in index): list(row) for row in found}
+
+
+def _rows_after(table: Table, baseline: cdc.Baseline, changes: Path, memory: str, folder: Path) -> int:
+    """The rows the table holds once `changes` applies to its stored state."""
+    con = _connect(folder, baseline, memory)
+    after = cdc.Baseline(baseline.snapshot, (*baseline.deltas, changes), 0, baseline.filesystem)
+    try:
+        row = con.execute(f"select count(*) from {cdc.baseline_relation(con, table, after)}").fetchone()
+    except duckdb.Error as exc:
+        check_lake(exc, baseline.filesystem)
+        raise
+    finally:
+        con.close()
+    assert row is not None
+    return int(row[0])
+
+
+def _next_snapshot(
+    table: Table,
+    state: TableState,
+    baseline: cdc.Baseline,
+    changes: Path,
+    rows: int,
+    changed: int,
+    folder: Path,
+    memory: str,
+) -> tuple[Path, bool]:
+    """The stored state after this capture: the change file on top of the previous state (the latest version of
+    each key wins, see `cdc.baseline_relation`), or a full snapshot once those files grow (as `capture.py`)."""
+    grown = state.delta_rows + changed > COMPACT_SHARE * max(rows, 1)
+    if grown or len(state.snapshot_deltas) + 1 >= COMPACT_FILES:
+        return cdc.compact(table, baseline, changes, rows, folder / "snapshot.parquet", memory), False
+    return changes, True
