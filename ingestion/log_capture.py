@@ -80,6 +80,7 @@ from ingestion.postgres.replication import (
     slot_name,
 )
 from ingestion.postgres.schema import database_columns, relation_name, relation_of, resolve_columns
+from ingestion.postgres.spool import FILL, SPILL_CHANGES, Operation, Row, Spool
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.postgres import PostgresReader
 from ingestion.state import LOG_READER, CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
@@ -89,14 +90,6 @@ log = logging.getLogger(__name__)
 
 # a batch is published at the first transaction's end past this many changes, so memory stays bounded
 BATCH_CHANGES = 100_000
-
-
-class _Fill:
-    """A value to take from the key's last row: an unchanged TOASTed value, or a column a key-only delete lacks."""
-
-
-FILL = _Fill()
-Row = list[Any]
 
 
 @dataclass(frozen=True)
@@ -154,12 +147,13 @@ class _TableLog:
     state: TableState
     parsers: list[Callable[[str], object]]
     key_index: list[int]
+    # the committed changes of the batch, and the open transaction's (moved to `changes` when it commits)
+    changes: Spool
+    pending: Spool
     # the relation's column of each declared column, from its latest Relation message (None until one came)
     columns: list[int] | None = None
     key_columns: set[int] = field(default_factory=set)
     problem: SchemaChangeError | None = None
-    # (operation, commit time, row); operation "T" is a TRUNCATE (row None)
-    changes: list[tuple[str, datetime, Row | None]] = field(default_factory=list)
 
     # transactions ending at or before this position are in the lake already (set from the state: `settle`)
     floor: int = 0
@@ -167,7 +161,8 @@ class _TableLog:
     def settle(self) -> None:
         position = self.state.log_position
         self.floor = parse_lsn(position) if position is not None else 0
-        self.changes = []
+        self.changes.clear()
+        self.pending.clear()
 
     def relation(self, message: Relation) -> None:
         """Map the declared columns onto the relation's; a column added or dropped is noted, and refused when a
@@ -215,7 +210,8 @@ class _Batch:
 
     by_relation: dict[tuple[str, str], _TableLog]
     by_oid: dict[int, _TableLog | None] = field(default_factory=dict)
-    open: list[tuple[_TableLog, str, Row | None]] | None = None
+    # the tables the open transaction changed (None: no transaction is open)
+    open: dict[int, _TableLog] | None = None
     # a change of a table whose columns no longer match the declaration: refused if its transaction is kept
     refused: list[tuple[_TableLog, SchemaChangeError]] = field(default_factory=list)
     commit_time: datetime | None = None
@@ -227,7 +223,7 @@ class _Batch:
     def feed(self, payload: bytes) -> None:
         message = decode(payload)
         if isinstance(message, Begin):
-            self.open, self.commit_time = [], message.commit_time
+            self.open, self.commit_time = {}, message.commit_time
         elif isinstance(message, Relation):
             table = self.by_relation.get((message.namespace, message.name))
             self.by_oid[message.oid] = table
@@ -244,7 +240,7 @@ class _Batch:
             for oid in message.relation_oids:
                 table = self.by_oid.get(oid)
                 if table is not None and self.open is not None:
-                    self.open.append((table, "T", None))
+                    self._add(table, "T", None)
         elif isinstance(message, Commit):
             assert self.open is not None and self.commit_time is not None
             for table, problem in self.refused:
@@ -252,29 +248,35 @@ class _Batch:
                     raise problem
             self.refused = []
             kept = 0
-            for table, operation, row in self.open:
+            for table in self.open.values():
                 if message.end_lsn > table.floor:
-                    table.changes.append((operation, self.commit_time, row))
-                    kept += 1
+                    kept += table.pending.count
+                    table.changes.extend(table.pending)
+                else:
+                    table.pending.clear()
             self.open, self.position = None, message.end_lsn
             if kept and self.first_at is None:
                 self.first_at = time.monotonic()
             self.changes += kept
 
+    def _add(self, table: _TableLog, operation: Operation, row: Row | None) -> None:
+        assert self.open is not None and self.commit_time is not None
+        self.open[id(table)] = table
+        table.pending.add(operation, self.commit_time, row)
+
     def _change(self, table: _TableLog, message: Change) -> None:
-        assert self.open is not None
         if message.operation == "D":
-            self.open.append((table, "D", table.row(message.values, key_only=message.key_only)))
+            self._add(table, "D", table.row(message.values, key_only=message.key_only))
             return
         row = table.row(message.values)
         if message.operation == "U" and message.old_values is not None:
             old = table.row(message.old_values, key_only=True)
             if table.key(old) != table.key(row):
                 # the key itself changed: the old key's row is gone, the new key's is new
-                self.open.append((table, "D", old))
-                self.open.append((table, "I", row))
+                self._add(table, "D", old)
+                self._add(table, "I", row)
                 return
-        self.open.append((table, message.operation, row))
+        self._add(table, message.operation, row)
 
     @property
     def in_transaction(self) -> bool:
@@ -497,7 +499,7 @@ def _follow(
 ) -> None:
     """Decode the slot's changes into batches and publish each, then confirm its position; return once the
     stream has passed `until` (None: once `follow.stop` is set)."""
-    batch = _Batch({relation_of(t): _table_log(lake, t, states[t.name]) for t in tables})
+    batch = _Batch({relation_of(t): _table_log(lake, t, states[t.name], workdir) for t in tables})
     batch.reset()
     confirmed = [0, time.monotonic()]  # the position last confirmed, and when
 
@@ -536,14 +538,18 @@ def _follow(
             return
 
 
-def _table_log(lake: Lake, table: Table, state: TableState) -> _TableLog:
+def _table_log(lake: Lake, table: Table, state: TableState, workdir: Path) -> _TableLog:
     names = table.column_names
+    key_index = [names.index(k) for k in table.primary_key]
+    folder = workdir / "spool" / table.name
     return _TableLog(
         table,
         TableStore(lake, table),
         state,
         [_parser(c.data_type) for c in table.columns],
-        [names.index(k) for k in table.primary_key],
+        key_index,
+        Spool(table, folder, key_index),
+        Spool(table, folder, key_index),
     )
 
 
@@ -551,8 +557,13 @@ def _table_log(lake: Lake, table: Table, state: TableState) -> _TableLog:
 
 
 def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions) -> PreparedCapture | None:
-    """The table's changes of the batch, filled to whole rows, as a change file and the table's next stored state."""
-    if not log_.changes:
+    """The table's changes of the batch, filled to whole rows, as a change file and the table's next stored state.
+
+    The changes are read from the spool and written a chunk at a time; in memory are only the lake's rows of the
+    keys with a value to fill and this batch's last row of each of them (every key's, when a TRUNCATE needs the
+    whole table)."""
+    spool = log_.changes
+    if not spool.count:
         return None
     started = time.monotonic()
     table, store, state = log_.table, log_.store, log_.state
@@ -564,61 +575,55 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
     previous_rows = last.snapshot_rows if last is not None else 0
     # every table the log is followed for was loaded first: it has a stored state
     baseline = stored_baseline(store, state, previous_rows, folder)
-    truncated = any(op == "T" for op, _, _ in log_.changes)
-    wanted = {log_.key(row) for op, _, row in log_.changes if row is not None and any(v is FILL for v in row)}
+    truncated, wanted = spool.truncated, spool.wanted
     known = _lake_rows(table, baseline, None if truncated else wanted, memory, folder)
-
-    rows: list[tuple[str, datetime, Row]] = []
     current: dict[tuple[Any, ...], Row | None] = {}
 
     def last_row(key: tuple[Any, ...]) -> Row | None:
         return current[key] if key in current else known.get(key)
 
-    for operation, moment, row in log_.changes:
-        if operation == "T":
-            alive = {**known, **current}
-            for key in sorted((k for k, r in alive.items() if r is not None), key=repr):
-                gone = alive[key]
-                assert gone is not None
-                rows.append(("D", moment, gone))
-                current[key] = None
-            continue
-        assert row is not None
-        key = log_.key(row)
-        if any(v is FILL for v in row):
-            before = last_row(key)
-            if before is None:
-                if operation == "D":
-                    log.warning("%s: delete of key %s, which the lake does not hold", table.qualified_name, key)
-                    continue
-                lost = table.columns[next(i for i, v in enumerate(row) if v is FILL)].name
-                raise LostToastError(table.qualified_name, lost, repr(key))
-            row = [before[i] if v is FILL else v for i, v in enumerate(row)]
-        current[key] = None if operation == "D" else row
-        rows.append((operation, moment, row))
-    if not rows:
-        return None
-
     first = state.last_sequence + 1
     changes = folder / f"changes_{capture_id}.parquet"
-    data: dict[str, list[Any]] = {
-        CDC_OPERATION: [op for op, _, _ in rows],
-        CDC_TIMESTAMP: [moment for _, moment, _ in rows],
-        CDC_SEQUENCE: list(range(first, first + len(rows))),
-    }
-    for index, column in enumerate(table.columns):
-        data[column.name] = [row[index] for _, _, row in rows]
-    pq.write_table(pa.Table.from_pydict(data, schema=change_schema(table)), changes)
-    counts = {op: sum(1 for o, _, _ in rows if o == op) for op in "IUD"}
+    writer = _ChangeWriter(table, changes, first)
+    try:
+        for operation, moment, row in spool:
+            if operation == "T":
+                alive = {**known, **current}
+                for key in sorted((k for k, r in alive.items() if r is not None), key=repr):
+                    gone = alive[key]
+                    assert gone is not None
+                    writer.add("D", moment, gone)
+                    current[key] = None
+                continue
+            assert row is not None
+            key = log_.key(row)
+            if any(v is FILL for v in row):
+                before = last_row(key)
+                if before is None:
+                    if operation == "D":
+                        log.warning("%s: delete of key %s, which the lake does not hold", table.qualified_name, key)
+                        continue
+                    lost = table.columns[next(i for i, v in enumerate(row) if v is FILL)].name
+                    raise LostToastError(table.qualified_name, lost, repr(key))
+                row = [before[i] if v is FILL else v for i, v in enumerate(row)]
+            if truncated or key in wanted:
+                current[key] = None if operation == "D" else row
+            writer.add(operation, moment, row)
+    finally:
+        writer.close()
+    if not writer.written:
+        return None
+
+    counts = writer.counts
     after = _rows_after(table, baseline, changes, memory, folder)
-    stored, delta = _next_snapshot(table, state, baseline, changes, after, len(rows), folder, memory)
+    stored, delta = _next_snapshot(table, state, baseline, changes, after, writer.written, folder, memory)
     record = CaptureRecord(
         capture_id=capture_id,
         kind="cdc",
         data_key=store.data_key("cdc", capture_id),
         snapshot_key=store.snapshot_key(capture_id),
         first_sequence=first,
-        last_sequence=first + len(rows) - 1,
+        last_sequence=first + writer.written - 1,
         inserts=counts["I"],
         updates=counts["U"],
         deletes=counts["D"],
@@ -629,6 +634,47 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
     )
     verdict = judge(table, previous_rows, after, counts["D"]) if truncated else None
     return PreparedCapture(table, state, record, changes, stored, started, verdict)
+
+
+class _ChangeWriter:
+    """A change file written a chunk of rows at a time, each row its `_cdc_sequence` in turn."""
+
+    def __init__(self, table: Table, path: Path, first: int) -> None:
+        self.table, self.path, self.next = table, path, first
+        self.schema = change_schema(table)
+        self.writer: pq.ParquetWriter | None = None
+        self.chunk: list[tuple[str, datetime, Row]] = []
+        self.counts = {"I": 0, "U": 0, "D": 0}
+        self.written = 0
+
+    def add(self, operation: str, moment: datetime, row: Row) -> None:
+        self.chunk.append((operation, moment, row))
+        self.counts[operation] += 1
+        self.written += 1
+        if len(self.chunk) >= SPILL_CHANGES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.chunk:
+            return
+        rows = self.chunk
+        data: dict[str, list[Any]] = {
+            CDC_OPERATION: [op for op, _, _ in rows],
+            CDC_TIMESTAMP: [moment for _, moment, _ in rows],
+            CDC_SEQUENCE: list(range(self.next, self.next + len(rows))),
+        }
+        for index, column in enumerate(self.table.columns):
+            data[column.name] = [row[index] for _, _, row in rows]
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        self.writer.write_table(pa.Table.from_pydict(data, schema=self.schema))
+        self.next += len(rows)
+        self.chunk = []
+
+    def close(self) -> None:
+        self.flush()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _connect(folder: Path, baseline: cdc.Baseline, memory: str) -> duckdb.DuckDBPyConnection:
