@@ -26,11 +26,12 @@ from support.cli import ingest, run_cli
 from support.dbt import Dbt
 
 from ingestion.capture import RunOptions
-from ingestion.catalog import Column, Source, Table
+from ingestion.catalog import Column, Source, Table, load_catalog
 from ingestion.cdc import change_schema
 from ingestion.lake import open_lake
 from ingestion.lock import LakeLock
 from ingestion.log_capture import run_log
+from ingestion.postgres import spool
 
 TABLES = "clientes,produtos"
 
@@ -217,6 +218,78 @@ def test_unchanged_toast_values_and_key_only_deletes_are_filled_from_the_lake(so
     assert found[3][:3] == ("D", 2, "two") and found[3][3] == big[::-1]
     assert len(found) == 4
     assert lake_state(lake, "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
+
+
+def test_a_transaction_spilled_in_parts_keeps_its_fills_and_order(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool's parts carry what is left to fill (unchanged TOASTed values, key-only deletes): a transaction
+    spilled every 2 changes publishes the same whole rows, in the same order, as one held in memory."""
+    monkeypatch.setattr(spool, "SPILL_CHANGES", 2)
+    spilled: list[int] = []
+    spill = spool.Spool.spill
+
+    def counted(self: spool.Spool) -> None:
+        spilled.append(len(self.buffer))
+        spill(self)
+
+    monkeypatch.setattr(spool.Spool, "spill", counted)
+    big = random_text(6000)
+    execute(source, f'update public.produtos set "DescDescricaoProduto" = \'{big}\' where "IdProduto" in (1, 2)')
+    loyalty = load_catalog().source("loyalty")
+    produtos = loyalty.table("produtos")
+    lake = open_lake(str(tmp_path / "lake"))
+    with LakeLock(lake) as lock:
+        assert run_log(lake, loyalty, [produtos], source, RunOptions(lock=lock))["produtos"] is not None
+        with psycopg.connect(source) as conn:  # one transaction, committed when the block ends
+            conn.execute('update public.produtos set "DescNomeProduto" = \'one\' where "IdProduto" = 1')
+            conn.execute('update public.produtos set "DescNomeProduto" = \'two\' where "IdProduto" = 1')
+            conn.execute(f'update public.produtos set "DescDescricaoProduto" = \'{big[::-1]}\' where "IdProduto" = 2')
+            conn.execute('update public.produtos set "DescNomeProduto" = \'three\' where "IdProduto" = 2')
+            conn.execute('delete from public.produtos where "IdProduto" = 1')
+            conn.execute("insert into public.produtos values (999, 'new', 'text', 'cat')")
+        record = run_log(lake, loyalty, [produtos], source, RunOptions(lock=lock))["produtos"]
+    assert spilled and max(spilled) == 2
+    assert record is not None and (record.inserts, record.updates, record.deletes) == (1, 4, 1)
+    found = [
+        (r["_cdc_operation"], r["IdProduto"], r["DescNomeProduto"], r["DescDescricaoProduto"])
+        for r in changes(tmp_path / "lake", "produtos")
+    ]
+    assert found == [
+        ("U", 1, "one", big),
+        ("U", 1, "two", big),
+        ("U", 2, found[2][2], big[::-1]),
+        ("U", 2, "three", big[::-1]),
+        ("D", 1, "two", big),
+        ("I", 999, "new", "text"),
+    ]
+    assert lake_state(tmp_path / "lake", "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
+
+
+@pytest.mark.slow
+def test_a_transaction_of_200k_rows_is_published_whole_once(source: str, tmp_path: Path) -> None:
+    """A transaction far larger than a spool part (10k changes) and than a batch (100k): spilled to local parts as
+    it is decoded, then published whole in one change file, each row once."""
+    lake = tmp_path / "lake"
+    assert log_run(lake, source, tables="produtos").returncode == 0
+    execute(
+        source,
+        "insert into public.produtos select 1000000 + i, 'n' || i, repeat('d', 50), 'c' "
+        "from generate_series(1, 200000) as i",
+    )
+    result = log_run(lake, source, tables="produtos")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (published,) = files(lake, "produtos", "cdc")
+    con = duckdb.connect()
+    counted = con.execute(
+        'select count(*), count(distinct "IdProduto"), min(_cdc_operation), max(_cdc_operation), '
+        f"max(_cdc_sequence) - min(_cdc_sequence) + 1 from read_parquet('{published}')"
+    ).fetchone()
+    assert counted == (200_000, 200_000, "I", "I", 200_000)
+    assert state_of(lake, "produtos")["captures"][-1]["inserts"] == 200_000
+    # and the next run publishes nothing again
+    assert log_run(lake, source, tables="produtos").returncode == 0
+    assert files(lake, "produtos", "cdc") == [published]
 
 
 def test_a_lost_slot_heals_from_a_new_snapshot(source: str, tmp_path: Path) -> None:
