@@ -14,7 +14,7 @@ from ingestion.errors import IngestionError, LakeError, LakeLockedError
 from ingestion.lake import Lake
 from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, ReaderOptions
 from ingestion.run import RunRequest, run
-from ingestion.state import CaptureRecord
+from ingestion.state import LOG_READER, CaptureRecord
 from orchestration.settings import Settings
 
 CAPTURE_GROUP = "capture"
@@ -69,6 +69,26 @@ def record_metadata(record: CaptureRecord, lake: Lake) -> dict[str, dg.MetadataV
         metadata["file"] = dg.MetadataValue.text(lake.uri_for(record.data_key))
     if record.day is not None:
         metadata["simulated_day"] = dg.MetadataValue.int(record.day)
+    return metadata
+
+
+def slot_metadata(lake: Lake, source: Source, dsn: str | None) -> dict[str, dg.MetadataValue]:
+    """Log mode: the source's replication slot as the server sees it after the capture, how many bytes of
+    write-ahead log it holds and its `wal_status` (`lost` means the next capture heals with a diff), so the run
+    history shows a slot falling behind before its WAL is removed. Empty when there is no slot or database."""
+    from ingestion.identity import read_identity
+    from ingestion.postgres.replication import lake_slot, slot_name
+
+    identity = read_identity(lake)
+    if dsn is None or identity is None:
+        return {}
+    info = lake_slot(dsn, identity.lake_id, source.name)
+    metadata: dict[str, dg.MetadataValue] = {"slot": dg.MetadataValue.text(slot_name(identity.lake_id, source.name))}
+    if info is None:
+        return metadata | {"slot_wal_status": dg.MetadataValue.text("gone")}
+    metadata["slot_wal_status"] = dg.MetadataValue.text(info.wal_status or "unknown")
+    if info.lag_bytes is not None:
+        metadata["slot_lag_bytes"] = dg.MetadataValue.int(info.lag_bytes)
     return metadata
 
 
@@ -127,6 +147,13 @@ def capture_assets(catalog: Catalog, source: Source, settings: Settings) -> dg.A
     def capture(context: dg.AssetExecutionContext, config: CaptureConfig) -> Iterator[dg.MaterializeResult[None]]:
         tables = [t for key, t in by_key.items() if key in context.selected_asset_keys]
         lake, records = _capture(catalog, source, tables, config, settings)
+        slot: dict[str, dg.MetadataValue] = {}
+        if any(r is not None and r.reader == LOG_READER for r in records.values()):
+            try:
+                slot = slot_metadata(lake, source, settings.config.postgres_dsn)
+            except IngestionError as exc:
+                # the capture is published and confirmed: a slot that cannot be read now is reported, not failed
+                context.log.warning("capture of %s: the slot's lag is not known: %s", source.name, exc)
         for table in tables:
             record = records[table.name]
             if record is None:
@@ -136,7 +163,10 @@ def capture_assets(catalog: Catalog, source: Source, settings: Settings) -> dg.A
                     asset_key=asset_key(table), metadata={"kind": dg.MetadataValue.text("already captured")}
                 )
                 continue
-            yield dg.MaterializeResult(asset_key=asset_key(table), metadata=record_metadata(record, lake))
+            metadata = record_metadata(record, lake)
+            if record.reader == LOG_READER:
+                metadata |= slot
+            yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
 
     return capture
 
