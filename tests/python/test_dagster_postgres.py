@@ -54,7 +54,7 @@ def test_a_log_capture_materialisation_carries_its_slots_lag(
     request.addfinalizer(lambda: drop_slots(dsn))
     assert simulate_day(dsn, "--scale", "50").returncode == 0
     settings = Settings.from_env({"LAKE_URI": str(tmp_path / "lake"), "LAGO_POSTGRES_DSN": dsn})
-    config = {"reader": "postgres", "mode": "log"}
+    config: dict[str, object] = {"reader": "postgres", "mode": "log"}
     assert materialise(settings, config).success
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute('update public.produtos set "DescNomeProduto" = \'moved\' where "IdProduto" = 1')
