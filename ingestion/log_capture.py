@@ -150,10 +150,15 @@ class _TableLog:
     # the committed changes of the batch, and the open transaction's (moved to `changes` when it commits)
     changes: Spool
     pending: Spool
-    # the relation's column of each declared column, from its latest Relation message (None until one came)
+    # the relation's column of each declared column, from its latest Relation message (None until one came); -1 for
+    # a declared column the relation lacks
     columns: list[int] | None = None
     key_columns: set[int] = field(default_factory=set)
+    # refused whenever a change of the table is kept
     problem: SchemaChangeError | None = None
+    # a declared column the relation lacks: a change from before it was added reads it as NULL (as a snapshot
+    # taken then would); refused for a change committed after the run checked the database had it (dropped since)
+    absent: SchemaChangeError | None = None
 
     # transactions ending at or before this position are in the lake already (set from the state: `settle`)
     floor: int = 0
@@ -168,7 +173,7 @@ class _TableLog:
         """Map the declared columns onto the relation's; a column added or dropped is noted, and refused when a
         change of the table is kept (a change the lake already holds need not match today's declaration)."""
         names = [c.name for c in message.columns]
-        self.problem, self.columns = None, []
+        self.problem, self.absent, self.columns = None, None, []
         declared = {c.name.lower() for c in self.table.columns}
         sources_file = f"models/bronze/{self.table.source}/_{self.table.source}__sources.yml"
         for name in names:
@@ -180,10 +185,15 @@ class _TableLog:
             exact = [i for i, n in enumerate(names) if n == column.name]
             found = exact or [i for i, n in enumerate(names) if n.lower() == column.name.lower()]
             if len(found) != 1:
-                self.problem = SchemaChangeError(
+                error = SchemaChangeError(
                     self.table.qualified_name, relation_name(self.table), column.name, "dropped", sources_file
                 )
-                return
+                if found or column.name in self.table.primary_key:
+                    self.problem = error
+                    return
+                self.absent = error
+                self.columns.append(-1)
+                continue
             self.columns.append(found[0])
         self.key_columns = {i for i, c in enumerate(message.columns) if c.is_key}
 
@@ -191,6 +201,9 @@ class _TableLog:
         assert self.columns is not None, "pgoutput sends a relation's description before its first change"
         row: Row = []
         for position, parse in zip(self.columns, self.parsers, strict=True):
+            if position < 0:
+                row.append(FILL if key_only else None)
+                continue
             value = values[position]
             if value is UNCHANGED or (key_only and position not in self.key_columns):
                 row.append(FILL)
@@ -212,8 +225,12 @@ class _Batch:
     by_oid: dict[int, _TableLog | None] = field(default_factory=dict)
     # the tables the open transaction changed (None: no transaction is open)
     open: dict[int, _TableLog] | None = None
-    # a change of a table whose columns no longer match the declaration: refused if its transaction is kept
-    refused: list[tuple[_TableLog, SchemaChangeError]] = field(default_factory=list)
+    # the position the run checked each table's columns in the database at: a declared column a change lacks was
+    # dropped when the change commits after it
+    checked: int = 0
+    # a change of a table whose columns no longer match the declaration: refused if its transaction is kept and
+    # ends after the position given
+    refused: list[tuple[_TableLog, SchemaChangeError, int]] = field(default_factory=list)
     commit_time: datetime | None = None
     # the end of the last whole transaction decoded
     position: int = 0
@@ -233,8 +250,10 @@ class _Batch:
             table = self.by_oid.get(message.relation_oid)
             if table is not None and self.open is not None:
                 if table.problem is not None:
-                    self.refused.append((table, table.problem))
+                    self.refused.append((table, table.problem, 0))
                 else:
+                    if table.absent is not None:
+                        self.refused.append((table, table.absent, self.checked))
                     self._change(table, message)
         elif isinstance(message, Truncate):
             for oid in message.relation_oids:
@@ -243,8 +262,8 @@ class _Batch:
                     self._add(table, "T", None)
         elif isinstance(message, Commit):
             assert self.open is not None and self.commit_time is not None
-            for table, problem in self.refused:
-                if message.end_lsn > table.floor:
+            for table, problem, after in self.refused:
+                if message.end_lsn > max(table.floor, after):
                     raise problem
             self.refused = []
             kept = 0
@@ -317,6 +336,7 @@ def run_log(
         try:
             for table in tables:
                 _check_table(conn, table)
+            checked = current_position(conn)
             name = slot_name(ensure_identity(lake).lake_id, source.name)
             info = slot_info(conn, name)
             published = published_tables(conn, name)
@@ -329,7 +349,8 @@ def run_log(
                     stream = ReplicationStream(dsn, name, name)
                     stream.start()
                     held = [t for t in tables if t.name not in fresh]
-                    _follow(stream, lake, held, states, options, Path(tmp), records, current_position(conn), None)
+                    held_until = current_position(conn)
+                    _follow(stream, lake, held, states, options, Path(tmp), records, checked, held_until, None)
                     stream.close()
                 if info is not None:
                     why = "its write-ahead log was removed" if info.wal_status == "lost" else "a table has no state"
@@ -347,7 +368,7 @@ def run_log(
                 stream = ReplicationStream(dsn, name, name)
             stream.start()
             until = None if follow is not None else current_position(conn)
-            _follow(stream, lake, tables, states, options, Path(tmp), records, until, follow)
+            _follow(stream, lake, tables, states, options, Path(tmp), records, checked, until, follow)
         except psycopg.Error as exc:
             reason = " ".join(redact(str(exc), dsn).split())
             raise PostgresAccessError(endpoint, f"following the log failed: {reason}") from None
@@ -494,12 +515,13 @@ def _follow(
     options: RunOptions,
     workdir: Path,
     records: dict[str, CaptureRecord | None],
+    checked: int,
     until: int | None,
     follow: Follow | None,
 ) -> None:
     """Decode the slot's changes into batches and publish each, then confirm its position; return once the
     stream has passed `until` (None: once `follow.stop` is set)."""
-    batch = _Batch({relation_of(t): _table_log(lake, t, states[t.name], workdir) for t in tables})
+    batch = _Batch({relation_of(t): _table_log(lake, t, states[t.name], workdir) for t in tables}, checked=checked)
     batch.reset()
     confirmed = [0, time.monotonic()]  # the position last confirmed, and when
 
