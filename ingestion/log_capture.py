@@ -56,7 +56,7 @@ from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.postgres.connection import connect as connect_postgres
 from ingestion.postgres.connection import endpoint_of, redact
-from ingestion.postgres.errors import PostgresAccessError, SchemaChangeError
+from ingestion.postgres.errors import LogInterruptedError, PostgresAccessError, SchemaChangeError
 from ingestion.postgres.pgoutput import (
     UNCHANGED,
     Begin,
@@ -368,7 +368,12 @@ def run_log(
                 stream = ReplicationStream(dsn, name, name)
             stream.start()
             until = None if follow is not None else current_position(conn)
-            _follow(stream, lake, tables, states, options, Path(tmp), records, checked, until, follow)
+            try:
+                _follow(stream, lake, tables, states, options, Path(tmp), records, checked, until, follow)
+            except PostgresAccessError as exc:
+                if any(records.values()):
+                    raise LogInterruptedError(exc.endpoint, exc.problem) from None
+                raise
         except psycopg.Error as exc:
             reason = " ".join(redact(str(exc), dsn).split())
             raise PostgresAccessError(endpoint, f"following the log failed: {reason}") from None
