@@ -9,15 +9,19 @@ A run, under the lake's lock:
    reader's COPY path: a first full load, or for a table the lake already holds, a diff against the lake's state
    (`cdc.diff`), which publishes exactly what the lost slot would have;
 3. streams the slot's changes up to the server's position at the start (`run`), or until stopped (`stream`):
-   each committed transaction's changes, in commit order, become rows with the commit's time as `_cdc_timestamp`
-   and one `_cdc_sequence` each; every version of a key is kept;
+   each committed transaction's changes, in commit order, become rows with the commit's time as `_cdc_timestamp`,
+   one `_cdc_sequence` each and the commit's LSN as `_cdc_lsn`; every version of a key is kept. A transaction's
+   changes are spilled to local Parquet parts as they are decoded (`ingestion.postgres.spool`), so memory does not
+   grow with its size, and one still open when the run stops is dropped whole;
 4. publishes each table's change file through its `TableStore` (stage, publish, commit `state.json` with the log
    position the file holds everything up to) and only then confirms that position to the slot.
 
 A crash anywhere is harmless: a position is confirmed only once its changes are committed in the lake, and a rerun,
 which the slot serves from its last confirmed position, skips every transaction ending at or before a table's
-committed position (`TableState.log_position`). LSNs are kept in `state.json`, not in the change files, so the
-files keep the lake's contract (`_cdc_operation`, `_cdc_timestamp`, `_cdc_sequence`, the declared columns).
+committed position (`TableState.log_position`, the end of the last transaction a file holds). The change files
+keep the lake's contract (`_cdc_operation`, `_cdc_timestamp`, `_cdc_sequence`, the declared columns) and add
+`_cdc_lsn` last, which every reader of the lake (Bronze, history, verify, the stored state) leaves aside as it
+does any undeclared column; loads and diffs from a snapshot have none.
 
 Full rows without REPLICA IDENTITY FULL: an update that leaves a TOASTed value unchanged does not resend it, and a
 delete under REPLICA IDENTITY DEFAULT carries only the key; both are filled from the key's last row, in this run's
@@ -90,6 +94,8 @@ log = logging.getLogger(__name__)
 
 # a batch is published at the first transaction's end past this many changes, so memory stays bounded
 BATCH_CHANGES = 100_000
+# the commit's LSN, the last column of a change file from the log (not of a load or a diff from a snapshot)
+CDC_LSN = "_cdc_lsn"
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,7 @@ class _Batch:
     # ends after the position given
     refused: list[tuple[_TableLog, SchemaChangeError, int]] = field(default_factory=list)
     commit_time: datetime | None = None
+    commit_lsn: int = 0
     # the end of the last whole transaction decoded
     position: int = 0
     changes: int = 0
@@ -240,7 +247,7 @@ class _Batch:
     def feed(self, payload: bytes) -> None:
         message = decode(payload)
         if isinstance(message, Begin):
-            self.open, self.commit_time = {}, message.commit_time
+            self.open, self.commit_time, self.commit_lsn = {}, message.commit_time, message.final_lsn
         elif isinstance(message, Relation):
             table = self.by_relation.get((message.namespace, message.name))
             self.by_oid[message.oid] = table
@@ -281,7 +288,7 @@ class _Batch:
     def _add(self, table: _TableLog, operation: Operation, row: Row | None) -> None:
         assert self.open is not None and self.commit_time is not None
         self.open[id(table)] = table
-        table.pending.add(operation, self.commit_time, row)
+        table.pending.add(operation, self.commit_time, self.commit_lsn, row)
 
     def _change(self, table: _TableLog, message: Change) -> None:
         if message.operation == "D":
@@ -613,13 +620,13 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
     changes = folder / f"changes_{capture_id}.parquet"
     writer = _ChangeWriter(table, changes, first)
     try:
-        for operation, moment, row in spool:
+        for operation, moment, lsn, row in spool:
             if operation == "T":
                 alive = {**known, **current}
                 for key in sorted((k for k, r in alive.items() if r is not None), key=repr):
                     gone = alive[key]
                     assert gone is not None
-                    writer.add("D", moment, gone)
+                    writer.add("D", moment, lsn, gone)
                     current[key] = None
                 continue
             assert row is not None
@@ -635,7 +642,7 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
                 row = [before[i] if v is FILL else v for i, v in enumerate(row)]
             if truncated or key in wanted:
                 current[key] = None if operation == "D" else row
-            writer.add(operation, moment, row)
+            writer.add(operation, moment, lsn, row)
     finally:
         writer.close()
     if not writer.written:
@@ -663,19 +670,25 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
     return PreparedCapture(table, state, record, changes, stored, started, verdict)
 
 
+def log_change_schema(table: Table) -> pa.Schema:
+    """A change file from the log: the lake's change file, then each change's commit position (`_cdc_lsn`, the LSN
+    of its transaction's commit record), which every reader of the lake leaves aside as an undeclared column."""
+    return change_schema(table).append(pa.field(CDC_LSN, pa.int64()))
+
+
 class _ChangeWriter:
     """A change file written a chunk of rows at a time, each row its `_cdc_sequence` in turn."""
 
     def __init__(self, table: Table, path: Path, first: int) -> None:
         self.table, self.path, self.next = table, path, first
-        self.schema = change_schema(table)
+        self.schema = log_change_schema(table)
         self.writer: pq.ParquetWriter | None = None
-        self.chunk: list[tuple[str, datetime, Row]] = []
+        self.chunk: list[tuple[str, datetime, int, Row]] = []
         self.counts = {"I": 0, "U": 0, "D": 0}
         self.written = 0
 
-    def add(self, operation: str, moment: datetime, row: Row) -> None:
-        self.chunk.append((operation, moment, row))
+    def add(self, operation: str, moment: datetime, lsn: int, row: Row) -> None:
+        self.chunk.append((operation, moment, lsn, row))
         self.counts[operation] += 1
         self.written += 1
         if len(self.chunk) >= SPILL_CHANGES:
@@ -686,12 +699,13 @@ class _ChangeWriter:
             return
         rows = self.chunk
         data: dict[str, list[Any]] = {
-            CDC_OPERATION: [op for op, _, _ in rows],
-            CDC_TIMESTAMP: [moment for _, moment, _ in rows],
+            CDC_OPERATION: [op for op, _, _, _ in rows],
+            CDC_TIMESTAMP: [moment for _, moment, _, _ in rows],
             CDC_SEQUENCE: list(range(self.next, self.next + len(rows))),
         }
         for index, column in enumerate(self.table.columns):
-            data[column.name] = [row[index] for _, _, row in rows]
+            data[column.name] = [row[index] for _, _, _, row in rows]
+        data[CDC_LSN] = [lsn for _, _, lsn, _ in rows]
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, self.schema)
         self.writer.write_table(pa.Table.from_pydict(data, schema=self.schema))

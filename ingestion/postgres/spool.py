@@ -29,13 +29,14 @@ FILL = _Fill()
 Row = list[Any]
 # I, U, D, or T: a TRUNCATE (its row is None)
 Operation = Literal["I", "U", "D", "T"]
-LogChange = tuple[Operation, datetime, Row | None]
+# (operation, commit time, commit LSN, row)
+LogChange = tuple[Operation, datetime, int, Row | None]
 
 # a spool writes its buffer to a part once it holds this many changes, or about this many bytes of values
 SPILL_CHANGES = 10_000
 SPILL_BYTES = 16 << 20
 
-_OPERATION, _COMMITTED_AT, _FILLED = "_spool_operation", "_spool_committed_at", "_spool_filled"
+_OPERATION, _COMMITTED_AT, _LSN, _FILLED = "_spool_operation", "_spool_committed_at", "_spool_lsn", "_spool_filled"
 
 
 def _size(row: Row | None) -> int:
@@ -62,8 +63,8 @@ class Spool:
     def key(self, row: Row) -> tuple[Any, ...]:
         return tuple(row[i] for i in self.key_index)
 
-    def add(self, operation: Operation, committed_at: datetime, row: Row | None) -> None:
-        self.buffer.append((operation, committed_at, row))
+    def add(self, operation: Operation, committed_at: datetime, lsn: int, row: Row | None) -> None:
+        self.buffer.append((operation, committed_at, lsn, row))
         self.count += 1
         if row is None:
             self.truncated = True
@@ -79,12 +80,13 @@ class Spool:
             return
         names = self.table.column_names
         data: dict[str, list[Any]] = {
-            _OPERATION: [op for op, _, _ in self.buffer],
-            _COMMITTED_AT: [at for _, at, _ in self.buffer],
-            _FILLED: [[i for i, v in enumerate(row) if v is FILL] if row else [] for _, _, row in self.buffer],
+            _OPERATION: [op for op, _, _, _ in self.buffer],
+            _COMMITTED_AT: [at for _, at, _, _ in self.buffer],
+            _LSN: [lsn for _, _, lsn, _ in self.buffer],
+            _FILLED: [[i for i, v in enumerate(row) if v is FILL] if row else [] for _, _, _, row in self.buffer],
         }
         for index, name in enumerate(names):
-            data[name] = [None if row is None or row[index] is FILL else row[index] for _, _, row in self.buffer]
+            data[name] = [None if row is None or row[index] is FILL else row[index] for _, _, _, row in self.buffer]
         self.folder.mkdir(parents=True, exist_ok=True)
         part = self.folder / f"part-{uuid.uuid4().hex}.parquet"
         pq.write_table(pa.Table.from_pydict(data, schema=self._schema()), part)
@@ -120,12 +122,12 @@ class Spool:
                 for record in batch.to_pylist():
                     operation: Operation = record[_OPERATION]
                     if operation == "T":
-                        yield operation, record[_COMMITTED_AT], None
+                        yield operation, record[_COMMITTED_AT], record[_LSN], None
                         continue
                     row: Row = [record[name] for name in names]
                     for index in record[_FILLED]:
                         row[index] = FILL
-                    yield operation, record[_COMMITTED_AT], row
+                    yield operation, record[_COMMITTED_AT], record[_LSN], row
         yield from self.buffer
 
     def _schema(self) -> pa.Schema:
@@ -133,6 +135,7 @@ class Spool:
             [
                 pa.field(_OPERATION, pa.string()),
                 pa.field(_COMMITTED_AT, pa.timestamp("us", tz="UTC")),
+                pa.field(_LSN, pa.int64()),
                 pa.field(_FILLED, pa.list_(pa.int32())),
                 *self.table.schema,
             ]

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pgserver import PostgresCluster, drop_slots, fresh_database, simulate_day
@@ -30,8 +31,9 @@ from ingestion.catalog import Column, Source, Table, load_catalog
 from ingestion.cdc import change_schema
 from ingestion.lake import open_lake
 from ingestion.lock import LakeLock
-from ingestion.log_capture import run_log
+from ingestion.log_capture import log_change_schema, run_log
 from ingestion.postgres import spool
+from ingestion.postgres.pgoutput import parse_lsn
 
 TABLES = "clientes,produtos"
 
@@ -166,6 +168,9 @@ def test_every_committed_version_is_captured_in_commit_order(source: str, tmp_pa
     assert sequences == list(range(51, 56))
     times = [r["_cdc_timestamp"] for r in found]
     assert times == sorted(times) and len(set(times)) == 5  # each change at its own commit's time
+    lsns = [r["_cdc_lsn"] for r in found]
+    assert lsns == sorted(lsns) and len(set(lsns)) == 5  # and its commit's position, below the state's
+    assert max(lsns) < parse_lsn(state_of(lake, "clientes")["captures"][-1]["log_position"])
     assert [r["DescNomeProduto"] for r in changes(lake, "produtos")] == ["renamed"]
     for table, key_column in (("clientes", "idCliente"), ("produtos", "IdProduto")):
         assert lake_state(lake, table, key_column) == source_state(source, table, key_column)
@@ -283,9 +288,10 @@ def test_a_transaction_of_200k_rows_is_published_whole_once(source: str, tmp_pat
     con = duckdb.connect()
     counted = con.execute(
         'select count(*), count(distinct "IdProduto"), min(_cdc_operation), max(_cdc_operation), '
-        f"max(_cdc_sequence) - min(_cdc_sequence) + 1 from read_parquet('{published}')"
+        "max(_cdc_sequence) - min(_cdc_sequence) + 1, count(distinct _cdc_lsn) "
+        f"from read_parquet('{published}')"
     ).fetchone()
-    assert counted == (200_000, 200_000, "I", "I", 200_000)
+    assert counted == (200_000, 200_000, "I", "I", 200_000, 1)  # one commit: one LSN
     assert state_of(lake, "produtos")["captures"][-1]["inserts"] == 200_000
     # and the next run publishes nothing again
     assert log_run(lake, source, tables="produtos").returncode == 0
@@ -432,6 +438,14 @@ def test_dbt_history_holds_every_committed_version(source: str, tmp_path: Path) 
     assert versions == [(loaded, "False"), (7, "False"), (8, "False"), (9, "False"), (9, "True")]
     (bronze,) = site.query('select count(*) from bronze.bronze_loyalty__clientes where "idCliente" = ?', key)
     assert bronze == (0,)
+    # the change files' `_cdc_lsn` (the full loads have none) is left aside like any undeclared column
+    logged = changes(lake, "clientes")
+    assert len(logged) == 4 and all(r["_cdc_lsn"] > 0 for r in logged)
+    (columns,) = site.query(
+        "select string_agg(column_name, ',') from information_schema.columns "
+        "where table_schema = 'bronze' and table_name = 'bronze_loyalty__clientes'"
+    )
+    assert "_cdc_lsn" not in str(columns[0]) and "_cdc_sequence" in str(columns[0])
 
 
 def test_a_table_joins_a_followed_source_and_a_subset_run_is_refused(source: str, tmp_path: Path) -> None:
@@ -538,15 +552,16 @@ def test_every_declared_type_reads_the_same_from_the_log_as_from_copy(database: 
     assert loaded is not None and loaded.kind == "full-load" and loaded.inserts == 4
     assert logged is not None and logged.kind == "cdc" and logged.inserts == 4
 
-    def rows(key: str | None) -> dict[int, dict[str, Any]]:
+    def rows(key: str | None, schema: pa.Schema) -> dict[int, dict[str, Any]]:
         assert key is not None
         data = pq.read_table(tmp_path / "lake" / key)
-        assert data.schema.remove_metadata() == change_schema(KINDS)
+        assert data.schema.remove_metadata() == schema
         return {
             r["Id"] % 10: {k: v for k, v in r.items() if not k.startswith("_cdc")} | {"Id": 0} for r in data.to_pylist()
         }
 
-    copied, streamed = rows(loaded.data_key), rows(logged.data_key)
+    # a change file from the log adds the commit's LSN as its last column
+    copied, streamed = rows(loaded.data_key, change_schema(KINDS)), rows(logged.data_key, log_change_schema(KINDS))
     assert math.isnan(copied[3].pop("ratio")) and math.isnan(streamed[3].pop("ratio"))
     assert streamed == copied
     assert copied[1]["at_zoned"] == datetime(2024, 1, 1, 13, 0, 0) and copied[1]["amount"] == Decimal("12.34")
