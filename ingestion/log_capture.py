@@ -94,6 +94,10 @@ log = logging.getLogger(__name__)
 
 # a batch is published at the first transaction's end past this many changes, so memory stays bounded
 BATCH_CHANGES = 100_000
+# `stream` waits this long before each reconnection to a database it lost, then gives up (exit 3); the count
+# starts again once it has streamed this many seconds
+RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+RECONNECT_RESET_SECONDS = 60.0
 # the commit's LSN, the last column of a change file from the log (not of a load or a diff from a snapshot)
 CDC_LSN = "_cdc_lsn"
 
@@ -330,8 +334,44 @@ def run_log(
     follow: Follow | None = None,
 ) -> dict[str, CaptureRecord | None]:
     """Capture `tables` of `source` from the database's log: up to its current position, or with `follow` until
-    stopped. Raises on the first failure; what was published before it stays, and its position is confirmed."""
+    stopped. Raises on the first failure; what was published before it stays, and its position is confirmed.
+
+    Following, a database lost once something was published (a restart, a dropped connection) is reconnected to
+    after RECONNECT_DELAYS, each logged; a failure before anything was published (a wrong password) is raised."""
     records: dict[str, CaptureRecord | None] = {t.name: None for t in tables}
+    if follow is None:
+        _run_once(lake, source, tables, dsn, options, records, None)
+        return records
+    failures, started = 0, time.monotonic()
+    while True:
+        try:
+            _run_once(lake, source, tables, dsn, options, records, follow)
+            return records
+        except PostgresAccessError as exc:
+            if time.monotonic() - started > RECONNECT_RESET_SECONDS:
+                failures = 0  # it streamed a while since the last failure: a new outage
+            if not any(records.values()) or failures >= len(RECONNECT_DELAYS) or follow.stop.is_set():
+                raise
+            delay = RECONNECT_DELAYS[failures]
+            failures += 1
+            log.warning(
+                "%s; reconnecting in %g s (attempt %d of %d)", exc.problem, delay, failures, len(RECONNECT_DELAYS)
+            )
+            if follow.stop.wait(delay):
+                return records
+            started = time.monotonic()
+
+
+def _run_once(
+    lake: Lake,
+    source: Source,
+    tables: list[Table],
+    dsn: str,
+    options: RunOptions,
+    records: dict[str, CaptureRecord | None],
+    follow: Follow | None,
+) -> None:
+    """One connection's run of `run_log`, each table's last record put in `records`."""
     endpoint = str(endpoint_of(dsn))
     with tempfile.TemporaryDirectory(prefix="lago-log-", dir=options.workdir) as tmp:
         options.lock.check()
@@ -388,7 +428,6 @@ def run_log(
             if stream is not None:
                 stream.close()
             conn.close()
-    return records
 
 
 def _check_followed(slot: str, published: set[tuple[str, str]], tables: list[Table]) -> None:
