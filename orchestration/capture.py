@@ -12,9 +12,9 @@ import dagster as dg
 from ingestion.catalog import Catalog, Source, Table, parse_database_mode
 from ingestion.errors import IngestionError, LakeError, LakeLockedError
 from ingestion.lake import Lake
-from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, ReaderOptions
+from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, ReaderOptions, reader_kind
 from ingestion.run import RunRequest, run
-from ingestion.state import LOG_READER, CaptureRecord
+from ingestion.state import CaptureRecord
 from orchestration.settings import Settings
 
 CAPTURE_GROUP = "capture"
@@ -70,6 +70,11 @@ def record_metadata(record: CaptureRecord, lake: Lake) -> dict[str, dg.MetadataV
     if record.day is not None:
         metadata["simulated_day"] = dg.MetadataValue.int(record.day)
     return metadata
+
+
+def _in_log_mode(table: Table, config: CaptureConfig) -> bool:
+    """Whether this run captures `table` from its database's log (as `ingestion.run` decides it)."""
+    return reader_kind(config.reader).database and (config.mode or table.database_mode) == "log"
 
 
 def slot_metadata(lake: Lake, source: Source, dsn: str | None) -> dict[str, dg.MetadataValue]:
@@ -147,8 +152,9 @@ def capture_assets(catalog: Catalog, source: Source, settings: Settings) -> dg.A
     def capture(context: dg.AssetExecutionContext, config: CaptureConfig) -> Iterator[dg.MaterializeResult[None]]:
         tables = [t for key, t in by_key.items() if key in context.selected_asset_keys]
         lake, records = _capture(catalog, source, tables, config, settings)
+        logged = {t.name for t in tables if _in_log_mode(table=t, config=config)}
         slot: dict[str, dg.MetadataValue] = {}
-        if any(r is not None and r.reader == LOG_READER for r in records.values()):
+        if logged:
             try:
                 slot = slot_metadata(lake, source, settings.config.postgres_dsn)
             except IngestionError as exc:
@@ -156,6 +162,11 @@ def capture_assets(catalog: Catalog, source: Source, settings: Settings) -> dg.A
                 context.log.warning("capture of %s: the slot's lag is not known: %s", source.name, exc)
         for table in tables:
             record = records[table.name]
+            if record is None and table.name in logged:
+                # the log held no change of this table since its last capture
+                metadata = {"kind": dg.MetadataValue.text("no change in the log")} | slot
+                yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
+                continue
             if record is None:
                 # the simulator had already captured this table for the run's simulated day: no new change
                 context.log.info("%s: already captured for this simulated day", table.qualified_name)
@@ -164,7 +175,7 @@ def capture_assets(catalog: Catalog, source: Source, settings: Settings) -> dg.A
                 )
                 continue
             metadata = record_metadata(record, lake)
-            if record.reader == LOG_READER:
+            if table.name in logged:
                 metadata |= slot
             yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
 

@@ -71,8 +71,9 @@ def test_a_log_capture_materialisation_carries_its_slots_lag(
     assert produtos["slot_wal_status"] == dg.MetadataValue.text(status) and status == "reserved"
     lag = produtos["slot_lag_bytes"].value
     assert isinstance(lag, int) and 0 <= lag < 1 << 20, lag  # confirmed up to the run's start: little behind
-    # every table of the source shares the slot, so each says the same
+    # every table of the source shares the slot, so each says the same, also one the log held no change of
     assert {m["slot_lag_bytes"].value for m in materialised.values()} == {lag}
+    assert materialised["clientes"]["kind"] == dg.MetadataValue.text("no change in the log")
 
 
 @pytest.mark.parametrize(
