@@ -77,7 +77,7 @@ def lake_state(lake: Path, table: str, key: str) -> dict[Any, tuple[Any, ...]]:
     listed = ", ".join(f"'{p}'" for p in files(lake, table))
     con = duckdb.connect()
     rows = con.execute(
-        f"""select * exclude (_cdc_operation, _cdc_timestamp, _cdc_sequence) from read_parquet([{listed}])
+        f"""select columns(lambda c: not starts_with(c, '_cdc_')) from read_parquet([{listed}], union_by_name = true)
             qualify row_number() over (partition by "{key}" order by _cdc_timestamp desc, _cdc_sequence desc) = 1
                 and _cdc_operation <> 'D'"""
     ).fetchall()
