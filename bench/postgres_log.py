@@ -7,6 +7,10 @@ are read from two slots created before them:
   stored state, publish, commit, confirm);
 - `bare`: the same pgoutput decoder writing the text values to Parquet and fsyncing it, nothing else.
 Changes per second and each process's peak RSS are printed and written to `<out>/postgres_log.json`.
+
+Then memory against transaction size (`--transactions 100000 1000000`): for each size, a database of its own
+receives one transaction inserting that many rows, and a capture process reads it; its peak RSS is reported, with
+the ratio of the largest to the smallest (a capture spills a transaction to local Parquet parts, so ~1).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ingestion.catalog import load_catalog
 from ingestion.postgres.pgoutput import Change, Commit, decode
 from ingestion.postgres.replication import ReplicationStream, current_position, slot_name
 from ingestion.postgres.schema import create_table
-from orchestration.local_postgres import temporary_cluster
+from orchestration.local_postgres import PostgresCluster, temporary_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = load_catalog().source("loyalty").table("produtos")
@@ -76,10 +80,35 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     return seconds, usage.ru_maxrss / 1024, output
 
 
+def memory_by_transaction(cluster: PostgresCluster, work: Path, sizes: list[int]) -> dict[str, object]:
+    """Each size's capture of one transaction of that many inserted rows: seconds and peak RSS (MB)."""
+    found: dict[str, dict[str, float]] = {}
+    for rows in sizes:
+        dsn = cluster.create_database(f"memory_{rows}")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            create_table(conn, TABLE)
+        env = {**os.environ, "LAGO_POSTGRES_DSN": dsn}
+        capture = [sys.executable, "-m", "ingestion", "run", "--lake", str(work / f"memory-{rows}"), "--source"]
+        capture += ["loyalty", "--from", "postgres", "--mode", "log", "--tables", "produtos"]
+        timed(capture, env)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "insert into public.produtos select i, 'produto ' || i, repeat(md5(i::text), 3), 'chat' "
+                "from generate_series(1, %s) as i",
+                (rows,),
+            )
+        seconds, rss, _ = timed(capture, env)
+        found[str(rows)] = {"seconds": round(seconds, 2), "peak_rss_mb": round(rss)}
+        print(f"one transaction of {rows} rows: {seconds:.1f} s, peak RSS {rss:.0f} MB", file=sys.stderr)
+    peaks = [found[str(rows)]["peak_rss_mb"] for rows in sorted(sizes)]
+    return {"transactions": found, "peak_rss_largest_over_smallest": round(peaks[-1] / peaks[0], 2)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.postgres_log", description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--transactions", type=int, nargs="*", default=[100_000, 1_000_000], metavar="ROWS")
     parser.add_argument("--bare", nargs=4, metavar=("DSN", "SLOT", "PUBLICATION", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
@@ -133,6 +162,8 @@ def main() -> int:
             "results": results,
             "capture_over_bare": round(ratio, 2),
         }
+        if args.transactions:
+            document["memory"] = memory_by_transaction(cluster, work, args.transactions)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "postgres_log.json").write_text(json.dumps(document, indent=1) + "\n")
         print(json.dumps(document, indent=1))

@@ -9,15 +9,19 @@ A run, under the lake's lock:
    reader's COPY path: a first full load, or for a table the lake already holds, a diff against the lake's state
    (`cdc.diff`), which publishes exactly what the lost slot would have;
 3. streams the slot's changes up to the server's position at the start (`run`), or until stopped (`stream`):
-   each committed transaction's changes, in commit order, become rows with the commit's time as `_cdc_timestamp`
-   and one `_cdc_sequence` each; every version of a key is kept;
+   each committed transaction's changes, in commit order, become rows with the commit's time as `_cdc_timestamp`,
+   one `_cdc_sequence` each and the commit's LSN as `_cdc_lsn`; every version of a key is kept. A transaction's
+   changes are spilled to local Parquet parts as they are decoded (`ingestion.postgres.spool`), so memory does not
+   grow with its size, and one still open when the run stops is dropped whole;
 4. publishes each table's change file through its `TableStore` (stage, publish, commit `state.json` with the log
    position the file holds everything up to) and only then confirms that position to the slot.
 
 A crash anywhere is harmless: a position is confirmed only once its changes are committed in the lake, and a rerun,
 which the slot serves from its last confirmed position, skips every transaction ending at or before a table's
-committed position (`TableState.log_position`). LSNs are kept in `state.json`, not in the change files, so the
-files keep the lake's contract (`_cdc_operation`, `_cdc_timestamp`, `_cdc_sequence`, the declared columns).
+committed position (`TableState.log_position`, the end of the last transaction a file holds). The change files
+keep the lake's contract (`_cdc_operation`, `_cdc_timestamp`, `_cdc_sequence`, the declared columns) and add
+`_cdc_lsn` last, which every reader of the lake (Bronze, history, verify, the stored state) leaves aside as it
+does any undeclared column; loads and diffs from a snapshot have none.
 
 Full rows without REPLICA IDENTITY FULL: an update that leaves a TOASTed value unchanged does not resend it, and a
 delete under REPLICA IDENTITY DEFAULT carries only the key; both are filled from the key's last row, in this run's
@@ -56,7 +60,7 @@ from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.postgres.connection import connect as connect_postgres
 from ingestion.postgres.connection import endpoint_of, redact
-from ingestion.postgres.errors import PostgresAccessError, SchemaChangeError
+from ingestion.postgres.errors import LogInterruptedError, PostgresAccessError, SchemaChangeError
 from ingestion.postgres.pgoutput import (
     UNCHANGED,
     Begin,
@@ -80,6 +84,7 @@ from ingestion.postgres.replication import (
     slot_name,
 )
 from ingestion.postgres.schema import database_columns, relation_name, relation_of, resolve_columns
+from ingestion.postgres.spool import FILL, SPILL_CHANGES, Operation, Row, Spool
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.postgres import PostgresReader
 from ingestion.state import LOG_READER, CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
@@ -89,14 +94,12 @@ log = logging.getLogger(__name__)
 
 # a batch is published at the first transaction's end past this many changes, so memory stays bounded
 BATCH_CHANGES = 100_000
-
-
-class _Fill:
-    """A value to take from the key's last row: an unchanged TOASTed value, or a column a key-only delete lacks."""
-
-
-FILL = _Fill()
-Row = list[Any]
+# `stream` waits this long before each reconnection to a database it lost, then gives up (exit 3); the count
+# starts again once it has streamed this many seconds
+RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+RECONNECT_RESET_SECONDS = 60.0
+# the commit's LSN, the last column of a change file from the log (not of a load or a diff from a snapshot)
+CDC_LSN = "_cdc_lsn"
 
 
 @dataclass(frozen=True)
@@ -154,12 +157,18 @@ class _TableLog:
     state: TableState
     parsers: list[Callable[[str], object]]
     key_index: list[int]
-    # the relation's column of each declared column, from its latest Relation message (None until one came)
+    # the committed changes of the batch, and the open transaction's (moved to `changes` when it commits)
+    changes: Spool
+    pending: Spool
+    # the relation's column of each declared column, from its latest Relation message (None until one came); -1 for
+    # a declared column the relation lacks
     columns: list[int] | None = None
     key_columns: set[int] = field(default_factory=set)
+    # refused whenever a change of the table is kept
     problem: SchemaChangeError | None = None
-    # (operation, commit time, row); operation "T" is a TRUNCATE (row None)
-    changes: list[tuple[str, datetime, Row | None]] = field(default_factory=list)
+    # a declared column the relation lacks: a change from before it was added reads it as NULL (as a snapshot
+    # taken then would); refused for a change committed after the run checked the database had it (dropped since)
+    absent: SchemaChangeError | None = None
 
     # transactions ending at or before this position are in the lake already (set from the state: `settle`)
     floor: int = 0
@@ -167,13 +176,14 @@ class _TableLog:
     def settle(self) -> None:
         position = self.state.log_position
         self.floor = parse_lsn(position) if position is not None else 0
-        self.changes = []
+        self.changes.clear()
+        self.pending.clear()
 
     def relation(self, message: Relation) -> None:
         """Map the declared columns onto the relation's; a column added or dropped is noted, and refused when a
         change of the table is kept (a change the lake already holds need not match today's declaration)."""
         names = [c.name for c in message.columns]
-        self.problem, self.columns = None, []
+        self.problem, self.absent, self.columns = None, None, []
         declared = {c.name.lower() for c in self.table.columns}
         sources_file = f"models/bronze/{self.table.source}/_{self.table.source}__sources.yml"
         for name in names:
@@ -185,10 +195,15 @@ class _TableLog:
             exact = [i for i, n in enumerate(names) if n == column.name]
             found = exact or [i for i, n in enumerate(names) if n.lower() == column.name.lower()]
             if len(found) != 1:
-                self.problem = SchemaChangeError(
+                error = SchemaChangeError(
                     self.table.qualified_name, relation_name(self.table), column.name, "dropped", sources_file
                 )
-                return
+                if found or column.name in self.table.primary_key:
+                    self.problem = error
+                    return
+                self.absent = error
+                self.columns.append(-1)
+                continue
             self.columns.append(found[0])
         self.key_columns = {i for i, c in enumerate(message.columns) if c.is_key}
 
@@ -196,6 +211,9 @@ class _TableLog:
         assert self.columns is not None, "pgoutput sends a relation's description before its first change"
         row: Row = []
         for position, parse in zip(self.columns, self.parsers, strict=True):
+            if position < 0:
+                row.append(FILL if key_only else None)
+                continue
             value = values[position]
             if value is UNCHANGED or (key_only and position not in self.key_columns):
                 row.append(FILL)
@@ -215,10 +233,16 @@ class _Batch:
 
     by_relation: dict[tuple[str, str], _TableLog]
     by_oid: dict[int, _TableLog | None] = field(default_factory=dict)
-    open: list[tuple[_TableLog, str, Row | None]] | None = None
-    # a change of a table whose columns no longer match the declaration: refused if its transaction is kept
-    refused: list[tuple[_TableLog, SchemaChangeError]] = field(default_factory=list)
+    # the tables the open transaction changed (None: no transaction is open)
+    open: dict[int, _TableLog] | None = None
+    # the position the run checked each table's columns in the database at: a declared column a change lacks was
+    # dropped when the change commits after it
+    checked: int = 0
+    # a change of a table whose columns no longer match the declaration: refused if its transaction is kept and
+    # ends after the position given
+    refused: list[tuple[_TableLog, SchemaChangeError, int]] = field(default_factory=list)
     commit_time: datetime | None = None
+    commit_lsn: int = 0
     # the end of the last whole transaction decoded
     position: int = 0
     changes: int = 0
@@ -227,7 +251,7 @@ class _Batch:
     def feed(self, payload: bytes) -> None:
         message = decode(payload)
         if isinstance(message, Begin):
-            self.open, self.commit_time = [], message.commit_time
+            self.open, self.commit_time, self.commit_lsn = {}, message.commit_time, message.final_lsn
         elif isinstance(message, Relation):
             table = self.by_relation.get((message.namespace, message.name))
             self.by_oid[message.oid] = table
@@ -237,44 +261,52 @@ class _Batch:
             table = self.by_oid.get(message.relation_oid)
             if table is not None and self.open is not None:
                 if table.problem is not None:
-                    self.refused.append((table, table.problem))
+                    self.refused.append((table, table.problem, 0))
                 else:
+                    if table.absent is not None:
+                        self.refused.append((table, table.absent, self.checked))
                     self._change(table, message)
         elif isinstance(message, Truncate):
             for oid in message.relation_oids:
                 table = self.by_oid.get(oid)
                 if table is not None and self.open is not None:
-                    self.open.append((table, "T", None))
+                    self._add(table, "T", None)
         elif isinstance(message, Commit):
             assert self.open is not None and self.commit_time is not None
-            for table, problem in self.refused:
-                if message.end_lsn > table.floor:
+            for table, problem, after in self.refused:
+                if message.end_lsn > max(table.floor, after):
                     raise problem
             self.refused = []
             kept = 0
-            for table, operation, row in self.open:
+            for table in self.open.values():
                 if message.end_lsn > table.floor:
-                    table.changes.append((operation, self.commit_time, row))
-                    kept += 1
+                    kept += table.pending.count
+                    table.changes.extend(table.pending)
+                else:
+                    table.pending.clear()
             self.open, self.position = None, message.end_lsn
             if kept and self.first_at is None:
                 self.first_at = time.monotonic()
             self.changes += kept
 
+    def _add(self, table: _TableLog, operation: Operation, row: Row | None) -> None:
+        assert self.open is not None and self.commit_time is not None
+        self.open[id(table)] = table
+        table.pending.add(operation, self.commit_time, self.commit_lsn, row)
+
     def _change(self, table: _TableLog, message: Change) -> None:
-        assert self.open is not None
         if message.operation == "D":
-            self.open.append((table, "D", table.row(message.values, key_only=message.key_only)))
+            self._add(table, "D", table.row(message.values, key_only=message.key_only))
             return
         row = table.row(message.values)
         if message.operation == "U" and message.old_values is not None:
             old = table.row(message.old_values, key_only=True)
             if table.key(old) != table.key(row):
                 # the key itself changed: the old key's row is gone, the new key's is new
-                self.open.append((table, "D", old))
-                self.open.append((table, "I", row))
+                self._add(table, "D", old)
+                self._add(table, "I", row)
                 return
-        self.open.append((table, message.operation, row))
+        self._add(table, message.operation, row)
 
     @property
     def in_transaction(self) -> bool:
@@ -302,8 +334,44 @@ def run_log(
     follow: Follow | None = None,
 ) -> dict[str, CaptureRecord | None]:
     """Capture `tables` of `source` from the database's log: up to its current position, or with `follow` until
-    stopped. Raises on the first failure; what was published before it stays, and its position is confirmed."""
+    stopped. Raises on the first failure; what was published before it stays, and its position is confirmed.
+
+    Following, a database lost once something was published (a restart, a dropped connection) is reconnected to
+    after RECONNECT_DELAYS, each logged; a failure before anything was published (a wrong password) is raised."""
     records: dict[str, CaptureRecord | None] = {t.name: None for t in tables}
+    if follow is None:
+        _run_once(lake, source, tables, dsn, options, records, None)
+        return records
+    failures, started = 0, time.monotonic()
+    while True:
+        try:
+            _run_once(lake, source, tables, dsn, options, records, follow)
+            return records
+        except PostgresAccessError as exc:
+            if time.monotonic() - started > RECONNECT_RESET_SECONDS:
+                failures = 0  # it streamed a while since the last failure: a new outage
+            if not any(records.values()) or failures >= len(RECONNECT_DELAYS) or follow.stop.is_set():
+                raise
+            delay = RECONNECT_DELAYS[failures]
+            failures += 1
+            log.warning(
+                "%s; reconnecting in %g s (attempt %d of %d)", exc.problem, delay, failures, len(RECONNECT_DELAYS)
+            )
+            if follow.stop.wait(delay):
+                return records
+            started = time.monotonic()
+
+
+def _run_once(
+    lake: Lake,
+    source: Source,
+    tables: list[Table],
+    dsn: str,
+    options: RunOptions,
+    records: dict[str, CaptureRecord | None],
+    follow: Follow | None,
+) -> None:
+    """One connection's run of `run_log`, each table's last record put in `records`."""
     endpoint = str(endpoint_of(dsn))
     with tempfile.TemporaryDirectory(prefix="lago-log-", dir=options.workdir) as tmp:
         options.lock.check()
@@ -315,6 +383,7 @@ def run_log(
         try:
             for table in tables:
                 _check_table(conn, table)
+            checked = current_position(conn)
             name = slot_name(ensure_identity(lake).lake_id, source.name)
             info = slot_info(conn, name)
             published = published_tables(conn, name)
@@ -327,7 +396,8 @@ def run_log(
                     stream = ReplicationStream(dsn, name, name)
                     stream.start()
                     held = [t for t in tables if t.name not in fresh]
-                    _follow(stream, lake, held, states, options, Path(tmp), records, current_position(conn), None)
+                    held_until = current_position(conn)
+                    _follow(stream, lake, held, states, options, Path(tmp), records, checked, held_until, None)
                     stream.close()
                 if info is not None:
                     why = "its write-ahead log was removed" if info.wal_status == "lost" else "a table has no state"
@@ -345,7 +415,12 @@ def run_log(
                 stream = ReplicationStream(dsn, name, name)
             stream.start()
             until = None if follow is not None else current_position(conn)
-            _follow(stream, lake, tables, states, options, Path(tmp), records, until, follow)
+            try:
+                _follow(stream, lake, tables, states, options, Path(tmp), records, checked, until, follow)
+            except PostgresAccessError as exc:
+                if any(records.values()):
+                    raise LogInterruptedError(exc.endpoint, exc.problem) from None
+                raise
         except psycopg.Error as exc:
             reason = " ".join(redact(str(exc), dsn).split())
             raise PostgresAccessError(endpoint, f"following the log failed: {reason}") from None
@@ -353,7 +428,6 @@ def run_log(
             if stream is not None:
                 stream.close()
             conn.close()
-    return records
 
 
 def _check_followed(slot: str, published: set[tuple[str, str]], tables: list[Table]) -> None:
@@ -492,12 +566,13 @@ def _follow(
     options: RunOptions,
     workdir: Path,
     records: dict[str, CaptureRecord | None],
+    checked: int,
     until: int | None,
     follow: Follow | None,
 ) -> None:
     """Decode the slot's changes into batches and publish each, then confirm its position; return once the
     stream has passed `until` (None: once `follow.stop` is set)."""
-    batch = _Batch({relation_of(t): _table_log(lake, t, states[t.name]) for t in tables})
+    batch = _Batch({relation_of(t): _table_log(lake, t, states[t.name], workdir) for t in tables}, checked=checked)
     batch.reset()
     confirmed = [0, time.monotonic()]  # the position last confirmed, and when
 
@@ -536,14 +611,18 @@ def _follow(
             return
 
 
-def _table_log(lake: Lake, table: Table, state: TableState) -> _TableLog:
+def _table_log(lake: Lake, table: Table, state: TableState, workdir: Path) -> _TableLog:
     names = table.column_names
+    key_index = [names.index(k) for k in table.primary_key]
+    folder = workdir / "spool" / table.name
     return _TableLog(
         table,
         TableStore(lake, table),
         state,
         [_parser(c.data_type) for c in table.columns],
-        [names.index(k) for k in table.primary_key],
+        key_index,
+        Spool(table, folder, key_index),
+        Spool(table, folder, key_index),
     )
 
 
@@ -551,8 +630,13 @@ def _table_log(lake: Lake, table: Table, state: TableState) -> _TableLog:
 
 
 def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions) -> PreparedCapture | None:
-    """The table's changes of the batch, filled to whole rows, as a change file and the table's next stored state."""
-    if not log_.changes:
+    """The table's changes of the batch, filled to whole rows, as a change file and the table's next stored state.
+
+    The changes are read from the spool and written a chunk at a time; in memory are only the lake's rows of the
+    keys with a value to fill and this batch's last row of each of them (every key's, when a TRUNCATE needs the
+    whole table)."""
+    spool = log_.changes
+    if not spool.count:
         return None
     started = time.monotonic()
     table, store, state = log_.table, log_.store, log_.state
@@ -564,61 +648,55 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
     previous_rows = last.snapshot_rows if last is not None else 0
     # every table the log is followed for was loaded first: it has a stored state
     baseline = stored_baseline(store, state, previous_rows, folder)
-    truncated = any(op == "T" for op, _, _ in log_.changes)
-    wanted = {log_.key(row) for op, _, row in log_.changes if row is not None and any(v is FILL for v in row)}
+    truncated, wanted = spool.truncated, spool.wanted
     known = _lake_rows(table, baseline, None if truncated else wanted, memory, folder)
-
-    rows: list[tuple[str, datetime, Row]] = []
     current: dict[tuple[Any, ...], Row | None] = {}
 
     def last_row(key: tuple[Any, ...]) -> Row | None:
         return current[key] if key in current else known.get(key)
 
-    for operation, moment, row in log_.changes:
-        if operation == "T":
-            alive = {**known, **current}
-            for key in sorted((k for k, r in alive.items() if r is not None), key=repr):
-                gone = alive[key]
-                assert gone is not None
-                rows.append(("D", moment, gone))
-                current[key] = None
-            continue
-        assert row is not None
-        key = log_.key(row)
-        if any(v is FILL for v in row):
-            before = last_row(key)
-            if before is None:
-                if operation == "D":
-                    log.warning("%s: delete of key %s, which the lake does not hold", table.qualified_name, key)
-                    continue
-                lost = table.columns[next(i for i, v in enumerate(row) if v is FILL)].name
-                raise LostToastError(table.qualified_name, lost, repr(key))
-            row = [before[i] if v is FILL else v for i, v in enumerate(row)]
-        current[key] = None if operation == "D" else row
-        rows.append((operation, moment, row))
-    if not rows:
-        return None
-
     first = state.last_sequence + 1
     changes = folder / f"changes_{capture_id}.parquet"
-    data: dict[str, list[Any]] = {
-        CDC_OPERATION: [op for op, _, _ in rows],
-        CDC_TIMESTAMP: [moment for _, moment, _ in rows],
-        CDC_SEQUENCE: list(range(first, first + len(rows))),
-    }
-    for index, column in enumerate(table.columns):
-        data[column.name] = [row[index] for _, _, row in rows]
-    pq.write_table(pa.Table.from_pydict(data, schema=change_schema(table)), changes)
-    counts = {op: sum(1 for o, _, _ in rows if o == op) for op in "IUD"}
+    writer = _ChangeWriter(table, changes, first)
+    try:
+        for operation, moment, lsn, row in spool:
+            if operation == "T":
+                alive = {**known, **current}
+                for key in sorted((k for k, r in alive.items() if r is not None), key=repr):
+                    gone = alive[key]
+                    assert gone is not None
+                    writer.add("D", moment, lsn, gone)
+                    current[key] = None
+                continue
+            assert row is not None
+            key = log_.key(row)
+            if any(v is FILL for v in row):
+                before = last_row(key)
+                if before is None:
+                    if operation == "D":
+                        log.warning("%s: delete of key %s, which the lake does not hold", table.qualified_name, key)
+                        continue
+                    lost = table.columns[next(i for i, v in enumerate(row) if v is FILL)].name
+                    raise LostToastError(table.qualified_name, lost, repr(key))
+                row = [before[i] if v is FILL else v for i, v in enumerate(row)]
+            if truncated or key in wanted:
+                current[key] = None if operation == "D" else row
+            writer.add(operation, moment, lsn, row)
+    finally:
+        writer.close()
+    if not writer.written:
+        return None
+
+    counts = writer.counts
     after = _rows_after(table, baseline, changes, memory, folder)
-    stored, delta = _next_snapshot(table, state, baseline, changes, after, len(rows), folder, memory)
+    stored, delta = _next_snapshot(table, state, baseline, changes, after, writer.written, folder, memory)
     record = CaptureRecord(
         capture_id=capture_id,
         kind="cdc",
         data_key=store.data_key("cdc", capture_id),
         snapshot_key=store.snapshot_key(capture_id),
         first_sequence=first,
-        last_sequence=first + len(rows) - 1,
+        last_sequence=first + writer.written - 1,
         inserts=counts["I"],
         updates=counts["U"],
         deletes=counts["D"],
@@ -629,6 +707,54 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
     )
     verdict = judge(table, previous_rows, after, counts["D"]) if truncated else None
     return PreparedCapture(table, state, record, changes, stored, started, verdict)
+
+
+def log_change_schema(table: Table) -> pa.Schema:
+    """A change file from the log: the lake's change file, then each change's commit position (`_cdc_lsn`, the LSN
+    of its transaction's commit record), which every reader of the lake leaves aside as an undeclared column."""
+    return change_schema(table).append(pa.field(CDC_LSN, pa.int64()))
+
+
+class _ChangeWriter:
+    """A change file written a chunk of rows at a time, each row its `_cdc_sequence` in turn."""
+
+    def __init__(self, table: Table, path: Path, first: int) -> None:
+        self.table, self.path, self.next = table, path, first
+        self.schema = log_change_schema(table)
+        self.writer: pq.ParquetWriter | None = None
+        self.chunk: list[tuple[str, datetime, int, Row]] = []
+        self.counts = {"I": 0, "U": 0, "D": 0}
+        self.written = 0
+
+    def add(self, operation: str, moment: datetime, lsn: int, row: Row) -> None:
+        self.chunk.append((operation, moment, lsn, row))
+        self.counts[operation] += 1
+        self.written += 1
+        if len(self.chunk) >= SPILL_CHANGES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.chunk:
+            return
+        rows = self.chunk
+        data: dict[str, list[Any]] = {
+            CDC_OPERATION: [op for op, _, _, _ in rows],
+            CDC_TIMESTAMP: [moment for _, moment, _, _ in rows],
+            CDC_SEQUENCE: list(range(self.next, self.next + len(rows))),
+        }
+        for index, column in enumerate(self.table.columns):
+            data[column.name] = [row[index] for _, _, _, row in rows]
+        data[CDC_LSN] = [lsn for _, _, lsn, _ in rows]
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        self.writer.write_table(pa.Table.from_pydict(data, schema=self.schema))
+        self.next += len(rows)
+        self.chunk = []
+
+    def close(self) -> None:
+        self.flush()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _connect(folder: Path, baseline: cdc.Baseline, memory: str) -> duckdb.DuckDBPyConnection:

@@ -12,7 +12,7 @@ import dagster as dg
 from ingestion.catalog import Catalog, Source, Table, parse_database_mode
 from ingestion.errors import IngestionError, LakeError, LakeLockedError
 from ingestion.lake import Lake
-from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, ReaderOptions
+from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, ReaderOptions, reader_kind
 from ingestion.run import RunRequest, run
 from ingestion.state import CaptureRecord
 from orchestration.settings import Settings
@@ -72,6 +72,31 @@ def record_metadata(record: CaptureRecord, lake: Lake) -> dict[str, dg.MetadataV
     return metadata
 
 
+def _in_log_mode(table: Table, config: CaptureConfig) -> bool:
+    """Whether this run captures `table` from its database's log (as `ingestion.run` decides it)."""
+    return reader_kind(config.reader).database and (config.mode or table.database_mode) == "log"
+
+
+def slot_metadata(lake: Lake, source: Source, dsn: str | None) -> dict[str, dg.MetadataValue]:
+    """Log mode: the source's replication slot as the server sees it after the capture, how many bytes of
+    write-ahead log it holds and its `wal_status` (`lost` means the next capture heals with a diff), so the run
+    history shows a slot falling behind before its WAL is removed. Empty when there is no slot or database."""
+    from ingestion.identity import read_identity
+    from ingestion.postgres.replication import lake_slot, slot_name
+
+    identity = read_identity(lake)
+    if dsn is None or identity is None:
+        return {}
+    info = lake_slot(dsn, identity.lake_id, source.name)
+    metadata: dict[str, dg.MetadataValue] = {"slot": dg.MetadataValue.text(slot_name(identity.lake_id, source.name))}
+    if info is None:
+        return metadata | {"slot_wal_status": dg.MetadataValue.text("gone")}
+    metadata["slot_wal_status"] = dg.MetadataValue.text(info.wal_status or "unknown")
+    if info.lag_bytes is not None:
+        metadata["slot_lag_bytes"] = dg.MetadataValue.int(info.lag_bytes)
+    return metadata
+
+
 def _capture(
     catalog: Catalog, source: Source, tables: list[Table], config: CaptureConfig, settings: Settings
 ) -> tuple[Lake, dict[str, CaptureRecord | None]]:
@@ -127,8 +152,21 @@ def capture_assets(catalog: Catalog, source: Source, settings: Settings) -> dg.A
     def capture(context: dg.AssetExecutionContext, config: CaptureConfig) -> Iterator[dg.MaterializeResult[None]]:
         tables = [t for key, t in by_key.items() if key in context.selected_asset_keys]
         lake, records = _capture(catalog, source, tables, config, settings)
+        logged = {t.name for t in tables if _in_log_mode(table=t, config=config)}
+        slot: dict[str, dg.MetadataValue] = {}
+        if logged:
+            try:
+                slot = slot_metadata(lake, source, settings.config.postgres_dsn)
+            except IngestionError as exc:
+                # the capture is published and confirmed: a slot that cannot be read now is reported, not failed
+                context.log.warning("capture of %s: the slot's lag is not known: %s", source.name, exc)
         for table in tables:
             record = records[table.name]
+            if record is None and table.name in logged:
+                # the log held no change of this table since its last capture
+                metadata = {"kind": dg.MetadataValue.text("no change in the log")} | slot
+                yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
+                continue
             if record is None:
                 # the simulator had already captured this table for the run's simulated day: no new change
                 context.log.info("%s: already captured for this simulated day", table.qualified_name)
@@ -136,7 +174,10 @@ def capture_assets(catalog: Catalog, source: Source, settings: Settings) -> dg.A
                     asset_key=asset_key(table), metadata={"kind": dg.MetadataValue.text("already captured")}
                 )
                 continue
-            yield dg.MaterializeResult(asset_key=asset_key(table), metadata=record_metadata(record, lake))
+            metadata = record_metadata(record, lake)
+            if table.name in logged:
+                metadata |= slot
+            yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
 
     return capture
 

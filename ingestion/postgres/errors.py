@@ -18,6 +18,18 @@ class PostgresAccessError(SourceAccessError):
         )
 
 
+class LogInterruptedError(PostgresAccessError):
+    """The database went away while its log was followed, after some changes were published: those stay."""
+
+    def __init__(self, endpoint: str, problem: str) -> None:
+        self.endpoint, self.problem = endpoint, problem
+        SourceAccessError.__init__(
+            self,
+            f"Postgres {endpoint}: {problem}; the changes published before stay in the lake, confirmed to the slot. "
+            "Run again (or restart the stream) once the database is back: it goes on from there, nothing twice",
+        )
+
+
 class NoDsnError(UsageError):
     """A Postgres command was given no connection string."""
 

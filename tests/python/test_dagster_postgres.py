@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
-from pgserver import PostgresCluster, fresh_database, simulate_day
+from pgserver import PostgresCluster, drop_slots, fresh_database, simulate_day
 
 from ingestion.catalog import load_catalog
 from orchestration.capture import capture_assets
@@ -42,6 +42,38 @@ def test_a_postgres_source_is_captured_as_assets(postgres_server: PostgresCluste
             assert metadata["kind"] == dg.MetadataValue.text("full-load")
             assert metadata["rows"] == dg.MetadataValue.int(row[0]), table.name
             assert metadata["reader"] == dg.MetadataValue.text("postgres")
+            assert "slot_lag_bytes" not in metadata  # no slot in snapshot mode
+
+
+def test_a_log_capture_materialisation_carries_its_slots_lag(
+    postgres_server: PostgresCluster, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Log mode: each table's materialisation says how much write-ahead log the source's slot holds after the
+    capture, and its `wal_status`, so the run history shows a slot falling behind."""
+    dsn = fresh_database(postgres_server, "dagster_log")
+    request.addfinalizer(lambda: drop_slots(dsn))
+    assert simulate_day(dsn, "--scale", "50").returncode == 0
+    settings = Settings.from_env({"LAKE_URI": str(tmp_path / "lake"), "LAGO_POSTGRES_DSN": dsn})
+    config: dict[str, object] = {"reader": "postgres", "mode": "log"}
+    assert materialise(settings, config).success
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('update public.produtos set "DescNomeProduto" = \'moved\' where "IdProduto" = 1')
+    result = materialise(settings, config)
+    assert result.success
+    materialised = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("capture_loyalty")}
+    with psycopg.connect(dsn) as conn:
+        ((slot, status),) = conn.execute(
+            "select slot_name::text, wal_status from pg_replication_slots where database = current_database()"
+        ).fetchall()
+    produtos = materialised["produtos"]
+    assert produtos["kind"] == dg.MetadataValue.text("cdc") and produtos["updates"] == dg.MetadataValue.int(1)
+    assert produtos["slot"] == dg.MetadataValue.text(slot)
+    assert produtos["slot_wal_status"] == dg.MetadataValue.text(status) and status == "reserved"
+    lag = produtos["slot_lag_bytes"].value
+    assert isinstance(lag, int) and 0 <= lag < 1 << 20, lag  # confirmed up to the run's start: little behind
+    # every table of the source shares the slot, so each says the same, also one the log held no change of
+    assert {m["slot_lag_bytes"].value for m in materialised.values()} == {lag}
+    assert materialised["clientes"]["kind"] == dg.MetadataValue.text("no change in the log")
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pgserver import PostgresCluster, drop_slots, fresh_database, simulate_day
@@ -26,11 +27,13 @@ from support.cli import ingest, run_cli
 from support.dbt import Dbt
 
 from ingestion.capture import RunOptions
-from ingestion.catalog import Column, Source, Table
+from ingestion.catalog import Column, Source, Table, load_catalog
 from ingestion.cdc import change_schema
 from ingestion.lake import open_lake
 from ingestion.lock import LakeLock
-from ingestion.log_capture import run_log
+from ingestion.log_capture import log_change_schema, run_log
+from ingestion.postgres import spool
+from ingestion.postgres.pgoutput import parse_lsn
 
 TABLES = "clientes,produtos"
 
@@ -74,7 +77,7 @@ def lake_state(lake: Path, table: str, key: str) -> dict[Any, tuple[Any, ...]]:
     listed = ", ".join(f"'{p}'" for p in files(lake, table))
     con = duckdb.connect()
     rows = con.execute(
-        f"""select * exclude (_cdc_operation, _cdc_timestamp, _cdc_sequence) from read_parquet([{listed}])
+        f"""select columns(lambda c: not starts_with(c, '_cdc_')) from read_parquet([{listed}], union_by_name = true)
             qualify row_number() over (partition by "{key}" order by _cdc_timestamp desc, _cdc_sequence desc) = 1
                 and _cdc_operation <> 'D'"""
     ).fetchall()
@@ -165,6 +168,9 @@ def test_every_committed_version_is_captured_in_commit_order(source: str, tmp_pa
     assert sequences == list(range(51, 56))
     times = [r["_cdc_timestamp"] for r in found]
     assert times == sorted(times) and len(set(times)) == 5  # each change at its own commit's time
+    lsns = [r["_cdc_lsn"] for r in found]
+    assert lsns == sorted(lsns) and len(set(lsns)) == 5  # and its commit's position, below the state's
+    assert max(lsns) < parse_lsn(state_of(lake, "clientes")["captures"][-1]["log_position"])
     assert [r["DescNomeProduto"] for r in changes(lake, "produtos")] == ["renamed"]
     for table, key_column in (("clientes", "idCliente"), ("produtos", "IdProduto")):
         assert lake_state(lake, table, key_column) == source_state(source, table, key_column)
@@ -217,6 +223,79 @@ def test_unchanged_toast_values_and_key_only_deletes_are_filled_from_the_lake(so
     assert found[3][:3] == ("D", 2, "two") and found[3][3] == big[::-1]
     assert len(found) == 4
     assert lake_state(lake, "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
+
+
+def test_a_transaction_spilled_in_parts_keeps_its_fills_and_order(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool's parts carry what is left to fill (unchanged TOASTed values, key-only deletes): a transaction
+    spilled every 2 changes publishes the same whole rows, in the same order, as one held in memory."""
+    monkeypatch.setattr(spool, "SPILL_CHANGES", 2)
+    spilled: list[int] = []
+    spill = spool.Spool.spill
+
+    def counted(self: spool.Spool) -> None:
+        spilled.append(len(self.buffer))
+        spill(self)
+
+    monkeypatch.setattr(spool.Spool, "spill", counted)
+    big = random_text(6000)
+    execute(source, f'update public.produtos set "DescDescricaoProduto" = \'{big}\' where "IdProduto" in (1, 2)')
+    loyalty = load_catalog().source("loyalty")
+    produtos = loyalty.table("produtos")
+    lake = open_lake(str(tmp_path / "lake"))
+    with LakeLock(lake) as lock:
+        assert run_log(lake, loyalty, [produtos], source, RunOptions(lock=lock))["produtos"] is not None
+        with psycopg.connect(source) as conn:  # one transaction, committed when the block ends
+            conn.execute('update public.produtos set "DescNomeProduto" = \'one\' where "IdProduto" = 1')
+            conn.execute('update public.produtos set "DescNomeProduto" = \'two\' where "IdProduto" = 1')
+            conn.execute(f'update public.produtos set "DescDescricaoProduto" = \'{big[::-1]}\' where "IdProduto" = 2')
+            conn.execute('update public.produtos set "DescNomeProduto" = \'three\' where "IdProduto" = 2')
+            conn.execute('delete from public.produtos where "IdProduto" = 1')
+            conn.execute("insert into public.produtos values (999, 'new', 'text', 'cat')")
+        record = run_log(lake, loyalty, [produtos], source, RunOptions(lock=lock))["produtos"]
+    assert spilled and max(spilled) == 2
+    assert record is not None and (record.inserts, record.updates, record.deletes) == (1, 4, 1)
+    found = [
+        (r["_cdc_operation"], r["IdProduto"], r["DescNomeProduto"], r["DescDescricaoProduto"])
+        for r in changes(tmp_path / "lake", "produtos")
+    ]
+    assert found == [
+        ("U", 1, "one", big),
+        ("U", 1, "two", big),
+        ("U", 2, found[2][2], big[::-1]),
+        ("U", 2, "three", big[::-1]),
+        ("D", 1, "two", big),
+        ("I", 999, "new", "text"),
+    ]
+    assert lake_state(tmp_path / "lake", "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
+
+
+@pytest.mark.slow
+def test_a_transaction_of_200k_rows_is_published_whole_once(source: str, tmp_path: Path) -> None:
+    """A transaction far larger than a spool part (10k changes) and than a batch (100k): spilled to local parts as
+    it is decoded, then published whole in one change file, each row once."""
+    lake = tmp_path / "lake"
+    assert log_run(lake, source, tables="produtos").returncode == 0
+    execute(
+        source,
+        "insert into public.produtos select 1000000 + i, 'n' || i, repeat('d', 50), 'c' "
+        "from generate_series(1, 200000) as i",
+    )
+    result = log_run(lake, source, tables="produtos")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (published,) = files(lake, "produtos", "cdc")
+    con = duckdb.connect()
+    counted = con.execute(
+        'select count(*), count(distinct "IdProduto"), min(_cdc_operation), max(_cdc_operation), '
+        "max(_cdc_sequence) - min(_cdc_sequence) + 1, count(distinct _cdc_lsn) "
+        f"from read_parquet('{published}')"
+    ).fetchone()
+    assert counted == (200_000, 200_000, "I", "I", 200_000, 1)  # one commit: one LSN
+    assert state_of(lake, "produtos")["captures"][-1]["inserts"] == 200_000
+    # and the next run publishes nothing again
+    assert log_run(lake, source, tables="produtos").returncode == 0
+    assert files(lake, "produtos", "cdc") == [published]
 
 
 def test_a_lost_slot_heals_from_a_new_snapshot(source: str, tmp_path: Path) -> None:
@@ -359,6 +438,14 @@ def test_dbt_history_holds_every_committed_version(source: str, tmp_path: Path) 
     assert versions == [(loaded, "False"), (7, "False"), (8, "False"), (9, "False"), (9, "True")]
     (bronze,) = site.query('select count(*) from bronze.bronze_loyalty__clientes where "idCliente" = ?', key)
     assert bronze == (0,)
+    # the change files' `_cdc_lsn` (the full loads have none) is left aside like any undeclared column
+    logged = changes(lake, "clientes")
+    assert len(logged) == 4 and all(r["_cdc_lsn"] > 0 for r in logged)
+    (columns,) = site.query(
+        "select string_agg(column_name, ',') from information_schema.columns "
+        "where table_schema = 'bronze' and table_name = 'bronze_loyalty__clientes'"
+    )
+    assert "_cdc_lsn" not in str(columns[0]) and "_cdc_sequence" in str(columns[0])
 
 
 def test_a_table_joins_a_followed_source_and_a_subset_run_is_refused(source: str, tmp_path: Path) -> None:
@@ -465,15 +552,16 @@ def test_every_declared_type_reads_the_same_from_the_log_as_from_copy(database: 
     assert loaded is not None and loaded.kind == "full-load" and loaded.inserts == 4
     assert logged is not None and logged.kind == "cdc" and logged.inserts == 4
 
-    def rows(key: str | None) -> dict[int, dict[str, Any]]:
+    def rows(key: str | None, schema: pa.Schema) -> dict[int, dict[str, Any]]:
         assert key is not None
         data = pq.read_table(tmp_path / "lake" / key)
-        assert data.schema.remove_metadata() == change_schema(KINDS)
+        assert data.schema.remove_metadata() == schema
         return {
             r["Id"] % 10: {k: v for k, v in r.items() if not k.startswith("_cdc")} | {"Id": 0} for r in data.to_pylist()
         }
 
-    copied, streamed = rows(loaded.data_key), rows(logged.data_key)
+    # a change file from the log adds the commit's LSN as its last column
+    copied, streamed = rows(loaded.data_key, change_schema(KINDS)), rows(logged.data_key, log_change_schema(KINDS))
     assert math.isnan(copied[3].pop("ratio")) and math.isnan(streamed[3].pop("ratio"))
     assert streamed == copied
     assert copied[1]["at_zoned"] == datetime(2024, 1, 1, 13, 0, 0) and copied[1]["amount"] == Decimal("12.34")
