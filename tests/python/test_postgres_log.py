@@ -12,6 +12,7 @@ import math
 import random
 import string
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,9 +26,10 @@ import pytest
 from pgserver import PostgresCluster, drop_slots, fresh_database, simulate_day
 from support.cli import ingest, run_cli
 from support.dbt import Dbt
+from test_postgres_capture import KINDS as SNAPSHOT_KINDS
 
 from ingestion.capture import RunOptions
-from ingestion.catalog import Column, Source, Table, load_catalog
+from ingestion.catalog import Source, load_catalog
 from ingestion.cdc import change_schema
 from ingestion.lake import open_lake
 from ingestion.lock import LakeLock
@@ -500,25 +502,8 @@ def test_log_mode_into_an_s3_lake(source: str, s3_lake_env: str, request: pytest
 
 # -- every declared type, through the log exactly as through COPY ----------------------------------------------------
 
-KINDS = Table(
-    source="shop",
-    name="kinds",
-    columns=(
-        Column("Id", "integer"),
-        Column("label", "varchar"),
-        Column("big", "bigint"),
-        Column("ratio", "double"),
-        Column("flag", "boolean"),
-        Column("day", "date"),
-        Column("at", "timestamp"),
-        Column("at_zoned", "timestamp"),
-        Column("amount", "decimal(18,2)"),
-        Column("code", "varchar"),
-    ),
-    primary_key=("Id",),
-    database_table=("sales", "all_kinds"),
-    database_mode="log",
-)
+# the snapshot reader's table of every declared type, followed through the log instead
+KINDS = replace(SNAPSHOT_KINDS, database_mode="log")
 
 KINDS_DDL = """
 create schema sales;
