@@ -39,20 +39,6 @@
 {%- endmacro %}
 
 
-{#- Whole days from start_date to end_date (dates). -#}
-{% macro days_between(start_date, end_date) %}
-    {{ return(adapter.dispatch('days_between', 'lago_mago')(start_date, end_date)) }}
-{% endmacro %}
-
-{% macro default__days_between(start_date, end_date) -%}
-    date_diff('day', {{ start_date }}, {{ end_date }})
-{%- endmacro %}
-
-{% macro spark__days_between(start_date, end_date) -%}
-    datediff({{ end_date }}, {{ start_date }})
-{%- endmacro %}
-
-
 {#- Microseconds since the epoch: a timestamp as a number, written the same way by every engine. -#}
 {% macro epoch_microseconds(expression) %}
     {{ return(adapter.dispatch('epoch_microseconds', 'lago_mago')(expression)) }}

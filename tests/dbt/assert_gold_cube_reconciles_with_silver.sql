@@ -6,7 +6,8 @@ silver_facts as (
         transactions.transaction_date,
         transactions.transaction_id,
         transactions.customer_id,
-        coalesce(transaction_products.points, transactions.points) as points
+        coalesce(transaction_products.points_earned, transactions.points_earned) as points_earned,
+        coalesce(transaction_products.points_spent, transactions.points_spent) as points_spent
     from {{ ref('silver_loyalty__transactions') }} as transactions
     left join {{ ref('silver_loyalty__transaction_products') }} as transaction_products
         on transactions.transaction_id = transaction_products.transaction_id
@@ -17,8 +18,8 @@ silver_days as (
         transaction_date,
         count(distinct transaction_id) as transactions,
         count(distinct customer_id) as distinct_customers,
-        sum(case when points > 0 then points else 0 end) as points_earned,
-        sum(case when points < 0 then -points else 0 end) as points_spent
+        sum(points_earned) as points_earned,
+        sum(points_spent) as points_spent
     from silver_facts
     group by transaction_date
 ),

@@ -23,9 +23,10 @@ windowed as (
     select
         transactions.customer_id,
         transactions.transaction_date,
-        case when transactions.points > 0 then transactions.points else 0 end as points_earned,
-        case when transactions.points < 0 then -transactions.points else 0 end as points_spent,
-        {{ lago_mago.days_between('transactions.transaction_date', 'reference.reference_date') }} as days_ago
+        transactions.points_earned,
+        transactions.points_spent,
+        {{ dbt.datediff('transactions.transaction_date', 'reference.reference_date', 'day') }}
+            as days_ago
     from transactions
     cross join reference
 ),
@@ -57,7 +58,8 @@ final as (
         reference.reference_date,
         per_customer.first_transaction_date,
         per_customer.last_transaction_date,
-        {{ lago_mago.days_between('per_customer.last_transaction_date', 'reference.reference_date') }} as recency_days,
+        {{ dbt.datediff('per_customer.last_transaction_date', 'reference.reference_date', 'day') }}
+            as recency_days,
         coalesce(per_customer.active_days_current_window, 0) as active_days_current_window,
         coalesce(per_customer.active_days_previous_window, 0) as active_days_previous_window,
         coalesce(per_customer.transactions_current_window, 0) as transactions_current_window,
@@ -65,7 +67,7 @@ final as (
         coalesce(per_customer.points_spent_current_window, 0) as points_spent_current_window,
         coalesce(
             per_customer.last_transaction_date is not null
-            and {{ lago_mago.days_between('per_customer.last_transaction_date', 'reference.reference_date') }}
+            and {{ dbt.datediff('per_customer.last_transaction_date', 'reference.reference_date', 'day') }}
             >= {{ window_days }},
             false
         ) as is_churned

@@ -45,14 +45,16 @@ batch_dates as (
 ),
 
 facts as (
-    -- one row per transaction line (per transaction when it has no line), points signed
+    -- one row per transaction line (per transaction when it has no line), its points earned and spent
     select
         transactions.transaction_date,
         transactions.transaction_id,
         transactions.customer_id,
         transactions.source_system,
         coalesce(products.product_category, 'unknown') as product_category,
-        coalesce(transaction_products.points, transactions.points) as points,
+        -- a line's points, or the transaction's when it has no line (or the line no points)
+        coalesce(transaction_products.points_earned, transactions.points_earned) as points_earned,
+        coalesce(transaction_products.points_spent, transactions.points_spent) as points_spent,
         greatest(
             transactions._loaded_at,
             coalesce(transaction_products._loaded_at, transactions._loaded_at)
@@ -73,8 +75,8 @@ cubed as (
         grouping(product_category) * 2 + grouping(source_system) as grouping_id,
         count(distinct transaction_id) as transactions,
         count(distinct customer_id) as distinct_customers,
-        cast(sum(case when points > 0 then points else 0 end) as {{ dbt.type_bigint() }}) as points_earned,
-        cast(sum(case when points < 0 then -points else 0 end) as {{ dbt.type_bigint() }}) as points_spent,
+        cast(sum(points_earned) as {{ dbt.type_bigint() }}) as points_earned,
+        cast(sum(points_spent) as {{ dbt.type_bigint() }}) as points_spent,
         max(source_loaded_at) as source_loaded_at
     from facts
     -- the day is in every grouping set: day × category × source system, day × category, day × source system, day

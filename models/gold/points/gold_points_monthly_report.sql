@@ -14,8 +14,8 @@ monthly_activity as (
         count(*) as transactions,
         count(distinct customer_id) as active_customers,
         count(distinct case when source_system = 'twitch' then customer_id end) as active_customers_twitch,
-        cast(sum(case when points > 0 then points else 0 end) as {{ dbt.type_bigint() }}) as points_earned,
-        cast(sum(case when points < 0 then -points else 0 end) as {{ dbt.type_bigint() }}) as points_spent
+        cast(sum(points_earned) as {{ dbt.type_bigint() }}) as points_earned,
+        cast(sum(points_spent) as {{ dbt.type_bigint() }}) as points_spent
     from transactions
     group by 1
 ),

@@ -31,6 +31,8 @@ final as (
         product_id,
         quantity,
         points,
+        {{ lago_mago.points_earned('points') }} as points_earned,
+        {{ lago_mago.points_spent('points') }} as points_spent,
         _cdc_operation,
         _cdc_timestamp,
         {{ dbt.current_timestamp() }} as _loaded_at

@@ -34,6 +34,8 @@ final as (
         customer_id,
         source_system,
         points,
+        {{ lago_mago.points_earned('points') }} as points_earned,
+        {{ lago_mago.points_spent('points') }} as points_spent,
         transaction_at,
         cast(transaction_at as date) as transaction_date,
         _cdc_operation,
