@@ -9,94 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-
-
-@dataclass
-class Result:
-    suite: str
-    case: str
-    rows: int
-    seconds: float
-    peak_rss_mb: float
-    runs: int
-    note: str = ""
-    # for dbt commands: the nodes' own execution time (run_results.json), without dbt's start-up
-    inner_seconds: float | None = None
-
-
-def measure(
-    args: list[str], repeats: int, prepare: Callable[[], None] | None = None, env: dict[str, str] | None = None
-) -> tuple[float, float, int, float | None]:
-    """Median seconds, peak RSS (MB), rows and inner seconds of `repeats` fresh-process runs of bench/measure.py."""
-    seconds: list[float] = []
-    rss: list[float] = []
-    inner: list[float] = []
-    rows = 0
-    for _ in range(repeats):
-        if prepare is not None:
-            prepare()
-        completed = subprocess.run(
-            [PYTHON, str(ROOT / "bench" / "measure.py"), *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **(env or {})},
-            check=False,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"bench case {args[:3]} failed:\n{completed.stderr[-3000:]}")
-        figures = json.loads(completed.stdout.strip().splitlines()[-1])
-        seconds.append(figures["seconds"])
-        rss.append(figures["peak_rss_mb"])
-        rows = figures["rows"]
-        if figures.get("inner_seconds") is not None:
-            inner.append(figures["inner_seconds"])
-    return statistics.median(seconds), statistics.median(rss), rows, (statistics.median(inner) if inner else None)
-
-
-def make_cdc_pair(scale: int, folder: Path) -> tuple[Path, Path]:
-    """A clientes snapshot of `scale` rows and a next one with 1% updates, 0.5% inserts, 0.5% deletes."""
-    sys.path.insert(0, str(ROOT))
-    import duckdb
-
-    from ingestion.catalog import load_catalog
-    from ingestion.readers.base import CaptureContext
-    from ingestion.readers.simulator import SimulatorReader
-
-    folder.mkdir(parents=True, exist_ok=True)
-    old, new = folder / "old.parquet", folder / "new.parquet"
-    if old.exists() and new.exists():
-        return old, new
-    table = load_catalog().source("loyalty").table("clientes")
-    produced = SimulatorReader(scale=scale).read(table, CaptureContext(folder, 0)).to_parquet(old, table)
-    produced.rename(old)
-    con = duckdb.connect()
-    con.execute(
-        f"""copy (
-            select * replace (
-                case when hash(idCliente, 'u') % 100 = 0 then qtdePontos + 1 else qtdePontos end as qtdePontos)
-            from read_parquet('{old}')
-            where hash(idCliente, 'd') % 200 <> 0
-            union all
-            select * replace (md5('new' || idCliente) as idCliente)
-            from read_parquet('{old}')
-            where hash(idCliente, 'i') % 200 = 0
-        ) to '{new}' (format parquet, compression snappy)"""
-    )
-    return old, new
+from bench.common import PYTHON, ROOT, Result, dbt_executable, find, measure, write_report
 
 
 def suite_cdc(scales: list[int], repeats: int, work: Path, pandas_max: int) -> list[Result]:
@@ -127,10 +47,6 @@ def suite_cdc(scales: list[int], repeats: int, work: Path, pandas_max: int) -> l
     return results
 
 
-def _dbt(*args: str) -> list[str]:
-    return ["command", shutil.which("dbt") or "dbt", *args]
-
-
 def suite_e2e(repeats: int, work: Path, scale: int) -> list[Result]:
     """Fresh capture + build at the default scale, then the next day's incremental capture + build."""
     results = []
@@ -143,7 +59,17 @@ def suite_e2e(repeats: int, work: Path, scale: int) -> list[Result]:
             if step == "fresh":
                 shutil.rmtree(work / f"e2e_{attempt}", ignore_errors=True)
             capture = ["command", PYTHON, "-m", "ingestion", "--lake", str(lake), "--scale", str(scale)]
-            build = _dbt("build", "--target", "dev", "--target-path", target, "--log-path", target)
+            build = [
+                "command",
+                dbt_executable(),
+                "build",
+                "--target",
+                "dev",
+                "--target-path",
+                target,
+                "--log-path",
+                target,
+            ]
             seconds, rss, _, _ = measure(capture, 1, env=env)
             capture_times.append(seconds)
             capture_rss.append(rss)
@@ -164,38 +90,6 @@ def suite_e2e(repeats: int, work: Path, scale: int) -> list[Result]:
     return results
 
 
-def write_report(results: list[Result], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    machine = {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-    (out / "results.json").write_text(
-        json.dumps({"machine": machine, "results": [asdict(r) for r in results]}, indent=1)
-    )
-    lines = [
-        f"Machine: {machine['cores']} cores, Python {machine['python']}.",
-        "",
-        "Times are medians of fresh-process runs; `dbt nodes s` is the nodes' own execution time from dbt's",
-        "run_results.json (without dbt's start-up, parsing and connection).",
-        "",
-        "| suite | case | rows | median s | dbt nodes s | peak RSS MB | runs | note |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in results:
-        seconds = "n/a" if r.seconds != r.seconds else f"{r.seconds:.2f}"
-        inner = "" if r.inner_seconds is None else f"{r.inner_seconds:.2f}"
-        rss = "n/a" if r.peak_rss_mb != r.peak_rss_mb else f"{r.peak_rss_mb:.0f}"
-        lines.append(f"| {r.suite} | {r.case} | {r.rows:,} | {seconds} | {inner} | {rss} | {r.runs} | {r.note} |")
-    lines += ["", *targets(results)]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot(results, out)
-
-
-def _find(results: list[Result], suite: str, case: str, rows: int) -> Result | None:
-    for r in results:
-        if r.suite == suite and r.case == case and r.rows == rows and r.seconds == r.seconds:
-            return r
-    return None
-
-
 def targets(results: list[Result]) -> list[str]:
     """The issue's targets, computed from this run's figures (reported, never asserted)."""
     lines = ["| target | measured | met |", "|---|---|---|"]
@@ -204,7 +98,7 @@ def targets(results: list[Result]) -> list[str]:
     lines += capture_targets(results)
 
     def ratio(suite: str, slow: str, fast: str, rows: int) -> float | None:
-        a, b = _find(results, suite, slow, rows), _find(results, suite, fast, rows)
+        a, b = find(results, suite, slow, rows), find(results, suite, fast, rows)
         return a.seconds / b.seconds if a and b and b.seconds > 0 else None
 
     speedup = ratio("cdc", "pandas_hash", "project", 1_000_000)
@@ -217,13 +111,13 @@ def targets(results: list[Result]) -> list[str]:
                 f"| diff within 1.5x of bare DuckDB join at {rows:,} rows | {over:.2f}x | "
                 f"{'yes' if over <= 1.5 else 'no'} |"
             )
-    big = _find(results, "cdc", "project", 10_000_000)
+    big = find(results, "cdc", "project", 10_000_000)
     if big is not None:
         lines.append(
             f"| diff peak RSS < 4 GB at 1e7 | {big.peak_rss_mb:.0f} MB | {'yes' if big.peak_rss_mb < 4096 else 'no'} |"
         )
     bronze = ratio("bronze", "full-refresh", "incremental", 10_000_000)
-    full, incremental = (_find(results, "bronze", case, 10_000_000) for case in ("full-refresh", "incremental"))
+    full, incremental = (find(results, "bronze", case, 10_000_000) for case in ("full-refresh", "incremental"))
     if full and incremental and full.inner_seconds and incremental.inner_seconds:
         model = full.inner_seconds / incremental.inner_seconds
         lines.append(
@@ -250,42 +144,6 @@ def targets(results: list[Result]) -> list[str]:
     return lines
 
 
-def plot(results: list[Result], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    for suite in sorted({r.suite for r in results}):
-        cases = sorted({r.case for r in results if r.suite == suite})
-        scaled = [c for c in cases if len({r.rows for r in results if r.suite == suite and r.case == c}) > 1]
-        if not scaled:
-            continue
-        figure, (time_axis, rss_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
-        for case in scaled:
-            points = sorted(
-                (r.rows, r.seconds, r.peak_rss_mb)
-                for r in results
-                if r.suite == suite and r.case == case and r.seconds == r.seconds
-            )
-            if not points:
-                continue
-            xs = [p[0] for p in points]
-            time_axis.plot(xs, [p[1] for p in points], marker="o", label=case)
-            rss_axis.plot(xs, [p[2] for p in points], marker="o", label=case)
-        for axis, label in ((time_axis, "median wall time (s)"), (rss_axis, "peak RSS (MB)")):
-            axis.set_xscale("log")
-            axis.set_yscale("log")
-            axis.set_xlabel("rows")
-            axis.set_ylabel(label)
-            axis.grid(True, which="both", alpha=0.3)
-            axis.legend()
-        figure.suptitle(f"{suite}: time and peak memory vs rows ({os.cpu_count()} cores)")
-        figure.tight_layout()
-        figure.savefig(out / f"{suite}.png", dpi=110)
-        plt.close(figure)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1e5,1e6,1e7", help="comma-separated row counts")
@@ -308,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.report_only:
         stored = json.loads((args.out / "results.json").read_text())["results"]
-        write_report([Result(**r) for r in stored], args.out)
+        stored_results = [Result(**r) for r in stored]
+        write_report(stored_results, args.out, targets(stored_results))
         print((args.out / "results.md").read_text())
         return 0
     scales = [int(float(s)) for s in args.scales.split(",")]
@@ -354,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         stored = json.loads((args.out / "results.json").read_text())["results"]
         measured = {(x.suite, x.case, x.rows) for x in results}
         results = [Result(**r) for r in stored if (r["suite"], r["case"], r["rows"]) not in measured] + results
-    write_report(results, args.out)
+    write_report(results, args.out, targets(results))
     print((args.out / "results.md").read_text())
     print(f"benchmarks took {time.monotonic() - started:.0f} s; results in {args.out}")
     return 0

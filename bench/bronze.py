@@ -10,16 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from bench.__main__ import PYTHON, ROOT, Result, measure
+from bench.common import PYTHON, ROOT, Result, dbt_executable, measure
 
 MODEL = "bronze_loyalty__clientes"
-
-
-def _dbt() -> str:
-    return shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
 
 
 def suite_bronze(scales: list[int], repeats: int, work: Path) -> list[Result]:
@@ -32,7 +27,7 @@ def suite_bronze(scales: list[int], repeats: int, work: Path) -> list[Result]:
         target = folder / "target"
         env = {**os.environ, "LAKE_URI": str(lake), "DUCKDB_PATH": str(warehouse)}
         capture = [PYTHON, "-m", "ingestion", "run", "--lake", str(lake), "--tables", "clientes", "--scale", str(scale)]
-        dbt_run = [_dbt(), "run", "--target", "dev", "--target-path", str(target), "--log-path", str(target)]
+        dbt_run = [dbt_executable(), "run", "--target", "dev", "--target-path", str(target), "--log-path", str(target)]
         subprocess.run(capture, cwd=ROOT, env=env, check=True, capture_output=True)
         subprocess.run([*dbt_run, "--select", f"tag:lake_state {MODEL}"], cwd=ROOT, env=env, check=True,
                        capture_output=True)  # fmt: skip

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import PYTHON, ROOT, Result, measure
+from bench.common import PYTHON, ROOT, Result, measure
 
 TABLE = "clientes"
 KEY = "idCliente"

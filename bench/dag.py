@@ -18,18 +18,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-from bench.__main__ import PYTHON, ROOT, Result, measure
+from bench.common import PYTHON, ROOT, Result, dbt_executable, measure
 
 SELECT = ("--select", "source:loyalty+", "tag:lake_state")
 LAYERS = (("bronze_", "bronze"), ("snp_", "history"), ("silver_", "silver"), ("gold_", "gold"))
-
-
-def _dbt() -> str:
-    return shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
 
 
 def layer_of(unique_id: str) -> str:
@@ -67,7 +62,7 @@ class Site:
 
     def build_command(self, *extra: str) -> list[str]:
         paths = ["--target-path", str(self.target), "--log-path", str(self.target)]
-        return [_dbt(), "build", "--target", "dev", *paths, *SELECT, *extra]
+        return [dbt_executable(), "build", "--target", "dev", *paths, *SELECT, *extra]
 
     def build(self) -> None:
         subprocess.run(self.build_command(), cwd=ROOT, env={**os.environ, **self.env}, check=True, capture_output=True)

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from bench.__main__ import PYTHON, ROOT, Result, measure
+from bench.common import PYTHON, ROOT, Result, dbt_executable, measure
 
 CAPTURES = 3
-
-
-def _dbt() -> str:
-    return shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
 
 
 def suite_engines(repeats: int, work: Path, scale: int) -> list[Result]:
@@ -38,7 +33,16 @@ def suite_engines(repeats: int, work: Path, scale: int) -> list[Result]:
             state.mkdir(parents=True)
 
         target_path = str(folder / f"target_{target}")
-        command = [_dbt(), "build", "--target", target, "--target-path", target_path, "--log-path", target_path]
+        command = [
+            dbt_executable(),
+            "build",
+            "--target",
+            target,
+            "--target-path",
+            target_path,
+            "--log-path",
+            target_path,
+        ]
         seconds, rss, _, inner = measure(["command", *command], repeats, prepare=fresh, env=env)
         note = f"dbt build from scratch, {CAPTURES} captures of every table (RSS: the dbt process, not Spark's JVM)"
         results.append(Result("engines", target, scale, seconds, rss, repeats, note, inner))

@@ -20,14 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.__main__ import PYTHON, ROOT, Result, measure, write_report
+from bench.common import PYTHON, ROOT, Result, dbt_executable, measure, write_report
 
 HISTORIES = (10, 100, 500)
 MODELS = "tag:lake_state path:models/bronze/hotmart path:models/silver/hotmart path:models/gold/hotmart"
-
-
-def _dbt() -> str:
-    return shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
 
 
 def capture_days(lake: Path, days: int, scale: int) -> None:
@@ -60,7 +56,7 @@ def suite_hotmart(repeats: int, work: Path, scale: int, histories: tuple[int, ..
         shutil.rmtree(lake, ignore_errors=True)
         shutil.copytree(growing, lake)
         env = {"LAKE_URI": str(lake), "DUCKDB_PATH": str(base)}
-        dbt = [_dbt(), "--target", "dev", "--target-path", str(target), "--log-path", str(target)]
+        dbt = [dbt_executable(), "--target", "dev", "--target-path", str(target), "--log-path", str(target)]
         dbt_run = [dbt[0], "run", *dbt[1:], "--select", MODELS]
         dbt_build = [dbt[0], "build", *dbt[1:], "--select", MODELS]
         subprocess.run(dbt_run, cwd=ROOT, env={**os.environ, **env}, check=True, capture_output=True)
@@ -125,7 +121,7 @@ def main(argv: list[str]) -> int:
     histories = tuple(sorted(int(days) for days in args.histories.split(",")))
     results = suite_hotmart(args.repeats, args.out / "tmp", args.scale, histories)
     report = args.out / "hotmart"
-    write_report(results, report)
+    write_report(results, report, targets(results))
     print((report / "results.md").read_text())
     return 0
 

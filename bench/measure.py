@@ -53,7 +53,7 @@ def case_command(*command: str) -> float | None:
 
 def case_prepare_cdc(scale: str, folder: str) -> int:
     """Write the diff benchmark's two snapshots (in a process of its own, so the runner stays small)."""
-    from bench.__main__ import make_cdc_pair
+    from bench.common import make_cdc_pair
 
     make_cdc_pair(int(scale), Path(folder))
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.__main__ import Result
+    from bench.common import Result
 
 SUITE = "postgres"
 READ, BARE = "snapshot mode", "bare COPY to Parquet"
@@ -85,7 +85,7 @@ def copy(folder: Path) -> int:
 
 
 def suite_postgres(scales: list[int], repeats: int, work: Path) -> list[Result]:
-    from bench.__main__ import PYTHON, Result, measure
+    from bench.common import PYTHON, Result, measure
     from orchestration.local_postgres import temporary_cluster
 
     results: list[Result] = []

@@ -10,16 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from bench.__main__ import PYTHON, ROOT, Result, measure
+from bench.common import PYTHON, ROOT, Result, dbt_executable, measure
 
 TARGETS = ("dev", "spark")
-
-
-def _dbt() -> str:
-    return shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
 
 
 def _capture(lake: Path, scale: int) -> None:
@@ -38,7 +33,7 @@ def suite_quickstart(repeats: int, work: Path, scale: int) -> list[Result]:
         state = folder / target
         lake = state / "lake"
         target_path = str(folder / f"target_{target}")
-        build = [_dbt(), "build", "--target", target, "--target-path", target_path, "--log-path", target_path]
+        build = [dbt_executable(), "build", "--target", target, "--target-path", target_path, "--log-path", target_path]
         env = {
             "LAKE_URI": str(lake),
             "DUCKDB_PATH": str(state / "warehouse.duckdb"),

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from ingestion import cdc
-from ingestion.breaker import held_files, hold, judge
+from ingestion.breaker import held_files, hold
 from ingestion.catalog import Source, Table
 from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import check_lake, parquet_columns, same_type
@@ -31,6 +31,7 @@ from ingestion.lock import LakeLock
 from ingestion.readers.base import CaptureContext, Snapshot, SnapshotReader
 from ingestion.state import CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
 from ingestion.table_store import PreparedCapture, TableStore
+from ingestion.verdict import judge
 from ingestion.window import apply_window
 
 log = logging.getLogger(__name__)

@@ -97,12 +97,6 @@ def _read(path: Path | str) -> str:
     return f"read_parquet({sql_literal(str(path))})"
 
 
-def _row_count(con: duckdb.DuckDBPyConnection, path: Path) -> int:
-    """From the file's footer: no column is read."""
-    (rows,) = con.execute(f"select count(*) from {_read(path)}").fetchall()[0]
-    return int(rows)
-
-
 def _null_test(table: Table, alias: str = "") -> str:
     prefix = f"{alias}." if alias else ""
     return " or ".join(f"{prefix}{quote_identifier(k)} is null" for k in table.primary_key)
@@ -183,13 +177,6 @@ def baseline_relation(con: duckdb.DuckDBPyConnection, table: Table, baseline: Ba
         union all
         select {columns} from latest where {CDC_OPERATION} <> 'D'
     )"""
-
-
-def _select_columns(table: Table, alias: str) -> str:
-    return ", ".join(
-        f"cast({alias}.{quote_identifier(c.name)} as {c.data_type}) as {quote_identifier(c.name)}"
-        for c in table.columns
-    )
 
 
 @dataclass(frozen=True)

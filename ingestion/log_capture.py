@@ -48,7 +48,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingestion import cdc
-from ingestion.breaker import judge
 from ingestion.capture import COMPACT_FILES, COMPACT_SHARE, RunOptions
 from ingestion.capture import _apply_breaker as apply_breaker
 from ingestion.capture import _baseline as stored_baseline
@@ -89,6 +88,7 @@ from ingestion.readers.base import CaptureContext
 from ingestion.readers.postgres import PostgresReader
 from ingestion.state import LOG_READER, CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
 from ingestion.table_store import PreparedCapture, TableStore, failpoint
+from ingestion.verdict import judge
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,9 @@ from collections.abc import Callable
 from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from ingestion.errors import MISSING, StateFileError
-
-if TYPE_CHECKING:
-    from ingestion.catalog import Table
-    from ingestion.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -300,11 +296,3 @@ def parse_json(raw: bytes, file: str) -> dict[str, Any]:
 def parse_record(raw: bytes, file: str) -> CaptureRecord:
     """A capture record stored alone (`pending.json`)."""
     return CaptureRecord.from_json(_json(raw, file), file)
-
-
-def load_state(lake: Lake, table: Table) -> TableState:
-    """The table's state, for callers outside the capture engine; the owner is `TableStore` (imported here, not
-    at the top: it builds on this module)."""
-    from ingestion.table_store import TableStore
-
-    return TableStore(lake, table).load_state()

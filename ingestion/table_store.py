@@ -36,16 +36,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ingestion.catalog import Table
 from ingestion.config import armed_failpoint
 from ingestion.errors import CorruptCaptureError, LakeStateError, StateFileError
 from ingestion.lake import STATE_PREFIX, Lake
 from ingestion.state import CaptureRecord, DataKind, TableState, parse_record
-
-if TYPE_CHECKING:
-    from ingestion.breaker import Verdict
+from ingestion.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -342,4 +339,5 @@ class TableStore:
 
 
 def load_state(lake: Lake, table: Table) -> TableState:
+    """The table's state, for callers outside the capture engine (a read: nothing is settled or pruned)."""
     return TableStore(lake, table).load_state()

@@ -40,7 +40,7 @@ from headless_chromium import Chromium, chromium_executable
 
 from ingestion.catalog import load_catalog
 from ingestion.lake import open_lake
-from ingestion.state import load_state
+from ingestion.table_store import load_state
 from orchestration.lakehouse import JOB_NAME, build_definitions
 from orchestration.settings import Settings
 
