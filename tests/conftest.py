@@ -20,45 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "python"))
 from pgserver import postgres_server  # noqa: F401
 from s3server import REGION, SeaweedFS
 
-MARKERS = {
-    "slow": "minutes rather than seconds (dbt builds, large files, many runs); left out of the quick tier",
-    "spark": "needs a local Spark session with Delta Lake (Java 17 and the jars of scripts/spark_jars.sh)",
-    "docs": "builds or browses the dbt docs site (headless Chromium)",
-}
-
-
-# Whole files by tier, so a suite's tier is set in one place; single tests also carry `@pytest.mark.slow`.
-TIERS = {
-    "spark": ("test_spark_delta.py", "test_spark_dbt.py"),
-    "docs": ("test_dbt_docs.py",),
-    "slow": (
-        "test_dbt_duckdb.py",
-        "test_hotmart_dbt.py",
-        "test_dbt.py",
-        "test_dbt_bad_inputs.py",
-        "test_replay_property.py",
-        "test_bench_smoke.py",
-        "test_code_quality.py",
-        "test_crash.py",
-        "test_s3_faults.py",
-        "test_s3_timeouts.py",
-        "test_concurrency.py",
-    ),
-}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    for name, meaning in MARKERS.items():
-        config.addinivalue_line("markers", f"{name}: {meaning}")
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # the tiers are markers declared in pyproject.toml and set by each file's `pytestmark` or a test's decorator;
+    # one rule is applied here: every dbt build costs its parse and its run
     for item in items:
-        for marker, files in TIERS.items():
-            if item.path.name in files:
-                item.add_marker(marker)
         if item.get_closest_marker("dbt") is not None:
-            item.add_marker("slow")  # every dbt build costs its parse and its run
+            item.add_marker("slow")
     # Longest first: parallel workers take whole files in this order, so the Spark and dbt files start at once and
     # the short ones fill in around them instead of one long file running alone at the end.
     rank: dict[Path, int] = {}

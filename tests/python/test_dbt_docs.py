@@ -36,7 +36,7 @@ from headless_chromium import BrowserError, Chromium, chromium_executable
 from support.cli import ingest
 from support.dbt import Dbt
 
-pytestmark = pytest.mark.dbt
+pytestmark = [pytest.mark.dbt, pytest.mark.docs]
 
 REPO = Path(__file__).resolve().parents[2]
 SCALE = 200

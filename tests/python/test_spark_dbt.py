@@ -37,7 +37,7 @@ from support.cli import ingest
 from support.dbt import Dbt, copy_project
 from test_change_log import assert_history_is_the_change_log
 
-pytestmark = pytest.mark.dbt
+pytestmark = [pytest.mark.dbt, pytest.mark.spark]
 
 CAPTURES = 6
 BUILT_AFTER = (2, 6)  # builds after these captures only: the history must still hold every captured version

@@ -11,6 +11,8 @@ from pyspark.sql import SparkSession
 from s3server import SeaweedFS
 from spark_support import apply_s3a_settings, profile_spark_parameters, s3a_uri
 
+pytestmark = pytest.mark.spark
+
 pytest_plugins = ["spark_support"]
 
 

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import pytest
 from reliability_support import (
     History,
     LakeView,
@@ -24,6 +25,8 @@ from reliability_support import (
     lake_kind,
     start_ingest,
 )
+
+pytestmark = pytest.mark.slow
 
 LOCK = "_ingestion/lock.json"
 

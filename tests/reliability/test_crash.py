@@ -32,6 +32,8 @@ from reliability_support import (
 )
 from support.cli import start_cli
 
+pytestmark = pytest.mark.slow
+
 # Every failpoint of ingestion/capture.py, in the order a capture reaches them.
 FAILPOINTS = ["after-stage-snapshot", "after-pending", "after-publish", "after-state", "before-cleanup"]
 SIGKILLED = -signal.SIGKILL

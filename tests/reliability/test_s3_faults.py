@@ -27,7 +27,7 @@ from reliability_support import (
     ingest,
 )
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 LOCK_PATH = "/_ingestion/lock.json"
 

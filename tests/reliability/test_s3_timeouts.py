@@ -15,6 +15,8 @@ from reliability_support import History, Recorder, csv_args, ingest
 
 from ingestion.config import DEFAULT_MAX_ATTEMPTS
 
+pytestmark = pytest.mark.slow
+
 ENV = {
     "AWS_ACCESS_KEY_ID": "AKIATIMEOUTTEST",
     "AWS_SECRET_ACCESS_KEY": "timeout-secret",
