@@ -20,20 +20,17 @@
 -#}
 
 
-{#- The DuckDB feed table of a relation. -#}
 {% macro feed_relation(relation) %}
     {{ return(api.Relation.create(
         database=relation.database, schema=relation.schema, identifier=relation.identifier ~ '__changes')) }}
 {% endmacro %}
 
 
-{#- The relation of a model node of the graph. -#}
 {% macro node_relation(node) %}
     {{ return(api.Relation.create(database=node.database, schema=node.schema, identifier=node.alias)) }}
 {% endmacro %}
 
 
-{#- The latest commit version of a producer's feed (0 before its first build). -#}
 {% macro feed_version(relation) %}
     {{ return(adapter.dispatch('feed_version', 'lago_mago')(relation)) }}
 {% endmacro %}
@@ -55,7 +52,6 @@
 {% endmacro %}
 
 
-{#- The commit versions after `version` that rebuilt the producer (a first build or a --full-refresh). -#}
 {% macro feed_rebuilds_after(relation, version) %}
     {{ return(adapter.dispatch('feed_rebuilds_after', 'lago_mago')(relation, version)) }}
 {% endmacro %}
@@ -80,7 +76,6 @@
 {% endmacro %}
 
 
-{#- The feed rows of versions in (after_version, upto_version]. -#}
 {% macro feed_between(relation, after_version, upto_version) %}
     {{ return(adapter.dispatch('feed_between', 'lago_mago')(relation, after_version, upto_version)) }}
 {% endmacro %}
@@ -108,7 +103,6 @@
 {% endmacro %}
 
 
-{#- The version of `producer` this model read at its last build, or none. -#}
 {% macro feed_position(producer) %}
     {%- set positions = ref('change_feed_positions') -%}
     {%- if load_relation(positions) is none -%}
@@ -124,10 +118,7 @@
 {% endmacro %}
 
 
-{#-
-    Every feed row of `producer` since this model's last build (incremental runs only). Refuses when the
-    producer was rebuilt since: its old changes are gone, so only a rebuild of this model is exact.
--#}
+{#- A producer rebuilt since this model last read it has lost the changes in between: only a rebuild is exact. -#}
 {% macro changes_since_last_build(producer) %}
     {%- set position = lago_mago.feed_position(producer) -%}
     {%- set current = lago_mago.feed_version(producer) -%}
@@ -146,11 +137,6 @@
 {% endmacro %}
 
 
-{#-
-    The rows of `producer` (a cdc_merge model) that changed since this model's last build, one per key (the
-    producer's unique_key, or the primary key declared for its source table): the row after its last change,
-    with _cdc_operation 'D' when that change deleted it. A first build or --full-refresh reads every row.
--#}
 {% macro latest_changes(producer) %}
     {%- if not is_incremental() -%}
         {{ return("(select * from " ~ producer ~ ")") }}
@@ -180,7 +166,6 @@
 {% endmacro %}
 
 
-{#- The key of a cdc_merge model: its unique_key, or else its source table's declared primary key. -#}
 {% macro producer_key(producer) %}
     {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ producer.identifier) -%}
     {%- if node is none -%}
@@ -194,7 +179,6 @@
 {% endmacro %}
 
 
-{#- The source declaration a node descends from (the first source found walking up its parents). -#}
 {% macro upstream_source_declaration(node) %}
     {%- for parent in node.depends_on.nodes if parent in graph.sources -%}
         {{ return(graph.sources[parent]) }}
@@ -206,7 +190,6 @@
 {% endmacro %}
 
 
-{#- Post-hook of a consumer: the version of each producer it depends on is now read. -#}
 {% macro record_feed_positions() %}
     {#- referenced before anything else, so that parsing records the dependencies of every consumer -#}
     {%- set positions = ref('change_feed_positions') -%}
@@ -266,10 +249,6 @@
 {% endmacro %}
 
 
-{#-
-    Post-hook of a producer: a first build or --full-refresh starts a new feed (DuckDB: an empty feed table and a
-    'create' commit; Delta records its own CREATE OR REPLACE).
--#}
 {% macro record_feed_rebuild() %}
     {{ return(adapter.dispatch('record_feed_rebuild', 'lago_mago')()) }}
 {% endmacro %}
@@ -312,11 +291,7 @@
 {% endmacro %}
 
 
-{#-
-    DuckDB: the feed rows of one merge of `changes` (one row per key; _cdc_operation 'D' deletes) into `target`,
-    written before the merge itself, in its transaction: pre-images and deletes from the target's rows,
-    post-images and inserts from the changes.
--#}
+{#- before the merge, while the table still holds the pre-images, and in its transaction: feed and table agree -#}
 {% macro write_feed_sql(target, changes, key, columns) %}
     {%- set feed = lago_mago.feed_relation(target) -%}
     {%- set version = lago_mago.feed_version(target) + 1 -%}

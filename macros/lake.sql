@@ -251,9 +251,7 @@
     Spark SQL cannot list a folder, and reading a path that does not exist fails (PATH_NOT_FOUND). The binaryFile
     source lists files without reading them (only `path` is selected); declared as a catalog table over the
     folder, a missing location is an empty listing instead of an error (Spark checks paths for reads, not for
-    tables). The table lives only for the listing: created, read, dropped (the files stay). Returns the paths
-    of the files under `folder` (or `folder` itself when it is a file), at any depth, named like `name_glob`
-    and whose path matches the regex `pattern`.
+    tables). The table lives only for the listing: created, read, dropped (the files stay).
 -#}
 {% macro files_under(folder, name_glob, pattern) %}
     {{ return(adapter.dispatch('files_under', 'lago_mago')(folder, name_glob, pattern)) }}
@@ -361,12 +359,7 @@
 {% endmacro %}
 
 
-{#-
-    on-run-start: a warehouse belongs to one lake. The lake's identity is `<lake>/_ingestion/lake.json`
-    (`lake_id`, written once by the ingestion at the lake's first capture); the warehouse records the first one
-    it is built from in `bronze.lake_identity` and refuses any other, or a lake without one (a mistyped
-    LAKE_URI), changing nothing. `--full-refresh --vars '{switch_lake: true}'` moves the warehouse to a new lake.
--#}
+{#- A LAKE_URI pointed at another lake would merge its files into this warehouse's tables: refused up front. -#}
 {% macro check_lake_identity() %}
     {%- if not execute or flags.WHICH not in ['run', 'build'] -%}
         {{ return('') }}

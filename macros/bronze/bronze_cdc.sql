@@ -214,9 +214,8 @@ select * from final
 
 
 {#-
-    A change file's rows in the native convention, with the declared columns cast to their declared types.
-    Reading lake files, a declared column that none of them holds (schema drift: declared after they were
-    written) is NULL; union_by_name already gives NULL when only some of the files lack it.
+    Schema drift: a column declared after the files were written is in none of them, so it is selected as NULL;
+    union_by_name already gives NULL when only some of the files lack it.
 -#}
 {% macro bronze_changes(relation, columns, convention, lake_files) -%}
     {%- set present = lago_mago.relation_column_names(relation) if lake_files else none -%}
@@ -261,10 +260,7 @@ select * from final
 {%- endmacro %}
 
 
-{#-
-    The identity of a change: key, time, sequence, operation and every declared column. Rows equal on all of it
-    are copies of one change (partition by ignores NULL's inequality, so NULLs match).
--#}
+{#- a partition by, not a join: NULLs fall into one partition, so copies holding NULLs match -#}
 {% macro change_identity(key, columns) -%}
     {%- for column in key %}{{ adapter.quote(column) }}, {% endfor -%}
     _cdc_timestamp, _cdc_sequence, _cdc_operation
@@ -272,18 +268,15 @@ select * from final
 {%- endmacro %}
 
 
-{#- a = b, where NULL equals NULL (on every engine; Spark's <=> and DuckDB's IS NOT DISTINCT FROM differ) -#}
+{#- one spelling for every engine: Spark's <=> and DuckDB's IS NOT DISTINCT FROM differ -#}
 {% macro null_safe_equal(left, right) -%}
     ({{ left }} = {{ right }} or ({{ left }} is null and {{ right }} is null))
 {%- endmacro %}
 
 
 {#-
-    An incremental build of a table built from a declaration (Bronze, history) refuses, before it reads or plans
-    anything, when a declared column's type (sources YAML `data_type`) is no longer the type of the table's column:
-    merging would fail on the first value that only the new type holds (a bigint in an integer column), or
-    silently keep the old type. The error names the column, both types and the rebuild that applies the change.
-    Types are compared in the engine's own words: typeof() of the declared type against the table's column.
+    Merging into the old type would fail on the first value only the new type holds (a bigint in an integer
+    column), or silently keep the old type. typeof() compares in the engine's own words.
 -#}
 {% macro refuse_changed_column_types(relation, columns, source_name, table_name) %}
     {%- set held = {} -%}

@@ -3,8 +3,6 @@
     kept one change per key, the one that wins over the target's row; applying it is MERGE's semantics: a change
     with _cdc_operation 'D' deletes the key, any other updates or inserts it. The merge also publishes the
     model's change feed (macros/change_feed.sql).
-
-    The key is the model's `unique_key`, or else the primary key declared for the source table it reads.
 -#}
 {% macro get_incremental_cdc_merge_sql(arg_dict) %}
     {%- set key = config.get('unique_key') -%}

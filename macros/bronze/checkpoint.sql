@@ -10,7 +10,6 @@
 -#}
 
 
-{#- The files a model has consumed, by identity (macros/lake.sql): {'ids': a set of ids, 'count': n}. -#}
 {% macro checkpoint_consumed_files(model_name) %}
     {%- set checkpoint = ref('bronze_processed_files') -%}
     {%- if load_relation(checkpoint) is none -%}
@@ -27,19 +26,9 @@
 
 
 {#-
-    Plan this model's batch of lake files: every file of the table in `folders` not yet consumed (all of them on
-    a first build or --full-refresh). `convention` gives, as SQL over a raw file row, the `operation` (or none),
-    `timestamp` and `sequence` of a change, and the raw `columns` a file of the table must hold.
-    Returns {'files': [paths to read], 'reader': relation or none, 'consumed': checkpoint_consumed_files(...),
-    'consumed_files': [paths of the files already consumed, still in the lake]}.
-
-    Refuses, changing nothing:
-    - a batch that misses a file the lake's capture log says was published (checkpoint_check_published);
-    - a batch that would empty a table because the lake holds no file of it (a mistyped LAKE_URI, a deleted
-      folder), or an incremental run whose lake holds none of the files already consumed (another lake), unless
-      --vars '{allow_truncate: true}';
-    - a file that does not follow the table's convention (a missing column, an unknown operation, no time or no
-      sequence): it is named, and nothing is ever recorded as consumed that was not applied.
+    Every check runs before the plan is written: a refused build changes nothing, and no file is ever recorded as
+    consumed that was not applied. A lake without any of the table's files is a mistyped LAKE_URI or a deleted
+    folder far more often than an intended truncation, hence the refusals unless allow_truncate.
 -#}
 {% macro checkpoint_plan_batch(source_name, table_name, folders, convention) %}
     {%- set incremental = is_incremental() -%}
@@ -138,7 +127,6 @@
 {% endmacro %}
 
 
-{#- Every row of a batch must carry the convention's operation, time and sequence; the first file that does not is named. -#}
 {% macro checkpoint_check_convention(reader, files, source_name, table_name, convention) %}
     {%- set present = lago_mago.relation_column_names(reader) -%}
     {%- for column in convention.columns if column | lower not in present -%}
@@ -189,7 +177,6 @@
 {% endmacro %}
 
 
-{#- Replace this model's planned rows by the files of this batch (none: the batch is empty). -#}
 {% macro checkpoint_write_plan(reader, source_name, table_name, convention) %}
     {%- set checkpoint = ref('bronze_processed_files') -%}
     {%- set model_name = lago_mago.sql_string(this.identifier) -%}
@@ -221,7 +208,6 @@
 {% endmacro %}
 
 
-{#- True when a batch holds a change not newer than the newest change already consumed (a late or replayed file). -#}
 {% macro checkpoint_batch_is_late(reader, convention) %}
     {%- set late_sql -%}
         with newest as (

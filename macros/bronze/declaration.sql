@@ -91,7 +91,6 @@
 {% endmacro %}
 
 
-{#- A declared column type (sources YAML `data_type`, in DuckDB's words) in the engine's words. -#}
 {% macro declared_type(data_type) %}
     {{ return(adapter.dispatch('declared_type', 'lago_mago')(data_type)) }}
 {% endmacro %}

@@ -1,7 +1,3 @@
-{#-
-    The days of gold_points_daily_cube that changes since its last build touch, as a query of one column
-    `transaction_date`; with backfill vars, also every day of the range. Read by the cube's SQL and its pre-hook.
--#}
 {% macro points_cube_touched_days() %}
     {%- set backfill_start = var('backfill_start_date') -%}
     {%- set backfill_end = var('backfill_end_date') -%}

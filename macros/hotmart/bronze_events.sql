@@ -152,7 +152,6 @@ select * from final
 {% endmacro %}
 
 
-{#- An event's identity: a hash of its declared columns, NULL-safe (NULL differs from any text). -#}
 {% macro event_fingerprint(column_names) %}
     {{ return(adapter.dispatch('event_fingerprint', 'lago_mago')(column_names)) }}
 {% endmacro %}

@@ -5,7 +5,6 @@
 -#}
 
 
-{#- The purchases with an event added or replaced in any of the event Bronze tables since this model's last build. -#}
 {% macro hotmart_changed_purchases(producers) %}
     {%- set parts = [] -%}
     {%- for producer in producers -%}
@@ -16,11 +15,7 @@
 {% endmacro %}
 
 
-{#-
-    The order dates whose GMV history a change of Silver's purchase versions since this model's last build can
-    move: the order date of every version that counted in GMV before the change (pre-images, deletes) or after it
-    (inserts, post-images). A version outside GMV adds nothing to any total, so it touches no date.
--#}
+{#- a version outside GMV, before or after the change, adds nothing to any total: it touches no date -#}
 {% macro hotmart_changed_order_dates(purchase_versions) %}
     {{ return(
         "select distinct changes.order_date from "

@@ -1,11 +1,6 @@
 {#-
-    The state of a record as of the end of each day: for every (key, day) of `days`, the event of `events` with
-    the greatest `transaction_datetime` among those that had arrived by the end of that day (`arrival_date <=
-    day`). Ties on the event time go to the later arrival, then to the event id, so the choice is deterministic.
-    A day without news for this table carries its last state forward; a day before its first event has none.
-
-    `events` must have: purchase_id, event_id, transaction_datetime, arrived_at, arrival_date and `columns`.
-    `days` must have: purchase_id, change_date. The result has purchase_id, change_date, event_id and `columns`.
+    Only events arrived by the end of a day count for it, so a late event never rewrites what a day showed before it
+    arrived; ties go to the later arrival, then the event id, so every build chooses the same event.
 -#}
 {% macro latest_event_as_of(events, days, columns) %}
     select

@@ -24,7 +24,6 @@
 {%- endmacro %}
 
 
-{#- An incremental model of this project whose YAML declares a `_loaded_at` column. -#}
 {% macro is_tested_on_changes(relation) %}
     {%- if not execute or relation.identifier is not defined -%}
         {{ return(false) }}

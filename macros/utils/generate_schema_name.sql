@@ -1,13 +1,7 @@
 {#-
-    The schema of every layer (bronze, silver, gold, snapshots), and of everything else (the target's schema).
-
-    A warehouse private to one developer (a DuckDB file, a Spark on this machine) and a production target
-    (`prod`, `*_prod`) get the plain layer names: `bronze`. A warehouse that developers share (Databricks, a
-    Spark cluster) gets the developer's target schema as a prefix on a development target: `<schema>_bronze`,
-    so that two developers never build into each other's tables, and production into neither.
-
-    Macros that need a layer's schema outside a model (macros/lake.sql) call this with `node` none and get the
-    same name the models get.
+    The prefix on a shared development target keeps developers, and production, out of each other's tables; a
+    private warehouse or production needs none. Macros that need a layer's schema
+    outside a model call this with `node` none, so they get the name the models get.
 -#}
 {% macro generate_schema_name(custom_schema_name, node) -%}
     {%- if custom_schema_name is none -%}
@@ -19,7 +13,6 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- True on a development target of a warehouse that other developers reach too. -#}
 {% macro is_shared_development_target() -%}
     {%- set production = target.name == 'prod' or target.name.endswith('_prod') -%}
     {#- dbt's `target` holds a few connection keys only: a Spark session has the host `NA` (dbt-spark's own

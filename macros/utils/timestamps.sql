@@ -29,7 +29,6 @@
 {%- endmacro %}
 
 
-{#- Source text timestamps look like `2025-01-31 23:59:59.123` (UTC); anything unparseable becomes NULL. -#}
 {% macro parse_source_timestamp(expression) %}
     {{ return(adapter.dispatch('parse_source_timestamp', 'lago_mago')(expression)) }}
 {% endmacro %}
@@ -39,7 +38,6 @@
 {%- endmacro %}
 
 
-{#- Microseconds since the epoch: a timestamp as a number, written the same way by every engine. -#}
 {% macro epoch_microseconds(expression) %}
     {{ return(adapter.dispatch('epoch_microseconds', 'lago_mago')(expression)) }}
 {% endmacro %}

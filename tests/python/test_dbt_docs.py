@@ -10,13 +10,15 @@ headless_chromium.py) on the lineage of a gold model:
 - the page asks nothing of any host but the docs server (no CDN, no tracker);
 - index.html loads no script, style or image from another host;
 - manifest.json: the node colour of each layer, and a description for every model and every column (declared
-  or found in the warehouse by catalog.json).
+  or found in the warehouse by catalog.json); every public macro of the project (and generic test) described, with
+  each argument its signature declares (macros/_macros.yml).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
+import jinja2
+import jinja2.nodes
 import pytest
 from headless_chromium import BrowserError, Chromium, chromium_executable
 from support.cli import ingest
@@ -365,3 +369,56 @@ def test_every_model_and_column_has_a_description(docs: Dbt) -> None:
             if not declared.get(name, {}).get("description", "").strip():
                 lacking.append(f"column {node['name']}.{name}")
     assert not lacking, f"{len(lacking)} without a description:\n" + "\n".join(lacking)
+
+
+# The opening tag of a macro or a generic test, as the manifest's macro_sql and the project's files hold it.
+MACRO_TAG = re.compile(r"\{%-?\s*(macro|test)\s+(\w+)\s*\((.*?)\)\s*-?%\}", re.DOTALL)
+
+
+def signature(macro_sql: str) -> list[str]:
+    """The argument names a macro declares, read by Jinja's own parser (defaults may hold commas and brackets)."""
+    tag = MACRO_TAG.match(macro_sql.strip())
+    assert tag, f"no macro or test tag opens: {macro_sql[:120]!r}"
+    parsed = jinja2.Environment().parse(f"{{% macro signature({tag.group(3)}) %}}{{% endmacro %}}")
+    macro = parsed.find(jinja2.nodes.Macro)
+    assert macro is not None
+    return [argument.name for argument in macro.args]
+
+
+def public_macros(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The project's macros a caller names: an engine's variant (`default__x`, `spark__x`) is its dispatcher's."""
+    return {
+        macro["name"]: macro
+        for macro in manifest["macros"].values()
+        if macro["package_name"] == "lago_mago" and "__" not in macro["name"]
+    }
+
+
+def test_every_public_macro_and_argument_has_a_description(docs: Dbt) -> None:
+    macros = public_macros(docs.artifact("manifest.json"))
+    # the manifest holds every public macro written in the project's macro and test folders, no fewer
+    written = {
+        ("test_" if kind == "test" else "") + name
+        for folder in ("macros", "tests/dbt")
+        for path in (REPO / folder).rglob("*.sql")
+        for kind, name, _ in MACRO_TAG.findall(path.read_text())
+        if "__" not in name
+    }
+    assert written and set(macros) == written, f"manifest {sorted(set(macros) ^ written)} differ from the files"
+    lacking = []
+    for name, macro in sorted(macros.items()):
+        where = f"{name} ({macro['original_file_path']})"
+        if not macro["description"].strip():
+            lacking.append(f"macro {where}: no description")
+        declared = signature(macro["macro_sql"])
+        described = {argument["name"]: argument for argument in macro["arguments"]}
+        for argument in declared:
+            entry = described.get(argument, {})
+            if not (entry.get("description") or "").strip() or not (entry.get("type") or "").strip():
+                lacking.append(f"macro {where}: argument {argument} without a type and a description")
+        lacking.extend(
+            f"macro {where}: argument {argument} is described but not in the signature {declared}"
+            for argument in described
+            if argument not in declared
+        )
+    assert not lacking, f"{len(lacking)} gaps in macros/_macros.yml:\n" + "\n".join(lacking)
