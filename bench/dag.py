@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.common import PYTHON, ROOT, Result, dbt_executable, measure
 
 SELECT = ("--select", "source:loyalty+", "tag:lake_state")
-LAYERS = (("bronze_", "bronze"), ("snp_", "history"), ("silver_", "silver"), ("gold_", "gold"))
+LAYERS = (("bronze_", "bronze"), ("history_", "history"), ("silver_", "silver"), ("gold_", "gold"))
 
 
 def layer_of(unique_id: str) -> str:

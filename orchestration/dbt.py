@@ -1,4 +1,4 @@
-"""Every dbt model, snapshot and seed as a Dagster asset (dagster-dbt), each dbt test as an asset check."""
+"""Every dbt model as a Dagster asset (dagster-dbt), each dbt test as an asset check; the sample seeds are left out."""
 
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -12,18 +12,17 @@ from orchestration.settings import Settings
 DBT_ASSETS_NAME = "dbt_build"
 
 
+# the project's sample seeds are test data, not a product of the pipeline: no asset
+EXCLUDED = "resource_type:seed"
+
+
 class LagoMagoTranslator(DagsterDbtTranslator):
-    """Groups follow the project's layers: the model folders (bronze, silver, gold), history, seeds."""
+    """Groups follow the project's layers: the model folders (bronze, history, silver, gold)."""
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        resource_type = dbt_resource_props.get("resource_type")
-        if resource_type == "snapshot":
-            return "history"
-        if resource_type == "seed":
-            return "seeds"
         fqn = dbt_resource_props.get("fqn") or []
         # fqn is [project, folder, ..., name]: the first folder under models/ is the layer
-        return str(fqn[1]) if resource_type == "model" and len(fqn) > 2 else "dbt"
+        return str(fqn[1]) if dbt_resource_props.get("resource_type") == "model" and len(fqn) > 2 else "dbt"
 
 
 def dbt_project(settings: Settings) -> DbtProject:
@@ -65,6 +64,7 @@ def dbt_build_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
         manifest=project.manifest_path,
         project=project,
         name=DBT_ASSETS_NAME,
+        exclude=EXCLUDED,
         dagster_dbt_translator=LagoMagoTranslator(),
         retry_policy=retry_policy(settings),
         pool="lake",

@@ -1,6 +1,6 @@
 """The Dagster definitions of Lago Mago, built from the settings (`orchestration.definitions` loads them).
 
-Capture (one multi-asset per declared source) feeds dbt (one asset per model, snapshot and seed, tests as
+Capture (one multi-asset per declared source) feeds dbt (one asset per model, tests as
 checks); the job `capture_then_build` materialises all of it, the schedule runs that job every six hours.
 """
 

@@ -306,7 +306,7 @@ select * from final
                 relation.identifier ~ ": column " ~ column.name ~ " of " ~ source_name ~ "." ~ table_name
                 ~ " is declared " ~ column.data_type ~ " (" ~ want ~ "), but the table holds it as " ~ have
                 ~ ". A declared type change is applied by rebuilding the table and what reads it:"
-                ~ " dbt build --full-refresh --select bronze_" ~ source_name ~ "__" ~ table_name ~ "+ snp_"
+                ~ " dbt build --full-refresh --select bronze_" ~ source_name ~ "__" ~ table_name ~ "+ history_"
                 ~ source_name ~ "__" ~ table_name ~ "+ (docs/dbt.md, Schema drift). Nothing was changed.") }}
         {%- endif -%}
     {%- endfor -%}

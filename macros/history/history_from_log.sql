@@ -15,7 +15,7 @@
     - Any build cadence gives the same history, and `dbt build --full-refresh --select tag:history` rebuilds it
       from the log with the identical result.
 
-    Usage, in models/history/<source>/snp_<source>__<table>.sql:  {{ lago_mago.history_from_log('loyalty', 'clientes') }}
+    Usage, in models/history/<source>/history_<source>__<table>.sql:  {{ lago_mago.history_from_log('loyalty', 'clientes') }}
 -#}
 {% macro history_from_log(source_name, table_name) %}
     {{- config(

@@ -39,7 +39,7 @@ def compared_relations(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Every model of the loyalty lineage: Bronze, history, Silver, Gold (not the feeds and checkpoints)."""
     rows = con.execute(
         "select table_schema, table_name from information_schema.tables "
-        "where table_schema in ('bronze', 'snapshots', 'silver', 'gold') order by 1, 2"
+        "where table_schema in ('bronze', 'history', 'silver', 'gold') order by 1, 2"
     ).fetchall()
     return [
         f"{schema}.{name}"
@@ -74,7 +74,7 @@ def assert_history_is_the_change_log(con: duckdb.DuckDBPyConnection, lake: str) 
             select count(*) from (
                 select distinct {key}, _cdc_timestamp, _cdc_sequence, _cdc_operation from {changes}
                 except
-                select {key}, dbt_valid_from, _cdc_sequence, _cdc_operation from snapshots.snp_{SOURCE}__{table}
+                select {key}, dbt_valid_from, _cdc_sequence, _cdc_operation from history.history_{SOURCE}__{table}
             )
             """
         ).fetchone()
@@ -82,7 +82,7 @@ def assert_history_is_the_change_log(con: duckdb.DuckDBPyConnection, lake: str) 
         extra = con.execute(
             f"""
             select count(*) from (
-                select {key}, dbt_valid_from, _cdc_sequence from snapshots.snp_{SOURCE}__{table}
+                select {key}, dbt_valid_from, _cdc_sequence from history.history_{SOURCE}__{table}
                 except
                 select {key}, _cdc_timestamp, _cdc_sequence from {changes}
             )
@@ -96,7 +96,7 @@ def assert_history_is_the_change_log(con: duckdb.DuckDBPyConnection, lake: str) 
                     dbt_valid_to,
                     lead(dbt_valid_from) over (partition by {key} order by dbt_valid_from, _cdc_sequence) as next_from,
                     dbt_valid_to < dbt_valid_from as inverted
-                from snapshots.snp_{SOURCE}__{table}
+                from history.history_{SOURCE}__{table}
             )
             where inverted or dbt_valid_to is distinct from next_from
             """
@@ -116,7 +116,7 @@ def test_six_captures_built_twice(site: Dbt, simulator_states: dict) -> None:
         assert_history_is_the_change_log(con, site.lake)
         deletes = con.execute(
             f"""
-            select count(*) from snapshots.snp_{SOURCE}__clientes as history
+            select count(*) from history.history_{SOURCE}__clientes as history
             inner join read_parquet('{site.lake}/raw/{SOURCE}/cdc/clientes/*.parquet') as log
                 on history."idCliente" = log."idCliente" and log._cdc_operation = 'D'
             where history.dbt_is_deleted = 'True' and history.dbt_valid_from = log._cdc_timestamp

@@ -154,7 +154,7 @@ def assert_snapshot_matches_states(con: duckdb.DuckDBPyConnection, table: str, s
         if day == len(states) - 1:
             present_at_end = set(current)
 
-    snapshot = f"snapshots.snp_{SOURCE}__{table}"
+    snapshot = f"history.history_{SOURCE}__{table}"
     actual: dict[tuple, list[tuple]] = {}
     for row in con.execute(
         f"select {quoted} from {snapshot} where dbt_is_deleted = 'False' order by dbt_valid_from"

@@ -168,12 +168,12 @@ def test_spark_builds_the_same_tables_as_duckdb(built: tuple[Path, dict[str, flo
     # the history is compared too, and holds more versions than Bronze holds rows: builds rarer than captures
     # lost none of them (DuckDB's history is checked against the change log below)
     for table in ("clientes", "produtos", "transacoes", "transacao_produto"):
-        history, bronze = report[f"snapshots.snp_loyalty__{table}"], report[f"bronze.bronze_loyalty__{table}"]
+        history, bronze = report[f"history.history_loyalty__{table}"], report[f"bronze.bronze_loyalty__{table}"]
         assert history["rows"][1] >= bronze["rows"][1] > 0, (table, history["rows"], bronze["rows"])
-    assert report["snapshots.snp_loyalty__clientes"]["rows"][1] > report["bronze.bronze_loyalty__clientes"]["rows"][1]
+    assert report["history.history_loyalty__clientes"]["rows"][1] > report["bronze.bronze_loyalty__clientes"]["rows"][1]
     with duckdb.connect(str(work / "dev.duckdb"), read_only=True) as con:
         assert_history_is_the_change_log(con, str(project_copy(work) / "lake"))
-        deleted = con.execute("select count(*) from snapshots.snp_loyalty__clientes where dbt_is_deleted = 'True'")
+        deleted = con.execute("select count(*) from history.history_loyalty__clientes where dbt_is_deleted = 'True'")
         assert (deleted.fetchone() or (0,))[0] > 0, "the scenario must delete customers"
 
 

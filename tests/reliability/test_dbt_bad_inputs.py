@@ -35,7 +35,7 @@ BUILD = (
     "tag:lake_state",
     "bronze_loyalty__clientes",
     "bronze_loyalty__produtos",
-    "snp_loyalty__clientes",
+    "history_loyalty__clientes",
 )
 # named like a change file, and newer than every other: it is in the next batch of bronze_loyalty__clientes
 BAD_NAME = "clientes_29990101_000000_000000.parquet"

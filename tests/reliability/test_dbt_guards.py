@@ -106,7 +106,7 @@ def test_a_table_whose_files_were_all_deleted_is_not_emptied(
     assert "allow_truncate" in refused.stdout
     state = warehouse_state(site.database)
     assert state["bronze.bronze_loyalty__produtos"] == before["bronze.bronze_loyalty__produtos"]
-    assert state["snapshots.snp_loyalty__produtos"] == before["snapshots.snp_loyalty__produtos"]
+    assert state["history.history_loyalty__produtos"] == before["history.history_loyalty__produtos"]
     # an explicit truncation is allowed
     allowed = dbt_build(site, "--full-refresh", "--select", "bronze_loyalty__produtos",
                         "--vars", "{allow_truncate: true}")  # fmt: skip
@@ -189,7 +189,7 @@ def test_a_file_of_another_convention_in_a_native_folder_is_refused(
     assert refused.returncode != 0
     assert "raw/loyalty/cdc/clientes/clientes_29990101_000000_000000.parquet" in refused.stdout, refused.stdout[-3000:]
     state = warehouse_state(site.database)
-    for table in ("bronze.bronze_loyalty__clientes", "snapshots.snp_loyalty__clientes"):
+    for table in ("bronze.bronze_loyalty__clientes", "history.history_loyalty__clientes"):
         assert state[table] == before[table], table
 
     def clientes_files(state: dict[str, list[tuple[object, ...]]]) -> list[tuple[object, ...]]:

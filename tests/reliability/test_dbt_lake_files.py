@@ -69,7 +69,7 @@ def test_a_deleted_full_load_is_refused_on_full_refresh_naming_it(tmp_path: Path
         assert full_load in refused.stdout and REFUSED_HINT in refused.stdout, refused.stdout[-3000:]
         assert "Nothing was changed" in refused.stdout
         state = warehouse_state(site.database)
-        for table in ("bronze.bronze_loyalty__produtos", "snapshots.snp_loyalty__produtos"):
+        for table in ("bronze.bronze_loyalty__produtos", "history.history_loyalty__produtos"):
             assert state[table] == before[table], table
 
     # an incremental run has merged that file already: its rows are in the warehouse, nothing is lost
@@ -102,7 +102,7 @@ def test_an_unmerged_change_file_deleted_is_refused_incrementally(tmp_path: Path
     assert refused.returncode != 0
     assert newest in refused.stdout and "bronze_loyalty__clientes" in refused.stdout, refused.stdout[-3000:]
     state = warehouse_state(site.database)
-    for table in ("bronze.bronze_loyalty__clientes", "snapshots.snp_loyalty__clientes"):
+    for table in ("bronze.bronze_loyalty__clientes", "history.history_loyalty__clientes"):
         assert state[table] == before[table], table
     # on purpose: the build goes on without the file, and says nothing about it again
     allowed = site.build(*LOYALTY, "--vars", "{allow_missing_files: true}")
@@ -183,7 +183,7 @@ def test_a_lake_path_with_a_quote_builds_and_a_quoted_file_name_is_refused(tmp_p
         assert f"raw/loyalty/cdc/clientes/{name}" in refused.stdout, refused.stdout[-3000:]
         assert "Parser Error" not in refused.stdout, refused.stdout[-3000:]
         state = warehouse_state(site.database)
-        for table in ("bronze.bronze_loyalty__clientes", "snapshots.snp_loyalty__clientes"):
+        for table in ("bronze.bronze_loyalty__clientes", "history.history_loyalty__clientes"):
             assert state[table] == before[table], table
         stray.unlink()
     assert site.build(*LOYALTY).returncode == 0

@@ -33,13 +33,13 @@ BUILD = (
     "--select",
     "tag:lake_state",
     "bronze_loyalty__clientes",
-    "snp_loyalty__clientes",
+    "history_loyalty__clientes",
     "silver_loyalty__customers",
     "--indirect-selection",
     "cautious",
 )
 BRONZE = "bronze.bronze_loyalty__clientes"
-HISTORY = "snapshots.snp_loyalty__clientes"
+HISTORY = "history.history_loyalty__clientes"
 SILVER = "silver.silver_loyalty__customers"
 COMPARED = (BRONZE, HISTORY, SILVER)
 CLIENT_COLUMNS = {

@@ -49,7 +49,7 @@ BRONZE = (
     "tag:lake_state",
     "bronze_loyalty__clientes",
     "bronze_loyalty__produtos",
-    "snp_loyalty__clientes",
+    "history_loyalty__clientes",
     "silver_loyalty__customers",
     "silver_loyalty__products",
     "--indirect-selection",
@@ -175,7 +175,7 @@ def tables_but_the_checkpoint(site: Dbt) -> dict[str, list[ChangeRow]]:
 # -- property: random histories of clientes written by hand ----------------------------------------------------------
 
 KEYS = ("c0", "c1", "c2", "c3")
-SNAPSHOT_BUILD = ("--select", "tag:lake_state", "bronze_loyalty__clientes", "snp_loyalty__clientes+")
+SNAPSHOT_BUILD = ("--select", "tag:lake_state", "bronze_loyalty__clientes", "history_loyalty__clientes+")
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ def snapshot_events(site: Dbt) -> dict[str, list[Event]]:
     with site.connect() as con:
         rows = con.execute(
             f"select {columns}, dbt_is_deleted, dbt_valid_from, dbt_valid_to "
-            'from snapshots.snp_loyalty__clientes order by "idCliente", dbt_valid_from, _cdc_sequence'
+            'from history.history_loyalty__clientes order by "idCliente", dbt_valid_from, _cdc_sequence'
         ).fetchall()
     events: dict[str, list[Event]] = {}
     ends: dict[str, list[tuple[object, object]]] = {}

@@ -40,13 +40,13 @@ BUILD = (
     "--select",
     "tag:lake_state",
     "bronze_loyalty__clientes",
-    "snp_loyalty__clientes",
+    "history_loyalty__clientes",
     "silver_loyalty__customers",
     *ONLY_SELECTED_TESTS,
 )
 BRONZE = "bronze.bronze_loyalty__clientes"
 SILVER = "silver.silver_loyalty__customers"
-SNAPSHOT = "snapshots.snp_loyalty__clientes"
+SNAPSHOT = "history.history_loyalty__clientes"
 
 
 def clientes(project: Path) -> Table:
@@ -302,14 +302,14 @@ def test_a_widened_column_type_is_refused_incrementally_and_applied_by_the_docum
     assert after == before, "a refused build changed the warehouse"
 
     # the documented steps (docs/dbt.md): rebuild the table's lineage, then build as usual
-    site.build("--full-refresh", "--select", f"bronze_loyalty__{LINES}+", f"snp_loyalty__{LINES}+", check=True)
+    site.build("--full-refresh", "--select", f"bronze_loyalty__{LINES}+", f"history_loyalty__{LINES}+", check=True)
     site.build(*LINES_BUILD, check=True)
     with site.connect() as con:
         quantities = [
             con.execute(query, [line]).fetchall()
             for query in (
                 f'select "QtdeProduto" from bronze.bronze_loyalty__{LINES} where "idTransacaoProduto" = ?',
-                f'select "QtdeProduto" from snapshots.snp_loyalty__{LINES} where "idTransacaoProduto" = ? '
+                f'select "QtdeProduto" from history.history_loyalty__{LINES} where "idTransacaoProduto" = ? '
                 "and dbt_valid_to is null",
                 "select quantity from silver.silver_loyalty__transaction_products where transaction_product_id = ?",
             )
@@ -317,7 +317,7 @@ def test_a_widened_column_type_is_refused_incrementally_and_applied_by_the_docum
         types = con.execute(
             "select table_name, data_type from information_schema.columns "
             "where column_name in ('QtdeProduto', 'quantity') and table_name in (?, ?, ?) order by 1",
-            [f"bronze_loyalty__{LINES}", f"snp_loyalty__{LINES}", "silver_loyalty__transaction_products"],
+            [f"bronze_loyalty__{LINES}", f"history_loyalty__{LINES}", "silver_loyalty__transaction_products"],
         ).fetchall()
         (cube_days,) = con.execute(
             "select count(distinct transaction_date) from gold.gold_points_daily_cube"
