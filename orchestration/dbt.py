@@ -1,4 +1,5 @@
-"""Every dbt model as a Dagster asset (dagster-dbt), each dbt test as an asset check; the sample seeds are left out."""
+"""Every dbt model and snapshot as a Dagster asset (dagster-dbt), each dbt test as an asset check; the sample seeds
+are left out."""
 
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -17,12 +18,16 @@ EXCLUDED = "resource_type:seed"
 
 
 class LagoMagoTranslator(DagsterDbtTranslator):
-    """Groups follow the project's layers: the model folders (bronze, history, silver, gold)."""
+    """Groups follow the project's layers: the model folders (bronze, history, silver, gold), and the snapshots of
+    published Gold (snapshots/)."""
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        resource_type = dbt_resource_props.get("resource_type")
+        if resource_type == "snapshot":
+            return "snapshots"
         fqn = dbt_resource_props.get("fqn") or []
         # fqn is [project, folder, ..., name]: the first folder under models/ is the layer
-        return str(fqn[1]) if dbt_resource_props.get("resource_type") == "model" and len(fqn) > 2 else "dbt"
+        return str(fqn[1]) if resource_type == "model" and len(fqn) > 2 else "dbt"
 
 
 def dbt_project(settings: Settings) -> DbtProject:

@@ -22,9 +22,12 @@ import duckdb
 # run as a script, this file's folder is on sys.path
 from spark_support import isolated_parameters, start_spark
 
-# load times
+# load and publication times
 SKIPPED_COLUMNS: tuple[str, ...] = ()
-SKIPPED_SUFFIXES = ("loaded_at", "merged_at")
+SKIPPED_SUFFIXES = ("loaded_at", "merged_at", "published_at")
+# a dbt snapshot's versions are stamped with the time of the build that took them (the history models' are the
+# changes' capture times, and are compared)
+SNAPSHOT_BUILD_TIMES = ("dbt_scd_id", "dbt_updated_at", "dbt_valid_from", "dbt_valid_to")
 # each engine's own bookkeeping: the checkpoint's statuses and the change feeds' versions (Delta counts its own)
 SKIPPED_TAGS = ("lake_state",)
 
@@ -45,14 +48,15 @@ def normalise(value: Any) -> Any:
     return value
 
 
-def compared_columns(columns: list[str]) -> list[str]:
-    return [c for c in columns if c not in SKIPPED_COLUMNS and not c.endswith(SKIPPED_SUFFIXES)]
+def compared_columns(columns: list[str], snapshot: bool = False) -> list[str]:
+    skipped = SKIPPED_COLUMNS + (SNAPSHOT_BUILD_TIMES if snapshot else ())
+    return [c for c in columns if c not in skipped and not c.endswith(SKIPPED_SUFFIXES)]
 
 
 def main(manifest_path: str, duckdb_file: str, warehouse: str) -> dict[str, Any]:
     manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
     relations = sorted(
-        (node["schema"], node["alias"])
+        (node["schema"], node["alias"], node["resource_type"] == "snapshot")
         for node in manifest["nodes"].values()
         if node["resource_type"] in ("model", "snapshot")
         and node["config"]["materialized"] != "ephemeral"
@@ -62,10 +66,10 @@ def main(manifest_path: str, duckdb_file: str, warehouse: str) -> dict[str, Any]
     spark = start_spark(isolated_parameters(Path(warehouse)))
     spark.sparkContext.setLogLevel("ERROR")
     report: dict[str, Any] = {}
-    for schema, name in relations:
+    for schema, name, snapshot in relations:
         duck_columns = [row[0] for row in duck.execute(f'describe "{schema}"."{name}"').fetchall()]
         spark_columns = [field.name for field in spark.table(f"{schema}.{name}").schema.fields]
-        columns = [c for c in compared_columns(duck_columns) if c in spark_columns]
+        columns = [c for c in compared_columns(duck_columns, snapshot) if c in spark_columns]
         duck_select = ", ".join(f'"{c}"' for c in columns)
         duck_rows = sorted(
             json.dumps([normalise(v) for v in row], default=str)
@@ -81,7 +85,7 @@ def main(manifest_path: str, duckdb_file: str, warehouse: str) -> dict[str, Any]
         report[f"{schema}.{name}"] = {
             "rows": [len(duck_rows), len(spark_rows)],
             "columns_on_one_engine_only": sorted(
-                set(compared_columns(duck_columns)) ^ set(compared_columns(spark_columns))
+                set(compared_columns(duck_columns, snapshot)) ^ set(compared_columns(spark_columns, snapshot))
             ),
             "only_duckdb": only_duckdb[:5],
             "only_spark": only_spark[:5],

@@ -37,7 +37,7 @@ from .dbt_fork import run_dbt
 ROOT = Path(__file__).resolve().parents[2]
 DBT_TIMEOUT = 1800
 # the dbt project's files, as a copy of the project needs them (docs/ holds the doc blocks the YAML refers to)
-PROJECT_FILES = ("dbt_project.yml", "profiles", "models", "macros", "seeds", "tests/dbt", "docs")
+PROJECT_FILES = ("dbt_project.yml", "profiles", "models", "macros", "seeds", "snapshots", "tests/dbt", "docs")
 
 
 def dbt_executable() -> str:
