@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 
 from ingestion.config import project_dir
-from ingestion.errors import CatalogError
+from ingestion.errors import CatalogError, DeclarationError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,8 +57,8 @@ def check_type(data_type: str, where: str) -> str:
     """The declared type, or a CatalogError naming where it is declared."""
     normalised = data_type.strip().lower()
     if normalised not in DATA_TYPES and not _DECIMAL.match(normalised):
-        raise CatalogError(
-            f"{where}: unsupported data_type {data_type!r} (use one of {sorted(DATA_TYPES)} or decimal(p,s))"
+        raise DeclarationError(
+            where, f"unsupported data_type {data_type!r} (use one of {sorted(DATA_TYPES)} or decimal(p,s))"
         )
     return data_type
 
@@ -111,21 +111,21 @@ def _parse_breaker(raw: object, where: str) -> Breaker:
     if raw is None:
         return Breaker()
     if not isinstance(raw, dict):
-        raise CatalogError(f"{where}: meta.circuit_breaker must be a mapping")
+        raise DeclarationError(where, "meta.circuit_breaker must be a mapping")
     unknown = sorted(set(raw) - set(Breaker.__dataclass_fields__))
     if unknown:
-        raise CatalogError(f"{where}: meta.circuit_breaker has unknown key(s) {', '.join(map(str, unknown))}")
+        raise DeclarationError(where, f"meta.circuit_breaker has unknown key(s) {', '.join(map(str, unknown))}")
     values: dict[str, float | int] = {}
     for name in ("max_deleted_share", "max_row_drop_share"):
         if name in raw:
             value = raw[name]
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise CatalogError(f"{where}: meta.circuit_breaker.{name} must be a share between 0 and 1")
+                raise DeclarationError(where, f"meta.circuit_breaker.{name} must be a share between 0 and 1")
             values[name] = float(value)
     if "min_rows" in raw:
         rows = raw["min_rows"]
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
-            raise CatalogError(f"{where}: meta.circuit_breaker.min_rows must be a whole number, 0 or more")
+            raise DeclarationError(where, "meta.circuit_breaker.min_rows must be a whole number, 0 or more")
         values["min_rows"] = rows
     return Breaker(**values)  # type: ignore[arg-type]
 
@@ -202,42 +202,42 @@ def _parse_table(source: str, raw: dict[str, object], path: Path, default_mode: 
     where = f"{path.name}: table {source}.{name}"
     meta = raw.get("meta") or {}
     if not isinstance(meta, dict):
-        raise CatalogError(f"{where}: meta must be a mapping")
+        raise DeclarationError(where, "meta must be a mapping")
     raw_columns = raw.get("columns") or []
     if not isinstance(raw_columns, list) or not raw_columns:
-        raise CatalogError(f"{where}: declares no columns")
+        raise DeclarationError(where, "declares no columns")
     columns: list[Column] = []
     for raw_column in raw_columns:
         column_name = validate_identifier(raw_column.get("name"), f"{where}: column")
         data_type = raw_column.get("data_type")
         if not isinstance(data_type, str):
-            raise CatalogError(f"{where}: column {column_name} has no data_type")
+            raise DeclarationError(where, f"column {column_name} has no data_type")
         columns.append(Column(column_name, check_type(data_type, f"{where}.{column_name}")))
     names = [c.name for c in columns]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise CatalogError(f"{where}: columns declared twice: {', '.join(duplicated)}")
+        raise DeclarationError(where, f"columns declared twice: {', '.join(duplicated)}")
     reserved = sorted(set(names) & {*CDC_COLUMNS, EVENT_INGESTED_AT, EVENT_BATCH_ID})
     if reserved:
-        raise CatalogError(f"{where}: column names reserved for the lake: {', '.join(reserved)}")
+        raise DeclarationError(where, f"column names reserved for the lake: {', '.join(reserved)}")
 
     key = meta.get("primary_key")
     if isinstance(key, str):
         key = [key]
     if not isinstance(key, list) or not key:
-        raise CatalogError(f"{where}: meta.primary_key must name one or more columns")
+        raise DeclarationError(where, "meta.primary_key must name one or more columns")
     for key_column in key:
         validate_identifier(key_column, f"{where}: primary key column")
         if key_column not in names:
-            raise CatalogError(f"{where}: primary key column {key_column} is not a declared column")
+            raise DeclarationError(where, f"primary key column {key_column} is not a declared column")
     ordering = meta.get("ordering_column")
     if ordering is not None:
         validate_identifier(ordering, f"{where}: ordering column")
         if ordering not in names:
-            raise CatalogError(f"{where}: ordering column {ordering} is not a declared column")
+            raise DeclarationError(where, f"ordering column {ordering} is not a declared column")
     separator = meta.get("csv_separator", ",")
     if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
-        raise CatalogError(f"{where}: csv_separator must be one character other than a quote or newline")
+        raise DeclarationError(where, "csv_separator must be one character other than a quote or newline")
     breaker = _parse_breaker(meta.get("circuit_breaker"), where)
     database_table = _parse_database_table(meta.get("database_table"), where)
     mode = parse_database_mode(meta.get("database_mode", default_mode), f"{where}: meta.database_mode")
@@ -245,18 +245,20 @@ def _parse_table(source: str, raw: dict[str, object], path: Path, default_mode: 
     if cursor is not None:
         validate_identifier(cursor, f"{where}: cursor column")
         if cursor not in names:
-            raise CatalogError(f"{where}: cursor column {cursor} is not a declared column")
+            raise DeclarationError(where, f"cursor column {cursor} is not a declared column")
     elif mode == "cursor":
-        raise CatalogError(
-            f"{where}: meta.database_mode cursor needs meta.cursor_column, the column that grows on every insert "
-            "and update (an updated_at timestamp, say)"
+        raise DeclarationError(
+            where,
+            "meta.database_mode cursor needs meta.cursor_column, the column that grows on every insert and update "
+            "(an updated_at timestamp, say)",
         )
     lag = _parse_lag(meta.get("cursor_lag", 0), f"{where}: meta.cursor_lag")
     key_scan = meta.get("cursor_key_scan", 1)
     if isinstance(key_scan, bool) or not isinstance(key_scan, int) or key_scan < 1:
-        raise CatalogError(
-            f"{where}: meta.cursor_key_scan must be a whole number, 1 or more (a key scan every that many cursor "
-            f"captures), not {key_scan!r}"
+        raise DeclarationError(
+            where,
+            f"meta.cursor_key_scan must be a whole number, 1 or more (a key scan every that many cursor captures), "
+            f"not {key_scan!r}",
         )
     return Table(
         source,
@@ -301,7 +303,7 @@ def _parse_database_table(raw: object, where: str) -> tuple[str, str] | None:
         return None
     schema, dot, name = str(raw).partition(".")
     if not isinstance(raw, str) or not dot:
-        raise CatalogError(f"{where}: meta.database_table must be 'schema.table', not {raw!r}")
+        raise DeclarationError(where, f"meta.database_table must be 'schema.table', not {raw!r}")
     return validate_identifier(schema, f"{where}: database schema"), validate_identifier(
         name, f"{where}: database table"
     )

@@ -20,6 +20,15 @@ class CatalogError(UsageError):
     """The table declarations are invalid or a requested table/source is not declared."""
 
 
+class DeclarationError(CatalogError):
+    """A table or source declaration (the sources YAML) that cannot be used: `where` names the file and the table,
+    `problem` what is wrong with it."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.where, self.problem = where, problem
+        super().__init__(f"{where}: {problem}")
+
+
 class ConfigError(UsageError):
     """An environment variable holds a value the ingestion cannot use."""
 

@@ -31,7 +31,7 @@ from support.dbt import copy_project
 
 from ingestion.catalog import Breaker, load_catalog
 from ingestion.config import FAILPOINT_ENV
-from ingestion.errors import CatalogError
+from ingestion.errors import DeclarationError
 from ingestion.lake import open_lake
 from ingestion.lock import LOCK_KEY
 
@@ -136,8 +136,11 @@ def test_thresholds_are_overridable_per_table(tmp_path: Path, report: Recorder) 
     assert declared.breaker == Breaker(max_deleted_share=0.7, max_row_drop_share=0.2, min_rows=10)
     table["meta"]["circuit_breaker"] = {"max_deleted_share": 1.5}
     sources.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    with pytest.raises(CatalogError, match="max_deleted_share must be a share between 0 and 1"):
+    with pytest.raises(DeclarationError) as refused:
         load_catalog([sources])
+    assert refused.value.where == f"{sources.name}: table loyalty.clientes"
+    assert refused.value.problem == "meta.circuit_breaker.max_deleted_share must be a share between 0 and 1"
+    assert refused.value.exit_code == 2
     report.record("circuit breaker thresholds declared per table", runs=0, note="override parsed, bad share refused")
 
 
