@@ -237,7 +237,7 @@ def test_a_transaction_spilled_in_parts_keeps_its_fills_and_order(
     spill = spool.Spool.spill
 
     def counted(self: spool.Spool) -> None:
-        spilled.append(len(self.buffer))
+        spilled.append(len(self.operations))
         spill(self)
 
     monkeypatch.setattr(spool.Spool, "spill", counted)
