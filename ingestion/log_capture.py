@@ -36,11 +36,11 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import psycopg
@@ -54,7 +54,7 @@ from ingestion.capture import _baseline as stored_baseline
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Source, Table
 from ingestion.cdc import change_schema
 from ingestion.duck import check_io, check_lake, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import SnapshotError, UsageError
+from ingestion.errors import SnapshotError, UsageError, WorkspaceError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.postgres.connection import connect as connect_postgres
@@ -89,6 +89,7 @@ from ingestion.state import LOG_READER, CaptureKind, CaptureRecord, TableState, 
 from ingestion.table_store import PreparedCapture, TableStore, failpoint
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # a batch is published at the first transaction's end past this many changes, so memory stays bounded
 BATCH_CHANGES = 100_000
@@ -591,9 +592,10 @@ def _table_log(lake: Lake, table: Table, state: TableState, workdir: Path) -> _T
 
 # -- a table's batch as a change file --------------------------------------------------------------------------------
 
-# DuckDB's memory in a publish, at most (or the run's limit when lower): its sorts and joins spill to the work
-# folder beyond it, so a capture's peak memory does not grow with the size of a transaction
-PUBLISH_MEMORY_LIMIT = "256MB"
+# DuckDB's memory in a publish, at most (or the run's limit when lower): its sorts, joins and aggregates spill to
+# the work folder beyond it, so a capture's peak memory does not grow with the size of a transaction. A step DuckDB
+# cannot fit in it (a window over the rows of a very large or wide transaction) is done again within the run's.
+PUBLISH_MEMORY_LIMIT = "128MB"
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -607,6 +609,20 @@ def _publish_memory(limit: str) -> str:
     given, cap = size(limit), size(PUBLISH_MEMORY_LIMIT)
     assert cap is not None
     return limit if given is not None and given < cap else PUBLISH_MEMORY_LIMIT
+
+
+def _capped(step: Callable[[str], _T], memory: str, options: RunOptions) -> _T:
+    """`step` within `memory`; again within the run's limit when DuckDB ran out of the first (each step rewrites
+    its own files)."""
+    try:
+        return step(memory)
+    except WorkspaceError as exc:
+        if memory == options.duckdb_memory_limit or not isinstance(exc.__cause__, duckdb.OutOfMemoryException):
+            raise
+        log.warning(
+            "a publish step needs more than %s of memory: done again within %s", memory, options.duckdb_memory_limit
+        )
+        return step(options.duckdb_memory_limit)
 
 
 def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions) -> PreparedCapture | None:
@@ -629,12 +645,14 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
     baseline = stored_baseline(store, state, previous_rows, folder)
     first = state.last_sequence + 1
     changes = folder / f"changes_{capture_id}.parquet"
-    counts = _write_changes(table, spool, baseline, first, changes, memory)
+    counts = _capped(lambda m: _write_changes(table, spool, baseline, first, changes, m), memory, options)
     written = sum(counts.values())
     if not written:
         return None
-    after = _rows_after(table, baseline, changes, memory, folder)
-    stored, delta = _next_snapshot(table, state, baseline, changes, after, written, folder, memory)
+    after = _capped(lambda m: _rows_after(table, baseline, changes, m, folder), memory, options)
+    stored, delta = _capped(
+        lambda m: _next_snapshot(table, state, baseline, changes, after, written, folder, m), memory, options
+    )
     record = CaptureRecord(
         capture_id=capture_id,
         kind="cdc",
@@ -818,12 +836,24 @@ def _connect(folder: Path, baseline: cdc.Baseline, memory: str) -> duckdb.DuckDB
 
 
 def _rows_after(table: Table, baseline: cdc.Baseline, changes: Path, memory: str, folder: Path) -> int:
-    """The rows the table holds once `changes` applies to its stored state."""
+    """The rows the table holds once `changes` applies to its stored state: the stored rows of the keys `changes`
+    leaves alone, and each key it touches whose last change is not a delete. Only keys and operations are
+    aggregated, not whole rows: its memory does not grow with the width of the table."""
+    keys = ", ".join(quote_identifier(k) for k in table.primary_key)
+    on = " and ".join(f"b.{quote_identifier(k)} = t.{quote_identifier(k)}" for k in table.primary_key)
     con = _connect(folder, baseline, memory)
-    after = cdc.Baseline(baseline.snapshot, (*baseline.deltas, changes), 0, baseline.filesystem)
     try:
-        row = con.execute(f"select count(*) from {cdc.baseline_relation(con, table, after)}").fetchone()
+        row = con.execute(
+            f"""with touched as materialized (
+                select {keys}, arg_max({CDC_OPERATION}, {CDC_SEQUENCE}) as _last
+                from read_parquet({sql_literal(str(changes))}) group by {keys}
+            )
+            select (select count(*) from {cdc.baseline_relation(con, table, baseline)} as b anti join touched as t
+                    on {on})
+                + (select count(*) from touched where _last <> 'D')"""
+        ).fetchone()
     except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
         check_lake(exc, baseline.filesystem)
         raise
     finally:
