@@ -11,10 +11,13 @@ A run, under the lake's lock:
 3. streams the slot's changes up to the server's position at the start (`run`), or until stopped (`stream`):
    each committed transaction's changes, in commit order, become rows with the commit's time as `_cdc_timestamp`,
    one `_cdc_sequence` each and the commit's LSN as `_cdc_lsn`; every version of a key is kept. A transaction's
-   changes are spilled to local Parquet parts as they are decoded (`ingestion.postgres.spool`), so memory does not
-   grow with its size, and one still open when the run stops is dropped whole;
-4. publishes each table's change file through its `TableStore` (stage, publish, commit `state.json` with the log
-   position the file holds everything up to) and only then confirms that position to the slot.
+   changes are spilled, still as Postgres's text, to local Parquet parts as they are decoded
+   (`ingestion.postgres.spool`), so memory does not grow with its size, and one still open when the run stops is
+   dropped whole;
+4. writes each table's change file with DuckDB from those parts (`_write_changes`: the text cast to the declared
+   types as the snapshot reader casts COPY's, whole rows filled, within PUBLISH_MEMORY_LIMIT), publishes it through
+   its `TableStore` (stage, publish, commit `state.json` with the log position the file holds everything up to) and
+   only then confirms that position to the slot.
 
 A crash anywhere is harmless: a position is confirmed only once its changes are committed in the lake, and a rerun,
 which the slot serves from its last confirmed position, skips every transaction ending at or before a table's
@@ -91,8 +94,9 @@ from ingestion.table_store import PreparedCapture, TableStore, failpoint
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# a batch is published at the first transaction's end past this many changes, so memory stays bounded
-BATCH_CHANGES = 100_000
+# a batch is published at the first transaction's end past this many changes: it bounds the local disk its spool
+# takes and the changes a crash makes the next run read again (not memory: the spool is on disk)
+BATCH_CHANGES = 1_000_000
 # `stream` waits this long before each reconnection to a database it lost, then gives up (exit 3); the count
 # starts again once it has streamed this many seconds
 RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
@@ -224,14 +228,8 @@ class _Batch:
 
     def feed(self, payload: bytes) -> None:
         message = decode(payload)
-        if isinstance(message, Begin):
-            self.open, self.commit_time, self.commit_lsn = {}, message.commit_time, message.final_lsn
-        elif isinstance(message, Relation):
-            table = self.by_relation.get((message.namespace, message.name))
-            self.by_oid[message.oid] = table
-            if table is not None:
-                table.relation(message)
-        elif isinstance(message, Change):
+        # a change first: all but a few messages are one
+        if isinstance(message, Change):
             table = self.by_oid.get(message.relation_oid)
             if table is not None and self.open is not None:
                 if table.problem is not None:
@@ -240,6 +238,13 @@ class _Batch:
                     if table.absent is not None:
                         self.refused.append((table, table.absent, self.checked))
                     self._change(table, message, len(payload))
+        elif isinstance(message, Begin):
+            self.open, self.commit_time, self.commit_lsn = {}, message.commit_time, message.final_lsn
+        elif isinstance(message, Relation):
+            table = self.by_relation.get((message.namespace, message.name))
+            self.by_oid[message.oid] = table
+            if table is not None:
+                table.relation(message)
         elif isinstance(message, Truncate):
             for oid in message.relation_oids:
                 table = self.by_oid.get(oid)
@@ -271,16 +276,17 @@ class _Batch:
     def _change(self, table: _TableLog, message: Change, size: int) -> None:
         """The hot path of log mode: a change is kept as decoded, its values still text in the relation's order
         (the spool makes columns of them, the publish casts and fills them)."""
-        if message.operation == "D":
-            self._add(table, "K" if message.key_only else "D", message.values, size)
-            return
+        operation: Operation = message.operation
         old, new = message.old_values, message.values
-        if old is not None and any(old[i] != new[i] for i in table.key_positions):
+        if operation == "D":
+            operation = "K" if message.key_only else "D"
+        elif old is not None and any(old[i] != new[i] for i in table.key_positions):
             # the key itself changed: the old key's row is gone (filled from its last row), the new key's is new
             self._add(table, "K", old, size)
-            self._add(table, "I", new, size)
-            return
-        self._add(table, message.operation, new, size)
+            operation = "I"
+        assert self.open is not None and self.commit_time is not None
+        self.open[id(table)] = table
+        table.pending.add(operation, self.commit_time, self.commit_lsn, new, size)
 
     @property
     def in_transaction(self) -> bool:

@@ -125,7 +125,10 @@ class Spool:
         ]
         self.folder.mkdir(parents=True, exist_ok=True)
         part = self.folder / f"part-{uuid.uuid4().hex}.parquet"
-        pq.write_table(pa.Table.from_arrays(head + arrays, schema=self._schema()), part)
+        # a part lives a few seconds on the local disk and is read once, whole: written as fast as can be (no
+        # compression, dictionaries or statistics, which cost as much as the decoding of its changes)
+        table = pa.Table.from_arrays(head + arrays, schema=self._schema())
+        pq.write_table(table, part, compression="none", use_dictionary=False, write_statistics=False)
         self.parts.append(part)
         self.part_rows.append(count)
         self.operations, self.values, self.transactions, self.buffered_bytes = [], [], [], 0

@@ -550,3 +550,35 @@ def test_every_declared_type_reads_the_same_from_the_log_as_from_copy(database: 
     assert math.isnan(copied[3].pop("ratio")) and math.isnan(streamed[3].pop("ratio"))
     assert streamed == copied
     assert copied[1]["at_zoned"] == datetime(2024, 1, 1, 13, 0, 0) and copied[1]["amount"] == Decimal("12.34")
+
+
+def test_a_truncate_among_changes_of_one_run_cuts_them_in_order(source: str, tmp_path: Path) -> None:
+    """Changes before a TRUNCATE, the TRUNCATE (a delete of every row then alive, in key order) and changes after
+    it, all in one run: each in commit order, a key-only delete after it filled from the changes after it."""
+    lake = tmp_path / "lake"
+    assert log_run(lake, source, tables="produtos").returncode == 0
+    execute(
+        source,
+        'update public.produtos set "DescNomeProduto" = \'before\' where "IdProduto" = 1',
+        "insert into public.produtos values (999, 'new', 'text', 'cat')",
+    )
+    alive = sorted(source_state(source, "produtos", "IdProduto"))
+    execute(
+        source,
+        "truncate public.produtos cascade",
+        "insert into public.produtos values (1, 'again', 'text', 'cat')",
+        'update public.produtos set "DescNomeProduto" = \'after\' where "IdProduto" = 1',
+        'delete from public.produtos where "IdProduto" = 1',  # carries the key only
+        "insert into public.produtos values (2, 'last', 'text', 'cat')",
+    )
+    result = log_run(lake, source, tables="produtos")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = changes(lake, "produtos")
+    found = [(r["_cdc_operation"], r["IdProduto"], r["DescNomeProduto"]) for r in rows]
+    assert found[:2] == [("U", 1, "before"), ("I", 999, "new")]
+    assert [(op, key) for op, key, _ in found[2 : 2 + len(alive)]] == [("D", key) for key in alive]
+    assert found[2 + len(alive) :] == [("I", 1, "again"), ("U", 1, "after"), ("D", 1, "after"), ("I", 2, "last")]
+    assert rows[-2]["DescDescricaoProduto"] == "text" and rows[-2]["DescCategoriaProduto"] == "cat"
+    # the full load held every row but 999: the change file's sequences follow on, one each
+    assert [r["_cdc_sequence"] for r in rows] == list(range(len(alive), len(alive) + len(rows)))
+    assert lake_state(lake, "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
