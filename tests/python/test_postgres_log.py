@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import random
 import string
@@ -28,6 +29,7 @@ from support.cli import ingest, run_cli
 from support.dbt import Dbt
 from test_postgres_capture import KINDS as SNAPSHOT_KINDS
 
+from ingestion import log_capture
 from ingestion.capture import RunOptions
 from ingestion.catalog import Source, load_catalog
 from ingestion.cdc import change_schema
@@ -270,6 +272,32 @@ def test_a_transaction_spilled_in_parts_keeps_its_fills_and_order(
         ("D", 1, "two", big),
         ("I", 999, "new", "text"),
     ]
+    assert lake_state(tmp_path / "lake", "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
+
+
+def test_a_publish_step_out_of_its_memory_cap_is_done_again_within_the_runs_limit(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DuckDB's memory in a publish is capped below the run's limit; a step that cannot fit in the cap (here a cap
+    of 1MB, which a window cannot fit in) is logged and done again within the run's limit, publishing the same."""
+    monkeypatch.setattr(log_capture, "PUBLISH_MEMORY_LIMIT", "1MB")
+    loyalty = load_catalog().source("loyalty")
+    produtos = loyalty.table("produtos")
+    lake = open_lake(str(tmp_path / "lake"))
+    with LakeLock(lake) as lock:
+        assert run_log(lake, loyalty, [produtos], source, RunOptions(lock=lock))["produtos"] is not None
+        execute(
+            source,
+            *(f'update public.produtos set "DescNomeProduto" = \'n{i}\' where "IdProduto" = {i}' for i in (1, 2, 3, 4)),
+        )
+        with caplog.at_level(logging.WARNING, logger="ingestion.log_capture"):
+            record = run_log(lake, loyalty, [produtos], source, RunOptions(lock=lock))["produtos"]
+    assert any("a publish step needs more than 1MB of memory: done again within 3GB" in m for m in caplog.messages)
+    assert record is not None and (record.inserts, record.updates, record.deletes) == (0, 4, 0)
+    found = [
+        (r["_cdc_operation"], r["IdProduto"], r["DescNomeProduto"]) for r in changes(tmp_path / "lake", "produtos")
+    ]
+    assert found == [("U", i, f"n{i}") for i in (1, 2, 3, 4)]
     assert lake_state(tmp_path / "lake", "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
 
 
