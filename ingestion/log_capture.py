@@ -11,10 +11,13 @@ A run, under the lake's lock:
 3. streams the slot's changes up to the server's position at the start (`run`), or until stopped (`stream`):
    each committed transaction's changes, in commit order, become rows with the commit's time as `_cdc_timestamp`,
    one `_cdc_sequence` each and the commit's LSN as `_cdc_lsn`; every version of a key is kept. A transaction's
-   changes are spilled to local Parquet parts as they are decoded (`ingestion.postgres.spool`), so memory does not
-   grow with its size, and one still open when the run stops is dropped whole;
-4. publishes each table's change file through its `TableStore` (stage, publish, commit `state.json` with the log
-   position the file holds everything up to) and only then confirms that position to the slot.
+   changes are spilled, still as Postgres's text, to local Parquet parts as they are decoded
+   (`ingestion.postgres.spool`), so memory does not grow with its size, and one still open when the run stops is
+   dropped whole;
+4. writes each table's change file with DuckDB from those parts (`_write_changes`: the text cast to the declared
+   types as the snapshot reader casts COPY's, whole rows filled, within PUBLISH_MEMORY_LIMIT), publishes it through
+   its `TableStore` (stage, publish, commit `state.json` with the log position the file holds everything up to) and
+   only then confirms that position to the slot.
 
 A crash anywhere is harmless: a position is confirmed only once its changes are committed in the lake, and a rerun,
 which the slot serves from its last confirmed position, skips every transaction ending at or before a table's
@@ -32,20 +35,19 @@ goes through the circuit breaker like a mass delete.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import psycopg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ingestion import cdc
 from ingestion.capture import COMPACT_FILES, COMPACT_SHARE, RunOptions
@@ -53,15 +55,14 @@ from ingestion.capture import _apply_breaker as apply_breaker
 from ingestion.capture import _baseline as stored_baseline
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Source, Table
 from ingestion.cdc import change_schema
-from ingestion.duck import check_lake, connect, quote_identifier
-from ingestion.errors import SnapshotError, UsageError
+from ingestion.duck import check_io, check_lake, connect, copy_to_parquet, quote_identifier, sql_literal
+from ingestion.errors import SnapshotError, UsageError, WorkspaceError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.postgres.connection import connect as connect_postgres
 from ingestion.postgres.connection import endpoint_of, redact
 from ingestion.postgres.errors import LogInterruptedError, PostgresAccessError, SchemaChangeError
 from ingestion.postgres.pgoutput import (
-    UNCHANGED,
     Begin,
     Change,
     Commit,
@@ -83,7 +84,7 @@ from ingestion.postgres.replication import (
     slot_name,
 )
 from ingestion.postgres.schema import database_columns, relation_name, relation_of, resolve_columns
-from ingestion.postgres.spool import FILL, SPILL_CHANGES, Operation, Row, Spool
+from ingestion.postgres.spool import COMMITTED_AT, FILLED, LSN, OPERATION, POSITION, Operation, Spool
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.postgres import PostgresReader
 from ingestion.state import LOG_READER, CaptureKind, CaptureRecord, TableState, capture_id_of, moment_of
@@ -91,9 +92,11 @@ from ingestion.table_store import PreparedCapture, TableStore, failpoint
 from ingestion.verdict import judge
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-# a batch is published at the first transaction's end past this many changes, so memory stays bounded
-BATCH_CHANGES = 100_000
+# a batch is published at the first transaction's end past this many changes: it bounds the local disk its spool
+# takes and the changes a crash makes the next run read again (not memory: the spool is on disk)
+BATCH_CHANGES = 1_000_000
 # `stream` waits this long before each reconnection to a database it lost, then gives up (exit 3); the count
 # starts again once it has streamed this many seconds
 RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
@@ -126,25 +129,18 @@ class LostToastError(SnapshotError):
 # -- values: Postgres's text output as the declared types -----------------------------------------------------------
 
 
-def _timestamp(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
-
-
-_PARSERS: dict[str, Callable[[str], object]] = {
-    "varchar": str,
-    "integer": int,
-    "bigint": int,
-    "double": float,
-    "boolean": lambda text: text == "t",
-    "date": date.fromisoformat,
-    "timestamp": _timestamp,
-}
-
-
-def _parser(data_type: str) -> Callable[[str], object]:
-    normalised = data_type.strip().lower()
-    return Decimal if normalised.startswith("decimal") else _PARSERS[normalised]
+def _typed(table: Table, alias: str) -> str:
+    """Each declared column of a spool part (Postgres's text output) cast by DuckDB to its declared type, as the
+    snapshot reader casts COPY's text. A timestamp goes through timestamptz: the text of a `timestamptz` carries
+    its offset (+00, the session's zone), which a cast to a plain timestamp would drop rather than apply."""
+    casts = []
+    for column in table.columns:
+        name = f"{alias}.{quote_identifier(column.name)}"
+        if column.data_type.strip().lower() == "timestamp":
+            casts.append(f"cast(cast({name} as timestamptz) as timestamp) as {quote_identifier(column.name)}")
+        else:
+            casts.append(f"cast({name} as {column.data_type}) as {quote_identifier(column.name)}")
+    return ", ".join(casts)
 
 
 # -- one table's changes in a batch ---------------------------------------------------------------------------------
@@ -155,15 +151,12 @@ class _TableLog:
     table: Table
     store: TableStore
     state: TableState
-    parsers: list[Callable[[str], object]]
-    key_index: list[int]
     # the committed changes of the batch, and the open transaction's (moved to `changes` when it commits)
     changes: Spool
     pending: Spool
-    # the relation's column of each declared column, from its latest Relation message (None until one came); -1 for
-    # a declared column the relation lacks
-    columns: list[int] | None = None
-    key_columns: set[int] = field(default_factory=set)
+    # the relation's column of each declared key column, from its latest Relation message: an update whose old
+    # row differs there changed the key
+    key_positions: list[int] = field(default_factory=list)
     # refused whenever a change of the table is kept
     problem: SchemaChangeError | None = None
     # a declared column the relation lacks: a change from before it was added reads it as NULL (as a snapshot
@@ -183,7 +176,8 @@ class _TableLog:
         """Map the declared columns onto the relation's; a column added or dropped is noted, and refused when a
         change of the table is kept (a change the lake already holds need not match today's declaration)."""
         names = [c.name for c in message.columns]
-        self.problem, self.absent, self.columns = None, None, []
+        self.problem, self.absent = None, None
+        columns: list[int] = []
         declared = {c.name.lower() for c in self.table.columns}
         sources_file = f"models/bronze/{self.table.source}/_{self.table.source}__sources.yml"
         for name in names:
@@ -202,29 +196,13 @@ class _TableLog:
                     self.problem = error
                     return
                 self.absent = error
-                self.columns.append(-1)
+                columns.append(-1)
                 continue
-            self.columns.append(found[0])
-        self.key_columns = {i for i, c in enumerate(message.columns) if c.is_key}
-
-    def row(self, values: tuple[Value, ...], key_only: bool = False) -> Row:
-        assert self.columns is not None, "pgoutput sends a relation's description before its first change"
-        row: Row = []
-        for position, parse in zip(self.columns, self.parsers, strict=True):
-            if position < 0:
-                row.append(FILL if key_only else None)
-                continue
-            value = values[position]
-            if value is UNCHANGED or (key_only and position not in self.key_columns):
-                row.append(FILL)
-            elif value is None:
-                row.append(None)
-            else:
-                row.append(parse(str(value)))
-        return row
-
-    def key(self, row: Row) -> tuple[Any, ...]:
-        return tuple(row[i] for i in self.key_index)
+            columns.append(found[0])
+        key_columns = {i for i, c in enumerate(message.columns) if c.is_key}
+        self.key_positions = [columns[self.table.column_names.index(k)] for k in self.table.primary_key]
+        for spool in (self.changes, self.pending):
+            spool.describe(columns, key_columns)
 
 
 @dataclass
@@ -250,14 +228,8 @@ class _Batch:
 
     def feed(self, payload: bytes) -> None:
         message = decode(payload)
-        if isinstance(message, Begin):
-            self.open, self.commit_time, self.commit_lsn = {}, message.commit_time, message.final_lsn
-        elif isinstance(message, Relation):
-            table = self.by_relation.get((message.namespace, message.name))
-            self.by_oid[message.oid] = table
-            if table is not None:
-                table.relation(message)
-        elif isinstance(message, Change):
+        # a change first: all but a few messages are one
+        if isinstance(message, Change):
             table = self.by_oid.get(message.relation_oid)
             if table is not None and self.open is not None:
                 if table.problem is not None:
@@ -265,12 +237,19 @@ class _Batch:
                 else:
                     if table.absent is not None:
                         self.refused.append((table, table.absent, self.checked))
-                    self._change(table, message)
+                    self._change(table, message, len(payload))
+        elif isinstance(message, Begin):
+            self.open, self.commit_time, self.commit_lsn = {}, message.commit_time, message.final_lsn
+        elif isinstance(message, Relation):
+            table = self.by_relation.get((message.namespace, message.name))
+            self.by_oid[message.oid] = table
+            if table is not None:
+                table.relation(message)
         elif isinstance(message, Truncate):
             for oid in message.relation_oids:
                 table = self.by_oid.get(oid)
                 if table is not None and self.open is not None:
-                    self._add(table, "T", None)
+                    self._add(table, "T", None, 0)
         elif isinstance(message, Commit):
             assert self.open is not None and self.commit_time is not None
             for table, problem, after in self.refused:
@@ -289,24 +268,25 @@ class _Batch:
                 self.first_at = time.monotonic()
             self.changes += kept
 
-    def _add(self, table: _TableLog, operation: Operation, row: Row | None) -> None:
+    def _add(self, table: _TableLog, operation: Operation, values: tuple[Value, ...] | None, size: int) -> None:
         assert self.open is not None and self.commit_time is not None
         self.open[id(table)] = table
-        table.pending.add(operation, self.commit_time, self.commit_lsn, row)
+        table.pending.add(operation, self.commit_time, self.commit_lsn, values, size)
 
-    def _change(self, table: _TableLog, message: Change) -> None:
-        if message.operation == "D":
-            self._add(table, "D", table.row(message.values, key_only=message.key_only))
-            return
-        row = table.row(message.values)
-        if message.operation == "U" and message.old_values is not None:
-            old = table.row(message.old_values, key_only=True)
-            if table.key(old) != table.key(row):
-                # the key itself changed: the old key's row is gone, the new key's is new
-                self._add(table, "D", old)
-                self._add(table, "I", row)
-                return
-        self._add(table, message.operation, row)
+    def _change(self, table: _TableLog, message: Change, size: int) -> None:
+        """The hot path of log mode: a change is kept as decoded, its values still text in the relation's order
+        (the spool makes columns of them, the publish casts and fills them)."""
+        operation: Operation = message.operation
+        old, new = message.old_values, message.values
+        if operation == "D":
+            operation = "K" if message.key_only else "D"
+        elif old is not None and any(old[i] != new[i] for i in table.key_positions):
+            # the key itself changed: the old key's row is gone (filled from its last row), the new key's is new
+            self._add(table, "K", old, size)
+            operation = "I"
+        assert self.open is not None and self.commit_time is not None
+        self.open[id(table)] = table
+        table.pending.add(operation, self.commit_time, self.commit_lsn, new, size)
 
     @property
     def in_transaction(self) -> bool:
@@ -612,35 +592,56 @@ def _follow(
 
 
 def _table_log(lake: Lake, table: Table, state: TableState, workdir: Path) -> _TableLog:
-    names = table.column_names
-    key_index = [names.index(k) for k in table.primary_key]
     folder = workdir / "spool" / table.name
-    return _TableLog(
-        table,
-        TableStore(lake, table),
-        state,
-        [_parser(c.data_type) for c in table.columns],
-        key_index,
-        Spool(table, folder, key_index),
-        Spool(table, folder, key_index),
-    )
+    return _TableLog(table, TableStore(lake, table), state, Spool(table, folder), Spool(table, folder))
 
 
 # -- a table's batch as a change file --------------------------------------------------------------------------------
+
+# DuckDB's memory in a publish, at most (or the run's limit when lower): its sorts, joins and aggregates spill to
+# the work folder beyond it, so a capture's peak memory does not grow with the size of a transaction. A step DuckDB
+# cannot fit in it (a window over the rows of a very large or wide transaction) is done again within the run's.
+PUBLISH_MEMORY_LIMIT = "128MB"
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _publish_memory(limit: str) -> str:
+    """The smaller of the run's DuckDB memory limit and PUBLISH_MEMORY_LIMIT (a share of the RAM counts as more)."""
+
+    def size(text: str) -> float | None:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+        return float(match.group(1)) * _UNITS[match.group(2).upper()] if match else None
+
+    given, cap = size(limit), size(PUBLISH_MEMORY_LIMIT)
+    assert cap is not None
+    return limit if given is not None and given < cap else PUBLISH_MEMORY_LIMIT
+
+
+def _capped(step: Callable[[str], _T], memory: str, options: RunOptions) -> _T:
+    """`step` within `memory`; again within the run's limit when DuckDB ran out of the first (each step rewrites
+    its own files)."""
+    try:
+        return step(memory)
+    except WorkspaceError as exc:
+        if memory == options.duckdb_memory_limit or not isinstance(exc.__cause__, duckdb.OutOfMemoryException):
+            raise
+        log.warning(
+            "a publish step needs more than %s of memory: done again within %s", memory, options.duckdb_memory_limit
+        )
+        return step(options.duckdb_memory_limit)
 
 
 def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions) -> PreparedCapture | None:
     """The table's changes of the batch, filled to whole rows, as a change file and the table's next stored state.
 
-    The changes are read from the spool and written a chunk at a time; in memory are only the lake's rows of the
-    keys with a value to fill and this batch's last row of each of them (every key's, when a TRUNCATE needs the
-    whole table)."""
+    DuckDB reads the spool's parts, casts them and fills them (`_write_changes`): no change passes through Python,
+    and DuckDB's memory is capped (PUBLISH_MEMORY_LIMIT)."""
     spool = log_.changes
     if not spool.count:
         return None
     started = time.monotonic()
     table, store, state = log_.table, log_.store, log_.state
-    memory = options.duckdb_memory_limit
+    memory = _publish_memory(options.duckdb_memory_limit)
     capture_id = _capture_id(state, options)
     folder = workdir / "log" / table.name / capture_id
     folder.mkdir(parents=True)
@@ -648,64 +649,32 @@ def _prepare(log_: _TableLog, workdir: Path, position: int, options: RunOptions)
     previous_rows = last.snapshot_rows if last is not None else 0
     # every table the log is followed for was loaded first: it has a stored state
     baseline = stored_baseline(store, state, previous_rows, folder)
-    truncated, wanted = spool.truncated, spool.wanted
-    known = _lake_rows(table, baseline, None if truncated else wanted, memory, folder)
-    current: dict[tuple[Any, ...], Row | None] = {}
-
-    def last_row(key: tuple[Any, ...]) -> Row | None:
-        return current[key] if key in current else known.get(key)
-
     first = state.last_sequence + 1
     changes = folder / f"changes_{capture_id}.parquet"
-    writer = _ChangeWriter(table, changes, first)
-    try:
-        for operation, moment, lsn, row in spool:
-            if operation == "T":
-                alive = {**known, **current}
-                for key in sorted((k for k, r in alive.items() if r is not None), key=repr):
-                    gone = alive[key]
-                    assert gone is not None
-                    writer.add("D", moment, lsn, gone)
-                    current[key] = None
-                continue
-            assert row is not None
-            key = log_.key(row)
-            if any(v is FILL for v in row):
-                before = last_row(key)
-                if before is None:
-                    if operation == "D":
-                        log.warning("%s: delete of key %s, which the lake does not hold", table.qualified_name, key)
-                        continue
-                    lost = table.columns[next(i for i, v in enumerate(row) if v is FILL)].name
-                    raise LostToastError(table.qualified_name, lost, repr(key))
-                row = [before[i] if v is FILL else v for i, v in enumerate(row)]
-            if truncated or key in wanted:
-                current[key] = None if operation == "D" else row
-            writer.add(operation, moment, lsn, row)
-    finally:
-        writer.close()
-    if not writer.written:
+    counts = _capped(lambda m: _write_changes(table, spool, baseline, first, changes, m), memory, options)
+    written = sum(counts.values())
+    if not written:
         return None
-
-    counts = writer.counts
-    after = _rows_after(table, baseline, changes, memory, folder)
-    stored, delta = _next_snapshot(table, state, baseline, changes, after, writer.written, folder, memory)
+    after = _capped(lambda m: _rows_after(table, baseline, changes, m, folder), memory, options)
+    stored, delta = _capped(
+        lambda m: _next_snapshot(table, state, baseline, changes, after, written, folder, m), memory, options
+    )
     record = CaptureRecord(
         capture_id=capture_id,
         kind="cdc",
         data_key=store.data_key("cdc", capture_id),
         snapshot_key=store.snapshot_key(capture_id),
         first_sequence=first,
-        last_sequence=first + writer.written - 1,
-        inserts=counts["I"],
-        updates=counts["U"],
-        deletes=counts["D"],
+        last_sequence=first + written - 1,
+        inserts=counts.get("I", 0),
+        updates=counts.get("U", 0),
+        deletes=counts.get("D", 0),
         snapshot_rows=after,
         reader=LOG_READER,
         snapshot_delta=delta,
         log_position=format_lsn(position),
     )
-    verdict = judge(table, previous_rows, after, counts["D"]) if truncated else None
+    verdict = judge(table, previous_rows, after, counts.get("D", 0)) if spool.truncated else None
     return PreparedCapture(table, state, record, changes, stored, started, verdict)
 
 
@@ -715,46 +684,154 @@ def log_change_schema(table: Table) -> pa.Schema:
     return change_schema(table).append(pa.field(CDC_LSN, pa.int64()))
 
 
-class _ChangeWriter:
-    """A change file written a chunk of rows at a time, each row its `_cdc_sequence` in turn."""
+def _write_changes(
+    table: Table, spool: Spool, baseline: cdc.Baseline, first: int, dest: Path, memory: str
+) -> dict[str, int]:
+    """The spool's changes as the change file `dest`, in order, sequences from `first`; the count of each
+    operation written.
 
-    def __init__(self, table: Table, path: Path, first: int) -> None:
-        self.table, self.path, self.next = table, path, first
-        self.schema = log_change_schema(table)
-        self.writer: pq.ParquetWriter | None = None
-        self.chunk: list[tuple[str, datetime, int, Row]] = []
-        self.counts = {"I": 0, "U": 0, "D": 0}
-        self.written = 0
+    A TRUNCATE cuts the changes into segments: each is written on top of the state the ones before it leave (the
+    stored state, then each segment's file), and a TRUNCATE deletes every row of that state."""
+    folder = dest.parent
+    con = _connect(folder, baseline, memory)
+    try:
+        con.execute(f"create temp view spool as select * from {spool.relation()}")
+        cuts = con.execute(f"select {POSITION} from spool where {OPERATION} = 'T' order by 1").fetchall()
+        written: list[Path] = []
+        low, sequence = -1, first
 
-    def add(self, operation: str, moment: datetime, lsn: int, row: Row) -> None:
-        self.chunk.append((operation, moment, lsn, row))
-        self.counts[operation] += 1
-        self.written += 1
-        if len(self.chunk) >= SPILL_CHANGES:
-            self.flush()
+        def state() -> cdc.Baseline:
+            return cdc.Baseline(baseline.snapshot, (*baseline.deltas, *written), 0, baseline.filesystem)
 
-    def flush(self) -> None:
-        if not self.chunk:
-            return
-        rows = self.chunk
-        data: dict[str, list[Any]] = {
-            CDC_OPERATION: [op for op, _, _, _ in rows],
-            CDC_TIMESTAMP: [moment for _, moment, _, _ in rows],
-            CDC_SEQUENCE: list(range(self.next, self.next + len(rows))),
-        }
-        for index, column in enumerate(self.table.columns):
-            data[column.name] = [row[index] for _, _, _, row in rows]
-        data[CDC_LSN] = [lsn for _, _, lsn, _ in rows]
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, self.schema)
-        self.writer.write_table(pa.Table.from_pydict(data, schema=self.schema))
-        self.next += len(rows)
-        self.chunk = []
+        for cut in [int(c[0]) for c in cuts] + [None]:
+            chunk = folder / f"segment-{len(written)}.parquet"
+            count = _write_segment(con, table, state(), low, cut, sequence, chunk)
+            if count:
+                written.append(chunk)
+                sequence += count
+            if cut is not None:
+                chunk = folder / f"segment-{len(written)}.parquet"
+                count = _write_truncate(con, table, state(), cut, sequence, chunk)
+                if count:
+                    written.append(chunk)
+                    sequence += count
+                low = cut
+        if not written:
+            return {}
+        if len(written) == 1:
+            written[0].rename(dest)
+        else:
+            files = ", ".join(sql_literal(str(w)) for w in written)
+            copy_to_parquet(con, f"select * from read_parquet([{files}])", dest, order_by=CDC_SEQUENCE)
+        found = con.execute(f"select {CDC_OPERATION}, count(*) from read_parquet({sql_literal(str(dest))}) group by 1")
+        return {str(operation): int(count) for operation, count in found.fetchall()}
+    except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
+        check_lake(exc, baseline.filesystem)
+        if isinstance(exc, duckdb.ConversionException):
+            raise SnapshotError(
+                f"table {table.qualified_name}: a value of {relation_name(table)} from the log is not of its "
+                f"declared type: {str(exc).splitlines()[0]}; nothing was published"
+            ) from None
+        raise
+    finally:
+        con.close()
 
-    def close(self) -> None:
-        self.flush()
-        if self.writer is not None:
-            self.writer.close()
+
+def _write_segment(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    state: cdc.Baseline,
+    low: int,
+    high: int | None,
+    first: int,
+    dest: Path,
+) -> int:
+    """The spool's changes after position `low` and before `high` (a TRUNCATE's, or None: to the end) as `dest`;
+    the rows written.
+
+    A value left to fill (an unchanged TOASTed value, a column a key-only delete lacks) is the key's last value of
+    that column: in the changes before it, else in `state`. Only the changes of keys with something to fill go
+    through that window; a fill with no live row before it is a delete of a key the lake does not hold (skipped,
+    with a warning) or a value the log cannot give (LostToastError)."""
+    keys = ", ".join(quote_identifier(k) for k in table.primary_key)
+    columns = ", ".join(quote_identifier(c) for c in table.column_names)
+    on = " and ".join(f"x.{quote_identifier(k)} = f.{quote_identifier(k)}" for k in table.primary_key)
+    where = f"{OPERATION} <> 'T' and {POSITION} > {low}" + (f" and {POSITION} < {high}" if high is not None else "")
+    head = f"{POSITION}, {OPERATION}, {COMMITTED_AT}, {LSN}"
+    changes = f"(select {head}, {FILLED}, {_typed(table, 's')} from spool as s where {where})"
+    # a segment holds no TRUNCATE: its positions follow each other from low + 1
+    sequence = f"cast({POSITION} + {first - low - 1} as bigint)"
+    con.execute(f"create or replace temp table fill_keys as select distinct {keys} from {changes} where {FILLED} <> 0")
+    fills = con.execute("select count(*) from fill_keys").fetchone()
+    if fills is not None and fills[0]:
+        filled = ", ".join(
+            f"case when {FILLED} & {1 << i} = 0 then {quote_identifier(c)} else (last_value(case when {FILLED} & "
+            f"{1 << i} = 0 then struct_pack(v := {quote_identifier(c)}) end ignore nulls) over earlier).v end "
+            f"as {quote_identifier(c)}"
+            for i, c in enumerate(table.column_names)
+        )
+        lake = cdc.baseline_relation(con, table, state)
+        con.execute(
+            f"""create or replace temp table chain as
+            select {head}, {FILLED}, lag({OPERATION}) over by_key as _previous, {filled}
+            from (
+                select x.* from {changes} as x semi join fill_keys as f on {on}
+                union all
+                select -1, 'L', null, null, 0, {columns} from {lake} as x semi join fill_keys as f on {on}
+            )
+            window by_key as (partition by {keys} order by {POSITION}),
+                earlier as (partition by {keys} order by {POSITION} rows between unbounded preceding and 1 preceding)"""
+        )
+        orphan = f"{OPERATION} <> 'L' and {FILLED} <> 0 and coalesce(_previous, 'D') = 'D'"
+        found = con.execute(f"select {OPERATION}, {FILLED}, {keys} from chain where {orphan} order by {POSITION}")
+        if _check_orphans(table, found):
+            # skipped deletes leave gaps in the positions: the sequences are counted instead
+            sequence = f"cast({first} + row_number() over (order by {POSITION}) - 1 as bigint)"
+        kept = f"""select {head}, {columns} from {changes} as x anti join fill_keys as f on {on}
+            union all
+            select {head}, {columns} from chain where {OPERATION} <> 'L' and not ({orphan})"""
+        order: str | None = CDC_SEQUENCE
+    else:
+        # nothing to fill: the changes stream through in the spool's order, each sequence from its position
+        kept, order = f"select {head}, {columns} from {changes}", None
+    query = f"""select {OPERATION} as {CDC_OPERATION}, {COMMITTED_AT} as {CDC_TIMESTAMP}, {sequence} as {CDC_SEQUENCE},
+            {columns}, {LSN} as {CDC_LSN}
+        from ({kept})"""
+    return copy_to_parquet(con, query, dest, order_by=order)
+
+
+def _check_orphans(table: Table, found: duckdb.DuckDBPyConnection) -> int:
+    """Refuse a value to fill of a key with no live row before it; a delete of such a key is skipped (how many
+    were)."""
+    skipped = []
+    for operation, filled, *key in found.fetchall():
+        if operation != "D":
+            lost = table.columns[(filled & -filled).bit_length() - 1].name
+            raise LostToastError(table.qualified_name, lost, repr(tuple(key)))
+        skipped.append(tuple(key))
+    if skipped:
+        log.warning(
+            "%s: %d delete(s) of keys the lake does not hold, skipped: %s",
+            table.qualified_name,
+            len(skipped),
+            ", ".join(repr(k) for k in skipped[:5]) + (", ..." if len(skipped) > 5 else ""),
+        )
+    return len(skipped)
+
+
+def _write_truncate(
+    con: duckdb.DuckDBPyConnection, table: Table, state: cdc.Baseline, at: int, first: int, dest: Path
+) -> int:
+    """The TRUNCATE at spool position `at` as `dest`: a delete of every row of `state`, in key order."""
+    keys = ", ".join(f"x.{quote_identifier(k)}" for k in table.primary_key)
+    columns = ", ".join(f"x.{quote_identifier(c)}" for c in table.column_names)
+    query = f"""select 'D' as {CDC_OPERATION}, t.{COMMITTED_AT} as {CDC_TIMESTAMP},
+            cast({first} + row_number() over (order by {keys}) - 1 as bigint) as {CDC_SEQUENCE},
+            {columns}, t.{LSN} as {CDC_LSN}
+        from {cdc.baseline_relation(con, table, state)} as x,
+            (select {COMMITTED_AT}, {LSN} from spool where {POSITION} = {at}) as t"""
+    return copy_to_parquet(con, query, dest, order_by=CDC_SEQUENCE)
 
 
 def _connect(folder: Path, baseline: cdc.Baseline, memory: str) -> duckdb.DuckDBPyConnection:
@@ -764,41 +841,25 @@ def _connect(folder: Path, baseline: cdc.Baseline, memory: str) -> duckdb.DuckDB
     return con
 
 
-def _lake_rows(
-    table: Table, baseline: cdc.Baseline, keys: set[tuple[Any, ...]] | None, memory: str, folder: Path
-) -> dict[tuple[Any, ...], Row | None]:
-    """The lake's last row of each of `keys` (None: of every key), from the table's stored state."""
-    if keys == set():
-        return {}
-    con = _connect(folder, baseline, memory)
-    try:
-        relation = cdc.baseline_relation(con, table, baseline)
-        query = f"select * from {relation} as b"
-        if keys is not None:
-            fields = [table.schema.field(k) for k in table.primary_key]
-            wanted = pa.Table.from_pylist(
-                [dict(zip(table.primary_key, key, strict=True)) for key in keys], schema=pa.schema(fields)
-            )
-            con.register("wanted", wanted)
-            on = " and ".join(f"b.{quote_identifier(k)} = w.{quote_identifier(k)}" for k in table.primary_key)
-            query += f" semi join wanted as w on {on}"
-        found = con.execute(query).fetchall()
-    except duckdb.Error as exc:
-        check_lake(exc, baseline.filesystem)
-        raise
-    finally:
-        con.close()
-    index = [table.column_names.index(k) for k in table.primary_key]
-    return {tuple(row[i] for i in index): list(row) for row in found}
-
-
 def _rows_after(table: Table, baseline: cdc.Baseline, changes: Path, memory: str, folder: Path) -> int:
-    """The rows the table holds once `changes` applies to its stored state."""
+    """The rows the table holds once `changes` applies to its stored state: the stored rows of the keys `changes`
+    leaves alone, and each key it touches whose last change is not a delete. Only keys and operations are
+    aggregated, not whole rows: its memory does not grow with the width of the table."""
+    keys = ", ".join(quote_identifier(k) for k in table.primary_key)
+    on = " and ".join(f"b.{quote_identifier(k)} = t.{quote_identifier(k)}" for k in table.primary_key)
     con = _connect(folder, baseline, memory)
-    after = cdc.Baseline(baseline.snapshot, (*baseline.deltas, changes), 0, baseline.filesystem)
     try:
-        row = con.execute(f"select count(*) from {cdc.baseline_relation(con, table, after)}").fetchone()
+        row = con.execute(
+            f"""with touched as materialized (
+                select {keys}, arg_max({CDC_OPERATION}, {CDC_SEQUENCE}) as _last
+                from read_parquet({sql_literal(str(changes))}) group by {keys}
+            )
+            select (select count(*) from {cdc.baseline_relation(con, table, baseline)} as b anti join touched as t
+                    on {on})
+                + (select count(*) from touched where _last <> 'D')"""
+        ).fetchone()
     except duckdb.Error as exc:
+        check_io(exc, f"table {table.qualified_name}")
         check_lake(exc, baseline.filesystem)
         raise
     finally:

@@ -1,9 +1,10 @@
 """A decoder of Postgres's `pgoutput` logical replication messages (protocol version 1), the few kinds log mode
 needs: a transaction's begin and commit, a relation's description, insert, update, delete and truncate.
 
-Values stay in Postgres's text output form; `log_capture.py` turns them into the declared types. A column's value
-is one of: None (SQL NULL), `UNCHANGED` (a TOASTed value the update did not touch, which pgoutput does not resend),
-or its text. A delete under REPLICA IDENTITY DEFAULT carries only the key columns (`Change.key_only`).
+Values stay in Postgres's text output form up to the change file, where DuckDB casts them to the declared types.
+A column's value is one of: None (SQL NULL), `UNCHANGED` (a TOASTed value the update did not touch, which pgoutput
+does not resend), or its text. A delete under REPLICA IDENTITY DEFAULT carries only the key columns
+(`Change.key_only`).
 
 Layout of each message: https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
 """

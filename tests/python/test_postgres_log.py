@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import random
 import string
@@ -28,6 +29,7 @@ from support.cli import ingest, run_cli
 from support.dbt import Dbt
 from test_postgres_capture import KINDS as SNAPSHOT_KINDS
 
+from ingestion import log_capture
 from ingestion.capture import RunOptions
 from ingestion.catalog import Source, load_catalog
 from ingestion.cdc import change_schema
@@ -237,7 +239,7 @@ def test_a_transaction_spilled_in_parts_keeps_its_fills_and_order(
     spill = spool.Spool.spill
 
     def counted(self: spool.Spool) -> None:
-        spilled.append(len(self.buffer))
+        spilled.append(len(self.operations))
         spill(self)
 
     monkeypatch.setattr(spool.Spool, "spill", counted)
@@ -270,6 +272,32 @@ def test_a_transaction_spilled_in_parts_keeps_its_fills_and_order(
         ("D", 1, "two", big),
         ("I", 999, "new", "text"),
     ]
+    assert lake_state(tmp_path / "lake", "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
+
+
+def test_a_publish_step_out_of_its_memory_cap_is_done_again_within_the_runs_limit(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DuckDB's memory in a publish is capped below the run's limit; a step that cannot fit in the cap (here a cap
+    of 1MB, which a window cannot fit in) is logged and done again within the run's limit, publishing the same."""
+    monkeypatch.setattr(log_capture, "PUBLISH_MEMORY_LIMIT", "1MB")
+    loyalty = load_catalog().source("loyalty")
+    produtos = loyalty.table("produtos")
+    lake = open_lake(str(tmp_path / "lake"))
+    with LakeLock(lake) as lock:
+        assert run_log(lake, loyalty, [produtos], source, RunOptions(lock=lock))["produtos"] is not None
+        execute(
+            source,
+            *(f'update public.produtos set "DescNomeProduto" = \'n{i}\' where "IdProduto" = {i}' for i in (1, 2, 3, 4)),
+        )
+        with caplog.at_level(logging.WARNING, logger="ingestion.log_capture"):
+            record = run_log(lake, loyalty, [produtos], source, RunOptions(lock=lock))["produtos"]
+    assert any("a publish step needs more than 1MB of memory: done again within 3GB" in m for m in caplog.messages)
+    assert record is not None and (record.inserts, record.updates, record.deletes) == (0, 4, 0)
+    found = [
+        (r["_cdc_operation"], r["IdProduto"], r["DescNomeProduto"]) for r in changes(tmp_path / "lake", "produtos")
+    ]
+    assert found == [("U", i, f"n{i}") for i in (1, 2, 3, 4)]
     assert lake_state(tmp_path / "lake", "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
 
 
@@ -550,3 +578,35 @@ def test_every_declared_type_reads_the_same_from_the_log_as_from_copy(database: 
     assert math.isnan(copied[3].pop("ratio")) and math.isnan(streamed[3].pop("ratio"))
     assert streamed == copied
     assert copied[1]["at_zoned"] == datetime(2024, 1, 1, 13, 0, 0) and copied[1]["amount"] == Decimal("12.34")
+
+
+def test_a_truncate_among_changes_of_one_run_cuts_them_in_order(source: str, tmp_path: Path) -> None:
+    """Changes before a TRUNCATE, the TRUNCATE (a delete of every row then alive, in key order) and changes after
+    it, all in one run: each in commit order, a key-only delete after it filled from the changes after it."""
+    lake = tmp_path / "lake"
+    assert log_run(lake, source, tables="produtos").returncode == 0
+    execute(
+        source,
+        'update public.produtos set "DescNomeProduto" = \'before\' where "IdProduto" = 1',
+        "insert into public.produtos values (999, 'new', 'text', 'cat')",
+    )
+    alive = sorted(source_state(source, "produtos", "IdProduto"))
+    execute(
+        source,
+        "truncate public.produtos cascade",
+        "insert into public.produtos values (1, 'again', 'text', 'cat')",
+        'update public.produtos set "DescNomeProduto" = \'after\' where "IdProduto" = 1',
+        'delete from public.produtos where "IdProduto" = 1',  # carries the key only
+        "insert into public.produtos values (2, 'last', 'text', 'cat')",
+    )
+    result = log_run(lake, source, tables="produtos")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = changes(lake, "produtos")
+    found = [(r["_cdc_operation"], r["IdProduto"], r["DescNomeProduto"]) for r in rows]
+    assert found[:2] == [("U", 1, "before"), ("I", 999, "new")]
+    assert [(op, key) for op, key, _ in found[2 : 2 + len(alive)]] == [("D", key) for key in alive]
+    assert found[2 + len(alive) :] == [("I", 1, "again"), ("U", 1, "after"), ("D", 1, "after"), ("I", 2, "last")]
+    assert rows[-2]["DescDescricaoProduto"] == "text" and rows[-2]["DescCategoriaProduto"] == "cat"
+    # the full load held every row but 999: the change file's sequences follow on, one each
+    assert [r["_cdc_sequence"] for r in rows] == list(range(len(alive), len(alive) + len(rows)))
+    assert lake_state(lake, "produtos", "IdProduto") == source_state(source, "produtos", "IdProduto")
