@@ -569,7 +569,8 @@
     {%- set lists = [] -%}
     {%- for node in nodes -%}
         {%- set cuts = lago_mago.model_lake_cuts(node) -%}
-        {%- if cuts is none -%}
+        {#- a side that cannot be placed, or a table without a cut (a file source): no need to read further -#}
+        {%- if cuts is none or [] in cuts -%}
             {{ return(none) }}
         {%- endif -%}
         {%- do lists.extend(cuts) -%}
