@@ -480,8 +480,8 @@
 {#-
     The cuts a lake table's state equals once a model has consumed the given files (ids `raw/...`): the cut of the
     last capture whose file it consumed, and of each later capture that published nothing (the table was the same
-    in that cut). None when the state cannot be placed: no capture log, a consumed file the log does not list (a
-    capture not committed yet), or a file of the log skipped before a consumed one.
+    in that cut). No cut (an empty list) when the state cannot be placed: no capture log, a consumed file the log
+    does not list (a capture not committed yet), or a file of the log skipped before a consumed one.
 -#}
 {% macro lake_table_cuts(source_name, table_name, consumed_ids) %}
     {%- set text = lago_mago.read_lake_text('_ingestion/' ~ source_name ~ '/' ~ table_name ~ '/state.json') -%}
