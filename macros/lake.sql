@@ -477,24 +477,27 @@
 {% endmacro %}
 
 
-{#-
-    The cuts a lake table's state equals once a model has consumed the given files (ids `raw/...`): the cut of the
-    last capture whose file it consumed, and of each later capture that published nothing (the table was the same
-    in that cut). No cut (an empty list) when the state cannot be placed: no capture log, a consumed file the log
-    does not list (a capture not committed yet), or a file of the log skipped before a consumed one.
--#}
-{% macro lake_table_cuts(source_name, table_name, consumed_ids) %}
+{#- A table's capture records, oldest first (`captures` of its capture log), or [] when it has no capture log. -#}
+{% macro lake_captures(source_name, table_name) %}
     {%- set text = lago_mago.read_lake_text('_ingestion/' ~ source_name ~ '/' ~ table_name ~ '/state.json') -%}
     {%- set state = fromjson(text) if text is not none else none -%}
-    {%- if state is not mapping or state.get('captures') is none -%}
-        {{ return([]) }}
-    {%- endif -%}
+    {{ return(state.captures if state is mapping and state.get('captures') is iterable else []) }}
+{% endmacro %}
+
+
+{#-
+    The cuts a lake table's state equals once a model has consumed the given files (ids `raw/...`) of its captures:
+    the cut of the last capture whose file it consumed, and of each later capture that published nothing (the
+    table was the same in that cut). No cut (an empty list) when the state cannot be placed: a consumed file the
+    log does not list (a capture not committed yet), or a file of the log skipped before a consumed one.
+-#}
+{% macro lake_table_cuts(captures, consumed_ids) %}
     {%- set listed = [] -%}
     {%- set found = namespace(last=none, skipped=false, placed=true) -%}
-    {%- for capture in state.captures if capture.get('data_key') -%}
+    {%- for capture in captures if capture.get('data_key') -%}
         {%- do listed.append(capture.data_key) -%}
     {%- endfor -%}
-    {%- for capture in state.captures -%}
+    {%- for capture in captures -%}
         {%- if capture.get('data_key') and capture.data_key in consumed_ids -%}
             {%- set found.placed = found.placed and not found.skipped -%}
             {%- set found.last = loop.index0 -%}
@@ -510,7 +513,7 @@
     {%- endif -%}
     {%- set cuts = [] -%}
     {%- set reach = namespace(open=true) -%}
-    {%- for capture in state.captures[found.last:] -%}
+    {%- for capture in captures[found.last:] -%}
         {%- set reach.open = reach.open and (loop.first or not capture.get('data_key')) -%}
         {%- set cut = lago_mago.capture_cut(capture) if reach.open else none -%}
         {%- if cut and cut not in cuts -%}
@@ -533,30 +536,44 @@
     {%- for parent in node.depends_on.nodes -%}
         {%- if parent in graph.sources -%}
             {%- set source = graph.sources[parent] -%}
-            {%- set consumed_sql -%}
-                select file_name from {{ ref('bronze_processed_files') }}
-                where model_name = {{ lago_mago.sql_string(node.alias) }} and status = 'merged'
-                    and source_name = {{ lago_mago.sql_string(source.source_name) }}
-                    and table_name = {{ lago_mago.sql_string(source.name) }}
-            {%- endset -%}
-            {%- set consumed = run_query(consumed_sql).columns[0].values() | list -%}
-            {%- do lists.append(lago_mago.lake_table_cuts(source.source_name, source.name, consumed)) -%}
+            {%- set captures = lago_mago.lake_captures(source.source_name, source.name) -%}
+            {%- set consumed = [] -%}
+            {%- set named = namespace(any=false) -%}
+            {%- for capture in captures if lago_mago.capture_cut(capture) -%}
+                {%- set named.any = true -%}
+            {%- endfor -%}
+            {#- a table whose log names no cut (a file source) has none: its checkpoint is not read -#}
+            {%- if named.any -%}
+                {%- set consumed_sql -%}
+                    select file_name from {{ ref('bronze_processed_files') }}
+                    where model_name = {{ lago_mago.sql_string(node.alias) }} and status = 'merged'
+                        and source_name = {{ lago_mago.sql_string(source.source_name) }}
+                        and table_name = {{ lago_mago.sql_string(source.name) }}
+                {%- endset -%}
+                {%- set consumed = run_query(consumed_sql).columns[0].values() | list -%}
+            {%- endif -%}
+            {%- do lists.append(lago_mago.lake_table_cuts(captures, consumed)) -%}
             {%- set placed.any = true -%}
         {%- elif parent in graph.nodes and graph.nodes[parent].config.get('incremental_strategy') == 'cdc_merge' -%}
             {%- set producer = graph.nodes[parent] -%}
-            {%- set position_sql -%}
-                select max(commit_version) from {{ ref('change_feed_positions') }}
-                where consumer_name = {{ lago_mago.sql_string(node.alias) }}
-                    and producer_name = {{ lago_mago.sql_string(producer.alias) }}
-            {%- endset -%}
-            {%- set position = run_query(position_sql).rows[0][0] -%}
-            {%- set below = lago_mago.model_lake_cuts(producer) if position is not none else none -%}
-            {%- if below is none
-                or position | int != lago_mago.feed_version(lago_mago.node_relation(producer)) -%}
+            {%- set below = lago_mago.model_lake_cuts(producer) -%}
+            {%- if below is none or [] in below -%}
+                {#- nothing to place this model in: its position in the producer's feed does not matter -#}
                 {%- set placed.ok = false -%}
             {%- else -%}
-                {%- do lists.extend(below) -%}
-                {%- set placed.any = true -%}
+                {%- set position_sql -%}
+                    select max(commit_version) from {{ ref('change_feed_positions') }}
+                    where consumer_name = {{ lago_mago.sql_string(node.alias) }}
+                        and producer_name = {{ lago_mago.sql_string(producer.alias) }}
+                {%- endset -%}
+                {%- set position = run_query(position_sql).rows[0][0] -%}
+                {%- if position is none
+                    or position | int != lago_mago.feed_version(lago_mago.node_relation(producer)) -%}
+                    {%- set placed.ok = false -%}
+                {%- else -%}
+                    {%- do lists.extend(below) -%}
+                    {%- set placed.any = true -%}
+                {%- endif -%}
             {%- endif -%}
         {%- endif -%}
     {%- endfor -%}
