@@ -159,6 +159,7 @@ def _read_and_diff(
         day=day,
         snapshot_delta=delta,
         reader_state=snapshot.reader_state,
+        cut=snapshot.cut,
     )
     verdict = None
     if kind == "cdc" and last is not None:

@@ -71,6 +71,11 @@ class CaptureRecord:
     # log mode: the position in the source's write-ahead log (an LSN, `16/B374D848`) the capture holds every
     # change up to; a later run skips the transactions that end at or before it (None: not a log capture)
     log_position: str | None = None
+    # a database capture: the consistent cut of the source it was read in (`postgres:<system id>/<database
+    # oid>/<snapshot>`, the same for every table read in one snapshot, so equal cuts are one state of the database);
+    # None for a file source, which holds no cut across tables, and for a capture that may miss deletes (see
+    # `readers/postgres.py`). dbt makes an orphan between two tables of one cut an error (docs/dbt.md)
+    cut: str | None = None
 
     @classmethod
     def from_json(cls, raw: object, file: str, where: str = "") -> CaptureRecord:
@@ -278,6 +283,7 @@ _RECORD_FIELDS: dict[str, Check] = {
     "data_sha256": check_optional(check_sha256),
     "reader_state": check_optional(lambda value, file, name: _object(value, file, name)),
     "log_position": check_optional(_lsn),
+    "cut": check_optional(check_text),
 }
 
 

@@ -449,3 +449,145 @@
     {%- do adapter.commit() -%}
     {{ return('') }}
 {% endmacro %}
+
+
+{#-
+    Consistent cuts. A database capture records in its capture log the cut of the source it was read in
+    (`captures[].cut`: a Postgres snapshot, the same for every table of a run), and a log mode capture the
+    write-ahead log position its table holds every change up to (`log_position`); a file source records neither.
+    Two tables whose states in the warehouse come from one cut are one state of the source: an orphan between them
+    is in the source itself, or the pipeline broke (tests/dbt/generic/enforced_relationships.sql).
+-#}
+
+{#- The cut a capture record names, or none. -#}
+{% macro capture_cut(capture) %}
+    {%- if capture.get('cut') -%}
+        {{ return(capture.cut) }}
+    {%- elif capture.get('log_position') -%}
+        {{ return('log:' ~ capture.log_position) }}
+    {%- endif -%}
+    {{ return(none) }}
+{% endmacro %}
+
+
+{#- A table's capture records, oldest first (`captures` of its capture log), or [] when it has no capture log. -#}
+{% macro lake_captures(source_name, table_name) %}
+    {%- set text = lago_mago.read_lake_text('_ingestion/' ~ source_name ~ '/' ~ table_name ~ '/state.json') -%}
+    {%- set state = fromjson(text) if text is not none else none -%}
+    {{ return(state.captures if state is mapping and state.get('captures') is iterable else []) }}
+{% endmacro %}
+
+
+{#-
+    The cuts a lake table's state equals once a model has consumed the given files (ids `raw/...`) of its captures:
+    the cut of the last capture whose file it consumed, and of each later capture that published nothing (the
+    table was the same in that cut). No cut (an empty list) when the state cannot be placed: a consumed file the
+    log does not list (a capture not committed yet), or a file of the log skipped before a consumed one.
+-#}
+{% macro lake_table_cuts(captures, consumed_ids) %}
+    {%- set listed = [] -%}
+    {%- set found = namespace(last=none, skipped=false, placed=true) -%}
+    {%- for capture in captures if capture.get('data_key') -%}
+        {%- do listed.append(capture.data_key) -%}
+    {%- endfor -%}
+    {%- for capture in captures -%}
+        {%- if capture.get('data_key') and capture.data_key in consumed_ids -%}
+            {%- set found.placed = found.placed and not found.skipped -%}
+            {%- set found.last = loop.index0 -%}
+        {%- elif capture.get('data_key') -%}
+            {%- set found.skipped = true -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- for consumed in consumed_ids if consumed not in listed -%}
+        {%- set found.placed = false -%}
+    {%- endfor -%}
+    {%- if found.last is none or not found.placed -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set cuts = [] -%}
+    {%- set reach = namespace(open=true) -%}
+    {%- for capture in captures[found.last:] -%}
+        {%- set reach.open = reach.open and (loop.first or not capture.get('data_key')) -%}
+        {%- set cut = lago_mago.capture_cut(capture) if reach.open else none -%}
+        {%- if cut and cut not in cuts -%}
+            {%- do cuts.append(cut) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(cuts) }}
+{% endmacro %}
+
+
+{#-
+    The cuts of every lake table a model's current state derives from, one list per table, or none when it cannot
+    be placed. A model that reads the lake consumed the files its checkpoint rows name (bronze_processed_files); a
+    model that applies producers' change feeds (Silver) has their states only when it has read each feed to its
+    latest version (change_feed_positions), else it lags. The caller refers to those models at parse time.
+-#}
+{% macro model_lake_cuts(node) %}
+    {%- set lists = [] -%}
+    {%- set placed = namespace(ok=true, any=false) -%}
+    {%- for parent in node.depends_on.nodes -%}
+        {%- if parent in graph.sources -%}
+            {%- set source = graph.sources[parent] -%}
+            {%- set captures = lago_mago.lake_captures(source.source_name, source.name) -%}
+            {%- set consumed = [] -%}
+            {%- set named = namespace(any=false) -%}
+            {%- for capture in captures if lago_mago.capture_cut(capture) -%}
+                {%- set named.any = true -%}
+            {%- endfor -%}
+            {#- a table whose log names no cut (a file source) has none: its checkpoint is not read -#}
+            {%- if named.any -%}
+                {%- set consumed_sql -%}
+                    select file_name from {{ ref('bronze_processed_files') }}
+                    where model_name = {{ lago_mago.sql_string(node.alias) }} and status = 'merged'
+                        and source_name = {{ lago_mago.sql_string(source.source_name) }}
+                        and table_name = {{ lago_mago.sql_string(source.name) }}
+                {%- endset -%}
+                {%- set consumed = run_query(consumed_sql).columns[0].values() | list -%}
+            {%- endif -%}
+            {%- do lists.append(lago_mago.lake_table_cuts(captures, consumed)) -%}
+            {%- set placed.any = true -%}
+        {%- elif parent in graph.nodes and graph.nodes[parent].config.get('incremental_strategy') == 'cdc_merge' -%}
+            {%- set producer = graph.nodes[parent] -%}
+            {%- set below = lago_mago.model_lake_cuts(producer) -%}
+            {%- if below is none or [] in below -%}
+                {#- nothing to place this model in: its position in the producer's feed does not matter -#}
+                {%- set placed.ok = false -%}
+            {%- else -%}
+                {%- set position_sql -%}
+                    select max(commit_version) from {{ ref('change_feed_positions') }}
+                    where consumer_name = {{ lago_mago.sql_string(node.alias) }}
+                        and producer_name = {{ lago_mago.sql_string(producer.alias) }}
+                {%- endset -%}
+                {%- set position = run_query(position_sql).rows[0][0] -%}
+                {%- if position is none
+                    or position | int != lago_mago.feed_version(lago_mago.node_relation(producer)) -%}
+                    {%- set placed.ok = false -%}
+                {%- else -%}
+                    {%- do lists.extend(below) -%}
+                    {%- set placed.any = true -%}
+                {%- endif -%}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(lists if placed.ok and placed.any else none) }}
+{% endmacro %}
+
+
+{#- The cut every lake table under the given models shares in the warehouse now (the latest such), or none. -#}
+{% macro shared_lake_cut(nodes) %}
+    {%- set lists = [] -%}
+    {%- for node in nodes -%}
+        {%- set cuts = lago_mago.model_lake_cuts(node) -%}
+        {#- a side that cannot be placed, or a table without a cut (a file source): no need to read further -#}
+        {%- if cuts is none or [] in cuts -%}
+            {{ return(none) }}
+        {%- endif -%}
+        {%- do lists.extend(cuts) -%}
+    {%- endfor -%}
+    {%- set shared = namespace(cuts=lists[0] if lists else []) -%}
+    {%- for cuts in lists[1:] -%}
+        {%- set shared.cuts = shared.cuts | select('in', cuts) | list -%}
+    {%- endfor -%}
+    {{ return(shared.cuts[-1] if shared.cuts else none) }}
+{% endmacro %}

@@ -64,6 +64,9 @@ class Snapshot:
     keys: str | None = None
     # what the reader keeps for its next capture of the table, stored with this capture (see `CaptureContext`)
     reader_state: dict[str, Any] | None = None
+    # the consistent cut of the source the relation was read in, when the reader reads every table of a run in one
+    # (a database snapshot); stored with the capture (`CaptureRecord.cut`)
+    cut: str | None = None
 
     def verify_unchanged(self) -> None:
         if self.verify is not None:

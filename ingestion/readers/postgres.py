@@ -10,6 +10,11 @@ memory stays within DuckDB's limit whatever the table's size. Every non-NULL val
 an empty text and NULL stay apart. The row count COPY reports is checked against the Parquet file's, and the
 declared key is checked for NULLs (the database need not have a primary key: the key is the declaration's).
 
+The cut is named in each capture's record (`CaptureRecord.cut`): the cluster's system identifier, the database's
+oid and the transaction's snapshot (`pg_current_snapshot()`, whose transaction ids never wrap), so two captures
+with equal cuts saw one state of the database, in one run or in two runs between which nothing was committed. A
+cursor read without a key scan names none: the deletes it has not looked for yet are not in the lake's state.
+
 The transaction stays open until the reader is closed or collected; a run holds it for its reads and diffs. A
 cursor read is a partial snapshot: the engine applies it to the lake's stored state by key, and drops the keys a
 key scan (the key columns of every row, read in the same transaction) no longer finds.
@@ -66,6 +71,8 @@ class PostgresReader:
         # noted before the run's snapshot (see `ingestion.postgres.cursor`)
         self._candidates: dict[str, Candidate | None] = {}
         self._horizon: datetime | None = None
+        # the run's snapshot, named once its transaction has taken it
+        self._cut: str | None = None
 
     def available_tables(self, tables: list[Table]) -> list[Table]:
         # every declared table must be in the database: `read` names one that is not, with its place there
@@ -142,8 +149,10 @@ class PostgresReader:
             time.monotonic() - started,
         )
         relation_sql = f"read_parquet({sql_literal(str(dest))})"
+        # a window read without a key scan may miss deletes: the table's state is then no state of the cut
+        cut = self._cut if scan or not partial else None
         if table.cursor_column is None:
-            return Snapshot(relation_sql, lambda: rows, file=dest)
+            return Snapshot(relation_sql, lambda: rows, file=dest, cut=cut)
         if window is None:
             # a table read whole that has a cursor starts a window from this read: a later cursor capture reads
             # only what moved since (and a window the capture state no longer reads right is replaced)
@@ -161,6 +170,7 @@ class PostgresReader:
             partial=partial,
             keys=keys,
             reader_state=state.to_json(),
+            cut=cut,
         )
 
     def close(self) -> None:
@@ -196,8 +206,29 @@ class PostgresReader:
             conn.read_only = True
             if self.snapshot is not None:
                 conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(self.snapshot)))
+            try:
+                # the transaction's first query takes its snapshot (or reads the one just set): the run's cut
+                self._cut = _cut_of(conn)
+            except psycopg.Error as exc:
+                reason = " ".join(redact(str(exc), self.dsn).split())
+                raise PostgresAccessError(str(self.endpoint), f"taking the run's snapshot failed: {reason}") from None
             self._conn = conn
         return self._conn
+
+
+_CUT = """
+select 'postgres:' || (select system_identifier from pg_control_system())
+    || '/' || (select oid from pg_database where datname = current_database())
+    || '/' || pg_current_snapshot()::text
+"""
+
+
+def _cut_of(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+    """The name of the transaction's snapshot, unique to its cluster and database (`postgres:<system id>/<database
+    oid>/<xmin>:<xmax>:<running xids>`)."""
+    row = conn.execute(_CUT).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def _window(table: Table, columns: list[DatabaseColumn], mark: str) -> sql.Composable:
