@@ -129,14 +129,22 @@ class LostToastError(SnapshotError):
 # -- values: Postgres's text output as the declared types -----------------------------------------------------------
 
 
-def _typed(table: Table, alias: str) -> str:
+# pg_type's oid of `real`
+FLOAT4_OID = 700
+
+
+def _typed(table: Table, alias: str, single_precision: frozenset[str]) -> str:
     """Each declared column of a spool part (Postgres's text output) cast by DuckDB to its declared type, as the
     snapshot reader casts COPY's text. A timestamp goes through timestamptz: the text of a `timestamptz` carries
-    its offset (+00, the session's zone), which a cast to a plain timestamp would drop rather than apply."""
+    its offset (+00, the session's zone), which a cast to a plain timestamp would drop rather than apply. A `real`
+    goes through DuckDB's float (single precision): its shortest text, read as a double, would be another number
+    than the one the database holds and COPY gives."""
     casts = []
     for column in table.columns:
         name = f"{alias}.{quote_identifier(column.name)}"
-        if column.data_type.strip().lower() == "timestamp":
+        if column.name in single_precision:
+            casts.append(f"cast(cast({name} as float) as {column.data_type}) as {quote_identifier(column.name)}")
+        elif column.data_type.strip().lower() == "timestamp":
             casts.append(f"cast(cast({name} as timestamptz) as timestamp) as {quote_identifier(column.name)}")
         else:
             casts.append(f"cast({name} as {column.data_type}) as {quote_identifier(column.name)}")
@@ -201,8 +209,13 @@ class _TableLog:
             columns.append(found[0])
         key_columns = {i for i, c in enumerate(message.columns) if c.is_key}
         self.key_positions = [columns[self.table.column_names.index(k)] for k in self.table.primary_key]
+        single = frozenset(
+            column.name
+            for column, at in zip(self.table.columns, columns, strict=True)
+            if at >= 0 and message.columns[at].type_oid == FLOAT4_OID
+        )
         for spool in (self.changes, self.pending):
-            spool.describe(columns, key_columns)
+            spool.describe(columns, key_columns, single)
 
 
 @dataclass
@@ -705,7 +718,7 @@ def _write_changes(
 
         for cut in [int(c[0]) for c in cuts] + [None]:
             chunk = folder / f"segment-{len(written)}.parquet"
-            count = _write_segment(con, table, state(), low, cut, sequence, chunk)
+            count = _write_segment(con, table, state(), low, cut, sequence, chunk, spool.single_precision)
             if count:
                 written.append(chunk)
                 sequence += count
@@ -746,6 +759,7 @@ def _write_segment(
     high: int | None,
     first: int,
     dest: Path,
+    single_precision: frozenset[str],
 ) -> int:
     """The spool's changes after position `low` and before `high` (a TRUNCATE's, or None: to the end) as `dest`;
     the rows written.
@@ -759,7 +773,7 @@ def _write_segment(
     on = " and ".join(f"x.{quote_identifier(k)} = f.{quote_identifier(k)}" for k in table.primary_key)
     where = f"{OPERATION} <> 'T' and {POSITION} > {low}" + (f" and {POSITION} < {high}" if high is not None else "")
     head = f"{POSITION}, {OPERATION}, {COMMITTED_AT}, {LSN}"
-    changes = f"(select {head}, {FILLED}, {_typed(table, 's')} from spool as s where {where})"
+    changes = f"(select {head}, {FILLED}, {_typed(table, 's', single_precision)} from spool as s where {where})"
     # a segment holds no TRUNCATE: its positions follow each other from low + 1
     sequence = f"cast({POSITION} + {first - low - 1} as bigint)"
     con.execute(f"create or replace temp table fill_keys as select distinct {keys} from {changes} where {FILLED} <> 0")

@@ -62,16 +62,20 @@ class Spool:
     columns: list[int] = field(default_factory=list)
     # the declared columns a key-only change fills (every one but the relation's key columns), as a bit mask
     key_only_fills: int = 0
+    # the declared columns the relation holds as `real` (float4): their text is a single-precision value, which the
+    # publish widens to a double through float4 as the snapshot reader's COPY does (0.1 -> 0.10000000149011612)
+    single_precision: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.columns:
             self.columns = [-1] * len(self.table.columns)
             self.key_only_fills = (1 << len(self.table.columns)) - 1
 
-    def describe(self, columns: list[int], key_columns: set[int]) -> None:
+    def describe(self, columns: list[int], key_columns: set[int], single_precision: frozenset[str]) -> None:
         """A new description of the relation: the buffer, in the old column order, is spilled first."""
         self.spill()
         self.columns = list(columns)
+        self.single_precision = single_precision
         self.key_only_fills = sum(1 << i for i, p in enumerate(columns) if p not in key_columns)
 
     def add(
