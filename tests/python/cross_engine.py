@@ -1,6 +1,9 @@
 """Compare every table dbt built on DuckDB with the same table built on Spark; print the differences as JSON.
 
-    python tests/python/cross_engine.py MANIFEST DUCKDB_FILE SPARK_WAREHOUSE_DIR
+    python tests/python/cross_engine.py MANIFEST DUCKDB_FILE SPARK_WAREHOUSE_DIR [QUERIES]
+
+QUERIES, a JSON object of named SQL statements written in the SQL both engines read, is run on each warehouse; its
+rows per engine are in the report's `queries`, so a test can count something on both in this one Spark session.
 
 Run as its own process: a Python process holds one Spark session, and the test session's own Spark fixture may
 already have one with another warehouse. Values are normalised where the engines legitimately differ in
@@ -53,7 +56,7 @@ def compared_columns(columns: list[str], snapshot: bool = False) -> list[str]:
     return [c for c in columns if c not in skipped and not c.endswith(SKIPPED_SUFFIXES)]
 
 
-def main(manifest_path: str, duckdb_file: str, warehouse: str) -> dict[str, Any]:
+def main(manifest_path: str, duckdb_file: str, warehouse: str, queries: str = "{}") -> dict[str, Any]:
     manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
     relations = sorted(
         (node["schema"], node["alias"], node["resource_type"] == "snapshot")
@@ -91,9 +94,16 @@ def main(manifest_path: str, duckdb_file: str, warehouse: str) -> dict[str, Any]
             "only_spark": only_spark[:5],
             "equal": duck_rows == spark_rows,
         }
+    answers = {
+        name: {
+            "duckdb": [[normalise(v) for v in row] for row in duck.execute(statement).fetchall()],
+            "spark": [[normalise(v) for v in row] for row in spark.sql(statement).collect()],
+        }
+        for name, statement in json.loads(queries).items()
+    }
     spark.stop()
-    return report
+    return {"tables": report, "queries": answers}
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:4])))
+    print(json.dumps(main(*sys.argv[1:5]), default=str))

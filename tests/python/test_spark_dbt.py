@@ -1,11 +1,16 @@
 """`dbt build --target spark` (Delta Lake) end to end, and the same tables as `dbt build --target dev` (DuckDB).
 
-The simulator captures the sources six times and both engines build after captures 2 and 6 only: a first build,
-then one incremental build over four captures (Bronze merges new CDC files: updates, deletes, new keys; Silver
-reads Bronze's Change Data Feed; the history derives every captured version from the lake's change log). Every
-model, history included (`dbt_scd_id`, `dbt_valid_from`, `dbt_valid_to`), must hold the same rows on both engines,
-and DuckDB's history must be the change log itself, so Spark's is too. Then a `--full-refresh` against a lake that
-does not exist must refuse and leave every table as it was. Spark builds cost minutes: one module fixture builds.
+Six captures, both engines building after captures 2 and 6 only: a first build, then one incremental build over
+four captures (Bronze merges new CDC files: updates, deletes, new keys; Silver reads Bronze's Change Data Feed; the
+history derives every captured version from the lake's change log). The `loyalty` source is captured from a real
+Postgres in log mode (`--mode log`), the database fed one simulator day per capture (`python -m ingestion.postgres
+.simulate`); `hotmart` comes from the simulator. Before capture 4, statements a snapshot diff cannot see: one
+customer updated three times in one transaction (three versions of one key in one change file at one commit time,
+ordered by `_cdc_sequence` only) and another updated twice then deleted, each in a transaction of its own. Every
+model, history included (`dbt_scd_id`, `dbt_valid_from`, `dbt_valid_to`), must hold the same rows on both engines;
+DuckDB's history must be the change log itself, so Spark's is too; and both histories hold each of those versions.
+Then a `--full-refresh` against a lake that does not exist must refuse and leave every table as it was. Spark
+builds cost minutes: one module fixture builds.
 The Spark builds are the README's command, `dbt build --target spark` run in a copy of the project with the quick
 start's lake in `./lake` and no LAKE_URI: a relative lake must be the same folder on both engines. The last one is
 verbatim, the project's unit tests included; the first leaves out the unit tests (SQL on fixed rows, whatever the
@@ -26,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pytest
+from pgserver import PostgresCluster, drop_slots, fresh_database, simulate_day
 from spark_support import (
     REPO_ROOT,
     ensure_spark_jars,
@@ -42,6 +49,21 @@ pytestmark = [pytest.mark.dbt, pytest.mark.spark]
 CAPTURES = 6
 BUILT_AFTER = (2, 6)  # builds after these captures only: the history must still hold every captured version
 SIMULATOR_SCALE = "2000"  # enough customers that the simulator deletes some between captures
+# `loyalty` from the database in log mode (the simulator writes its days there), `hotmart` from the simulator
+LOG_CAPTURE = ("--source", "loyalty", "--from", "postgres", "--mode", "log")
+SIMULATED_CAPTURE = ("--source", "hotmart", "--scale", SIMULATOR_SCALE)
+# before this capture (between the two builds), changes a snapshot diff cannot see; points above the simulator's
+# (0 to 4999) mark their versions
+UNSEEN_BEFORE = 4
+ONE_COMMIT_POINTS = (5011, 5012, 5013)  # one customer, one transaction: three versions at one commit time
+OWN_COMMIT_POINTS = (5021, 5022)  # another customer, a transaction each, then deleted
+# each marked version: customer, operation, points, whether it is valid for no time (a later one at its commit time)
+UNSEEN_VERSIONS = """
+    select idCliente, _cdc_operation, qtdePontos, coalesce(dbt_valid_to = dbt_valid_from, false) as valid_for_no_time
+    from snapshots.snp_loyalty__clientes
+    where qtdePontos > 5000
+    order by idCliente, dbt_valid_from, _cdc_sequence
+"""
 # the README's Spark command runs with none of these set: the profile's defaults, relative to the project root
 README_UNSET = (
     "LAKE_URI",
@@ -103,15 +125,16 @@ def readme_site(work: Path) -> Dbt:
     return Dbt.at(work / "dbt-spark", project / "lake", project=project, target="spark", env=env)
 
 
-def compare_engines(work: Path) -> dict[str, Any]:
-    """Every table of both warehouses, row by row (tests/python/cross_engine.py, in its own process)."""
+def compare_engines(work: Path, queries: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every table of both warehouses, row by row, and the rows of each query on each engine
+    (tests/python/cross_engine.py, in its own process)."""
     script = str(Path(__file__).resolve().parent / "cross_engine.py")
     manifest = str(work / "dbt-dev" / "target" / "manifest.json")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     warehouses = [str(work / "dev.duckdb"), str(spark_warehouse(work))]
-    result = run([sys.executable, script, manifest, *warehouses], env, timeout=600)
+    result = run([sys.executable, script, manifest, *warehouses, json.dumps(queries)], env, timeout=600)
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return report
+    return report["tables"], report["queries"]
 
 
 def assert_engines_equal(report: dict[str, Any]) -> None:
@@ -123,18 +146,62 @@ def assert_engines_equal(report: dict[str, Any]) -> None:
     assert len(empty) < len(report) / 2, f"most tables are empty, the comparison proves little: {empty}"
 
 
+def write_unseen_changes(dsn: str) -> list[str]:
+    """The changes of UNSEEN_VERSIONS, into the database's first two customers; their keys."""
+    with psycopg.connect(dsn) as conn:
+        keys = [str(row[0]) for row in conn.execute('select "idCliente" from clientes order by 1 limit 2')]
+    assert len(keys) == 2, keys
+    update = 'update clientes set "qtdePontos" = %s where "idCliente" = %s'
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        for points in ONE_COMMIT_POINTS:
+            assert conn.execute(update, (points, keys[0])).rowcount == 1
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for points in OWN_COMMIT_POINTS:
+            assert conn.execute(update, (points, keys[1])).rowcount == 1
+        assert conn.execute('delete from clientes where "idCliente" = %s', (keys[1],)).rowcount == 1
+    return keys
+
+
+# the work folder, each build's wall time, the keys of the customers changed unseen
+Built = tuple[Path, dict[str, float], list[str]]
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
-    """Six captures, both engines built after captures 2 and 6 only; the wall time of each build. Spark builds with
-    the README's command (relative lake, cwd = the project); DuckDB reads the same lake by its absolute path."""
+def built(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresCluster) -> Built:
+    """Six captures, both engines built after captures 2 and 6 only; the wall time of each build and the keys of
+    the customers changed unseen. Spark builds with the README's command (relative lake, cwd = the project);
+    DuckDB reads the same lake by its absolute path."""
     work = tmp_path_factory.mktemp("cross-engine")
     ensure_spark_jars(jars_dir(profile_spark_parameters()))
     spark = readme_site(work)
     lake = project_copy(work) / "lake"
     sites = {"dev": Dbt.at(work / "dbt-dev", lake, database=work / "dev.duckdb"), "spark": spark}
     timings: dict[str, float] = {}
+    dsn = fresh_database(postgres_server, "spark")
+    try:
+        keys = capture_and_build(lake, dsn, sites, timings)
+    finally:
+        drop_slots(dsn)  # the session's cluster has room for few slots, and one nobody reads keeps its WAL
+    assert spark.command("build")[1:] == ["build", "--target", "spark"]
+    assert "LAKE_URI" not in spark.env
+    # the README's command writes its artefacts where a user's would: the project's target/
+    results = json.loads((spark.project / "target" / "run_results.json").read_text(encoding="utf-8"))["results"]
+    unit_tests = [result for result in results if result["unique_id"].startswith("unit_test.")]
+    assert len(unit_tests) >= 10 and {result["status"] for result in unit_tests} == {"pass"}, unit_tests
+    return work, timings, keys
+
+
+def capture_and_build(lake: Path, dsn: str, sites: dict[str, Dbt], timings: dict[str, float]) -> list[str]:
+    """The captures and builds of `built`; the keys of the customers changed unseen."""
+    keys: list[str] = []
+    spark = sites["spark"]
     for number in range(1, CAPTURES + 1):
-        ingest(lake, "--scale", SIMULATOR_SCALE, check=True)
+        day = simulate_day(dsn, "--scale", SIMULATOR_SCALE)
+        assert day.returncode == 0, day.stderr[-3000:]
+        if number == UNSEEN_BEFORE:
+            keys = write_unseen_changes(dsn)
+        ingest(lake, *LOG_CAPTURE, env={"LAGO_POSTGRES_DSN": dsn}, check=True)
+        ingest(lake, *SIMULATED_CAPTURE, check=True)
         if number in BUILT_AFTER:
             for target, site in sites.items():
                 cwd = spark.project if target == "spark" else None
@@ -151,20 +218,23 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, flo
                 result = site.build(*args, cwd=cwd)
                 timings[f"{target} build after capture {number}"] = time.monotonic() - started
                 assert result.returncode == 0, f"{site.command('build')}\n{(result.stdout + result.stderr)[-8000:]}"
-    assert spark.command("build")[1:] == ["build", "--target", "spark"]
-    assert "LAKE_URI" not in spark.env
-    # the README's command writes its artefacts where a user's would: the project's target/
-    results = json.loads((spark.project / "target" / "run_results.json").read_text(encoding="utf-8"))["results"]
-    unit_tests = [result for result in results if result["unique_id"].startswith("unit_test.")]
-    assert len(unit_tests) >= 10 and {result["status"] for result in unit_tests} == {"pass"}, unit_tests
-    return work, timings
+    return keys
 
 
-def test_spark_builds_the_same_tables_as_duckdb(built: tuple[Path, dict[str, float]]) -> None:
-    work, timings = built
+def test_spark_builds_the_same_tables_as_duckdb(built: Built) -> None:
+    work, timings, (one_commit, own_commits) = built
     print("dbt build wall times (s):", {name: round(seconds, 1) for name, seconds in timings.items()})
-    report = compare_engines(work)
+    report, queries = compare_engines(work, {"unseen": UNSEEN_VERSIONS})
     assert_engines_equal(report)
+    # the versions a snapshot diff cannot see, each in both histories: the one transaction's three at its commit
+    # time (the first two valid for no time), the other customer's two updates and its delete (filled with its last
+    # row: the log sends only the key)
+    versions = {
+        one_commit: [["U", points, points != ONE_COMMIT_POINTS[-1]] for points in ONE_COMMIT_POINTS],
+        own_commits: [*(["U", points, False] for points in OWN_COMMIT_POINTS), ["D", OWN_COMMIT_POINTS[-1], False]],
+    }
+    unseen = [[key, *version] for key in sorted(versions) for version in versions[key]]
+    assert queries["unseen"] == {"duckdb": unseen, "spark": unseen}
     # the history is compared too, and holds more versions than Bronze holds rows: builds rarer than captures
     # lost none of them (DuckDB's history is checked against the change log below)
     for table in ("clientes", "produtos", "transacoes", "transacao_produto"):
@@ -177,9 +247,9 @@ def test_spark_builds_the_same_tables_as_duckdb(built: tuple[Path, dict[str, flo
         assert (deleted.fetchone() or (0,))[0] > 0, "the scenario must delete customers"
 
 
-def test_full_refresh_against_a_missing_lake_refuses_on_spark(built: tuple[Path, dict[str, float]]) -> None:
+def test_full_refresh_against_a_missing_lake_refuses_on_spark(built: Built) -> None:
     """A mistyped LAKE_URI with --full-refresh fails, says nothing was changed, and every table is as it was."""
-    work, _ = built
+    work, _, _ = built
     tables = spark_warehouse(work) / "tables"
     before = files_of(tables)
     assert sum(1 for path in before if "/_delta_log/" in path) > 20, "the built warehouse holds few Delta commits"
