@@ -60,7 +60,7 @@ OWN_COMMIT_POINTS = (5021, 5022)  # another customer, a transaction each, then d
 # each marked version: customer, operation, points, whether it is valid for no time (a later one at its commit time)
 UNSEEN_VERSIONS = """
     select idCliente, _cdc_operation, qtdePontos, coalesce(dbt_valid_to = dbt_valid_from, false) as valid_for_no_time
-    from snapshots.snp_loyalty__clientes
+    from history.history_loyalty__clientes
     where qtdePontos > 5000
     order by idCliente, dbt_valid_from, _cdc_sequence
 """
