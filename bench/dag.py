@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.common import PYTHON, ROOT, Result, dbt_executable, measure
 
-SELECT = ("--select", "source:loyalty+", "tag:lake_state")
+SELECT = ("--select", "source:loyalty+")
 LAYERS = (("bronze_", "bronze"), ("history_", "history"), ("silver_", "silver"), ("gold_", "gold"))
 
 

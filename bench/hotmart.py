@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.common import PYTHON, ROOT, Result, dbt_executable, measure, write_report
 
 HISTORIES = (10, 100, 500)
-MODELS = "tag:lake_state path:models/bronze/hotmart path:models/silver/hotmart path:models/gold/hotmart"
+MODELS = "path:models/bronze/hotmart path:models/silver/hotmart path:models/gold/hotmart"
 
 
 def capture_days(lake: Path, days: int, scale: int) -> None:

@@ -37,7 +37,7 @@
 
 {% macro default__feed_version(relation) %}
     {%- set version_sql -%}
-        select coalesce(max(commit_version), 0) from {{ ref('change_feed_commits') }}
+        select coalesce(max(commit_version), 0) from {{ lago_mago.state_table('change_feed_commits') }}
         where model_name = {{ lago_mago.sql_string(relation.identifier) }}
     {%- endset -%}
     {{ return(run_query(version_sql).rows[0][0] | int) }}
@@ -58,7 +58,7 @@
 
 {% macro default__feed_rebuilds_after(relation, version) %}
     {%- set rebuilds_sql -%}
-        select commit_version from {{ ref('change_feed_commits') }}
+        select commit_version from {{ lago_mago.state_table('change_feed_commits') }}
         where model_name = {{ lago_mago.sql_string(relation.identifier) }}
             and commit_operation = 'create' and commit_version > {{ version }}
     {%- endset -%}
@@ -104,7 +104,7 @@
 
 
 {% macro feed_position(producer) %}
-    {%- set positions = ref('change_feed_positions') -%}
+    {%- set positions = lago_mago.state_table('change_feed_positions') -%}
     {%- if load_relation(positions) is none -%}
         {{ return(none) }}
     {%- endif -%}
@@ -191,12 +191,10 @@
 
 
 {% macro record_feed_positions() %}
-    {#- referenced before anything else, so that parsing records the dependencies of every consumer -#}
-    {%- set positions = ref('change_feed_positions') -%}
-    {%- set commits = ref('change_feed_commits') -%}
     {%- if not execute -%}
         {{ return('select 1 as nothing_to_record') }}
     {%- endif -%}
+    {%- set positions = lago_mago.state_table('change_feed_positions') -%}
     {%- set producers = [] -%}
     {%- for parent in model.depends_on.nodes if parent in graph.nodes -%}
         {%- set node = graph.nodes[parent] -%}
@@ -254,7 +252,6 @@
 {% endmacro %}
 
 {% macro default__record_feed_rebuild() %}
-    {%- set commits = ref('change_feed_commits') -%}
     {%- if not execute -%}
         {{ return('select 1 as nothing_to_record') }}
     {%- endif -%}
@@ -281,7 +278,8 @@
 
 
 {% macro record_feed_commit(relation, version, operation) %}
-    insert into {{ ref('change_feed_commits') }} (model_name, commit_version, commit_operation, committed_at)
+    insert into {{ lago_mago.state_table('change_feed_commits') }}
+        (model_name, commit_version, commit_operation, committed_at)
     values (
         {{ lago_mago.sql_string(relation.identifier) }},
         {{ version }},
@@ -328,7 +326,8 @@
     where changes._cdc_operation <> 'D';
 
     {#- a merge of no change is no commit: a build that read nothing new changes no row -#}
-    insert into {{ ref('change_feed_commits') }} (model_name, commit_version, commit_operation, committed_at)
+    insert into {{ lago_mago.state_table('change_feed_commits') }}
+        (model_name, commit_version, commit_operation, committed_at)
     select
         {{ lago_mago.sql_string(target.identifier) }},
         {{ version }},

@@ -538,7 +538,7 @@
             {#- a table whose log names no cut (a file source) has none: its checkpoint is not read -#}
             {%- if named.any -%}
                 {%- set consumed_sql -%}
-                    select file_name from {{ ref('bronze_processed_files') }}
+                    select file_name from {{ lago_mago.state_table('bronze_processed_files') }}
                     where model_name = {{ lago_mago.sql_string(node.alias) }} and status = 'merged'
                         and source_name = {{ lago_mago.sql_string(source.source_name) }}
                         and table_name = {{ lago_mago.sql_string(source.name) }}
@@ -555,7 +555,7 @@
                 {%- set placed.ok = false -%}
             {%- else -%}
                 {%- set position_sql -%}
-                    select max(commit_version) from {{ ref('change_feed_positions') }}
+                    select max(commit_version) from {{ lago_mago.state_table('change_feed_positions') }}
                     where consumer_name = {{ lago_mago.sql_string(node.alias) }}
                         and producer_name = {{ lago_mago.sql_string(producer.alias) }}
                 {%- endset -%}

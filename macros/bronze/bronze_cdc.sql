@@ -31,8 +31,6 @@
 
     {%- if not execute -%}
         {#- parsing: declare the lineage; the SQL is built at execution, when the declaration is known #}
-        -- depends_on: {{ ref('bronze_processed_files') }}
-        -- depends_on: {{ ref('change_feed_commits') }}
         select * from {{ source(source_name, table_name) }}
     {%- else -%}
         {{ lago_mago.bronze_cdc_sql(source_name, table_name) }}

@@ -11,7 +11,7 @@
 
 
 {% macro checkpoint_consumed_files(model_name) %}
-    {%- set checkpoint = ref('bronze_processed_files') -%}
+    {%- set checkpoint = lago_mago.state_table('bronze_processed_files') -%}
     {%- if load_relation(checkpoint) is none -%}
         {{ return({'ids': set([]), 'count': 0}) }}
     {%- endif -%}
@@ -178,7 +178,7 @@
 
 
 {% macro checkpoint_write_plan(reader, source_name, table_name, convention) %}
-    {%- set checkpoint = ref('bronze_processed_files') -%}
+    {%- set checkpoint = lago_mago.state_table('bronze_processed_files') -%}
     {%- set model_name = lago_mago.sql_string(this.identifier) -%}
     {%- call statement('checkpoint_forget_plan') -%}
         delete from {{ checkpoint }} where model_name = {{ model_name }} and status = 'planned'
@@ -212,13 +212,13 @@
     {%- set late_sql -%}
         with newest as (
             select max(max_cdc_timestamp) as max_cdc_timestamp
-            from {{ ref('bronze_processed_files') }}
+            from {{ lago_mago.state_table('bronze_processed_files') }}
             where model_name = {{ lago_mago.sql_string(this.identifier) }} and status = 'merged'
         ),
 
         newest_sequence as (
             select max(checkpoint.max_cdc_sequence) as max_cdc_sequence
-            from {{ ref('bronze_processed_files') }} as checkpoint
+            from {{ lago_mago.state_table('bronze_processed_files') }} as checkpoint
             inner join newest on checkpoint.max_cdc_timestamp = newest.max_cdc_timestamp
             where checkpoint.model_name = {{ lago_mago.sql_string(this.identifier) }} and checkpoint.status = 'merged'
         ),
@@ -250,14 +250,14 @@
     {%- if not should_full_refresh() -%}
         {{ return('select 1 as nothing_to_forget') }}
     {%- endif -%}
-    delete from {{ ref('bronze_processed_files') }}
+    delete from {{ lago_mago.state_table('bronze_processed_files') }}
     where model_name = {{ lago_mago.sql_string(this.identifier) }} and status = 'merged'
 {% endmacro %}
 
 
 {#- Post-hook, inside the model's transaction: the planned files are now consumed. -#}
 {% macro checkpoint_commit_plan() %}
-    update {{ ref('bronze_processed_files') }}
+    update {{ lago_mago.state_table('bronze_processed_files') }}
     set status = 'merged', merged_at = {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
     where model_name = {{ lago_mago.sql_string(this.identifier) }} and status = 'planned'
 {% endmacro %}

@@ -30,7 +30,6 @@
     ) -}}
 
     {%- if not execute -%}
-        -- depends_on: {{ ref('bronze_processed_files') }}
         select * from {{ source(source_name, table_name) }}
     {%- else -%}
         {{ lago_mago.history_from_log_sql(source_name, table_name) }}

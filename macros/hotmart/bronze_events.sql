@@ -30,7 +30,6 @@
 
     {%- if not execute -%}
         {#- parsing: declare the lineage; the SQL is built at execution, when the declaration is known #}
-        -- depends_on: {{ ref('bronze_processed_files') }}
         select * from {{ source(source_name, table_name) }}
     {%- else -%}
         {{ lago_mago.bronze_events_sql(source_name, table_name) }}

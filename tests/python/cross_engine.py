@@ -31,8 +31,6 @@ SKIPPED_SUFFIXES = ("loaded_at", "merged_at", "published_at")
 # a dbt snapshot's versions are stamped with the time of the build that took them (the history models' are the
 # changes' capture times, and are compared)
 SNAPSHOT_BUILD_TIMES = ("dbt_scd_id", "dbt_updated_at", "dbt_valid_from", "dbt_valid_to")
-# each engine's own bookkeeping: the checkpoint's statuses and the change feeds' versions (Delta counts its own)
-SKIPPED_TAGS = ("lake_state",)
 
 
 def normalise(value: Any) -> Any:
@@ -63,7 +61,6 @@ def main(manifest_path: str, duckdb_file: str, warehouse: str, queries: str = "{
         for node in manifest["nodes"].values()
         if node["resource_type"] in ("model", "snapshot")
         and node["config"]["materialized"] != "ephemeral"
-        and not set(node["config"].get("tags", [])) & set(SKIPPED_TAGS)
     )
     duck = duckdb.connect(duckdb_file, read_only=True)
     spark = start_spark(isolated_parameters(Path(warehouse)))

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.dbt
 site = duckdb_suite.site
 simulator_states = duckdb_suite.simulator_states
 
-LOYALTY = ("--select", f"source:{SOURCE}+", "tag:lake_state")
+LOYALTY = ("--select", f"source:{SOURCE}+")
 # columns a build stamps with its own clock: the only ones allowed to differ from a full refresh
 LOAD_TIME = ("_loaded_at", "source_loaded_at")
 

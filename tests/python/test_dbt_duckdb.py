@@ -31,7 +31,7 @@ SEED = 42
 # the simulator's next day
 SIMULATOR = ("--scale", str(SCALE), "--seed", str(SEED))
 # the loyalty lineage only, for the tests that do not need the whole project
-LOYALTY = ("--select", f"source:{SOURCE}+", "tag:lake_state")
+LOYALTY = ("--select", f"source:{SOURCE}+")
 
 pytestmark = pytest.mark.dbt
 
@@ -257,7 +257,7 @@ def write_change_file(lake: Path, kind: str, name: str, rows: list[tuple[str, in
 
 def test_a_late_update_does_not_resurrect_a_deleted_row(site: Dbt) -> None:
     lake = Path(site.lake)
-    select = ("--select", "tag:lake_state", "bronze_loyalty__clientes")
+    select = ("--select", "bronze_loyalty__clientes")
     write_change_file(
         lake, "full-load", "clientes_20250101_000000_000000.parquet", [("I", 1, "2025-01-01 00:00:00", 1)]
     )
@@ -306,7 +306,7 @@ def test_any_delivery_order_and_replay_gives_the_same_bronze(
             target = lake / path.parent.relative_to(staging_lake) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target)
-        site.run("--select", "tag:lake_state", "bronze_loyalty__clientes", check=True)
+        site.run("--select", "bronze_loyalty__clientes", check=True)
 
     with site.connect() as con:
         assert_bronze_equals(con, "clientes", simulator_states["clientes", 3])

@@ -47,7 +47,7 @@ def capture_and_build(site: Dbt, folder: Path, transactions: dict[str, tuple[str
     extract(folder, transactions)
     captured = ingest(site.lake, *csv_args(folder, "clientes,produtos,transacoes"))
     assert captured.returncode == 0, captured.stderr[-3000:]
-    site.build("--select", "source:loyalty+", "tag:lake_state", check=True)
+    site.build("--select", "source:loyalty+", check=True)
     return site.query(REPORT)
 
 

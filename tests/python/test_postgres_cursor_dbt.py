@@ -54,7 +54,7 @@ def test_cursor_captures_build_with_dbt(tmp_path: Path, postgres_server: Postgre
         is None
     )  # a snapshot table of the same run
 
-    site.build("--select", "source:loyalty+", "tag:lake_state", check=True)
+    site.build("--select", "source:loyalty+", check=True)
     with psycopg.connect(dsn) as conn:
         expected = {
             name: int(str(conn.execute(f'select count(*) from public."{name}"').fetchone()[0]))  # type: ignore[index]

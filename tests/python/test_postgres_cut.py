@@ -45,7 +45,7 @@ LINE = (
 )
 PRODUCT = "relationships_silver_loyalty__transaction_products_product_id__product_id__ref_silver_loyalty__products_"
 # Silver and what it is built from, with the tests whose parents are all built (Gold's are left out)
-SELECT = ("--select", "+path:models/silver/loyalty", "tag:lake_state", "--indirect-selection", "buildable")
+SELECT = ("--select", "+path:models/silver/loyalty", "--indirect-selection", "buildable")
 SCALE = "300"
 
 # the source's relationships, as orphan counts in the database (child column -> parent column)

@@ -458,7 +458,7 @@ def test_dbt_history_holds_every_committed_version(source: str, tmp_path: Path) 
         f"delete from public.clientes where \"idCliente\" = '{key}'",
     )
     assert log_run(lake, source, tables="clientes,produtos,transacoes,transacao_produto").returncode == 0
-    site.build("--select", "source:loyalty+", "tag:lake_state", check=True)
+    site.build("--select", "source:loyalty+", check=True)
     versions = site.query(
         'select "qtdePontos", dbt_is_deleted from history.history_loyalty__clientes where "idCliente" = ? '
         "order by dbt_valid_from, dbt_is_deleted",

@@ -32,7 +32,6 @@ CLIENTES = LOYALTY.tables["clientes"]
 TABLES = (CLIENTES, LOYALTY.tables["produtos"])
 BUILD = (
     "--select",
-    "tag:lake_state",
     "bronze_loyalty__clientes",
     "bronze_loyalty__produtos",
     "history_loyalty__clientes",

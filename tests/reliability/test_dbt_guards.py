@@ -21,7 +21,7 @@ from support.dbt import Dbt
 pytestmark = pytest.mark.dbt
 
 CAPTURE = ("--source", "loyalty", "--scale", "300")
-LOYALTY = ("--select", "source:loyalty+", "tag:lake_state")
+LOYALTY = ("--select", "source:loyalty+")
 
 
 def dbt_build(site: Dbt, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

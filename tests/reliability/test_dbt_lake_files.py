@@ -19,7 +19,7 @@ from support.dbt import Dbt
 pytestmark = pytest.mark.dbt
 
 CAPTURE = ("--source", "loyalty", "--scale", "300")
-LOYALTY = ("--select", "source:loyalty+", "tag:lake_state")
+LOYALTY = ("--select", "source:loyalty+")
 REFUSED_HINT = "allow_missing_files"
 
 
@@ -120,7 +120,7 @@ def test_a_deleted_events_batch_is_refused(tmp_path: Path, report: Recorder) -> 
     lake = tmp_path / "lake"
     site = Dbt.at(tmp_path / "dbt", lake)
     assert ingest(lake, "--source", "hotmart").returncode == 0
-    hotmart = ("--select", "source:hotmart+", "tag:lake_state")
+    hotmart = ("--select", "source:hotmart+")
     site.build(*hotmart, check=True)
     batch = published(lake, "hotmart", "purchase")[0]
     assert "/events/" in batch

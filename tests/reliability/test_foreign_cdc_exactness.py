@@ -31,7 +31,6 @@ pytestmark = pytest.mark.dbt
 SOURCES_YAML = Path("models/bronze/loyalty/_loyalty__sources.yml")
 BUILD = (
     "--select",
-    "tag:lake_state",
     "bronze_loyalty__clientes",
     "history_loyalty__clientes",
     "silver_loyalty__customers",

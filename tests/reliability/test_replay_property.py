@@ -46,7 +46,6 @@ TABLES = (CLIENTES, LOYALTY.tables["produtos"])
 # parents are all selected.
 BRONZE = (
     "--select",
-    "tag:lake_state",
     "bronze_loyalty__clientes",
     "bronze_loyalty__produtos",
     "history_loyalty__clientes",
@@ -175,7 +174,7 @@ def tables_but_the_checkpoint(site: Dbt) -> dict[str, list[ChangeRow]]:
 # -- property: random histories of clientes written by hand ----------------------------------------------------------
 
 KEYS = ("c0", "c1", "c2", "c3")
-SNAPSHOT_BUILD = ("--select", "tag:lake_state", "bronze_loyalty__clientes", "history_loyalty__clientes+")
+SNAPSHOT_BUILD = ("--select", "bronze_loyalty__clientes", "history_loyalty__clientes+")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ NEW = quote_identifier(NEW_COLUMN["name"])
 ONLY_SELECTED_TESTS = ("--indirect-selection", "cautious", "--exclude", "test_type:unit")
 BUILD = (
     "--select",
-    "tag:lake_state",
     "bronze_loyalty__clientes",
     "history_loyalty__clientes",
     "silver_loyalty__customers",
@@ -242,7 +241,7 @@ def test_ingestion_captures_a_table_after_a_column_is_declared(
 # -- a declared type change: QtdeProduto widened from integer to bigint ------------------------------------------------
 
 LINES = "transacao_produto"
-LINES_BUILD = ("--select", "tag:lake_state", "source:loyalty+", "--exclude", "test_type:unit")
+LINES_BUILD = ("--select", "source:loyalty+", "--exclude", "test_type:unit")
 WIDE = 3_000_000_000  # beyond integer (INT32)
 
 

@@ -10,8 +10,6 @@
 
 {{ config(warn_if='!= 0', error_if='!= 0 and max(from_one_cut) = 1') }}
 
-{#- referred to while parsing, so the test may read them when it runs -#}
-{%- set bookkeeping = [ref('bronze_processed_files'), ref('change_feed_positions'), ref('change_feed_commits')] -%}
 {%- set cut = none -%}
 {%- set sides_built = namespace(all=true) -%}
 {%- if execute -%}
@@ -22,8 +20,8 @@
     {%- for parent in test_node.depends_on.nodes if parent in graph.nodes and graph.nodes[parent].alias == to.identifier -%}
         {%- do sides.append(graph.nodes[parent]) -%}
     {%- endfor -%}
-    {#- The bookkeeping parents make the test a child of every lake-fed model, so dbt selects it with any of them (a
-        build of Hotmart's models alone): when either side is not built there is nothing to check yet. -#}
+    {#- a side not built yet (a first build that failed before it, or `dbt test` on a new warehouse): nothing to
+        check yet -#}
     {%- for side in sides -%}
         {%- set relation = lago_mago.node_relation(side) -%}
         {%- if adapter.get_relation(relation.database, relation.schema, relation.identifier) is none -%}
