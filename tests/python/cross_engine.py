@@ -59,8 +59,7 @@ def main(manifest_path: str, duckdb_file: str, warehouse: str, queries: str = "{
     relations = sorted(
         (node["schema"], node["alias"], node["resource_type"] == "snapshot")
         for node in manifest["nodes"].values()
-        if node["resource_type"] in ("model", "snapshot")
-        and node["config"]["materialized"] != "ephemeral"
+        if node["resource_type"] in ("model", "snapshot") and node["config"]["materialized"] != "ephemeral"
     )
     duck = duckdb.connect(duckdb_file, read_only=True)
     spark = start_spark(isolated_parameters(Path(warehouse)))
