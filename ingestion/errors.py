@@ -236,13 +236,29 @@ class BadKeyError(SnapshotError):
         super().__init__(f"table {table}: {problem}; nothing was published")
 
 
-class TableReadError(SnapshotError):
+class CaptureStepError(SnapshotError):
     """The engine failed on a step of a table's capture (reading, diffing, writing its snapshot): `step` names it,
     `detail` is the engine's first line."""
 
     def __init__(self, table: str, step: str, detail: str) -> None:
         self.table, self.step, self.detail = table, step, detail
         super().__init__(f"table {table}: {step} failed: {detail}")
+
+
+class PartialSnapshotError(SnapshotError):
+    """A snapshot the engine could not read whole, from a reader that has no careful way to say which row failed."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        super().__init__(f"table {table}: the snapshot could not be read whole")
+
+
+class PreviousSnapshotError(SnapshotError):
+    """The table's previous snapshot in the lake (the baseline of a diff) is unreadable or another table's."""
+
+    def __init__(self, table: str, file: str, problem: str) -> None:
+        self.table, self.file, self.problem = table, file, problem
+        super().__init__(f"table {table}: the previous snapshot {file} {problem}")
 
 
 class IncompleteReadError(SnapshotError):
@@ -422,7 +438,12 @@ class IdentityError(LakeError):
 
 
 class WorkspaceError(LakeError):
-    """The local work folder (TMPDIR) failed: full, read-only, no permission. Nothing was published."""
+    """The local work folder (TMPDIR) failed: full, read-only, no permission. Nothing was published. `where` names
+    the table (and file) being worked on, `detail` is the engine's first line."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where, self.detail = where, detail
+        super().__init__(f"{where}: the local work folder failed: {detail}")
 
 
 class LakeStateError(LakeError):

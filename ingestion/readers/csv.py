@@ -28,7 +28,7 @@ import duckdb
 from ingestion.catalog import Table
 from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import BadCsvError, BadValueError, SnapshotError, SourceChangedError, OptionError
+from ingestion.errors import BadCsvError, BadValueError, OptionError, SnapshotError, SourceChangedError
 from ingestion.readers.base import CaptureContext, Snapshot, parquet_snapshot
 
 # DuckDB's default line limit; raised per file to fit its longest record
