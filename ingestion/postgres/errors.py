@@ -34,6 +34,7 @@ class NoDsnError(UsageError):
     """A Postgres command was given no connection string."""
 
     def __init__(self) -> None:
+        self.variable = DSN_VARIABLE  # the environment variable that would have given it
         super().__init__(
             f"no Postgres database given: set env {DSN_VARIABLE} or pass --dsn "
             "(postgresql://user:password@host:port/database)"
