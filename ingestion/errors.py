@@ -114,6 +114,33 @@ class UnreadTablesError(CatalogError):
         )
 
 
+class ArrivalColumnError(CatalogError):
+    """`--arrival-column` names no timestamp or date column of the table."""
+
+    def __init__(self, column: str, table: str, columns: tuple[str, ...]) -> None:
+        self.column, self.table, self.columns = column, table, columns
+        super().__init__(
+            f"--arrival-column {column}: table {table} has no timestamp or date column of that name (columns: "
+            f"{', '.join(columns)})"
+        )
+
+
+class ScaleError(CatalogError):
+    """A simulator scale below what the simulator can simulate."""
+
+    def __init__(self, scale: int, requirement: str) -> None:
+        self.scale, self.requirement = scale, requirement
+        super().__init__(f"simulator scale must be {requirement}, got {scale}")
+
+
+class NotSimulatedError(CatalogError):
+    """A table a simulator has no simulation for."""
+
+    def __init__(self, simulator: str, table: str) -> None:
+        self.simulator, self.table = simulator, table
+        super().__init__(f"{simulator} does not simulate table {table}")
+
+
 class ReaderError(CatalogError):
     """The reader chosen with `--from` cannot serve the run: it reads another capture mode (`wants` is the mode
     the source needs) or lacks an option it needs (`wants` is the option)."""
@@ -132,12 +159,53 @@ class ConfigError(UsageError):
 
 
 class OptionError(UsageError):
-    """A command-line option given where it does not apply, or with a value that cannot be used: `option` names
-    it (`--tables`), `problem` says why."""
+    """A command-line option (or command) given where it does not apply, or with a value that cannot be used:
+    `option` names it (`--tables`, `stream`), `value` is what it was given when that is at fault, `problem` says
+    why."""
 
-    def __init__(self, option: str, problem: str) -> None:
-        self.option, self.problem = option, problem
-        super().__init__(f"{option} {problem}")
+    def __init__(self, option: str, problem: str, *, value: str | None = None) -> None:
+        self.option, self.problem, self.value = option, problem, value
+        super().__init__(f"{option} {value!r}: {problem}" if value is not None else f"{option} {problem}")
+
+
+class MissingOptionError(UsageError):
+    """A command run without an option it cannot do without."""
+
+    def __init__(self, command: str, option: str, purpose: str) -> None:
+        self.command, self.option, self.purpose = command, option, purpose
+        super().__init__(f"{command}: name the {purpose} with {option}")
+
+
+class MissingExtraError(UsageError):
+    """A feature whose optional dependencies (a `pip install -e '.[extra]'`) are not installed."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        self.feature, self.extra = feature, extra
+        super().__init__(f"{feature} need the {extra} extra: pip install -e '.[{extra}]'")
+
+
+class DbtStartError(UsageError):
+    """`--dbt-build` could not start dbt (not installed, not on PATH)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"--dbt-build: cannot start dbt: {reason}")
+
+
+class UncapturedLakeError(UsageError):
+    """A command that needs a lake's identity, on a lake never captured into."""
+
+    def __init__(self, lake: str, consequence: str) -> None:
+        self.lake, self.consequence = lake, consequence
+        super().__init__(f"lake {lake} has never been captured into: {consequence}")
+
+
+class NothingHeldError(UsageError):
+    """`approve` of a table whose capture the circuit breaker did not hold."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        super().__init__(f"table {table}: no capture is held; nothing to approve")
 
 
 class LakeUriError(UsageError):
@@ -261,6 +329,43 @@ class PreviousSnapshotError(SnapshotError):
         super().__init__(f"table {table}: the previous snapshot {file} {problem}")
 
 
+class ApplyWindowError(SnapshotError):
+    """The rows a cursor capture read could not be applied to the table's stored state."""
+
+    def __init__(self, table: str, detail: str) -> None:
+        self.table, self.detail = table, detail
+        super().__init__(
+            f"table {table}: applying the rows read to the stored state failed: {detail}; nothing was published"
+        )
+
+
+class BadEventsError(SnapshotError):
+    """A batch of events of which some have no arrival time or a NULL key."""
+
+    def __init__(self, table: str, reader: str, events: int, key: tuple[str, ...]) -> None:
+        self.table, self.reader, self.events, self.key = table, reader, events, key
+        super().__init__(
+            f"table {table} ({reader} reader): {events} event(s) have no arrival time or a NULL key "
+            f"({', '.join(key)}); nothing was published"
+        )
+
+
+class EventsReadError(SnapshotError):
+    """The engine could not read a batch of new events."""
+
+    def __init__(self, table: str, detail: str) -> None:
+        self.table, self.detail = table, detail
+        super().__init__(f"table {table}: cannot read the new events: {detail}")
+
+
+class InputNotFoundError(SnapshotError):
+    """A folder or file the reader was pointed at does not exist."""
+
+    def __init__(self, what: str, path: str, problem: str) -> None:
+        self.what, self.path, self.problem = what, path, problem
+        super().__init__(f"{what} {path} {problem}")
+
+
 class IncompleteReadError(SnapshotError):
     """Fewer rows were read from a snapshot than it holds (a parser that skipped a line): nothing is published."""
 
@@ -375,6 +480,38 @@ class LakeLocationError(LakeError):
         super().__init__(f"lake {lake} {problem}")
 
 
+class S3UriError(LakeError):
+    """An `s3://` lake URI without a bucket."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        super().__init__(f"lake {uri!r}: no bucket name")
+
+
+class ProbeRefusedError(LakeError):
+    """The S3 endpoint refused a new probe object, written to check that it enforces conditional writes."""
+
+    def __init__(self, endpoint: str, probe: str) -> None:
+        self.endpoint, self.probe = endpoint, probe
+        super().__init__(f"S3 endpoint {endpoint}: a new probe object {probe} was refused")
+
+
+class ReplayError(LakeError):
+    """The lake's change files of a table could not be replayed (by `verify`)."""
+
+    def __init__(self, table: str, detail: str) -> None:
+        self.table, self.detail = table, detail
+        super().__init__(f"table {table}: the lake's change files could not be replayed: {detail}")
+
+
+class LockWaitError(LakeError):
+    """A lock wait that is not a finite number of seconds, 0 or more."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        super().__init__(f"lock wait {wait!r} must be a finite number of seconds, 0 or more")
+
+
 class LakeFileSystemError(LakeError):
     """The operating system refused an operation on a local lake (read-only, full, no permission)."""
 
@@ -487,6 +624,27 @@ class LakeLockedError(IngestionError):
     """Another ingestion run holds the lake's lock."""
 
     exit_code = 5
+
+
+class LockLostError(LakeLockedError):
+    """This run's lease on the lake's lock was lost (a renewal failed and another run may have taken over)."""
+
+    def __init__(self, lake: str, reason: str) -> None:
+        self.lake, self.reason = lake, reason
+        super().__init__(f"lake {lake}: this run lost its lock ({reason}); nothing more is written")
+
+
+class LockHeldError(LakeLockedError):
+    """Another run holds the lake's lock and kept renewing it for as long as this run waited."""
+
+    def __init__(self, lake: str, holder: str, seen_seconds: float, lease_seconds: float) -> None:
+        self.lake, self.holder, self.seen_seconds, self.lease_seconds = lake, holder, seen_seconds, lease_seconds
+        super().__init__(
+            f"lake {lake} is locked by another ingestion run ({holder}); its lease has been seen unchanged for "
+            f"{seen_seconds:.0f} s of its {lease_seconds:g} s lease; wait for the run to finish, or pass --wait "
+            f"SECONDS: a holder that stopped renewing is taken over once its lease has been seen unchanged for "
+            f"{lease_seconds:g} s"
+        )
 
 
 class MassDeleteError(IngestionError):

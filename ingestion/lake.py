@@ -38,7 +38,9 @@ from ingestion.errors import (
     LakeUriError,
     OptionError,
     OverwriteRefusedError,
+    ProbeRefusedError,
     S3RequestError,
+    S3UriError,
 )
 
 log = logging.getLogger(__name__)
@@ -369,7 +371,7 @@ class S3Lake(Lake):
         rest = uri.removeprefix("s3://")
         bucket, _, prefix = rest.partition("/")
         if not bucket:
-            raise LakeError(f"lake {uri!r}: no bucket name")
+            raise S3UriError(uri)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
@@ -446,7 +448,7 @@ class S3Lake(Lake):
         mine = json.dumps({"probe": token}).encode()
         # a refusal of the first create is our own retried PUT whose first answer was lost, if it holds our bytes
         if not self.create_exclusive(probe, mine) and self.read_bytes(probe) != mine:
-            raise LakeError(f"S3 endpoint {endpoint}: a new probe object {self.uri_for(probe)} was refused")
+            raise ProbeRefusedError(endpoint, self.uri_for(probe))
         try:
             ignored = []
             if self.create_exclusive(probe, b'{"again": true}'):

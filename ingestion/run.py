@@ -152,13 +152,13 @@ def _plan(source: Source, kind: ReaderKind, request: RunRequest, config: Config)
     tables = _tables(source, request.tables, snapshots)
     if not kind.database:
         if request.follow is not None:
-            raise UsageError(f"stream follows a database's log; --from {kind.name} reads files")
+            raise OptionError("stream", f"follows a database's log; --from {kind.name} reads files")
         return _Plan(source, tables, snapshots=snapshots)
     mode = request.reader_options.mode
     logged = [t for t in tables if (mode or t.database_mode) == "log"]
     if request.follow is not None and len(logged) != len(tables):
         others = ", ".join(t.name for t in tables if t not in logged)
-        raise UsageError(f"stream follows tables in log mode; {others} of {source.name} are not (--mode log)")
+        raise OptionError("stream", f"follows tables in log mode; {others} of {source.name} are not (--mode log)")
     from ingestion.postgres.connection import resolve_dsn
 
     dsn = resolve_dsn(request.reader_options.dsn, config.postgres_dsn) if logged else None
