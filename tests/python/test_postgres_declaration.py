@@ -51,7 +51,8 @@ def test_a_table_is_at_its_declared_place_or_in_public(tmp_path: Path) -> None:
 def test_a_bad_database_place_is_refused_by_name(tmp_path: Path, value: str, part: str | None, name: str) -> None:
     with pytest.raises(CatalogError) as refused:
         load_catalog([declare(tmp_path, value)])
-    error, where = refused.value, "_s__sources.yml: table s.orders"
+    error = refused.value
+    where = "_s__sources.yml: table s.orders"
     if part is None:  # not schema.table at all
         assert isinstance(error, DeclarationError), error
         assert (error.where, error.setting, error.value) == (where, "meta.database_table", value)
