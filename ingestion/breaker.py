@@ -22,7 +22,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ingestion.errors import StateFileError, UsageError
+from ingestion.errors import NothingHeldError, StateFileError
 from ingestion.state import (
     CaptureRecord,
     TableState,
@@ -119,7 +119,7 @@ def held_files(store: TableStore, workdir: Path) -> tuple[Held, Path, Path]:
     lake, table = store.lake, store.table
     found = load_held(store)
     if found is None:
-        raise UsageError(f"table {table.qualified_name}: no capture is held; nothing to approve")
+        raise NothingHeldError(table.qualified_name)
     held, base = found
     paths = []
     for name in HELD_FILES:

@@ -24,7 +24,7 @@ from ingestion.breaker import held_files, hold
 from ingestion.catalog import Source, Table
 from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import check_lake, parquet_columns, same_type
-from ingestion.errors import LakeStateError, MassDeleteError, SnapshotError, SourceChangedError
+from ingestion.errors import LakeStateError, MassDeleteError, PreviousSnapshotError, SnapshotError, SourceChangedError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.lock import LakeLock
@@ -247,10 +247,11 @@ def _stored_file(store: TableStore, key: str, dest: Path, filesystem: Any | None
         columns = parquet_columns(con, location)
     except duckdb.Error as exc:
         check_lake(exc, filesystem)
-        raise SnapshotError(
-            f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not readable Parquet "
-            f"({str(exc).splitlines()[0]}); restore it, or move the table's state aside to start again with a "
-            "full load"
+        raise PreviousSnapshotError(
+            table.qualified_name,
+            lake.uri_for(key),
+            f"is not readable Parquet ({str(exc).splitlines()[0]}); restore it, or move the table's state aside to "
+            "start again with a full load",
         ) from exc
     finally:
         con.close()
@@ -259,10 +260,11 @@ def _stored_file(store: TableStore, key: str, dest: Path, filesystem: Any | None
         declared = table.column(name).data_type
         found = columns.get(name)
         if found is None or not same_type(found, declared):
-            raise SnapshotError(
-                f"table {table.qualified_name}: the previous snapshot {lake.uri_for(key)} is not a snapshot of this "
-                f"table: key column {name} is {found or 'missing'}, declared {declared}; restore the table's "
-                "snapshot from a backup of the lake"
+            raise PreviousSnapshotError(
+                table.qualified_name,
+                lake.uri_for(key),
+                f"is not a snapshot of this table: key column {name} is {found or 'missing'}, declared {declared}; "
+                "restore the table's snapshot from a backup of the lake",
             )
     return location
 

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 
 from ingestion.config import project_dir
-from ingestion.errors import CatalogError, DeclarationError
+from ingestion.errors import (
+    BadIdentifierError,
+    BadSettingError,
+    DeclarationError,
+    NoDeclarationsError,
+    UnknownSourceError,
+    UnknownTableError,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,10 +53,7 @@ EVENT_BATCH_ID = "_batch_id"
 def validate_identifier(name: object, what: str) -> str:
     """Return `name` if it is a plain identifier, else raise a CatalogError naming `what`."""
     if not isinstance(name, str) or not _IDENTIFIER.match(name):
-        raise CatalogError(
-            f"{what} {name!r} is not a plain identifier (letters, digits and '_', not starting with a digit, "
-            "at most 63 characters); names are used in lake paths and SQL"
-        )
+        raise BadIdentifierError(what, name)
     return name
 
 
@@ -58,7 +62,10 @@ def check_type(data_type: str, where: str) -> str:
     normalised = data_type.strip().lower()
     if normalised not in DATA_TYPES and not _DECIMAL.match(normalised):
         raise DeclarationError(
-            where, f"unsupported data_type {data_type!r} (use one of {sorted(DATA_TYPES)} or decimal(p,s))"
+            where,
+            f"unsupported data_type {data_type!r} (use one of {sorted(DATA_TYPES)} or decimal(p,s))",
+            setting="data_type",
+            value=data_type,
         )
     return data_type
 
@@ -111,21 +118,38 @@ def _parse_breaker(raw: object, where: str) -> Breaker:
     if raw is None:
         return Breaker()
     if not isinstance(raw, dict):
-        raise DeclarationError(where, "meta.circuit_breaker must be a mapping")
+        raise DeclarationError(
+            where, "meta.circuit_breaker must be a mapping", setting="meta.circuit_breaker", value=raw
+        )
     unknown = sorted(set(raw) - set(Breaker.__dataclass_fields__))
     if unknown:
-        raise DeclarationError(where, f"meta.circuit_breaker has unknown key(s) {', '.join(map(str, unknown))}")
+        raise DeclarationError(
+            where,
+            f"meta.circuit_breaker has unknown key(s) {', '.join(map(str, unknown))}",
+            setting="meta.circuit_breaker",
+            value=tuple(unknown),
+        )
     values: dict[str, float | int] = {}
     for name in ("max_deleted_share", "max_row_drop_share"):
         if name in raw:
             value = raw[name]
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise DeclarationError(where, f"meta.circuit_breaker.{name} must be a share between 0 and 1")
+                raise DeclarationError(
+                    where,
+                    f"meta.circuit_breaker.{name} must be a share between 0 and 1",
+                    setting=f"meta.circuit_breaker.{name}",
+                    value=value,
+                )
             values[name] = float(value)
     if "min_rows" in raw:
         rows = raw["min_rows"]
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
-            raise DeclarationError(where, "meta.circuit_breaker.min_rows must be a whole number, 0 or more")
+            raise DeclarationError(
+                where,
+                "meta.circuit_breaker.min_rows must be a whole number, 0 or more",
+                setting="meta.circuit_breaker.min_rows",
+                value=rows,
+            )
         values["min_rows"] = rows
     return Breaker(**values)  # type: ignore[arg-type]
 
@@ -182,7 +206,7 @@ class Source:
     def table(self, name: str) -> Table:
         validate_identifier(name, "table")
         if name not in self.tables:
-            raise CatalogError(f"source {self.name} has no table {name!r}; declared: {', '.join(self.tables)}")
+            raise UnknownTableError(self.name, name, tuple(self.tables))
         return self.tables[name]
 
 
@@ -193,7 +217,7 @@ class Catalog:
     def source(self, name: str) -> Source:
         validate_identifier(name, "source")
         if name not in self.sources:
-            raise CatalogError(f"no source {name!r} is declared; declared: {', '.join(self.sources)}")
+            raise UnknownSourceError(name, tuple(self.sources))
         return self.sources[name]
 
 
@@ -202,42 +226,68 @@ def _parse_table(source: str, raw: dict[str, object], path: Path, default_mode: 
     where = f"{path.name}: table {source}.{name}"
     meta = raw.get("meta") or {}
     if not isinstance(meta, dict):
-        raise DeclarationError(where, "meta must be a mapping")
+        raise DeclarationError(where, "meta must be a mapping", setting="meta", value=meta)
     raw_columns = raw.get("columns") or []
     if not isinstance(raw_columns, list) or not raw_columns:
-        raise DeclarationError(where, "declares no columns")
+        raise DeclarationError(where, "declares no columns", setting="columns", value=raw_columns)
     columns: list[Column] = []
     for raw_column in raw_columns:
         column_name = validate_identifier(raw_column.get("name"), f"{where}: column")
         data_type = raw_column.get("data_type")
         if not isinstance(data_type, str):
-            raise DeclarationError(where, f"column {column_name} has no data_type")
+            raise DeclarationError(
+                where, f"column {column_name} has no data_type", setting="data_type", value=column_name
+            )
         columns.append(Column(column_name, check_type(data_type, f"{where}.{column_name}")))
     names = [c.name for c in columns]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise DeclarationError(where, f"columns declared twice: {', '.join(duplicated)}")
+        raise DeclarationError(
+            where, f"columns declared twice: {', '.join(duplicated)}", setting="columns", value=tuple(duplicated)
+        )
     reserved = sorted(set(names) & {*CDC_COLUMNS, EVENT_INGESTED_AT, EVENT_BATCH_ID})
     if reserved:
-        raise DeclarationError(where, f"column names reserved for the lake: {', '.join(reserved)}")
+        raise DeclarationError(
+            where,
+            f"column names reserved for the lake: {', '.join(reserved)}",
+            setting="columns",
+            value=tuple(reserved),
+        )
 
     key = meta.get("primary_key")
     if isinstance(key, str):
         key = [key]
     if not isinstance(key, list) or not key:
-        raise DeclarationError(where, "meta.primary_key must name one or more columns")
+        raise DeclarationError(
+            where, "meta.primary_key must name one or more columns", setting="meta.primary_key", value=key
+        )
     for key_column in key:
         validate_identifier(key_column, f"{where}: primary key column")
         if key_column not in names:
-            raise DeclarationError(where, f"primary key column {key_column} is not a declared column")
+            raise DeclarationError(
+                where,
+                f"primary key column {key_column} is not a declared column",
+                setting="meta.primary_key",
+                value=key_column,
+            )
     ordering = meta.get("ordering_column")
     if ordering is not None:
         validate_identifier(ordering, f"{where}: ordering column")
         if ordering not in names:
-            raise DeclarationError(where, f"ordering column {ordering} is not a declared column")
+            raise DeclarationError(
+                where,
+                f"ordering column {ordering} is not a declared column",
+                setting="meta.ordering_column",
+                value=ordering,
+            )
     separator = meta.get("csv_separator", ",")
     if not isinstance(separator, str) or len(separator) != 1 or separator in '"\r\n':
-        raise DeclarationError(where, "csv_separator must be one character other than a quote or newline")
+        raise DeclarationError(
+            where,
+            "csv_separator must be one character other than a quote or newline",
+            setting="meta.csv_separator",
+            value=separator,
+        )
     breaker = _parse_breaker(meta.get("circuit_breaker"), where)
     database_table = _parse_database_table(meta.get("database_table"), where)
     mode = parse_database_mode(meta.get("database_mode", default_mode), f"{where}: meta.database_mode")
@@ -245,12 +295,18 @@ def _parse_table(source: str, raw: dict[str, object], path: Path, default_mode: 
     if cursor is not None:
         validate_identifier(cursor, f"{where}: cursor column")
         if cursor not in names:
-            raise DeclarationError(where, f"cursor column {cursor} is not a declared column")
+            raise DeclarationError(
+                where,
+                f"cursor column {cursor} is not a declared column",
+                setting="meta.cursor_column",
+                value=cursor,
+            )
     elif mode == "cursor":
         raise DeclarationError(
             where,
             "meta.database_mode cursor needs meta.cursor_column, the column that grows on every insert and update "
             "(an updated_at timestamp, say)",
+            setting="meta.cursor_column",
         )
     lag = _parse_lag(meta.get("cursor_lag", 0), f"{where}: meta.cursor_lag")
     key_scan = meta.get("cursor_key_scan", 1)
@@ -259,6 +315,8 @@ def _parse_table(source: str, raw: dict[str, object], path: Path, default_mode: 
             where,
             f"meta.cursor_key_scan must be a whole number, 1 or more (a key scan every that many cursor captures), "
             f"not {key_scan!r}",
+            setting="meta.cursor_key_scan",
+            value=key_scan,
         )
     return Table(
         source,
@@ -285,7 +343,7 @@ def _parse_lag(raw: object, where: str) -> float:
         return float(raw)
     match = _DURATION.match(raw) if isinstance(raw, str) else None
     if match is None:
-        raise CatalogError(f"{where} must be a duration in seconds, or with a unit (90s, 5m, 1h), not {raw!r}")
+        raise BadSettingError(where, raw, "a duration in seconds, or with a unit (90s, 5m, 1h)")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
@@ -294,7 +352,7 @@ def parse_database_mode(raw: object, where: str) -> DatabaseMode:
     for mode in DATABASE_MODES:
         if raw == mode:
             return mode
-    raise CatalogError(f"{where} must be one of {', '.join(DATABASE_MODES)}, not {raw!r}")
+    raise BadSettingError(where, raw, f"one of {', '.join(DATABASE_MODES)}")
 
 
 def _parse_database_table(raw: object, where: str) -> tuple[str, str] | None:
@@ -303,7 +361,9 @@ def _parse_database_table(raw: object, where: str) -> tuple[str, str] | None:
         return None
     schema, dot, name = str(raw).partition(".")
     if not isinstance(raw, str) or not dot:
-        raise DeclarationError(where, f"meta.database_table must be 'schema.table', not {raw!r}")
+        raise DeclarationError(
+            where, f"meta.database_table must be 'schema.table', not {raw!r}", setting="meta.database_table", value=raw
+        )
     return validate_identifier(schema, f"{where}: database schema"), validate_identifier(
         name, f"{where}: database table"
     )
@@ -316,21 +376,26 @@ def load_catalog(paths: list[Path] | None = None, *, project: Path | None = None
         paths = sorted((project or project_dir()).glob(DEFAULT_SOURCES_GLOB))
     files = paths
     if not files:
-        raise CatalogError(f"no sources YAML found ({DEFAULT_SOURCES_GLOB})")
+        raise NoDeclarationsError(DEFAULT_SOURCES_GLOB)
     sources: dict[str, Source] = {}
     for path in files:
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise CatalogError(f"{path.name}: not valid YAML: {exc}") from exc
+            raise DeclarationError(path.name, f"not valid YAML: {exc}") from exc
         for raw_source in document.get("sources") or []:
             name = validate_identifier(raw_source.get("name"), f"{path.name}: source")
             if name in sources:
-                raise CatalogError(f"{path.name}: source {name} is declared twice")
+                raise DeclarationError(path.name, f"source {name} is declared twice", setting="name", value=name)
             meta = raw_source.get("meta") or {}
             capture: CaptureMode = meta.get("capture", "snapshot")
             if capture not in ("snapshot", "events"):
-                raise CatalogError(f"{path.name}: source {name}: meta.capture must be 'snapshot' or 'events'")
+                raise DeclarationError(
+                    f"{path.name}: source {name}",
+                    "meta.capture must be 'snapshot' or 'events'",
+                    setting="meta.capture",
+                    value=capture,
+                )
             default_mode = parse_database_mode(
                 meta.get("database_mode", "snapshot"), f"{path.name}: source {name}: meta.database_mode"
             )
@@ -338,7 +403,9 @@ def load_catalog(paths: list[Path] | None = None, *, project: Path | None = None
             for raw_table in raw_source.get("tables") or []:
                 table = _parse_table(name, raw_table, path, default_mode)
                 if table.name in tables:
-                    raise CatalogError(f"{path.name}: table {name}.{table.name} is declared twice")
+                    raise DeclarationError(
+                        path.name, f"table {name}.{table.name} is declared twice", setting="name", value=table.name
+                    )
                 tables[table.name] = table
             sources[name] = Source(name, capture, tables)
     return Catalog(sources)

@@ -45,7 +45,13 @@ from ingestion.duck import (
     same_type,
     sql_literal,
 )
-from ingestion.errors import BadKeyError, SnapshotError
+from ingestion.errors import (
+    BadKeyError,
+    BaselineMismatchError,
+    CaptureStepError,
+    IncompleteReadError,
+    StateCountError,
+)
 from ingestion.readers.base import Snapshot
 
 if TYPE_CHECKING:
@@ -289,15 +295,12 @@ def full_load(
             lambda written, rows: written.counts.inserts == rows,
         )
         if written.counts.inserts != expected:
-            raise SnapshotError(
-                f"table {table.qualified_name}: read {written.counts.inserts} row(s) of the {expected} the "
-                "snapshot holds; nothing was published"
-            )
+            raise IncompleteReadError(table.qualified_name, written.counts.inserts, expected)
         if written.insert_null_keys or written.insert_distinct_keys != written.counts.inserts:
             check_keys(con, table, _read(dest))  # names the NULL or repeated keys
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
-        raise SnapshotError(f"table {table.qualified_name}: full load failed: {str(exc).splitlines()[0]}") from exc
+        raise CaptureStepError(table.qualified_name, "full load", str(exc).splitlines()[0]) from exc
     finally:
         con.close()
     rows = written.counts.inserts
@@ -353,19 +356,14 @@ def diff(
         if not _complete(written, rows, baseline.rows):
             dest.unlink(missing_ok=True)
             check_keys(con, table, current.relation)  # names the NULL or repeated keys
-            raise SnapshotError(
-                f"table {table.qualified_name}: the stored snapshot does not hold the {baseline.rows} row(s) its "
-                f"capture recorded, each key once (was the primary key ({', '.join(table.primary_key)}) declared "
-                "otherwise then?); restore the declaration, or move the table's state aside to start again with a "
-                "full load"
-            )
+            raise BaselineMismatchError(table.qualified_name, baseline.rows, table.primary_key)
         counts = written.counts
         if counts.total == 0:
             dest.unlink(missing_ok=True)
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
         check_lake(exc, baseline.filesystem)
-        raise SnapshotError(f"table {table.qualified_name}: diff failed: {str(exc).splitlines()[0]}") from exc
+        raise CaptureStepError(table.qualified_name, "diff", str(exc).splitlines()[0]) from exc
     finally:
         con.close()
     return DiffResult(counts, rows, first_sequence + counts.total - 1)
@@ -391,15 +389,9 @@ def compact(
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
         check_lake(exc, baseline.filesystem)
-        raise SnapshotError(
-            f"table {table.qualified_name}: writing the full snapshot failed: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise CaptureStepError(table.qualified_name, "writing the full snapshot", str(exc).splitlines()[0]) from exc
     finally:
         con.close()
     if written != rows:
-        raise SnapshotError(
-            f"table {table.qualified_name}: the stored state with this capture's changes holds {written} row(s), "
-            f"the snapshot {rows}; nothing was published. Move the table's state aside to start again with a full "
-            "load"
-        )
+        raise StateCountError(table.qualified_name, written, rows)
     return dest

@@ -23,7 +23,16 @@ from types import FrameType
 from ingestion.breaker import load_held
 from ingestion.catalog import DATABASE_MODES, Catalog, DatabaseMode, Source, Table, load_catalog, validate_identifier
 from ingestion.config import DEFAULT_LAKE, Config
-from ingestion.errors import IngestionError, LakeError, LakeLockedError, UsageError, interrupted_query
+from ingestion.errors import (
+    DbtStartError,
+    IngestionError,
+    LakeError,
+    LakeLockedError,
+    MissingOptionError,
+    OptionError,
+    UncapturedLakeError,
+    interrupted_query,
+)
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
 from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, READERS, ReaderOptions, reader_kind
@@ -219,12 +228,12 @@ def _seconds(text: str) -> float:
 def parse_interval(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
     if not match:
-        raise UsageError(f"--every {text!r}: use a number and a unit, e.g. 30s, 15m, 6h, 1d")
+        raise OptionError("--every", "use a number and a unit, e.g. 30s, 15m, 6h, 1d", value=text)
     seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     if seconds <= 0:
-        raise UsageError("--every must be positive")
+        raise OptionError("--every", "must be positive")
     if seconds > MAX_INTERVAL_SECONDS:
-        raise UsageError(f"--every {text!r}: at most 366d")
+        raise OptionError("--every", "at most 366d", value=text)
     return seconds
 
 
@@ -244,7 +253,7 @@ def parse_tables(text: str | None) -> tuple[str, ...] | None:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         # one run captures a table once: two captures in one run would share their sequences
-        raise UsageError(f"--tables names {', '.join(repeated)} more than once")
+        raise OptionError("--tables", f"names {', '.join(repeated)} more than once")
     return names
 
 
@@ -301,12 +310,12 @@ def command_drop_slot(catalog: Catalog, config: Config, args: argparse.Namespace
     from ingestion.postgres.replication import drop_lake_slot
 
     if args.source is None:
-        raise UsageError("drop-slot: name the source whose slot to drop with --source")
+        raise MissingOptionError("drop-slot", "--source", "source whose slot to drop")
     source = catalog.source(args.source)
     lake = _lake(args, config, create=False)
     identity = read_identity(lake)
     if identity is None:
-        raise UsageError(f"lake {lake.uri} has never been captured into: it follows no slot")
+        raise UncapturedLakeError(lake.uri, "it follows no slot")
     name, dropped = drop_lake_slot(resolve_dsn(args.dsn, config.postgres_dsn), identity.lake_id, source.name)
     log.info("slot %s %s; publication %s dropped", name, "dropped" if dropped else "was not there", name)
     return 0
@@ -376,7 +385,7 @@ def _dbt_build(target: str, running: list[subprocess.Popen[bytes]]) -> int:
     try:
         process = subprocess.Popen(command, start_new_session=True)
     except OSError as exc:
-        raise UsageError(f"--dbt-build: cannot start dbt: {os_error_text(exc)}") from exc
+        raise DbtStartError(os_error_text(exc)) from exc
     running.append(process)
     return process.wait()
 
@@ -399,7 +408,7 @@ def _named_tables(catalog: Catalog, names: list[str], command: str) -> list[Tabl
     for name in names:
         source_name, dot, table_name = name.partition(".")
         if not dot:
-            raise UsageError(f"{command} {name!r}: name the table as <source>.<table>, e.g. loyalty.clientes")
+            raise OptionError(command, "name the table as <source>.<table>, e.g. loyalty.clientes", value=name)
         tables.append(catalog.source(source_name).table(table_name))
     return tables
 

@@ -46,7 +46,7 @@ def check_io(exc: duckdb.Error, where: str) -> None:
     """Raise a WorkspaceError for DuckDB's failures to read or write its local files (a full or read-only
     TMPDIR), which are not a bad snapshot."""
     if isinstance(exc, duckdb.IOException | duckdb.OutOfMemoryException):
-        raise WorkspaceError(f"{where}: the local work folder failed: {str(exc).splitlines()[0]}") from exc
+        raise WorkspaceError(where, str(exc).splitlines()[0]) from exc
 
 
 def check_lake(exc: duckdb.Error, filesystem: Any | None) -> None:

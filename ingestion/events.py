@@ -33,7 +33,7 @@ import duckdb
 from ingestion.capture import RunOptions, run_tables
 from ingestion.catalog import EVENT_BATCH_ID, EVENT_INGESTED_AT, Source, Table
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import SnapshotError
+from ingestion.errors import BadEventsError, EventsReadError
 from ingestion.lake import Lake
 from ingestion.readers.base import EventContext, EventReader
 
@@ -65,14 +65,10 @@ def event_schema(table: Table) -> pa.Schema:
 
 def _check_events(con: duckdb.DuckDBPyConnection, table: Table, reader: EventReader) -> None:
     """Refuse a batch with events that have no arrival time or no key; nothing is published."""
-    where = f"table {table.qualified_name} ({reader.name} reader)"
     missing = " or ".join(f"{quote_identifier(c)} is null" for c in (EVENT_INGESTED_AT, *table.primary_key))
     (count,) = con.execute(f"select count(*) from new_events where {missing}").fetchall()[0]
     if count:
-        raise SnapshotError(
-            f"{where}: {count} event(s) have no arrival time or a NULL key "
-            f"({', '.join(table.primary_key)}); nothing was published"
-        )
+        raise BadEventsError(table.qualified_name, reader.name, int(count), table.primary_key)
 
 
 def capture_events(
@@ -145,7 +141,7 @@ def capture_events(
         (latest,) = con.execute(f"select max({quote_identifier(EVENT_INGESTED_AT)}) from new_events").fetchall()[0]
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
-        raise SnapshotError(f"table {table.qualified_name}: cannot read the new events: {exc}") from exc
+        raise EventsReadError(table.qualified_name, str(exc)) from exc
     finally:
         con.close()
 

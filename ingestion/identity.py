@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ingestion.errors import LakeError
+from ingestion.errors import IdentityError
 from ingestion.lake import STATE_PREFIX, Lake
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,10 @@ def read_identity(lake: Lake) -> LakeIdentity | None:
         uuid.UUID(hex=identity.lake_id)
         datetime.fromisoformat(identity.created_at)
     except (ValueError, KeyError, TypeError) as exc:
-        raise LakeError(
-            f"{lake.uri_for(IDENTITY_KEY)} is not a lake identity ({exc}); it is written once by ingestion and "
-            "must not be edited: restore it from a backup of this lake"
+        raise IdentityError(
+            lake.uri_for(IDENTITY_KEY),
+            f"is not a lake identity ({exc}); it is written once by ingestion and must not be edited: restore it "
+            "from a backup of this lake",
         ) from exc
     return identity
 
@@ -60,5 +61,5 @@ def ensure_identity(lake: Lake) -> LakeIdentity:
     # another writer created it between our read and our create: theirs stands
     winner = read_identity(lake)
     if winner is None:
-        raise LakeError(f"{lake.uri_for(IDENTITY_KEY)} could neither be created nor read")
+        raise IdentityError(lake.uri_for(IDENTITY_KEY), "could neither be created nor read")
     return winner

@@ -28,7 +28,20 @@ from pathlib import Path
 from typing import IO, Any
 
 from ingestion.config import S3Settings, redact
-from ingestion.errors import LakeError, UsageError
+from ingestion.errors import (
+    ConditionalWritesError,
+    LakeError,
+    LakeFileSystemError,
+    LakeKeyError,
+    LakeLocationError,
+    LakeObjectError,
+    LakeUriError,
+    OptionError,
+    OverwriteRefusedError,
+    ProbeRefusedError,
+    S3RequestError,
+    S3UriError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +157,11 @@ class LocalLake(Lake):
         self._scratch = self.root / STATE_PREFIX / "tmp"
         with self._os_errors("create the lake folder", self.root):
             if self.root.exists() and not self.root.is_dir():
-                raise LakeError(f"lake {self.uri} is a file, not a folder")
+                raise LakeLocationError(self.uri, "is a file, not a folder")
             if create:
                 self.root.mkdir(parents=True, exist_ok=True)
             elif not self.root.is_dir():
-                raise LakeError(f"lake {self.uri} does not exist (a mistyped --lake, or a lake never captured)")
+                raise LakeLocationError(self.uri, "does not exist (a mistyped --lake, or a lake never captured)")
 
     @contextlib.contextmanager
     def _os_errors(self, action: str, path: Path) -> Iterator[None]:
@@ -157,12 +170,12 @@ class LocalLake(Lake):
         except LakeError:
             raise
         except OSError as exc:
-            raise LakeError(f"lake {self.uri}: cannot {action} {exc.filename or path}: {os_error_text(exc)}") from exc
+            raise LakeFileSystemError(self.uri, action, str(exc.filename or path), os_error_text(exc)) from exc
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if self.root not in path.parents:
-            raise LakeError(f"key {key!r} escapes the lake root")
+            raise LakeKeyError(key)
         return path
 
     def _write_temp(self, writer: Any) -> Path:
@@ -203,7 +216,7 @@ class LocalLake(Lake):
             except FileNotFoundError:
                 return None
             except IsADirectoryError:
-                raise LakeError(f"{self.uri_for(key)} is a folder where ingestion keeps a file") from None
+                raise LakeObjectError(self.uri_for(key), "is a folder where ingestion keeps a file") from None
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         # S3 semantics: every key that starts with `prefix`, whether or not the prefix ends at a '/'
@@ -252,9 +265,7 @@ class LocalLake(Lake):
             except FileExistsError:
                 if _md5(final) == _md5(local_file):
                     return False
-                raise LakeError(
-                    f"{self.uri_for(key)} already exists with other content; refusing to overwrite"
-                ) from None
+                raise OverwriteRefusedError(self.uri_for(key)) from None
             finally:
                 temp.unlink(missing_ok=True)
             _fsync_dir(final.parent)
@@ -332,7 +343,7 @@ class LocalLake(Lake):
                 shutil.copyfile(path, dest)
             except FileNotFoundError as exc:
                 if exc.filename == str(path) or not path.exists():
-                    raise LakeError(f"{self.uri_for(key)} is missing") from exc
+                    raise LakeObjectError(self.uri_for(key), "is missing") from exc
                 raise
         return dest
 
@@ -360,7 +371,7 @@ class S3Lake(Lake):
         rest = uri.removeprefix("s3://")
         bucket, _, prefix = rest.partition("/")
         if not bucket:
-            raise LakeError(f"lake {uri!r}: no bucket name")
+            raise S3UriError(uri)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
@@ -437,7 +448,7 @@ class S3Lake(Lake):
         mine = json.dumps({"probe": token}).encode()
         # a refusal of the first create is our own retried PUT whose first answer was lost, if it holds our bytes
         if not self.create_exclusive(probe, mine) and self.read_bytes(probe) != mine:
-            raise LakeError(f"S3 endpoint {endpoint}: a new probe object {self.uri_for(probe)} was refused")
+            raise ProbeRefusedError(endpoint, self.uri_for(probe))
         try:
             ignored = []
             if self.create_exclusive(probe, b'{"again": true}'):
@@ -447,11 +458,7 @@ class S3Lake(Lake):
         finally:
             self.delete(probe)
         if ignored:
-            raise LakeError(
-                f"S3 endpoint {endpoint} ignores conditional writes ({'; '.join(ignored)} was accepted): the "
-                f"lake's lock and write-once publishing would not hold on {self.uri}. Use a server that enforces "
-                "them, or pass --single-writer if this lake has exactly one writer by construction"
-            )
+            raise ConditionalWritesError(endpoint, tuple(ignored), self.uri)
 
     @contextlib.contextmanager
     def _errors(self, action: str, key: str) -> Iterator[None]:
@@ -461,9 +468,9 @@ class S3Lake(Lake):
             yield
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "?")
-            raise LakeError(f"S3 {action} {self.uri_for(key)} failed: {code}: {_safe(exc)}") from None
+            raise S3RequestError(action, self.uri_for(key), code, _safe(exc)) from None
         except BotoCoreError as exc:
-            raise LakeError(f"S3 {action} {self.uri_for(key)} failed: {_safe(exc)}") from None
+            raise S3RequestError(action, self.uri_for(key), None, _safe(exc)) from None
 
     def read_bytes(self, key: str) -> bytes | None:
         from botocore.exceptions import ClientError
@@ -514,9 +521,7 @@ class S3Lake(Lake):
                 # A retried PUT whose first attempt landed, or a rerun after a crash: same bytes is success.
                 if self._head_etag(key) == _md5(local_file):
                     return False
-                raise LakeError(
-                    f"{self.uri_for(key)} already exists with other content; refusing to overwrite"
-                ) from None
+                raise OverwriteRefusedError(self.uri_for(key)) from None
         return True
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -667,8 +672,8 @@ def _read_failure(method: str, request: dict[str, Any], exc: Exception) -> LakeE
     action = method.replace("_", " ")
     if isinstance(cause, ClientError):
         code = cause.response.get("Error", {}).get("Code", "?")
-        return LakeError(f"S3 {action} {where} failed: {code}: {_safe(cause)}")
-    return LakeError(f"S3 {action} {where} failed: {type(exc).__name__}: {_safe(cause or exc)}")
+        return S3RequestError(action, where, code, _safe(cause))
+    return S3RequestError(action, where, None, f"{type(exc).__name__}: {_safe(cause or exc)}")
 
 
 def lake_read_failure(filesystem: Any | None) -> LakeError | None:
@@ -689,10 +694,10 @@ def open_lake(uri: str, *, create: bool = True, s3: S3Settings | None = None) ->
     """The lake at `uri`: `s3://bucket/prefix` (its clients set by `s3`) or a folder (created unless `create` is
     False)."""
     if not uri.strip():
-        raise UsageError("--lake is empty: give a folder or s3://bucket/prefix")
+        raise OptionError("--lake", "is empty: give a folder or s3://bucket/prefix")
     if uri.startswith("s3://"):
         return S3Lake(uri, s3)
     # `s3:/bucket`, `S3://...`, `gs://...`: a typo or another store, never a local folder named `s3:`
     if _SCHEME.match(uri) and not Path(uri).exists():
-        raise UsageError(f"lake {uri!r}: only local folders and s3://bucket/prefix URIs are supported")
+        raise LakeUriError(uri)
     return LocalLake(Path(uri), create=create)

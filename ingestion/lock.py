@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from ingestion.errors import LakeError, LakeLockedError
+from ingestion.errors import LakeError, LockHeldError, LockLostError, LockWaitError
 from ingestion.lake import STATE_PREFIX, Lake
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class LakeLock:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.wait) or self.wait < 0:
-            raise LakeError(f"lock wait {self.wait!r} must be a finite number of seconds, 0 or more")
+            raise LockWaitError(self.wait)
 
     def _document(self) -> bytes:
         now = self.now()
@@ -180,9 +180,7 @@ class LakeLock:
     def check(self) -> None:
         """Raise if the lease was lost (a renewal failed and another run may have taken over)."""
         if self._lost is not None:
-            raise LakeLockedError(
-                f"lake {self.lake.uri}: this run lost its lock ({self._lost}); nothing more is written"
-            )
+            raise LockLostError(self.lake.uri, self._lost)
 
     # -- acquiring ----------------------------------------------------------------------------------------------
 
@@ -217,12 +215,7 @@ class LakeLock:
                 continue  # another run took it over first, or the holder renewed: judge again
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LakeLockedError(
-                    f"lake {self.lake.uri} is locked by another ingestion run ({holder.describe()}); its lease has "
-                    f"been seen unchanged for {seen:.0f} s of its {holder.lease_seconds:g} s lease; wait for the "
-                    f"run to finish, or pass --wait SECONDS: a holder that stopped renewing is taken over once its "
-                    f"lease has been seen unchanged for {holder.lease_seconds:g} s"
-                )
+                raise LockHeldError(self.lake.uri, holder.describe(), seen, holder.lease_seconds)
             # sleep until the lease would be stale, or the deadline, looking again at least every second
             self._stop.wait(min(1.0, max(0.05, min(left, holder.lease_seconds - seen + 0.05))))
 

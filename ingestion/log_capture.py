@@ -56,12 +56,18 @@ from ingestion.capture import _baseline as stored_baseline
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Source, Table
 from ingestion.cdc import change_schema
 from ingestion.duck import check_io, check_lake, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import SnapshotError, UsageError, WorkspaceError
+from ingestion.errors import SnapshotError, WorkspaceError
 from ingestion.identity import ensure_identity
 from ingestion.lake import Lake
 from ingestion.postgres.connection import connect as connect_postgres
 from ingestion.postgres.connection import endpoint_of, redact
-from ingestion.postgres.errors import LogInterruptedError, PostgresAccessError, SchemaChangeError
+from ingestion.postgres.errors import (
+    DatabaseValueError,
+    LogInterruptedError,
+    PostgresAccessError,
+    SchemaChangeError,
+    SlotScopeError,
+)
 from ingestion.postgres.pgoutput import (
     Begin,
     Change,
@@ -428,11 +434,7 @@ def _check_followed(slot: str, published: set[tuple[str, str]], tables: list[Tab
     which no later run could read again."""
     left_out = sorted(".".join(r) for r in published - {relation_of(t) for t in tables})
     if left_out:
-        raise UsageError(
-            f"slot {slot} also follows {', '.join(left_out)}: capture every table it follows in one run (name them "
-            "in --tables too, or leave --tables out), or drop the slot (python -m ingestion drop-slot) to follow "
-            "fewer tables"
-        )
+        raise SlotScopeError(slot, tuple(left_out))
 
 
 def _check_table(conn: psycopg.Connection[tuple[Any, ...]], table: Table) -> None:
@@ -742,9 +744,8 @@ def _write_changes(
         check_io(exc, f"table {table.qualified_name}")
         check_lake(exc, baseline.filesystem)
         if isinstance(exc, duckdb.ConversionException):
-            raise SnapshotError(
-                f"table {table.qualified_name}: a value of {relation_name(table)} from the log is not of its "
-                f"declared type: {str(exc).splitlines()[0]}; nothing was published"
+            raise DatabaseValueError(
+                table.qualified_name, relation_name(table), str(exc).splitlines()[0], from_log=True
             ) from None
         raise
     finally:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ingestion.catalog import Catalog, Source, Table
 from ingestion.config import Config
-from ingestion.errors import CatalogError, SourceChoiceError, UsageError
+from ingestion.errors import OptionError, SourceChoiceError, UndeclaredTablesError, UnreadTablesError, UsageError
 from ingestion.lake import Lake, open_lake
 from ingestion.lock import LakeLock
 from ingestion.readers.registry import DEFAULT_READER, ReaderKind, ReaderOptions, reader_kind
@@ -93,10 +93,7 @@ def choose_sources(
     names = tuple(s.name for s in candidates)
     if served and not candidates:
         assert tables is not None
-        raise CatalogError(
-            f"--tables {', '.join(tables)}: no source that --from {reader} reads declares them all "
-            f"(declared sources: {', '.join(declared)})"
-        )
+        raise UndeclaredTablesError(tables, reader, declared)
     if not served:
         why = f"--from {reader} reads none of the declared sources"
     else:
@@ -112,7 +109,7 @@ def run(config: Config, catalog: Catalog, request: RunRequest) -> RunResult:
     if not request.sources:
         raise UsageError("the run names no source")
     if request.tables is not None and len(request.sources) != 1:
-        raise UsageError("--tables names the tables of one source: give --source")
+        raise OptionError("--tables", "names the tables of one source: give --source")
     kind = reader_kind(request.reader)
     # every reader and table is settled before the lake is opened: a bad option leaves no trace in it
     plans = [_plan(source, kind, request, config) for source in request.sources]
@@ -145,23 +142,23 @@ class _Plan:
 
 def _plan(source: Source, kind: ReaderKind, request: RunRequest, config: Config) -> _Plan:
     if request.reader_options.mode is not None and not kind.database:
-        raise UsageError(f"--mode applies to database readers; --from {kind.name} reads files")
+        raise OptionError("--mode", f"applies to database readers; --from {kind.name} reads files")
     if source.capture == "events":
         events = kind.event_reader(request.reader_options, config)
         return _Plan(source, _tables(source, request.tables, events), events=events)
     if request.reader_options.arrival_column is not None:
-        raise UsageError(f"--arrival-column applies to events sources; {source.name} is captured as snapshots")
+        raise OptionError("--arrival-column", f"applies to events sources; {source.name} is captured as snapshots")
     snapshots = kind.snapshot_reader(request.reader_options, config)
     tables = _tables(source, request.tables, snapshots)
     if not kind.database:
         if request.follow is not None:
-            raise UsageError(f"stream follows a database's log; --from {kind.name} reads files")
+            raise OptionError("stream", f"follows a database's log; --from {kind.name} reads files")
         return _Plan(source, tables, snapshots=snapshots)
     mode = request.reader_options.mode
     logged = [t for t in tables if (mode or t.database_mode) == "log"]
     if request.follow is not None and len(logged) != len(tables):
         others = ", ".join(t.name for t in tables if t not in logged)
-        raise UsageError(f"stream follows tables in log mode; {others} of {source.name} are not (--mode log)")
+        raise OptionError("stream", f"follows tables in log mode; {others} of {source.name} are not (--mode log)")
     from ingestion.postgres.connection import resolve_dsn
 
     dsn = resolve_dsn(request.reader_options.dsn, config.postgres_dsn) if logged else None
@@ -176,10 +173,7 @@ def _tables(source: Source, names: tuple[str, ...] | None, reader: SnapshotReade
     available = reader.available_tables(declared)
     missing = [t.name for t in declared if t not in available]
     if missing:
-        raise CatalogError(
-            f"source {source.name}: no snapshot for declared table(s) {', '.join(missing)} from the "
-            f"{reader.name} reader; provide them or limit the run with --tables"
-        )
+        raise UnreadTablesError(source.name, tuple(missing), reader.name)
     return declared
 
 

@@ -21,7 +21,7 @@ import duckdb
 from ingestion.catalog import CDC_OPERATION, CDC_SEQUENCE, CDC_TIMESTAMP, Table
 from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import check_io, check_lake, connect, quote_identifier, sql_literal
-from ingestion.errors import LakeError
+from ingestion.errors import ReplayError
 from ingestion.lake import Lake
 from ingestion.readers.base import CaptureContext, SnapshotReader
 from ingestion.table_store import TableStore
@@ -121,9 +121,7 @@ def verify_table(
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
         check_lake(exc, filesystem)
-        raise LakeError(
-            f"table {table.qualified_name}: the lake's change files could not be replayed: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise ReplayError(table.qualified_name, str(exc).splitlines()[0]) from exc
     finally:
         con.close()
 

@@ -16,7 +16,7 @@ import duckdb
 from ingestion import cdc
 from ingestion.catalog import Table
 from ingestion.duck import check_io, check_lake, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import SnapshotError
+from ingestion.errors import ApplyWindowError
 from ingestion.readers.base import Snapshot
 
 
@@ -41,10 +41,7 @@ def apply_window(table: Table, baseline: cdc.Baseline, window: Snapshot, dest: P
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
         check_lake(exc, baseline.filesystem)
-        raise SnapshotError(
-            f"table {table.qualified_name}: applying the rows read to the stored state failed: "
-            f"{str(exc).splitlines()[0]}; nothing was published"
-        ) from exc
+        raise ApplyWindowError(table.qualified_name, str(exc).splitlines()[0]) from exc
     finally:
         con.close()
     return Snapshot(f"read_parquet({sql_literal(str(dest))})", lambda: rows)

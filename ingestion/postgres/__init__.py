@@ -3,8 +3,8 @@ and the simulator's day written into a database (`simulate.py`). The snapshot re
 
 import importlib.util
 
-from ingestion.errors import UsageError
+from ingestion.errors import MissingExtraError
 
 # psycopg comes with the `postgres` extra: without it, `--from postgres` says so instead of a traceback
 if importlib.util.find_spec("psycopg") is None:
-    raise UsageError("Postgres sources need the postgres extra: pip install -e '.[postgres]'")
+    raise MissingExtraError("Postgres sources", "postgres")

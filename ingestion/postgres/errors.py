@@ -4,7 +4,7 @@ and user, never the password; a table's failure names the table, its place in th
 from __future__ import annotations
 
 from ingestion.config import POSTGRES_DSN_ENV as DSN_VARIABLE
-from ingestion.errors import SnapshotError, SourceAccessError, UsageError
+from ingestion.errors import CatalogError, SnapshotError, SourceAccessError, UsageError
 
 
 class PostgresAccessError(SourceAccessError):
@@ -34,6 +34,7 @@ class NoDsnError(UsageError):
     """A Postgres command was given no connection string."""
 
     def __init__(self) -> None:
+        self.variable = DSN_VARIABLE  # the environment variable that would have given it
         super().__init__(
             f"no Postgres database given: set env {DSN_VARIABLE} or pass --dsn "
             "(postgresql://user:password@host:port/database)"
@@ -69,6 +70,50 @@ class IncompatibleColumnError(SnapshotError):
         super().__init__(
             f"table {table}: column {column} of {relation} is {found} in the database, which does not fit the "
             f"declared {declared}; nothing was published. Change the declaration or the column's type"
+        )
+
+
+class CursorColumnError(CatalogError):
+    """`--mode cursor` for a table that declares no cursor column."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        super().__init__(
+            f"table {table}: --mode cursor needs the table's cursor column, and it declares none; declare "
+            "meta.cursor_column (a column that grows on every insert and update), or capture it with --mode snapshot"
+        )
+
+
+class CopyCountError(SnapshotError):
+    """A COPY out of the database sent another number of rows than were read from it."""
+
+    def __init__(self, table: str, relation: str, sent: int, read: int, *, keys: bool = False) -> None:
+        self.table, self.relation, self.sent, self.read, self.keys = table, relation, sent, read, keys
+        what = f"the keys of {relation}" if keys else relation
+        super().__init__(f"table {table}: COPY of {what} sent {sent} rows but {read} were read; nothing was published")
+
+
+class DatabaseValueError(SnapshotError):
+    """A value read from the database (by COPY, or from its log) that is not of its column's declared type."""
+
+    def __init__(self, table: str, relation: str, detail: str, *, from_log: bool = False) -> None:
+        self.table, self.relation, self.detail, self.from_log = table, relation, detail, from_log
+        source = f"{relation} from the log" if from_log else relation
+        super().__init__(
+            f"table {table}: a value of {source} is not of its declared type: {detail}; nothing was published"
+        )
+
+
+class SlotScopeError(UsageError):
+    """A log capture that leaves out tables its source's replication slot follows: confirming the slot would
+    lose their changes."""
+
+    def __init__(self, slot: str, left_out: tuple[str, ...]) -> None:
+        self.slot, self.left_out = slot, left_out
+        super().__init__(
+            f"slot {slot} also follows {', '.join(left_out)}: capture every table it follows in one run (name them "
+            "in --tables too, or leave --tables out), or drop the slot (python -m ingestion drop-slot) to follow "
+            "fewer tables"
         )
 
 

@@ -20,7 +20,7 @@ import duckdb
 from ingestion.catalog import Table
 from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import SnapshotError
+from ingestion.errors import PartialSnapshotError
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Snapshot:
         if rows is not None and rows == self.expected_rows():
             return dest
         if self.careful is None:
-            raise SnapshotError(f"table {table.qualified_name}: the snapshot could not be read whole")
+            raise PartialSnapshotError(table.qualified_name)
         return self.careful().to_parquet(dest, table, memory_limit)
 
 

@@ -28,7 +28,7 @@ import duckdb
 from ingestion.catalog import Table
 from ingestion.config import DEFAULT_DUCKDB_MEMORY_LIMIT
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import BadCsvError, BadValueError, SnapshotError, SourceChangedError, UsageError
+from ingestion.errors import BadCsvError, BadValueError, OptionError, SnapshotError, SourceChangedError
 from ingestion.readers.base import CaptureContext, Snapshot, parquet_snapshot
 
 # DuckDB's default line limit; raised per file to fit its longest record
@@ -120,7 +120,9 @@ def scan_csv(table: Table, csv_path: Path) -> CsvScan:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise BadCsvError(qualified, name, f"not valid UTF-8 (byte {exc.start} of the line)", number) from exc
+                raise BadCsvError(
+                    qualified, name, f"not valid UTF-8 (byte {exc.start} of the line)", number, kind="encoding"
+                ) from exc
             if scan is None:
                 if not line.strip():
                     continue
@@ -146,16 +148,25 @@ def scan_csv(table: Table, csv_path: Path) -> CsvScan:
             if fields != expected:
                 which = "too many" if fields > expected else "some missing"
                 raise BadCsvError(
-                    qualified, name, f"{fields} fields where the header has {expected} ({which})", record_start
+                    qualified,
+                    name,
+                    f"{fields} fields where the header has {expected} ({which})",
+                    record_start,
+                    kind="fields",
                 )
     if scan is None:
         raise BadCsvError(
-            qualified, name, f"file is empty (expected a header line with {', '.join(table.column_names)})"
+            qualified,
+            name,
+            f"file is empty (expected a header line with {', '.join(table.column_names)})",
+            kind="empty",
         )
     if record:
-        raise BadCsvError(qualified, name, "a quoted field is never closed", record_start)
+        raise BadCsvError(qualified, name, "a quoted field is never closed", record_start, kind="unclosed-quote")
     if scan.records == 0:
-        raise BadCsvError(qualified, name, "the file has a header but no rows; refusing to capture an empty table")
+        raise BadCsvError(
+            qualified, name, "the file has a header but no rows; refusing to capture an empty table", kind="no-rows"
+        )
     return scan
 
 
@@ -170,13 +181,29 @@ def _header(table: Table, name: str, line: bytes) -> list[str]:
             f"the header has a single column {names[0]!r}; the declared separator is {table.csv_separator!r} — "
             "is the file written with another separator?",
             1,
+            kind="separator",
+            columns=(names[0],),
         )
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise BadCsvError(qualified, name, f"the header names column(s) {', '.join(repeated)} more than once", 1)
+        raise BadCsvError(
+            qualified,
+            name,
+            f"the header names column(s) {', '.join(repeated)} more than once",
+            1,
+            kind="repeated-columns",
+            columns=tuple(repeated),
+        )
     missing = [c for c in table.column_names if c not in names]
     if missing:
-        raise BadCsvError(qualified, name, f"missing column(s) {', '.join(missing)} (header: {', '.join(names)})", 1)
+        raise BadCsvError(
+            qualified,
+            name,
+            f"missing column(s) {', '.join(missing)} (header: {', '.join(names)})",
+            1,
+            kind="missing-columns",
+            columns=tuple(missing),
+        )
     extra = [n for n in names if n not in table.column_names]
     if extra:
         raise BadCsvError(
@@ -185,6 +212,8 @@ def _header(table: Table, name: str, line: bytes) -> list[str]:
             f"column(s) {', '.join(extra)} are not declared; declare them in the sources YAML (a new column then "
             "flows into the lake with the next capture)",
             1,
+            kind="extra-columns",
+            columns=tuple(extra),
         )
     return names
 
@@ -194,7 +223,7 @@ def csv_snapshot(table: Table, csv_path: Path, dest: Path, memory_limit: str = D
     docstring); `dest` is where the careful path writes its Parquet when it is needed."""
     qualified, name = table.qualified_name, csv_path.name
     if not csv_path.is_file():
-        raise BadCsvError(qualified, name, "file not found")
+        raise BadCsvError(qualified, name, "file not found", kind="not-found")
     # taken before anything opens the file: every read of this capture (DuckDB's scan, the line count, the careful
     # path) must see the version it describes
     version = FileVersion.of(csv_path)
@@ -409,6 +438,7 @@ def _read_carefully(table: Table, csv_path: Path, dest: Path, memory_limit: str)
                 name,
                 f"the CSV parser read {rows} row(s) of the {scan.records} record(s) in the file; refusing a "
                 "partial read",
+                kind="partial-read",
             )
         _check_values(con, table, name, scan)
         casts = ", ".join(
@@ -420,7 +450,9 @@ def _read_carefully(table: Table, csv_path: Path, dest: Path, memory_limit: str)
         text.unlink()
     except duckdb.Error as exc:
         check_io(exc, f"table {qualified}, file {name}")
-        raise BadCsvError(qualified, name, f"cannot be read as CSV: {str(exc).splitlines()[0]}") from exc
+        raise BadCsvError(
+            qualified, name, f"cannot be read as CSV: {str(exc).splitlines()[0]}", kind="unreadable"
+        ) from exc
     finally:
         con.close()
     return dest
@@ -450,6 +482,8 @@ def _check_values(con: duckdb.DuckDBPyConnection, table: Table, file: str, scan:
             f"primary key column {column} is empty (NULL); every row needs a key"
             + (f" (other bad values: {others})" if others else ""),
             scan.line_of(record),
+            kind="empty-key",
+            columns=(column,),
         )
     data_type = table.column(column).data_type
     raise BadValueError(
@@ -472,7 +506,7 @@ class CsvFolderReader:
 
     def __init__(self, folder: Path) -> None:
         if not folder.is_dir():
-            raise UsageError(f"--path {folder}: no such folder (expected one <table>.csv per table)")
+            raise OptionError("--path", f"{folder}: no such folder (expected one <table>.csv per table)")
         self.folder = folder
 
     def available_tables(self, tables: list[Table]) -> list[Table]:

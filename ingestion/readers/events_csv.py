@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ingestion.catalog import EVENT_INGESTED_AT, Table
 from ingestion.duck import connect, quote_identifier, sql_literal
-from ingestion.errors import CatalogError, SnapshotError
+from ingestion.errors import ArrivalColumnError, InputNotFoundError
 from ingestion.readers.base import EventContext
 from ingestion.readers.csv import csv_to_parquet
 
@@ -25,7 +25,7 @@ class EventCsvFolderReader:
 
     def __init__(self, folder: Path, arrival_column: str | None = None) -> None:
         if not folder.is_dir():
-            raise SnapshotError(f"CSV folder {folder} does not exist")
+            raise InputNotFoundError("CSV folder", str(folder), "does not exist")
         self.folder = folder
         self.arrival_column = arrival_column
 
@@ -36,10 +36,7 @@ class EventCsvFolderReader:
         if self.arrival_column is not None:
             column = next((c for c in table.columns if c.name == self.arrival_column), None)
             if column is None or column.data_type not in ("timestamp", "date"):
-                raise CatalogError(
-                    f"--arrival-column {self.arrival_column}: table {table.qualified_name} has no timestamp or "
-                    f"date column of that name (columns: {', '.join(table.column_names)})"
-                )
+                raise ArrivalColumnError(self.arrival_column, table.qualified_name, tuple(table.column_names))
             arrival = f"cast({quote_identifier(self.arrival_column)} as timestamptz)"
         else:
             arrival = f"cast({sql_literal(context.arrived_at.isoformat())} as timestamptz)"
@@ -68,7 +65,7 @@ class EventCsvFolderReader:
 
 def _has_rows(path: Path) -> bool:
     if not path.is_file():
-        raise SnapshotError(f"events file {path} not found")
+        raise InputNotFoundError("events file", str(path), "not found")
     with path.open("rb") as handle:
         lines = (line for line in handle if line.strip())
         return next(lines, None) is not None and next(lines, None) is not None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ingestion.catalog import EVENT_INGESTED_AT, Table
 from ingestion.duck import connect, quote_identifier, sql_literal
-from ingestion.errors import CatalogError
+from ingestion.errors import NotSimulatedError, ScaleError
 from ingestion.readers.base import EventContext
 
 BASE_DATE = "2023-01-01"
@@ -47,7 +47,7 @@ class HotmartSimulatorReader:
 
     def __init__(self, scale: int = 10_000, seed: int = 42) -> None:
         if scale < 1:
-            raise CatalogError(f"simulator scale must be positive, got {scale}")
+            raise ScaleError(scale, "positive")
         self.per_day = purchases_per_day(scale)
         self.seed = seed
 
@@ -56,7 +56,7 @@ class HotmartSimulatorReader:
 
     def read(self, table: Table, context: EventContext) -> Path:
         if table.source != "hotmart" or table.name not in TABLES:
-            raise CatalogError(f"the Hotmart simulator does not simulate table {table.qualified_name}")
+            raise NotSimulatedError("the Hotmart simulator", table.qualified_name)
         dest = context.workdir / f"{table.name}.parquet"
         columns = ", ".join(
             f"cast({quote_identifier(c.name)} as {c.data_type}) as {quote_identifier(c.name)}" for c in table.columns

@@ -16,7 +16,15 @@ from typing import Any
 
 from ingestion.catalog import Table
 from ingestion.config import redact
-from ingestion.errors import SnapshotError, SourceAccessError
+from ingestion.errors import (
+    CorruptDownloadError,
+    DatasetContentError,
+    DatasetNameError,
+    KaggleCredentialsError,
+    KaggleDownloadError,
+    KaggleRefusedError,
+    MissingTableFileError,
+)
 from ingestion.readers.base import CaptureContext, Snapshot
 from ingestion.readers.csv import csv_snapshot
 
@@ -41,7 +49,7 @@ class KaggleReader:
 
     def __init__(self, dataset: str = DEFAULT_DATASET) -> None:
         if dataset.count("/") != 1 or not all(dataset.split("/")):
-            raise SnapshotError(f"Kaggle dataset {dataset!r}: expected 'owner/dataset-name'")
+            raise DatasetNameError(dataset)
         self.dataset = dataset
         self._download_dir: tempfile.TemporaryDirectory[str] | None = None
         self._csv_files: dict[str, Path] | None = None
@@ -54,10 +62,8 @@ class KaggleReader:
         files = self._download()
         csv_path = files.get(f"{table.name}.csv".lower())
         if csv_path is None:
-            raise SnapshotError(
-                f"table {table.qualified_name}: Kaggle dataset {self.dataset} has no {table.name}.csv "
-                f"(its CSV files: {', '.join(sorted(p.name for p in files.values())) or 'none'})"
-            )
+            found = tuple(sorted(p.name for p in files.values()))
+            raise MissingTableFileError(table.qualified_name, self.dataset, f"{table.name}.csv", found)
         return csv_snapshot(table, csv_path, context.workdir / f"{table.name}.parquet", context.duckdb_memory_limit)
 
     def close(self) -> None:
@@ -98,9 +104,9 @@ def _authenticated_api() -> Any:
             api.authenticate()
     except SystemExit:
         # The client ends the process (exit(1)) when it finds no credentials at all.
-        raise SourceAccessError(f"no Kaggle credentials found; {CREDENTIALS_HELP}") from None
+        raise KaggleCredentialsError(f"no Kaggle credentials found; {CREDENTIALS_HELP}") from None
     except OSError as exc:  # requests' errors, when validating an access token
-        raise SourceAccessError(f"Kaggle authentication failed: {redact(str(exc))}; {CREDENTIALS_HELP}") from None
+        raise KaggleCredentialsError(f"Kaggle authentication failed: {redact(str(exc))}; {CREDENTIALS_HELP}") from None
     return api
 
 
@@ -108,24 +114,25 @@ def _authenticated_api() -> Any:
 def _download_errors(dataset: str) -> Iterator[None]:
     import requests
 
-    where = f"downloading Kaggle dataset {dataset}"
     try:
         yield
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status in (401, 403):
-            raise SourceAccessError(
-                f"{where}: Kaggle refused the credentials (HTTP {status}); check that the token is current and "
-                f"that your account accepted the dataset's rules on its Kaggle page. To {CREDENTIALS_HELP}"
+            raise KaggleRefusedError(
+                dataset,
+                status,
+                f"Kaggle refused the credentials (HTTP {status}); check that the token is current and that your "
+                f"account accepted the dataset's rules on its Kaggle page. To {CREDENTIALS_HELP}",
             ) from None
         if status == 404:
-            raise SourceAccessError(f"{where}: no such dataset on Kaggle (HTTP 404)") from None
-        raise SourceAccessError(f"{where} failed: HTTP {status}: {redact(str(exc))}") from None
+            raise KaggleRefusedError(dataset, status, "no such dataset on Kaggle (HTTP 404)") from None
+        raise KaggleDownloadError(dataset, f"HTTP {status}: {redact(str(exc))}", status) from None
     except requests.RequestException as exc:
-        raise SourceAccessError(f"{where} failed: {type(exc).__name__}: {redact(str(exc))}") from None
+        raise KaggleDownloadError(dataset, f"{type(exc).__name__}: {redact(str(exc))}") from None
     except (ValueError, RuntimeError, OSError) as exc:
         # A corrupt zip (ValueError/RuntimeError from the client's unzip step) or a full disk.
-        raise SnapshotError(f"{where} failed: {redact(str(exc))}") from None
+        raise CorruptDownloadError(dataset, redact(str(exc))) from None
 
 
 def _csv_files(folder: Path, dataset: str) -> dict[str, Path]:
@@ -135,9 +142,10 @@ def _csv_files(folder: Path, dataset: str) -> dict[str, Path]:
             continue
         name = path.name.lower()
         if name in files:
-            raise SnapshotError(
-                f"Kaggle dataset {dataset} holds {path.name} twice ({files[name].relative_to(folder)} and "
-                f"{path.relative_to(folder)}); cannot tell which is the table"
+            raise DatasetContentError(
+                dataset,
+                f"holds {path.name} twice ({files[name].relative_to(folder)} and {path.relative_to(folder)}); "
+                "cannot tell which is the table",
             )
         files[name] = path
     return files

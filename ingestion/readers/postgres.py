@@ -35,11 +35,17 @@ from psycopg import sql
 
 from ingestion.catalog import DatabaseMode, Table
 from ingestion.duck import check_io, connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import CatalogError, SnapshotError, UsageError
+from ingestion.errors import UsageError
 from ingestion.postgres.connection import connect as connect_postgres
 from ingestion.postgres.connection import endpoint_of, redact
 from ingestion.postgres.cursor import Candidate, CursorState, highest, horizon
-from ingestion.postgres.errors import NullKeyError, PostgresAccessError
+from ingestion.postgres.errors import (
+    CopyCountError,
+    CursorColumnError,
+    DatabaseValueError,
+    NullKeyError,
+    PostgresAccessError,
+)
 from ingestion.postgres.schema import DatabaseColumn, relation_name, relation_of, resolve_columns
 from ingestion.readers.base import CaptureContext, Snapshot
 
@@ -88,11 +94,7 @@ class PostgresReader:
             # the run service captures log tables from the write-ahead log (`ingestion.log_capture`)
             raise UsageError(f"table {table.qualified_name} is captured in log mode: it is not read as a snapshot")
         if mode == "cursor" and table.cursor_column is None:
-            raise CatalogError(
-                f"table {table.qualified_name}: --mode cursor needs the table's cursor column, and it declares none; "
-                "declare meta.cursor_column (a column that grows on every insert and update), or capture it with "
-                "--mode snapshot"
-            )
+            raise CursorColumnError(table.qualified_name)
         started = time.monotonic()
         conn = self._transaction(context.run_tables or (table,))
         relation = relation_name(table)
@@ -120,10 +122,7 @@ class PostgresReader:
         finally:
             csv_path.unlink(missing_ok=True)
         if written != rows:
-            raise SnapshotError(
-                f"table {table.qualified_name}: COPY of {relation} sent {rows} rows but {written} were read; "
-                "nothing was published"
-            )
+            raise CopyCountError(table.qualified_name, relation, rows, written)
         _check_key(table, dest)
         keys: str | None = None
         if scan:
@@ -133,10 +132,7 @@ class PostgresReader:
             finally:
                 keys_csv.unlink(missing_ok=True)
             if scanned != key_rows:
-                raise SnapshotError(
-                    f"table {table.qualified_name}: COPY of the keys of {relation} sent {key_rows} rows but "
-                    f"{scanned} were read; nothing was published"
-                )
+                raise CopyCountError(table.qualified_name, relation, key_rows, scanned, keys=True)
             _check_key(table, keys_file)
             keys = f"read_parquet({sql_literal(str(keys_file))})"
         log.info(
@@ -302,10 +298,7 @@ def _to_parquet(table: Table, csv_path: Path, dest: Path) -> int:
         return copy_to_parquet(con, f"select {casts} from {source}", dest)
     except duckdb.Error as exc:
         check_io(exc, f"table {table.qualified_name}")
-        raise SnapshotError(
-            f"table {table.qualified_name}: a value of {relation_name(table)} is not of its declared type: "
-            f"{str(exc).splitlines()[0]}; nothing was published"
-        ) from None
+        raise DatabaseValueError(table.qualified_name, relation_name(table), str(exc).splitlines()[0]) from None
     finally:
         con.close()
 

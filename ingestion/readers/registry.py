@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ingestion.catalog import CaptureMode, DatabaseMode
 from ingestion.config import Config
-from ingestion.errors import CatalogError, UsageError
+from ingestion.errors import ReaderError, UnknownReaderError
 
 if TYPE_CHECKING:
     from ingestion.readers.base import EventReader, SnapshotReader
@@ -65,12 +65,12 @@ class ReaderKind:
 
     def snapshot_reader(self, options: ReaderOptions, config: Config) -> SnapshotReader:
         if self.snapshots is None:
-            raise CatalogError(f"--from {self.name} reads events; a snapshot source reads {_serving('snapshot')}")
+            raise ReaderError(self.name, "snapshot", f"reads events; a snapshot source reads {_serving('snapshot')}")
         return self.snapshots(options, config)
 
     def event_reader(self, options: ReaderOptions, config: Config) -> EventReader:
         if self.events is None:
-            raise CatalogError(f"--from {self.name} reads snapshots; an events source reads {_serving('events')}")
+            raise ReaderError(self.name, "events", f"reads snapshots; an events source reads {_serving('events')}")
         return self.events(options, config)
 
 
@@ -86,7 +86,7 @@ def register(kind: ReaderKind) -> ReaderKind:
 
 def reader_kind(name: str) -> ReaderKind:
     if name not in READERS:
-        raise UsageError(f"reader {name!r} is not known; readers: {', '.join(READERS)}")
+        raise UnknownReaderError(name, tuple(READERS))
     return READERS[name]
 
 
@@ -96,7 +96,7 @@ def _serving(capture: CaptureMode) -> str:
 
 def _folder(options: ReaderOptions, kind: str) -> Path:
     if options.path is None:
-        raise CatalogError(f"--from {kind} needs --path FOLDER (with one <table>.csv per table)")
+        raise ReaderError(kind, "--path", "needs --path FOLDER (with one <table>.csv per table)")
     return options.path
 
 

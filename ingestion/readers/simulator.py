@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ingestion.catalog import Table
 from ingestion.duck import connect, copy_to_parquet, quote_identifier, sql_literal
-from ingestion.errors import CatalogError
+from ingestion.errors import NotSimulatedError, ScaleError
 from ingestion.readers.base import CaptureContext, Snapshot, parquet_snapshot
 
 BASE_DATE = "2025-01-01"
@@ -55,7 +55,7 @@ class SimulatorReader:
 
     def __init__(self, scale: int = 10_000, seed: int = 42) -> None:
         if scale < 10:
-            raise CatalogError(f"simulator scale must be at least 10 customers, got {scale}")
+            raise ScaleError(scale, "at least 10 customers")
         self.scale = scale
         self.seed = seed
 
@@ -70,7 +70,7 @@ class SimulatorReader:
             "transacao_produto": self._transacao_produto,
         }
         if table.source != "loyalty" or table.name not in builders:
-            raise CatalogError(f"the simulator does not simulate table {table.qualified_name}")
+            raise NotSimulatedError("the simulator", table.qualified_name)
         dest = context.workdir / f"{table.name}.parquet"
         con = connect(context.workdir, ordered=False, memory_limit=context.duckdb_memory_limit)
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.errors import LakeError
+from ingestion.errors import LakeError, OverwriteRefusedError
 from ingestion.lake import Lake
 
 
@@ -64,8 +64,9 @@ class LakeContract:
     def test_publish_refuses_to_replace_other_bytes(self, lake: Lake, tmp_path: Path) -> None:
         lake.publish(write(tmp_path / "a", b"original"), "k/a.parquet")
 
-        with pytest.raises(LakeError, match=r"already exists with other content"):
+        with pytest.raises(OverwriteRefusedError) as refused:
             lake.publish(write(tmp_path / "b", b"something else"), "k/a.parquet")
+        assert (refused.value.uri, refused.value.exit_code) == (lake.uri_for("k/a.parquet"), 4)
 
         assert lake.read_bytes("k/a.parquet") == b"original"
 
@@ -75,8 +76,9 @@ class LakeContract:
         assert lake.publish(big, "k/big.parquet") is True
         assert lake.publish(big, "k/big.parquet") is False
         changed = write(tmp_path / "changed.parquet", big.read_bytes()[:-1] + b"!")
-        with pytest.raises(LakeError):
+        with pytest.raises(OverwriteRefusedError) as refused:
             lake.publish(changed, "k/big.parquet")
+        assert refused.value.uri == lake.uri_for("k/big.parquet")
 
     def test_racing_publishers_of_different_bytes_leave_one_winner(self, lake: Lake, tmp_path: Path) -> None:
         sources = [write(tmp_path / f"v{i}", f"version {i}".encode()) for i in range(6)]
@@ -85,7 +87,7 @@ class LakeContract:
 
         winners = [i for i, r in enumerate(results) if r is True]
         assert len(winners) == 1, results
-        assert all(isinstance(r, LakeError) for i, r in enumerate(results) if i != winners[0]), results
+        assert all(isinstance(r, OverwriteRefusedError) for i, r in enumerate(results) if i != winners[0]), results
         assert lake.read_bytes("k/contested.parquet") == f"version {winners[0]}".encode()
 
     # -- create_exclusive: the lock -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from support.cli import ingest
 
 from ingestion.catalog import load_catalog
-from ingestion.errors import CatalogError
+from ingestion.errors import BadIdentifierError, BadSettingError, CatalogError, DeclarationError
 
 
 def test_shipped_loyalty_declaration() -> None:
@@ -47,23 +47,49 @@ sources:
     return path
 
 
+TABLE = "_s__sources.yml: table s.t"
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "what", "name"),
     [
-        ({"table": "'../etc'"}, r"table of source s '\.\./etc' is not a plain identifier"),
-        ({"table": "'a b'"}, r"'a b' is not a plain identifier"),
-        ({"table": "'x; drop table y'"}, r"'x; drop table y' is not a plain identifier"),
-        ({"column": "'id\"'", "key": "'id\"'"}, r"column 'id\"' is not a plain identifier"),
-        ({"key": "missing"}, r"primary key column missing is not a declared column"),
-        ({"extra": ", ordering_column: nope"}, r"ordering column nope is not a declared column"),
-        ({"extra": ", csv_separator: ';;'"}, r"csv_separator must be one character"),
-        ({"column": "_cdc_sequence", "key": "_cdc_sequence"}, r"reserved for the lake: _cdc_sequence"),
+        ({"table": "'../etc'"}, "_s__sources.yml: table of source s", "../etc"),
+        ({"table": "'a b'"}, "_s__sources.yml: table of source s", "a b"),
+        ({"table": "'x; drop table y'"}, "_s__sources.yml: table of source s", "x; drop table y"),
+        ({"column": "'id\"'", "key": "'id\"'"}, f"{TABLE}: column", 'id"'),
     ],
-    ids=["traversal", "space", "sql", "quote", "key", "ordering", "separator", "reserved"],
+    ids=["traversal", "space", "sql", "quote"],
 )
-def test_bad_declarations_are_refused_with_the_name(tmp_path: Path, kwargs: dict[str, str], message: str) -> None:
-    with pytest.raises(CatalogError, match=message):
+def test_names_that_are_not_identifiers_are_refused_with_the_name(
+    tmp_path: Path, kwargs: dict[str, str], what: str, name: str
+) -> None:
+    with pytest.raises(BadIdentifierError) as refused:
         load_catalog([declaration(tmp_path, **kwargs)])
+    assert (refused.value.what, refused.value.name, refused.value.exit_code) == (what, name, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting", "value"),
+    [
+        ({"key": "missing"}, "meta.primary_key", "missing"),
+        ({"extra": ", ordering_column: nope"}, "meta.ordering_column", "nope"),
+        ({"extra": ", csv_separator: ';;'"}, "meta.csv_separator", ";;"),
+        ({"column": "_cdc_sequence", "key": "_cdc_sequence"}, "columns", ("_cdc_sequence",)),
+        ({"extra": ", database_mode: sometimes"}, "meta.database_mode", "sometimes"),
+    ],
+    ids=["key", "ordering", "separator", "reserved", "mode"],
+)
+def test_bad_declarations_are_refused_naming_table_setting_and_value(
+    tmp_path: Path, kwargs: dict[str, str], setting: str, value: object
+) -> None:
+    with pytest.raises(CatalogError) as refused:
+        load_catalog([declaration(tmp_path, **kwargs)])
+    error = refused.value
+    if isinstance(error, BadSettingError):  # a setting whose value is not one of its choices
+        assert (error.where, error.value) == (f"{TABLE}: {setting}", value)
+    else:
+        assert isinstance(error, DeclarationError), error
+        assert (error.where, error.setting, error.value) == (TABLE, setting, value)
 
 
 @pytest.mark.parametrize("tables", ["clientes,../x", "clientes;drop", "nope", "a b"])

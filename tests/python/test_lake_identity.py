@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support.cli import csv_args, ingest
 
-from ingestion.errors import LakeError
+from ingestion.errors import IdentityError
 from ingestion.identity import IDENTITY_KEY, ensure_identity, read_identity
 from ingestion.lake import Lake, LocalLake, S3Lake
 
@@ -68,5 +68,6 @@ def test_identity_is_write_once_and_a_corrupt_one_is_refused(tmp_path: Path) -> 
     first = ensure_identity(lake)
     assert ensure_identity(lake) == first == read_identity(lake)
     (tmp_path / "lake" / IDENTITY_KEY).write_text("{}")
-    with pytest.raises(LakeError, match=r"lake\.json"):
+    with pytest.raises(IdentityError) as refused:
         ensure_identity(lake)
+    assert (refused.value.file, refused.value.exit_code) == (lake.uri_for(IDENTITY_KEY), 4)

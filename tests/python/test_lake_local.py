@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lake_contract import LakeContract, write
 
-from ingestion.errors import LakeError
+from ingestion.errors import LakeKeyError
 from ingestion.lake import STATE_PREFIX, LocalLake
 
 
@@ -21,10 +21,12 @@ class TestLocalLake(LakeContract):
 
 
 def test_keys_cannot_escape_the_lake_root(lake: LocalLake, tmp_path: Path) -> None:
-    with pytest.raises(LakeError, match="escapes the lake root"):
+    with pytest.raises(LakeKeyError) as refused:
         lake.put_bytes("../outside.json", b"x")
-    with pytest.raises(LakeError, match="escapes the lake root"):
+    assert (refused.value.key, refused.value.exit_code) == ("../outside.json", 4)
+    with pytest.raises(LakeKeyError) as refused:
         lake.publish(write(tmp_path / "f", b"x"), "a/../../outside.parquet")
+    assert refused.value.key == "a/../../outside.parquet"
     assert not (tmp_path / "outside.json").exists()
 
 

@@ -8,7 +8,7 @@ import pytest
 from lake_contract import LakeContract, write
 from s3server import SeaweedFS
 
-from ingestion.errors import LakeError
+from ingestion.errors import OverwriteRefusedError, S3RequestError
 from ingestion.lake import S3Lake, open_lake
 
 pytestmark = pytest.mark.s3
@@ -63,8 +63,9 @@ def test_publish_sends_a_conditional_put(lake: S3Lake, seaweedfs: SeaweedFS, tmp
         "before-send.s3.PutObject", lambda request, **_: sent.append(request.headers.get("If-None-Match"))
     )
 
-    with pytest.raises(LakeError, match="already exists with other content"):
+    with pytest.raises(OverwriteRefusedError) as refused:
         lake.publish(write(tmp_path / "f", b"mine"), "k/a.parquet")
+    assert refused.value.uri == f"{lake.uri}/k/a.parquet"
 
     assert sent == [b"*"]
 
@@ -72,10 +73,16 @@ def test_publish_sends_a_conditional_put(lake: S3Lake, seaweedfs: SeaweedFS, tmp
 def test_a_missing_bucket_is_an_error_not_an_empty_lake(s3_lake_env: str) -> None:
     lake = S3Lake("s3://no-such-bucket-lago-mago/lake")
 
-    with pytest.raises(LakeError, match="NoSuchBucket"):
+    with pytest.raises(S3RequestError) as refused:
         lake.read_bytes("_ingestion/state.json")
-    with pytest.raises(LakeError, match="NoSuchBucket"):
+    assert (refused.value.action, refused.value.target, refused.value.code) == (
+        "read",
+        "s3://no-such-bucket-lago-mago/lake/_ingestion/state.json",
+        "NoSuchBucket",
+    )
+    with pytest.raises(S3RequestError) as refused:
         lake.list("cdc/")
+    assert (refused.value.action, refused.value.code, refused.value.exit_code) == ("list", "NoSuchBucket", 4)
 
 
 def test_wrong_credentials_are_a_lake_error_without_the_secret(
@@ -85,10 +92,10 @@ def test_wrong_credentials_are_a_lake_error_without_the_secret(
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     lake = S3Lake(s3_lake_env)
 
-    with pytest.raises(LakeError) as caught:
+    with pytest.raises(S3RequestError) as caught:
         lake.put_bytes("_ingestion/state.json", b"{}")
 
-    assert "SignatureDoesNotMatch" in str(caught.value)
+    assert (caught.value.action, caught.value.code) == ("write", "SignatureDoesNotMatch")
     assert "wrong-secret-do-not-print-me" not in str(caught.value)
 
 
@@ -102,8 +109,15 @@ def test_server_down_is_a_lake_error_and_data_survives_a_restart(
 
     seaweedfs.stop(graceful=False)
     try:
-        with pytest.raises(LakeError, match="Could not connect"):
+        with pytest.raises(S3RequestError) as caught:
             lake.read_bytes("cdc/a.parquet")
+        # no answer came: a connection error carries no S3 error code
+        assert (caught.value.action, caught.value.target, caught.value.code) == (
+            "read",
+            lake.uri_for("cdc/a.parquet"),
+            None,
+        )
+        assert caught.value.detail.startswith("Could not connect to the endpoint URL")
     finally:
         seaweedfs.start()
 

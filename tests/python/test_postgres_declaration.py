@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ingestion.catalog import load_catalog
-from ingestion.errors import CatalogError
+from ingestion.errors import BadIdentifierError, BadSettingError, CatalogError, DeclarationError
 from ingestion.postgres.schema import DatabaseColumn, ddl_type, fits, relation_name
 
 
@@ -38,11 +38,27 @@ def test_a_table_is_at_its_declared_place_or_in_public(tmp_path: Path) -> None:
     assert default.database_table is None and relation_name(default) == "public.orders"
 
 
-@pytest.mark.parametrize("value", ["orders", "sales.orders; drop table x", "sales.", ".orders", "a.b.c"])
-def test_a_bad_database_place_is_refused_by_name(tmp_path: Path, value: str) -> None:
-    with pytest.raises(CatalogError) as error:
+@pytest.mark.parametrize(
+    ("value", "part", "name"),
+    [
+        ("orders", None, None),
+        ("sales.orders; drop table x", "database table", "orders; drop table x"),
+        ("sales.", "database table", ""),
+        (".orders", "database schema", ""),
+        ("a.b.c", "database table", "b.c"),
+    ],
+)
+def test_a_bad_database_place_is_refused_by_name(tmp_path: Path, value: str, part: str | None, name: str) -> None:
+    with pytest.raises(CatalogError) as refused:
         load_catalog([declare(tmp_path, value)])
-    assert "s.orders" in str(error.value), error.value
+    error = refused.value
+    where = "_s__sources.yml: table s.orders"
+    if part is None:  # not schema.table at all
+        assert isinstance(error, DeclarationError), error
+        assert (error.where, error.setting, error.value) == (where, "meta.database_table", value)
+    else:  # one of its two parts is not a plain identifier
+        assert isinstance(error, BadIdentifierError), error
+        assert (error.what, error.name) == (f"{where}: {part}", name)
 
 
 def column(type_name: str, category: str = "N", modifier: int = -1) -> DatabaseColumn:
@@ -126,15 +142,27 @@ def test_a_tables_capture_mode_is_its_own_else_its_sources_else_snapshot(tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("source_meta", "table_meta", "named"),
+    ("source_meta", "table_meta", "where", "value"),
     [
-        ("database_mode: wal", "", "source m: meta.database_mode"),
-        ("", ", database_mode: Snapshot", "m.orders: meta.database_mode"),
-        ("", ", database_mode: cursor", "m.orders: meta.database_mode cursor needs meta.cursor_column"),
-        ("", ", cursor_column: changed_at", "cursor column changed_at is not a declared column"),
+        ("database_mode: wal", "", "_m__sources.yml: source m: meta.database_mode", "wal"),
+        ("", ", database_mode: Snapshot", "_m__sources.yml: table m.orders: meta.database_mode", "Snapshot"),
     ],
 )
-def test_a_bad_capture_mode_is_refused_by_name(tmp_path: Path, source_meta: str, table_meta: str, named: str) -> None:
-    with pytest.raises(CatalogError) as error:
+def test_an_unknown_capture_mode_is_refused_by_name(
+    tmp_path: Path, source_meta: str, table_meta: str, where: str, value: str
+) -> None:
+    with pytest.raises(BadSettingError) as refused:
         load_catalog([declare_modes(tmp_path, source_meta, table_meta)])
-    assert named in str(error.value), error.value
+    assert (refused.value.where, refused.value.value, refused.value.exit_code) == (where, value, 2)
+
+
+@pytest.mark.parametrize(
+    ("table_meta", "value"),
+    [(", database_mode: cursor", None), (", cursor_column: changed_at", "changed_at")],
+    ids=["cursor-without-column", "undeclared-column"],
+)
+def test_a_bad_cursor_column_is_refused_by_name(tmp_path: Path, table_meta: str, value: str | None) -> None:
+    with pytest.raises(DeclarationError) as refused:
+        load_catalog([declare_modes(tmp_path, "", table_meta)])
+    error = refused.value
+    assert (error.where, error.setting, error.value) == ("_m__sources.yml: table m.orders", "meta.cursor_column", value)

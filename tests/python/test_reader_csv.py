@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingestion.catalog import load_catalog
-from ingestion.errors import BadValueError, SnapshotError, SourceChangedError
+from ingestion.errors import BadCsvError, BadValueError, SourceChangedError
 from ingestion.readers import base
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.csv import CsvFolderReader, csv_snapshot, csv_to_parquet
@@ -56,22 +56,17 @@ def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("content", "message"),
+    ("content", "kind", "line", "columns"),
     [
-        (b"", r"produtos\.csv: file is empty"),
-        (f"{HEADER}\n", r"header but no rows"),
-        (f"{HEADER}\n1;a;b;c\n2;a;b\n", r"produtos\.csv, line 3: 3 fields where the header has 4"),
-        (HEADER.replace(";", ",") + "\n1,a,b,c\n", r"single column .* separator is ';'"),
-        (
-            "IdProduto;DescNomeProduto;DescCategoriaProduto\n1;a;c\n",
-            r"missing column\(s\) DescDescricaoProduto",
-        ),
-        (f"{HEADER};Extra\n1;a;b;c;d\n", r"column\(s\) Extra are not declared"),
-        (
-            f"{HEADER}\n1;a;b;c\ndois;a;b;c\n",
-            r"line 3: column IdProduto has 'dois', which is not a valid integer",
-        ),
-        (f"{HEADER}\n1;a;b;c\n".encode() + b"2;caf\xe9;b;c\n", r"produtos\.csv, line 3: not valid UTF-8"),
+        (b"", "empty", None, ()),
+        (f"{HEADER}\n", "no-rows", None, ()),
+        (f"{HEADER}\n1;a;b;c\n2;a;b\n", "fields", 3, ()),
+        (HEADER.replace(";", ",") + "\n1,a,b,c\n", "separator", 1, (HEADER.replace(";", ","),)),
+        ("IdProduto;DescNomeProduto;DescCategoriaProduto\n1;a;c\n", "missing-columns", 1, ("DescDescricaoProduto",)),
+        (f"{HEADER};Extra\n1;a;b;c;d\n", "extra-columns", 1, ("Extra",)),
+        (f"{HEADER};IdProduto\n1;a;b;c;2\n", "repeated-columns", 1, ("IdProduto",)),
+        (f"{HEADER}\n1;a;b;c\n".encode() + b"2;caf\xe9;b;c\n", "encoding", 3, ()),
+        (f'{HEADER}\n1;a;b;c\n2;"a;b;c\n', "unclosed-quote", 3, ()),
     ],
     ids=[
         "empty",
@@ -80,14 +75,39 @@ def test_columns_may_come_in_any_order(tmp_path: Path) -> None:
         "wrong-separator",
         "missing-column",
         "extra-column",
-        "type",
+        "repeated-column",
         "not-utf8",
+        "unclosed-quote",
     ],
 )
-def test_bad_files_name_table_file_and_problem(tmp_path: Path, content: bytes | str, message: str) -> None:
-    with pytest.raises(SnapshotError, match=message) as error:
+def test_bad_files_name_table_file_and_problem(
+    tmp_path: Path, content: bytes | str, kind: str, line: int | None, columns: tuple[str, ...]
+) -> None:
+    with pytest.raises(BadCsvError) as refused:
         read(tmp_path, content)
-    assert "loyalty.produtos" in str(error.value)
+    error = refused.value
+    assert (error.table, error.file, error.kind, error.line, error.columns) == (
+        "loyalty.produtos",
+        "produtos.csv",
+        kind,
+        line,
+        columns,
+    )
+    assert error.exit_code == 3
+
+
+def test_a_value_not_of_its_type_names_line_column_and_value(tmp_path: Path) -> None:
+    with pytest.raises(BadValueError) as refused:
+        read(tmp_path, f"{HEADER}\n1;a;b;c\ndois;a;b;c\n")
+    error = refused.value
+    assert (error.table, error.file, error.line, error.column, error.value, error.data_type) == (
+        "loyalty.produtos",
+        "produtos.csv",
+        3,
+        "IdProduto",
+        "dois",
+        "integer",
+    )
 
 
 CLIENTES = load_catalog().source("loyalty").table("clientes")
@@ -170,9 +190,10 @@ def test_a_quoted_empty_field_is_the_empty_text_and_an_empty_field_is_null(tmp_p
 def test_an_empty_text_key_is_refused_like_a_null_one(tmp_path: Path, path: str) -> None:
     when = "2025-01-01 00:00:00.000"
     lines = [f"a;1;0;0;0;0;1;{when};{when}", *([""] if path == "careful" else []), f'"";1;0;0;0;0;1;{when};{when}']
-    with pytest.raises(SnapshotError, match="primary key column idCliente is empty") as error:
+    with pytest.raises(BadCsvError) as error:
         read_clientes(tmp_path, lines)
-    assert error.value.line == (4 if path == "careful" else 3)  # type: ignore[attr-defined]
+    assert (error.value.kind, error.value.columns) == ("empty-key", ("idCliente",))
+    assert (error.value.table, error.value.line) == ("loyalty.clientes", 4 if path == "careful" else 3)
 
 
 def test_a_file_changed_while_it_is_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,14 @@ import pytest
 import responses
 
 from ingestion.catalog import Table, load_catalog
-from ingestion.errors import SnapshotError, SourceAccessError
+from ingestion.errors import (
+    BadCsvError,
+    CorruptDownloadError,
+    DatasetNameError,
+    KaggleCredentialsError,
+    KaggleRefusedError,
+    MissingTableFileError,
+)
 from ingestion.readers.base import CaptureContext
 from ingestion.readers.kaggle import DEFAULT_DATASET, KaggleReader
 
@@ -179,8 +186,15 @@ def test_a_table_missing_from_the_dataset(
 
     assert sorted(t.name for t in available) == ["clientes", "produtos", "transacoes"]
     missing = next(t for t in loyalty_tables if t.name == "transacao_produto")
-    with pytest.raises(SnapshotError, match=r"has no transacao_produto\.csv \(its CSV files: clientes\.csv"):
+    with pytest.raises(MissingTableFileError) as refused:
         reader.read(missing, CaptureContext(workdir=tmp_path))
+    error = refused.value
+    assert (error.table, error.dataset, error.file) == (
+        "loyalty.transacao_produto",
+        reader.dataset,
+        "transacao_produto.csv",
+    )
+    assert error.found == ("clientes.csv", "produtos.csv", "transacoes.csv")
     assert len(kaggle_env.calls) == 1
 
 
@@ -191,8 +205,10 @@ def test_a_csv_that_breaks_the_declaration_is_reported_by_the_csv_checks(
     answer_download(kaggle_env, dataset_zip(files))
     produtos = next(t for t in loyalty_tables if t.name == "produtos")
 
-    with pytest.raises(SnapshotError, match=r"declared separator is ';'"):
+    with pytest.raises(BadCsvError) as refused:
         KaggleReader().read(produtos, CaptureContext(workdir=tmp_path))
+    error = refused.value
+    assert (error.table, error.file, error.kind, error.line) == ("loyalty.produtos", "produtos.csv", "separator", 1)
 
 
 @pytest.mark.parametrize(
@@ -212,12 +228,12 @@ def test_refused_credentials_are_a_clear_source_access_error(
 ) -> None:
     kaggle_env.add(responses.POST, DOWNLOAD_URL, body=body, status=status, content_type=content_type)
 
-    with pytest.raises(SourceAccessError) as caught:
+    with pytest.raises(KaggleRefusedError) as caught:
         KaggleReader().available_tables(loyalty_tables)
 
+    assert (caught.value.dataset, caught.value.status, caught.value.exit_code) == (DEFAULT_DATASET, status, 3)
+    # what the user reads: how to give credentials, and never the key itself
     message = str(caught.value)
-    assert f"HTTP {status}" in message
-    assert "refused the credentials" in message
     assert "KAGGLE_USERNAME and KAGGLE_KEY" in message
     assert KEY not in message
     assert KEY not in repr(caught.value.__cause__) and caught.value.__suppress_context__
@@ -229,8 +245,9 @@ def test_an_unknown_dataset_is_a_source_access_error(
 ) -> None:
     kaggle_env.add(responses.POST, DOWNLOAD_URL, json={"code": 404, "message": "Not found"}, status=404)
 
-    with pytest.raises(SourceAccessError, match=r"no such dataset on Kaggle \(HTTP 404\)"):
+    with pytest.raises(KaggleRefusedError) as caught:
         KaggleReader("nobody/nothing").available_tables(loyalty_tables)
+    assert (caught.value.dataset, caught.value.status) == ("nobody/nothing", 404)
 
 
 def test_missing_credentials_say_how_to_provide_them(
@@ -239,8 +256,9 @@ def test_missing_credentials_say_how_to_provide_them(
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
 
-    with pytest.raises(SourceAccessError, match=r"no Kaggle credentials found; .*KAGGLE_USERNAME and KAGGLE_KEY"):
+    with pytest.raises(KaggleCredentialsError) as caught:
         KaggleReader().available_tables(loyalty_tables)
+    assert caught.value.exit_code == 3 and "KAGGLE_USERNAME and KAGGLE_KEY" in caught.value.problem
 
     assert len(kaggle_env.calls) == 0
 
@@ -250,13 +268,15 @@ def test_a_corrupt_download_is_a_snapshot_error(
 ) -> None:
     answer_download(kaggle_env, b"PK\x03\x04 this is not really a zip")
 
-    with pytest.raises(SnapshotError, match="downloading Kaggle dataset"):
+    with pytest.raises(CorruptDownloadError) as caught:
         KaggleReader().available_tables(loyalty_tables)
+    assert (caught.value.dataset, caught.value.exit_code) == (DEFAULT_DATASET, 3)
 
 
 def test_a_dataset_name_must_be_owner_slash_name() -> None:
-    with pytest.raises(SnapshotError, match="expected 'owner/dataset-name'"):
+    with pytest.raises(DatasetNameError) as caught:
         KaggleReader("teomewhy-loyalty-system")
+    assert caught.value.dataset == "teomewhy-loyalty-system"
 
 
 def test_empty_descriptions_are_null_and_a_quoted_empty_one_is_the_empty_text(

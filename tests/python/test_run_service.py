@@ -11,8 +11,16 @@ from support.cli import ingest, run_cli
 
 from ingestion.catalog import Catalog, load_catalog
 from ingestion.config import CHECKOUT, Config, S3Settings, dsn_passwords, redact
-from ingestion.errors import CatalogError, ConfigError, SourceChoiceError, UsageError
+from ingestion.errors import (
+    ConfigError,
+    OptionError,
+    ReaderError,
+    SourceChoiceError,
+    UndeclaredTablesError,
+    UnknownReaderError,
+)
 from ingestion.postgres.connection import resolve_dsn
+from ingestion.postgres.errors import NoDsnError
 from ingestion.readers.csv import CsvFolderReader
 from ingestion.readers.registry import READERS, ReaderKind, ReaderOptions, reader_kind, register
 from ingestion.run import RunRequest, choose_sources, run
@@ -123,8 +131,10 @@ def test_an_ambiguous_source_is_a_usage_error_with_its_facts(catalog: Catalog) -
     assert caught.value.reader == "csv"
     assert caught.value.declared == tuple(catalog.sources)
     assert set(caught.value.candidates) == set(catalog.sources)
-    with pytest.raises(CatalogError, match=r"--tables nope: no source that --from simulator reads declares them"):
+    with pytest.raises(UndeclaredTablesError) as undeclared:
         choose_sources(catalog, "simulator", tables=("nope",))
+    assert (undeclared.value.tables, undeclared.value.reader) == (("nope",), "simulator")
+    assert undeclared.value.declared == tuple(catalog.sources) and undeclared.value.exit_code == 2
 
 
 # -- the reader registry ------------------------------------------------------------------------------------------
@@ -146,12 +156,15 @@ def test_a_kind_builds_the_readers_of_the_capture_modes_it_serves() -> None:
     config = Config.from_env({})
     kaggle = reader_kind("kaggle")
     assert (kaggle.serves("snapshot"), kaggle.serves("events")) == (True, False)
-    with pytest.raises(CatalogError, match=r"--from kaggle reads snapshots; an events source reads simulator or csv"):
+    with pytest.raises(ReaderError) as refused:
         kaggle.event_reader(ReaderOptions(), config)
-    with pytest.raises(CatalogError, match=r"--from csv needs --path FOLDER"):
+    assert (refused.value.reader, refused.value.wants) == ("kaggle", "events")
+    with pytest.raises(ReaderError) as refused:
         reader_kind("csv").snapshot_reader(ReaderOptions(), config)
-    with pytest.raises(UsageError, match=r"reader 'nope' is not known; readers: simulator, kaggle, csv, postgres"):
+    assert (refused.value.reader, refused.value.wants, refused.value.exit_code) == ("csv", "--path", 2)
+    with pytest.raises(UnknownReaderError) as unknown:
         reader_kind("nope")
+    assert (unknown.value.reader, unknown.value.known) == ("nope", ("simulator", "kaggle", "csv", "postgres"))
     with pytest.raises(ValueError, match="registered twice"):
         register(READERS["csv"])
 
@@ -210,8 +223,9 @@ def test_the_run_service_captures_every_source_on_one_simulated_day(tmp_path: Pa
 
 def test_tables_of_several_sources_are_refused(tmp_path: Path, catalog: Catalog) -> None:
     request = RunRequest(str(tmp_path / "lake"), tuple(catalog.sources.values()), tables=("clientes",))
-    with pytest.raises(UsageError, match="--tables names the tables of one source"):
+    with pytest.raises(OptionError) as refused:
         run(Config.from_env({}), catalog, request)
+    assert (refused.value.option, refused.value.exit_code) == ("--tables", 2)
     assert not (tmp_path / "lake").exists()
 
 
@@ -271,8 +285,9 @@ def test_the_postgres_connection_string_is_configuration_kept_out_of_sight(monke
     assert "s3cr" not in repr(config) and "s3cr" not in repr(ReaderOptions(dsn=dsn))
     assert resolve_dsn("host=elsewhere", config.postgres_dsn) == "host=elsewhere"
     assert resolve_dsn(None, config.postgres_dsn) == dsn
-    with pytest.raises(UsageError, match=r"set env LAGO_POSTGRES_DSN or pass --dsn"):
+    with pytest.raises(NoDsnError) as missing:
         resolve_dsn(None, None)
+    assert (missing.value.variable, missing.value.exit_code) == ("LAGO_POSTGRES_DSN", 2)
     assert dsn_passwords(dsn) == ("s3cr%40t-pw", "s3cr@t-pw")
     assert dsn_passwords(r"host=db password='a b\'c' user=u") == (r"'a b\'c'", "a b'c")
     monkeypatch.setenv("LAGO_POSTGRES_DSN", dsn)

@@ -8,6 +8,7 @@ from dataclasses import MISSING, asdict, fields
 
 import pytest
 
+from ingestion.errors import MISSING as MISSING_VALUE
 from ingestion.errors import StateFileError
 from ingestion.state import _RECORD_FIELDS, CaptureRecord, TableState, parse_record
 
@@ -95,8 +96,10 @@ def test_a_wrong_value_is_refused_naming_file_field_and_value(name: str) -> None
 def test_a_missing_required_field_is_named(name: str) -> None:
     body = asdict(record())
     body.pop(name)
-    with pytest.raises(StateFileError, match=f"field {name} is missing"):
+    with pytest.raises(StateFileError) as refused:
         parse_record(json.dumps(body).encode(), FILE)
+    error = refused.value
+    assert (error.file, error.field, error.value, error.problem) == (FILE, f"field {name}", MISSING_VALUE, "is missing")
 
 
 def test_a_record_of_an_older_version_reads_without_its_optional_fields() -> None:
