@@ -9,7 +9,7 @@
     {%- set parts = [] -%}
     {%- for producer in producers -%}
         {%- do parts.append(
-            "select changes.purchase_id from " ~ lago_mago.changes_since_last_build(producer) ~ " as changes") -%}
+            "select changes.purchase_id from " ~ lago_cdc.changes_since_last_build(producer) ~ " as changes") -%}
     {%- endfor -%}
     {{ return(parts | join('\n    union\n    ')) }}
 {% endmacro %}
@@ -19,7 +19,7 @@
 {% macro hotmart_changed_order_dates(purchase_versions) %}
     {{ return(
         "select distinct changes.order_date from "
-        ~ lago_mago.changes_since_last_build(purchase_versions) ~ " as changes where changes.is_in_gmv") }}
+        ~ lago_cdc.changes_since_last_build(purchase_versions) ~ " as changes where changes.is_in_gmv") }}
 {% endmacro %}
 
 

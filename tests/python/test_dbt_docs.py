@@ -389,21 +389,26 @@ def signature(macro_sql: str) -> list[str]:
     return [argument.name for argument in macro.args]
 
 
-def public_macros(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The project's macros a caller names: an engine's variant (`default__x`, `spark__x`) is its dispatcher's."""
+# each package of this repository, with the folders its macros are written in
+MACRO_FOLDERS = {"lago_mago": ("macros", "tests/dbt"), "lago_cdc": ("packages/lago_cdc/macros",)}
+
+
+def public_macros(manifest: dict[str, Any], package: str) -> dict[str, dict[str, Any]]:
+    """A package's macros a caller names: an engine's variant (`default__x`, `spark__x`) is its dispatcher's."""
     return {
         macro["name"]: macro
         for macro in manifest["macros"].values()
-        if macro["package_name"] == "lago_mago" and "__" not in macro["name"]
+        if macro["package_name"] == package and "__" not in macro["name"]
     }
 
 
-def test_every_public_macro_and_argument_has_a_description(docs: Dbt) -> None:
-    macros = public_macros(docs.artifact("manifest.json"))
-    # the manifest holds every public macro written in the project's macro and test folders, no fewer
+@pytest.mark.parametrize("package", sorted(MACRO_FOLDERS))
+def test_every_public_macro_and_argument_has_a_description(docs: Dbt, package: str) -> None:
+    macros = public_macros(docs.artifact("manifest.json"), package)
+    # the manifest holds every public macro written in the package's macro and test folders, no fewer
     written = {
         ("test_" if kind == "test" else "") + name
-        for folder in ("macros", "tests/dbt")
+        for folder in MACRO_FOLDERS[package]
         for path in (REPO / folder).rglob("*.sql")
         for kind, name, _ in MACRO_TAG.findall(path.read_text())
         if "__" not in name
@@ -425,4 +430,4 @@ def test_every_public_macro_and_argument_has_a_description(docs: Dbt) -> None:
             for argument in described
             if argument not in declared
         )
-    assert not lacking, f"{len(lacking)} gaps in macros/_macros.yml:\n" + "\n".join(lacking)
+    assert not lacking, f"{len(lacking)} gaps in {MACRO_FOLDERS[package][0]}/_macros.yml:\n" + "\n".join(lacking)

@@ -8,10 +8,10 @@
     {%- set key = config.get('unique_key') -%}
     {%- if key is none -%}
         {%- set source_name, table_name = model.sources[0] -%}
-        {%- set key = lago_mago.declared_primary_key(lago_mago.source_declaration(source_name, table_name)) -%}
+        {%- set key = lago_cdc.declared_primary_key(lago_cdc.source_declaration(source_name, table_name)) -%}
     {%- endif -%}
     {%- set key = [key] if key is string else key -%}
-    {{ return(adapter.dispatch('cdc_merge_sql', 'lago_mago')(
+    {{ return(adapter.dispatch('cdc_merge_sql', 'lago_cdc')(
         arg_dict.target_relation, arg_dict.temp_relation, key, arg_dict.dest_columns)) }}
 {% endmacro %}
 
@@ -25,7 +25,7 @@
     {%- for column in columns -%}
         {%- do quoted.append(adapter.quote(column.name)) -%}
     {%- endfor -%}
-    {{ lago_mago.write_feed_sql(target, changes, key, columns) }}
+    {{ lago_cdc.write_feed_sql(target, changes, key, columns) }}
 
     delete from {{ target }}
     where exists (
