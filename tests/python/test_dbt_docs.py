@@ -257,6 +257,28 @@ def test_lineage_of_a_gold_model_shows_its_silver_and_bronze_ancestors(docs: Dbt
     assert not wrong, f"rendered in another colour than their layer's: {wrong}"
 
 
+def test_every_model_reads_its_source_or_the_layer_below(docs: Dbt) -> None:
+    """Business models only in the lineage: Bronze and history read sources, Silver reads Bronze, Gold reads Silver or
+    Gold (or a snapshot of Gold); the CDC engine's state tables are no model's parents."""
+    manifest = docs.artifact("manifest.json")
+    below = {
+        "bronze": ("source",),
+        "history": ("source",),
+        "silver": ("bronze",),
+        "gold": ("silver", "gold", "snapshot"),
+    }
+    wrong = []
+    models = [node for node in manifest["nodes"].values() if node["resource_type"] == "model"]
+    for node in models:
+        layer = node["fqn"][1]
+        for parent in node["depends_on"]["nodes"]:
+            kind = parent.split(".")[0]
+            parent_layer = kind if kind in ("source", "snapshot") else manifest["nodes"][parent]["fqn"][1]
+            if parent_layer not in below[layer]:
+                wrong.append(f"{node['name']} ({layer}) reads {parent} ({parent_layer})")
+    assert len(models) >= 20 and not wrong, wrong
+
+
 def test_site_requests_nothing_beyond_the_docs_server(site: str, lineage: Lineage) -> None:
     assert any(url.startswith(site) for url in lineage.requests), lineage.requests
     local = urlsplit(site).netloc
