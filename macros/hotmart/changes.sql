@@ -1,5 +1,5 @@
 {#-
-    What the Hotmart models read of their producers' change feeds (macros/change_feed.sql), incremental runs only.
+    What the Hotmart models read of their producers' change feeds (packages/lago_cdc/macros/change_feed.sql), incremental runs only.
     Bronze's events and Silver's versions are only ever recomputed per purchase and per order date, so a feed is
     read for those keys alone; the rows themselves come from the producer's current state.
 -#}

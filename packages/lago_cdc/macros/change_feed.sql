@@ -154,7 +154,7 @@
                 select
                     *,
                     row_number() over (
-                        partition by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
+                        partition by {{ lago_cdc.key_columns(key) }}
                         order by _commit_version desc, case when _change_type = 'update_preimage' then 0 else 1 end desc
                     ) as _change_rank
                 from {{ lago_cdc.changes_since_last_build(producer) }} as changes
@@ -295,10 +295,7 @@
 {% macro write_feed_sql(target, changes, key, columns) %}
     {%- set feed = lago_cdc.feed_relation(target) -%}
     {%- set version = lago_cdc.feed_version(target) + 1 -%}
-    {%- set matches -%}
-        {% for column in key %}changes.{{ adapter.quote(column) }} = target.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
-    {%- endset -%}
+    {%- set matches = lago_cdc.key_join(key, 'changes', 'target') -%}
     {%- for column in columns %}
     alter table {{ feed }} add column if not exists {{ adapter.quote(column.name) }} {{ column.data_type }};
     {%- endfor %}

@@ -2,7 +2,7 @@
     A relationship the source enforces (a foreign key, or a writer that never leaves an orphan): every non-NULL
     value of the column is a value of `field` in `to`, like dbt's relationships test. An orphan fails the build
     when the two sides' states in the warehouse come from one consistent cut of the source (a database capture's
-    snapshot or log position, macros/lake.sql): the orphan is then in the source itself, or the pipeline broke. It
+    snapshot or log position, packages/lago_cdc/macros/lake.sql): the orphan is then in the source itself, or the pipeline broke. It
     only warns otherwise (a file source, or a build that consumed the two tables up to different captures, where a
     child can briefly arrive before its parent). Each failing row says which (`from_one_cut`, `cut`).
 -#}

@@ -87,8 +87,7 @@ history_changes as (
     from ({{ lago_cdc.bronze_changes(history_reader, columns, convention, lake_files=true) }}) as history
     where exists (
         select 1 from batch_changes
-        where {% for column in key %}batch_changes.{{ adapter.quote(column) }} = history.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
+        where {{ lago_cdc.key_join(key, 'batch_changes', 'history') }}
     )
 ),
 {%- endif %}
@@ -121,7 +120,7 @@ ranked as (
     select
         *,
         row_number() over (
-            partition by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
+            partition by {{ lago_cdc.key_columns(key) }}
             order by _cdc_timestamp desc, _cdc_sequence desc, _source_file desc, _cdc_position desc
         ) as _change_rank
     from distinct_changes
@@ -158,8 +157,7 @@ applicable as (
     select latest.*
     from latest
     left join current_rows
-        on {% for column in key %}latest.{{ adapter.quote(column) }} = current_rows.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
+        on {{ lago_cdc.key_join(key, 'latest', 'current_rows') }}
     where
         (current_rows._cdc_timestamp is null and latest._cdc_operation <> 'D')
         or (
@@ -260,8 +258,7 @@ select * from final
 
 {#- a partition by, not a join: NULLs fall into one partition, so copies holding NULLs match -#}
 {% macro change_identity(key, columns) -%}
-    {%- for column in key %}{{ adapter.quote(column) }}, {% endfor -%}
-    _cdc_timestamp, _cdc_sequence, _cdc_operation
+    {{ lago_cdc.key_columns(key) }}, _cdc_timestamp, _cdc_sequence, _cdc_operation
     {%- for column in columns if column.name not in key %}, {{ adapter.quote(column.name) }}{% endfor -%}
 {%- endmacro %}
 

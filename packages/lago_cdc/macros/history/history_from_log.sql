@@ -49,13 +49,8 @@
         {%- do lago_cdc.refuse_changed_column_types(this, columns, source_name, table_name) -%}
     {%- endif -%}
     {%- set batch = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
-    {%- set key_columns -%}
-        {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
-    {%- endset -%}
-    {%- set key_matches -%}
-        {% for column in key %}held.{{ adapter.quote(column) }} = batch_changes.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
-    {%- endset %}
+    {%- set key_columns = lago_cdc.key_columns(key) -%}
+    {%- set key_matches = lago_cdc.key_join(key, 'held', 'batch_changes') %}
 
 with
 

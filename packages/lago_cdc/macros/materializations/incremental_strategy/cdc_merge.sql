@@ -30,8 +30,7 @@
     delete from {{ target }}
     where exists (
         select 1 from {{ changes }} as changes
-        where {% for column in key %}changes.{{ adapter.quote(column) }} = {{ target }}.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
+        where {{ lago_cdc.key_join(key, 'changes', target) }}
     );
 
     insert into {{ target }} ({{ quoted | join(', ') }})
@@ -49,8 +48,7 @@
     {%- endfor -%}
     merge into {{ target }} as target
     using {{ changes }} as changes
-        on {% for column in key %}target.{{ adapter.quote(column) }} = changes.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
+        on {{ lago_cdc.key_join(key, 'target', 'changes') }}
     when matched and changes._cdc_operation = 'D' then delete
     when matched then update set
         {%- for column in quoted %}
