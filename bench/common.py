@@ -16,13 +16,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ingestion.dbt_packages import ensure_installed
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
 def dbt_executable() -> str:
-    """The `dbt` of the Python running the benchmarks (its venv's), else the one on PATH."""
-    return shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
+    """The `dbt` of the Python running the benchmarks (its venv's), else the one on PATH, with the project's local
+    packages installed (`dbt deps`) when this checkout has not yet."""
+    dbt = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
+    ensure_installed(ROOT, dbt)
+    return dbt
 
 
 @dataclass

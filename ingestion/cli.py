@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from ingestion import dbt_packages
 from ingestion.breaker import load_held
 from ingestion.catalog import DATABASE_MODES, Catalog, DatabaseMode, Source, Table, load_catalog, validate_identifier
 from ingestion.config import DEFAULT_LAKE, Config
@@ -380,6 +381,10 @@ def command_schedule(catalog: Catalog, config: Config, args: argparse.Namespace)
 
 
 def _dbt_build(target: str, running: list[subprocess.Popen[bytes]]) -> int:
+    # a fresh clone's first build: install the project's local packages first, as the quick start's `dbt deps`
+    project = Path(os.environ.get("DBT_PROJECT_DIR") or ".")
+    if (project / "dbt_project.yml").is_file() and dbt_packages.ensure_installed(project, "dbt"):
+        log.info("installed the dbt project's packages (dbt deps)")
     command = ["dbt", "build", "--target", target]
     log.info("running %s", " ".join(command))
     try:

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from ingestion.dbt_packages import ensure_installed
 from orchestration.capture import retry_policy
 from orchestration.settings import Settings
 
@@ -31,7 +32,9 @@ class LagoMagoTranslator(DagsterDbtTranslator):
 
 
 def dbt_project(settings: Settings) -> DbtProject:
-    """The project of this checkout; its manifest is parsed when missing, and on every load under `dg dev`."""
+    """The project of this checkout, its local packages installed (`dbt deps`) when a fresh clone has not yet; its
+    manifest is parsed when missing, and on every load under `dg dev`."""
+    ensure_installed(settings.project_dir)
     project = DbtProject(
         project_dir=settings.project_dir,
         target_path=settings.dbt_target_path,

@@ -341,7 +341,7 @@ def warehouse_name(bucket: str, prefix: str) -> str:
     """The stem of the warehouses of the lake `s3://bucket/prefix`, one path component: `s3-lake-lago-mago`.
 
     Two lakes whose names differ only in characters a file name cannot hold could share a stem; the warehouse then
-    refuses the second lake by name (macros/lake.sql), it never mixes them.
+    refuses the second lake by name (packages/lago_cdc/macros/lake.sql), it never mixes them.
     """
     parts = ("s3", bucket, *prefix.split("/"))
     return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", part) for part in parts if part not in ("", ".", ".."))
@@ -350,7 +350,7 @@ def warehouse_name(bucket: str, prefix: str) -> str:
 def lake_environment(server: SeaweedFS, bucket: str, prefix: str) -> dict[str, str]:
     """What the ingestion, dbt (dev and spark) and Dagster read to use the server as the lake.
 
-    A warehouse belongs to the lake it was first built from and refuses any other (macros/lake.sql): the quick
+    A warehouse belongs to the lake it was first built from and refuses any other (the CDC engine's lake.sql): the quick
     start's warehouse/lago_mago.duckdb belongs to ./lake. So the exports also name warehouses of this lake's own,
     DuckDB's file and Spark's folder, relative to the project root where dbt runs, and the next `dbt build` works
     as it is typed.

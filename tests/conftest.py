@@ -20,6 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "python"))
 from pgserver import postgres_server  # noqa: F401
 from s3server import REGION, SeaweedFS
 
+from ingestion.dbt_packages import ensure_installed
+
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # the tiers are markers declared in pyproject.toml and set by each file's `pytestmark` or a test's decorator;
@@ -34,6 +38,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         kind = 0 if item.get_closest_marker("spark") else 1 if item.get_closest_marker("slow") else 2
         rank[item.path] = min(rank.get(item.path, kind), kind)
     items.sort(key=lambda item: rank[item.path])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dbt_packages() -> None:
+    """The project's local dbt packages (the CDC engine) installed once, as a clone's first `dbt deps` does: every
+    dbt command of the suite on this checkout needs them (parallel workers take turns on a lock)."""
+    ensure_installed(ROOT)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@
 {#-
     Incremental strategies. dbt-spark accepts only its built-in ones (append, merge, insert_overwrite,
     microbatch); these two overrides of its own macros let the project's strategies through on Delta tables:
-    `cdc_merge` (macros/bronze/cdc_merge.sql, a single MERGE here) and `delete+insert`, which on Delta is one
+    `cdc_merge` (the CDC engine's, packages/lago_cdc; a single MERGE here) and `delete+insert`, which on Delta is one
     MERGE on the unique key (a Spark statement cannot hold a DELETE and an INSERT). dbt-databricks knows custom
     strategies and delete+insert itself and does not call these.
 -#}

@@ -7,13 +7,13 @@
     {%- if backfill_start and backfill_end -%}
         {%- do parts.append(
             "select transaction_date from " ~ transactions ~ " where transaction_date between cast("
-            ~ lago_mago.sql_string(backfill_start) ~ " as date) and cast("
-            ~ lago_mago.sql_string(backfill_end) ~ " as date)") -%}
+            ~ lago_cdc.sql_string(backfill_start) ~ " as date) and cast("
+            ~ lago_cdc.sql_string(backfill_end) ~ " as date)") -%}
     {%- endif -%}
     {%- if is_incremental() -%}
-        {%- set changed_transactions = lago_mago.changes_since_last_build(transactions) -%}
-        {%- set changed_lines = lago_mago.changes_since_last_build(transaction_products) -%}
-        {%- set changed_products = lago_mago.changes_since_last_build(ref('silver_loyalty__products')) -%}
+        {%- set changed_transactions = lago_cdc.changes_since_last_build(transactions) -%}
+        {%- set changed_lines = lago_cdc.changes_since_last_build(transaction_products) -%}
+        {%- set changed_products = lago_cdc.changes_since_last_build(ref('silver_loyalty__products')) -%}
         {#- a moved, updated, inserted or deleted transaction: its old and its new day -#}
         {%- do parts.append("select changed_transactions.transaction_date from " ~ changed_transactions
             ~ " as changed_transactions") -%}

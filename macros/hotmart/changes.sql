@@ -1,5 +1,5 @@
 {#-
-    What the Hotmart models read of their producers' change feeds (macros/change_feed.sql), incremental runs only.
+    What the Hotmart models read of their producers' change feeds (packages/lago_cdc/macros/change_feed.sql), incremental runs only.
     Bronze's events and Silver's versions are only ever recomputed per purchase and per order date, so a feed is
     read for those keys alone; the rows themselves come from the producer's current state.
 -#}
@@ -9,7 +9,7 @@
     {%- set parts = [] -%}
     {%- for producer in producers -%}
         {%- do parts.append(
-            "select changes.purchase_id from " ~ lago_mago.changes_since_last_build(producer) ~ " as changes") -%}
+            "select changes.purchase_id from " ~ lago_cdc.changes_since_last_build(producer) ~ " as changes") -%}
     {%- endfor -%}
     {{ return(parts | join('\n    union\n    ')) }}
 {% endmacro %}
@@ -19,7 +19,7 @@
 {% macro hotmart_changed_order_dates(purchase_versions) %}
     {{ return(
         "select distinct changes.order_date from "
-        ~ lago_mago.changes_since_last_build(purchase_versions) ~ " as changes where changes.is_in_gmv") }}
+        ~ lago_cdc.changes_since_last_build(purchase_versions) ~ " as changes where changes.is_in_gmv") }}
 {% endmacro %}
 
 

@@ -19,3 +19,13 @@
 {% macro points_spent(expression) -%}
     case when {{ expression }} < 0 then -{{ expression }} when {{ expression }} >= 0 then 0 end
 {%- endmacro %}
+
+
+{#- Source timestamps the systems write as text, parsed in Silver. -#}
+{% macro parse_source_timestamp(expression) %}
+    {{ return(adapter.dispatch('parse_source_timestamp', 'lago_mago')(expression)) }}
+{% endmacro %}
+
+{% macro default__parse_source_timestamp(expression) -%}
+    try_cast(nullif(trim({{ expression }}), '') as timestamp)
+{%- endmacro %}

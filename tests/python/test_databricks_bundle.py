@@ -99,7 +99,7 @@ def test_dbt_builds_the_databricks_targets_of_this_project(
     bundle: dict[str, Any], tasks: dict[str, dict[str, Any]]
 ) -> None:
     dbt_task = tasks["dbt_build"]["dbt_task"]
-    assert dbt_task["commands"] == ["dbt build --target ${var.dbt_target}"]
+    assert dbt_task["commands"] == ["dbt deps", "dbt build --target ${var.dbt_target}"]
     # paths are relative to resources/, then to the project directory
     project_dir = (ROOT / "resources" / dbt_task["project_directory"]).resolve()
     assert (project_dir / "dbt_project.yml").is_file()

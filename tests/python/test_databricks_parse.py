@@ -81,7 +81,7 @@ def test_every_node_that_needs_no_connection_compiles(manifest: tuple[Dbt, dict[
 # -- one set of layer schemas per developer on a shared warehouse, plain names in production and locally ----------
 
 LAYERS = ("bronze", "silver", "gold", "history", "snapshots")
-# what a macro outside a model (macros/lake.sql) asks for: each layer's schema with no node
+# what a macro outside a model (packages/lago_cdc/macros/lake.sql) asks for: each layer's schema with no node
 LAYER_SCHEMAS_SQL = "select " + ", ".join(
     f"'{{{{ generate_schema_name('{layer}', none) }}}}' as {layer}" for layer in LAYERS
 )

@@ -31,13 +31,28 @@ from typing import Any
 
 import duckdb
 
+from ingestion.dbt_packages import ensure_installed
+
 from .cli import environment
 from .dbt_fork import run_dbt
 
 ROOT = Path(__file__).resolve().parents[2]
 DBT_TIMEOUT = 1800
 # the dbt project's files, as a copy of the project needs them (docs/ holds the doc blocks the YAML refers to)
-PROJECT_FILES = ("dbt_project.yml", "profiles", "models", "macros", "seeds", "snapshots", "tests/dbt", "docs")
+# (packages/ holds the CDC engine, a local dbt package listed in packages.yml)
+PROJECT_FILES = (
+    "dbt_project.yml",
+    "packages.yml",
+    "package-lock.yml",
+    "packages",
+    "profiles",
+    "models",
+    "macros",
+    "seeds",
+    "snapshots",
+    "tests/dbt",
+    "docs",
+)
 
 
 def dbt_executable() -> str:
@@ -248,8 +263,9 @@ class _ParseCache:
 _PARSES = _ParseCache()
 
 
-def copy_project(dest: Path) -> Path:
-    """A copy of the dbt project to change (sources YAML, models) without touching the repository's."""
+def copy_project(dest: Path, *, install_packages: bool = True) -> Path:
+    """A copy of the dbt project to change (sources YAML, models) without touching the repository's, its packages
+    installed by `dbt deps` unless the caller runs it as a newcomer would (`install_packages=False`)."""
     for name in PROJECT_FILES:
         source = ROOT / name
         if source.is_dir():
@@ -258,4 +274,6 @@ def copy_project(dest: Path) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, dest / name)
     (dest / "profiles.yml").symlink_to(Path("profiles") / "profiles.yml")
+    if install_packages:
+        ensure_installed(dest, dbt_executable())
     return dest

@@ -15,7 +15,7 @@ README = ROOT / "README.md"
 
 @dataclass(frozen=True)
 class QuickStart:
-    """A copy of the project after the README's quick start (`python -m ingestion`, `dbt build --target dev`),
+    """A copy of the project after the README's quick start (`python -m ingestion`, `dbt deps`, `dbt build`),
     and a newcomer's shell in it, to run README commands as they are written."""
 
     project: Path
@@ -56,10 +56,10 @@ def newcomer_env(tmp_path: Path) -> dict[str, str]:
 
 def quick_start_at(root: Path, customers: int) -> QuickStart:
     """The quick start in a copy of the project under `root`, with `customers` on the simulator's first day."""
-    project = copy_project(root / "project")
+    project = copy_project(root / "project", install_packages=False)
     (project / "warehouse").mkdir()
     started = QuickStart(project, newcomer_env(root), customers)
-    built = started.bash(f"set -e\npython -m ingestion run --scale {customers}\ndbt build --target dev")
+    built = started.bash(f"set -e\npython -m ingestion run --scale {customers}\ndbt deps\ndbt build --target dev")
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-2000:]
     assert started.warehouse.is_file()
     return started

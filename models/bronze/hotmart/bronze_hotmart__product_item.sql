@@ -1,1 +1,1 @@
-{{ lago_mago.bronze_events('hotmart', 'product_item') }}
+{{ lago_cdc.bronze_events('hotmart', 'product_item') }}

@@ -1,1 +1,1 @@
-{{ lago_mago.bronze_events('hotmart', 'purchase') }}
+{{ lago_cdc.bronze_events('hotmart', 'purchase') }}

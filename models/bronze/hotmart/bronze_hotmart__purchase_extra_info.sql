@@ -1,1 +1,1 @@
-{{ lago_mago.bronze_events('hotmart', 'purchase_extra_info') }}
+{{ lago_cdc.bronze_events('hotmart', 'purchase_extra_info') }}

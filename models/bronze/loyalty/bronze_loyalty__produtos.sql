@@ -1,1 +1,1 @@
-{{ lago_mago.bronze_cdc('loyalty', 'produtos') }}
+{{ lago_cdc.bronze_cdc('loyalty', 'produtos') }}

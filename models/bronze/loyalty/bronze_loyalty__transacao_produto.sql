@@ -1,1 +1,1 @@
-{{ lago_mago.bronze_cdc('loyalty', 'transacao_produto') }}
+{{ lago_cdc.bronze_cdc('loyalty', 'transacao_produto') }}

@@ -15,7 +15,7 @@
         incremental_strategy='append',
         on_schema_change='fail',
         pre_hook="{{ lago_mago.gmv_history_delete_touched_dates() }}",
-        post_hook="{{ lago_mago.record_feed_positions() }}",
+        post_hook="{{ lago_cdc.record_feed_positions() }}",
         **lago_mago.date_partition_config('order_date')
     )
 }}
@@ -117,7 +117,7 @@ final as (
         valid_from,
         valid_to,
         valid_to is null as is_current,
-        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
+        {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
     from versions
     where gmv <> 0
 )

@@ -15,7 +15,7 @@
         unique_key='transaction_date',
         on_schema_change='fail',
         pre_hook="{{ lago_mago.points_cube_delete_touched_days() }}",
-        post_hook="{{ lago_mago.record_feed_positions() }}",
+        post_hook="{{ lago_cdc.record_feed_positions() }}",
     )
 }}
 

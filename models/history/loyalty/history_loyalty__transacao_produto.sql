@@ -1,1 +1,1 @@
-{{ lago_mago.history_from_log('loyalty', 'transacao_produto') }}
+{{ lago_cdc.history_from_log('loyalty', 'transacao_produto') }}

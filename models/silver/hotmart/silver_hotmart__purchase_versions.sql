@@ -14,8 +14,8 @@
         on_schema_change='append_new_columns',
         tblproperties={'delta.enableChangeDataFeed': 'true'},
         post_hook=[
-            "{{ lago_mago.record_feed_positions() }}",
-            "{{ lago_mago.record_feed_rebuild() }}",
+            "{{ lago_cdc.record_feed_positions() }}",
+            "{{ lago_cdc.record_feed_rebuild() }}",
         ],
     )
 }}
@@ -250,7 +250,7 @@ final as (
         {%- endfor %}
         -- every version held is a live row; 'D' only travels in an incremental batch
         cast('I' as {{ dbt.type_string() }}) as _cdc_operation,
-        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
+        {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
     from recomputed
     {%- if is_incremental() %}
     union all

@@ -4,7 +4,7 @@ with
 
 source as (
     -- every Bronze row on a first build; then the rows Bronze changed since the last build, deletes as 'D'
-    select * from {{ lago_mago.latest_changes(ref('bronze_loyalty__transacao_produto')) }}
+    select * from {{ lago_cdc.latest_changes(ref('bronze_loyalty__transacao_produto')) }}
 ),
 
 renamed as (

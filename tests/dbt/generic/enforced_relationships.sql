@@ -2,7 +2,7 @@
     A relationship the source enforces (a foreign key, or a writer that never leaves an orphan): every non-NULL
     value of the column is a value of `field` in `to`, like dbt's relationships test. An orphan fails the build
     when the two sides' states in the warehouse come from one consistent cut of the source (a database capture's
-    snapshot or log position, macros/lake.sql): the orphan is then in the source itself, or the pipeline broke. It
+    snapshot or log position, packages/lago_cdc/macros/lake.sql): the orphan is then in the source itself, or the pipeline broke. It
     only warns otherwise (a file source, or a build that consumed the two tables up to different captures, where a
     child can briefly arrive before its parent). Each failing row says which (`from_one_cut`, `cut`).
 -#}
@@ -23,12 +23,12 @@
     {#- a side not built yet (a first build that failed before it, or `dbt test` on a new warehouse): nothing to
         check yet -#}
     {%- for side in sides -%}
-        {%- set relation = lago_mago.node_relation(side) -%}
+        {%- set relation = lago_cdc.node_relation(side) -%}
         {%- if adapter.get_relation(relation.database, relation.schema, relation.identifier) is none -%}
             {%- set sides_built.all = false -%}
         {%- endif -%}
     {%- endfor -%}
-    {%- set cut = lago_mago.shared_lake_cut(sides) if sides_built.all else none -%}
+    {%- set cut = lago_cdc.shared_lake_cut(sides) if sides_built.all else none -%}
 {%- endif %}
 {%- if cut %}
 -- both sides come from one consistent cut of the source: {{ cut }}
@@ -59,7 +59,7 @@ parent as (
 select
     child.from_field as {{ column_name }},
     {{ 1 if cut else 0 }} as from_one_cut,
-    {{ lago_mago.sql_string(cut) if cut else 'cast(null as ' ~ dbt.type_string() ~ ')' }} as cut
+    {{ lago_cdc.sql_string(cut) if cut else 'cast(null as ' ~ dbt.type_string() ~ ')' }} as cut
 from child
 left join parent on child.from_field = parent.to_field
 where parent.to_field is null

@@ -2,13 +2,11 @@
 {% test history_has_one_open_version(model, key) %}
 
 select
-    {%- for column in key %}
-    {{ adapter.quote(column) }},
-    {%- endfor %}
+    {{ lago_cdc.key_columns(key) }},
     count(*) as open_versions
 from {{ model }}
 where dbt_valid_to is null
-group by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
+group by {{ lago_cdc.key_columns(key) }}
 having count(*) > 1
 
 {% endtest %}

@@ -15,7 +15,7 @@
     - Any build cadence gives the same history, and `dbt build --full-refresh --select tag:history` rebuilds it
       from the log with the identical result.
 
-    Usage, in models/history/<source>/history_<source>__<table>.sql:  {{ lago_mago.history_from_log('loyalty', 'clientes') }}
+    Usage, in models/history/<source>/history_<source>__<table>.sql:  {{ lago_cdc.history_from_log('loyalty', 'clientes') }}
 -#}
 {% macro history_from_log(source_name, table_name) %}
     {{- config(
@@ -24,47 +24,42 @@
         unique_key='dbt_scd_id',
         on_schema_change='append_new_columns',
         post_hook=[
-            "{{ lago_mago.checkpoint_forget_on_rebuild() }}",
-            "{{ lago_mago.checkpoint_commit_plan() }}",
+            "{{ lago_cdc.checkpoint_forget_on_rebuild() }}",
+            "{{ lago_cdc.checkpoint_commit_plan() }}",
         ],
     ) -}}
 
     {%- if not execute -%}
         select * from {{ source(source_name, table_name) }}
     {%- else -%}
-        {{ lago_mago.history_from_log_sql(source_name, table_name) }}
+        {{ lago_cdc.history_from_log_sql(source_name, table_name) }}
     {%- endif -%}
 {% endmacro %}
 
 
 {% macro history_from_log_sql(source_name, table_name) %}
-    {%- set declaration = lago_mago.source_declaration(source_name, table_name) -%}
-    {%- set key = lago_mago.declared_primary_key(declaration) -%}
-    {%- set convention = lago_mago.cdc_convention(declaration) -%}
+    {%- set declaration = lago_cdc.source_declaration(source_name, table_name) -%}
+    {%- set key = lago_cdc.declared_primary_key(declaration) -%}
+    {%- set convention = lago_cdc.cdc_convention(declaration) -%}
     {%- set columns = declaration.columns.values() | list -%}
     {%- set incremental = is_incremental() -%}
     {#- a column declared after the history was built: NULL in the versions held, until this build appends it -#}
-    {%- set held_columns = lago_mago.relation_column_names(this) if incremental else [] -%}
+    {%- set held_columns = lago_cdc.relation_column_names(this) if incremental else [] -%}
     {%- if incremental -%}
-        {%- do lago_mago.refuse_changed_column_types(this, columns, source_name, table_name) -%}
+        {%- do lago_cdc.refuse_changed_column_types(this, columns, source_name, table_name) -%}
     {%- endif -%}
-    {%- set batch = lago_mago.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
-    {%- set key_columns -%}
-        {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
-    {%- endset -%}
-    {%- set key_matches -%}
-        {% for column in key %}held.{{ adapter.quote(column) }} = batch_changes.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
-    {%- endset %}
+    {%- set batch = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
+    {%- set key_columns = lago_cdc.key_columns(key) -%}
+    {%- set key_matches = lago_cdc.key_join(key, 'held', 'batch_changes') %}
 
 with
 
 batch_changes as (
     {%- if batch.reader is none %}
     -- no new file in the lake: an empty batch
-    {{ lago_mago.bronze_empty_changes(columns) }}
+    {{ lago_cdc.bronze_empty_changes(columns) }}
     {%- else %}
-    select * from ({{ lago_mago.bronze_changes(batch.reader, columns, convention, lake_files=true) }}) as changes
+    select * from ({{ lago_cdc.bronze_changes(batch.reader, columns, convention, lake_files=true) }}) as changes
     where _cdc_operation is not null
     {%- endif %}
 ),
@@ -72,8 +67,8 @@ batch_changes as (
 identified_batch as (
     select
         *,
-        {{ lago_mago.history_scd_id(key, columns) }} as _change_id,
-        {{ lago_mago.history_scd_id(key, columns) }} as dbt_scd_id
+        {{ lago_cdc.history_scd_id(key, columns) }} as _change_id,
+        {{ lago_cdc.history_scd_id(key, columns) }} as dbt_scd_id
     from batch_changes
 ),
 
@@ -83,7 +78,7 @@ held_of_batch_keys as (
     -- the versions already held for the keys this batch names, as the changes they were made from (their
     -- identity recomputed: a column declared since is NULL in them, as in a change read again)
     -- a held version keeps its stored dbt_scd_id, so delete+insert replaces it in place
-    select *, {{ lago_mago.history_scd_id(key, columns) }} as _change_id
+    select *, {{ lago_cdc.history_scd_id(key, columns) }} as _change_id
     from (
         select
             held._cdc_operation,
@@ -93,7 +88,7 @@ held_of_batch_keys as (
             {%- if column.name | lower in held_columns %}
             held.{{ adapter.quote(column.name) }},
             {%- else %}
-            cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+            cast(null as {{ lago_cdc.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
             {%- endif %}
             {%- endfor %}
             held._source_file,
@@ -188,18 +183,18 @@ select * from final
     md5(concat_ws(
         '|',
         {%- for column in key %}
-        {{ lago_mago.history_id_part(column, adapter.quote(column)) }},
+        {{ lago_cdc.history_id_part(column, adapter.quote(column)) }},
         {%- endfor %}
-        cast({{ lago_mago.epoch_microseconds('_cdc_timestamp') }} as {{ dbt.type_string() }}),
+        cast({{ lago_cdc.epoch_microseconds('_cdc_timestamp') }} as {{ dbt.type_string() }}),
         cast(_cdc_sequence as {{ dbt.type_string() }}),
         _cdc_operation
         {%- for column in columns if column.name not in key %},
-        {{ lago_mago.history_id_part(column.name, adapter.quote(column.name)) }}
+        {{ lago_cdc.history_id_part(column.name, adapter.quote(column.name)) }}
         {%- endfor %}
     ))
 {%- endmacro %}
 
 {% macro history_id_part(name, expression) -%}
     {%- set text = 'cast(' ~ expression ~ ' as ' ~ dbt.type_string() ~ ')' -%}
-    {{ lago_mago.sql_string(name ~ ':') }} || cast(length({{ text }}) as {{ dbt.type_string() }}) || ':' || {{ text }}
+    {{ lago_cdc.sql_string(name ~ ':') }} || cast(length({{ text }}) as {{ dbt.type_string() }}) || ':' || {{ text }}
 {%- endmacro %}

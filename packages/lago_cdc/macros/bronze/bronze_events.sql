@@ -13,7 +13,7 @@
     - It is a change-feed producer like the CDC Bronze (strategy `cdc_merge`, macros/change_feed.sql): every
       event it adds (`_cdc_operation` 'I') or replaces is in its feed, so Silver reads only the new events.
 
-    Usage, in models/bronze/<source>/bronze_<source>__<table>.sql:  {{ lago_mago.bronze_events('hotmart', 'purchase') }}
+    Usage, in models/bronze/<source>/bronze_<source>__<table>.sql:  {{ lago_cdc.bronze_events('hotmart', 'purchase') }}
 -#}
 {% macro bronze_events(source_name, table_name) %}
     {{- config(
@@ -22,9 +22,9 @@
         unique_key='_event_id',
         on_schema_change='append_new_columns',
         post_hook=[
-            "{{ lago_mago.checkpoint_forget_on_rebuild() }}",
-            "{{ lago_mago.checkpoint_commit_plan() }}",
-            "{{ lago_mago.record_feed_rebuild() }}",
+            "{{ lago_cdc.checkpoint_forget_on_rebuild() }}",
+            "{{ lago_cdc.checkpoint_commit_plan() }}",
+            "{{ lago_cdc.record_feed_rebuild() }}",
         ],
     ) -}}
 
@@ -32,7 +32,7 @@
         {#- parsing: declare the lineage; the SQL is built at execution, when the declaration is known #}
         select * from {{ source(source_name, table_name) }}
     {%- else -%}
-        {{ lago_mago.bronze_events_sql(source_name, table_name) }}
+        {{ lago_cdc.bronze_events_sql(source_name, table_name) }}
     {%- endif -%}
 {% endmacro %}
 
@@ -40,9 +40,9 @@
 {% macro bronze_events_sql(source_name, table_name) %}
     {%- if model.resource_type == 'unit_test' -%}
         {#- unit tests run without the dbt graph: the test overrides unit_test_declaration (macros/bronze) -#}
-        {%- set declaration = unit_test_declaration() -%}
+        {%- set declaration = lago_cdc.unit_test_declaration() -%}
     {%- else -%}
-        {%- set declaration = lago_mago.source_declaration(source_name, table_name) -%}
+        {%- set declaration = lago_cdc.source_declaration(source_name, table_name) -%}
     {%- endif -%}
     {%- set columns = declaration.columns.values() | list -%}
     {%- set incremental = is_incremental() -%}
@@ -52,12 +52,12 @@
     {%- else -%}
         {%- set convention = {
             'operation': none,
-            'timestamp': lago_mago.cast_to_timestamp_tz('_ingested_at'),
+            'timestamp': lago_cdc.cast_to_timestamp_tz('_ingested_at'),
             'sequence': none,
             'columns': ['_ingested_at', '_batch_id'],
             'description': 'events with _ingested_at and _batch_id',
         } -%}
-        {%- set reader = lago_mago.checkpoint_plan_batch(source_name, table_name, ['events'], convention).reader -%}
+        {%- set reader = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['events'], convention).reader -%}
     {%- endif %}
 
 with
@@ -66,24 +66,24 @@ source as (
     {%- if reader is none %}
     -- no new file in the lake: an empty batch with the declared types
     select
-        {{ lago_mago.cast_to_timestamp_tz('null') }} as _ingested_at,
+        {{ lago_cdc.cast_to_timestamp_tz('null') }} as _ingested_at,
         cast(null as {{ dbt.type_string() }}) as _batch_id,
         {%- for column in columns %}
-        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+        cast(null as {{ lago_cdc.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endfor %}
         cast(null as {{ dbt.type_string() }}) as _source_file
     where 1 = 0
     {%- else %}
     select
-        {{ lago_mago.cast_to_timestamp_tz('_ingested_at') }} as _ingested_at,
+        {{ lago_cdc.cast_to_timestamp_tz('_ingested_at') }} as _ingested_at,
         cast(_batch_id as {{ dbt.type_string() }}) as _batch_id,
         {%- for column in columns %}
-        cast({{ adapter.quote(column.name) }} as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+        cast({{ adapter.quote(column.name) }} as {{ lago_cdc.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endfor %}
         {%- if model.resource_type == 'unit_test' %}
         cast('unit_test' as {{ dbt.type_string() }}) as _source_file
         {%- else %}
-        {{ lago_mago.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as _source_file
+        {{ lago_cdc.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as _source_file
         {%- endif %}
     from {{ reader }}
     {%- endif %}
@@ -91,7 +91,7 @@ source as (
 
 identified as (
     select
-        {{ lago_mago.event_fingerprint(columns | map(attribute='name') | list) }} as _event_id,
+        {{ lago_cdc.event_fingerprint(columns | map(attribute='name') | list) }} as _event_id,
         *
     from source
 ),
@@ -122,7 +122,7 @@ final as (
         _source_file,
         -- an event is only ever added (or replaced by a copy that comes first): always an insert
         cast('I' as {{ dbt.type_string() }}) as _cdc_operation,
-        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
+        {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
     from deduplicated
     {%- if incremental %}
     -- a copy replaces the held one only if it comes first in the full refresh's order (arrival, batch, file)
@@ -152,7 +152,7 @@ select * from final
 
 
 {% macro event_fingerprint(column_names) %}
-    {{ return(adapter.dispatch('event_fingerprint', 'lago_mago')(column_names)) }}
+    {{ return(adapter.dispatch('event_fingerprint', 'lago_cdc')(column_names)) }}
 {% endmacro %}
 
 {% macro default__event_fingerprint(column_names) -%}

@@ -53,16 +53,16 @@
             {%- set listed = cdc.get({'I': 'insert', 'U': 'update', 'D': 'delete'}[code], default) %}
             {%- do codes.update({code: listed}) %}
             when cast({{ operation }} as {{ dbt.type_string() }}) in (
-                {%- for value in listed %}{{ lago_mago.sql_string(value) }}{{ ', ' if not loop.last }}{% endfor -%}
+                {%- for value in listed %}{{ lago_cdc.sql_string(value) }}{{ ', ' if not loop.last }}{% endfor -%}
             ) then '{{ code }}'
             {%- endfor %}
         end
     {%- endset -%}
 
     {%- if cdc.get('timestamp_epoch_unit') == 'ms' -%}
-        {%- set timestamp_sql = lago_mago.epoch_ms_to_timestamp(timestamp) -%}
+        {%- set timestamp_sql = lago_cdc.epoch_ms_to_timestamp(timestamp) -%}
     {%- else -%}
-        {%- set timestamp_sql = lago_mago.cast_to_timestamp_tz(timestamp) -%}
+        {%- set timestamp_sql = lago_cdc.cast_to_timestamp_tz(timestamp) -%}
     {%- endif -%}
 
     {%- if sequence_column -%}
@@ -71,7 +71,7 @@
         {%- set sequence_sql = "cast(0 as " ~ dbt.type_bigint() ~ ")" -%}
     {%- endif -%}
 
-    {%- set key = lago_mago.declared_primary_key(declaration) -%}
+    {%- set key = lago_cdc.declared_primary_key(declaration) -%}
     {%- set columns = [operation_column, timestamp_column] + ([sequence_column] if sequence_column else []) + key -%}
     {%- set row_checks = [] -%}
     {%- for column in key -%}
@@ -92,7 +92,7 @@
 
 
 {% macro declared_type(data_type) %}
-    {{ return(adapter.dispatch('declared_type', 'lago_mago')(data_type)) }}
+    {{ return(adapter.dispatch('declared_type', 'lago_cdc')(data_type)) }}
 {% endmacro %}
 
 {% macro default__declared_type(data_type) %}

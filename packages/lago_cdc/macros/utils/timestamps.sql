@@ -4,7 +4,7 @@
 -#}
 
 {% macro cast_to_timestamp_tz(expression) %}
-    {{ return(adapter.dispatch('cast_to_timestamp_tz', 'lago_mago')(expression)) }}
+    {{ return(adapter.dispatch('cast_to_timestamp_tz', 'lago_cdc')(expression)) }}
 {% endmacro %}
 
 {% macro default__cast_to_timestamp_tz(expression) -%}
@@ -17,7 +17,7 @@
 
 
 {% macro epoch_ms_to_timestamp(expression) %}
-    {{ return(adapter.dispatch('epoch_ms_to_timestamp', 'lago_mago')(expression)) }}
+    {{ return(adapter.dispatch('epoch_ms_to_timestamp', 'lago_cdc')(expression)) }}
 {% endmacro %}
 
 {% macro default__epoch_ms_to_timestamp(expression) -%}
@@ -29,17 +29,8 @@
 {%- endmacro %}
 
 
-{% macro parse_source_timestamp(expression) %}
-    {{ return(adapter.dispatch('parse_source_timestamp', 'lago_mago')(expression)) }}
-{% endmacro %}
-
-{% macro default__parse_source_timestamp(expression) -%}
-    try_cast(nullif(trim({{ expression }}), '') as timestamp)
-{%- endmacro %}
-
-
 {% macro epoch_microseconds(expression) %}
-    {{ return(adapter.dispatch('epoch_microseconds', 'lago_mago')(expression)) }}
+    {{ return(adapter.dispatch('epoch_microseconds', 'lago_cdc')(expression)) }}
 {% endmacro %}
 
 {% macro default__epoch_microseconds(expression) -%}

@@ -32,13 +32,13 @@
 
 
 {% macro feed_version(relation) %}
-    {{ return(adapter.dispatch('feed_version', 'lago_mago')(relation)) }}
+    {{ return(adapter.dispatch('feed_version', 'lago_cdc')(relation)) }}
 {% endmacro %}
 
 {% macro default__feed_version(relation) %}
     {%- set version_sql -%}
-        select coalesce(max(commit_version), 0) from {{ lago_mago.state_table('change_feed_commits') }}
-        where model_name = {{ lago_mago.sql_string(relation.identifier) }}
+        select coalesce(max(commit_version), 0) from {{ lago_cdc.state_table('change_feed_commits') }}
+        where model_name = {{ lago_cdc.sql_string(relation.identifier) }}
     {%- endset -%}
     {{ return(run_query(version_sql).rows[0][0] | int) }}
 {% endmacro %}
@@ -53,13 +53,13 @@
 
 
 {% macro feed_rebuilds_after(relation, version) %}
-    {{ return(adapter.dispatch('feed_rebuilds_after', 'lago_mago')(relation, version)) }}
+    {{ return(adapter.dispatch('feed_rebuilds_after', 'lago_cdc')(relation, version)) }}
 {% endmacro %}
 
 {% macro default__feed_rebuilds_after(relation, version) %}
     {%- set rebuilds_sql -%}
-        select commit_version from {{ lago_mago.state_table('change_feed_commits') }}
-        where model_name = {{ lago_mago.sql_string(relation.identifier) }}
+        select commit_version from {{ lago_cdc.state_table('change_feed_commits') }}
+        where model_name = {{ lago_cdc.sql_string(relation.identifier) }}
             and commit_operation = 'create' and commit_version > {{ version }}
     {%- endset -%}
     {{ return(run_query(rebuilds_sql).columns[0].values() | list) }}
@@ -77,11 +77,11 @@
 
 
 {% macro feed_between(relation, after_version, upto_version) %}
-    {{ return(adapter.dispatch('feed_between', 'lago_mago')(relation, after_version, upto_version)) }}
+    {{ return(adapter.dispatch('feed_between', 'lago_cdc')(relation, after_version, upto_version)) }}
 {% endmacro %}
 
 {% macro default__feed_between(relation, after_version, upto_version) %}
-    {%- set feed = lago_mago.feed_relation(relation) -%}
+    {%- set feed = lago_cdc.feed_relation(relation) -%}
     {%- if load_relation(feed) is none -%}
         {{ exceptions.raise_compiler_error(
             relation ~ " has no change feed (" ~ feed ~ "): build it again with --full-refresh") }}
@@ -98,20 +98,20 @@
             ~ " cast(null as timestamp) as _commit_timestamp from " ~ relation ~ " where 1 = 0)") }}
     {%- endif -%}
     {{ return(
-        "(select * from table_changes(" ~ lago_mago.sql_string(relation.schema ~ '.' ~ relation.identifier)
+        "(select * from table_changes(" ~ lago_cdc.sql_string(relation.schema ~ '.' ~ relation.identifier)
         ~ ", " ~ (after_version + 1) ~ ", " ~ upto_version ~ "))") }}
 {% endmacro %}
 
 
 {% macro feed_position(producer) %}
-    {%- set positions = lago_mago.state_table('change_feed_positions') -%}
+    {%- set positions = lago_cdc.state_table('change_feed_positions') -%}
     {%- if load_relation(positions) is none -%}
         {{ return(none) }}
     {%- endif -%}
     {%- set position_sql -%}
         select max(commit_version) from {{ positions }}
-        where consumer_name = {{ lago_mago.sql_string(this.identifier) }}
-            and producer_name = {{ lago_mago.sql_string(producer.identifier) }}
+        where consumer_name = {{ lago_cdc.sql_string(this.identifier) }}
+            and producer_name = {{ lago_cdc.sql_string(producer.identifier) }}
     {%- endset -%}
     {%- set found = run_query(position_sql).rows[0][0] -%}
     {{ return(none if found is none else found | int) }}
@@ -120,20 +120,20 @@
 
 {#- A producer rebuilt since this model last read it has lost the changes in between: only a rebuild is exact. -#}
 {% macro changes_since_last_build(producer) %}
-    {%- set position = lago_mago.feed_position(producer) -%}
-    {%- set current = lago_mago.feed_version(producer) -%}
+    {%- set position = lago_cdc.feed_position(producer) -%}
+    {%- set current = lago_cdc.feed_version(producer) -%}
     {%- set fix = " Run: dbt build --full-refresh --select " ~ this.identifier ~ "+" -%}
     {%- if position is none -%}
         {{ exceptions.raise_compiler_error(
             this.identifier ~ " has no position in the change feed of " ~ producer.identifier ~ "." ~ fix) }}
     {%- endif -%}
-    {%- set rebuilds = lago_mago.feed_rebuilds_after(producer, position) -%}
+    {%- set rebuilds = lago_cdc.feed_rebuilds_after(producer, position) -%}
     {%- if rebuilds or position > current -%}
         {{ exceptions.raise_compiler_error(
             producer.identifier ~ " was rebuilt (--full-refresh) after " ~ this.identifier
             ~ " last read its changes (version " ~ position ~ "), so they cannot be applied incrementally." ~ fix) }}
     {%- endif -%}
-    {{ return(lago_mago.feed_between(producer, position, current)) }}
+    {{ return(lago_cdc.feed_between(producer, position, current)) }}
 {% endmacro %}
 
 
@@ -141,7 +141,7 @@
     {%- if not is_incremental() -%}
         {{ return("(select * from " ~ producer ~ ")") }}
     {%- endif -%}
-    {%- set key = lago_mago.producer_key(producer) -%}
+    {%- set key = lago_cdc.producer_key(producer) -%}
     {%- set columns = adapter.get_columns_in_relation(producer) -%}
     {%- set latest -%}
         (
@@ -154,10 +154,10 @@
                 select
                     *,
                     row_number() over (
-                        partition by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
+                        partition by {{ lago_cdc.key_columns(key) }}
                         order by _commit_version desc, case when _change_type = 'update_preimage' then 0 else 1 end desc
                     ) as _change_rank
-                from {{ lago_mago.changes_since_last_build(producer) }} as changes
+                from {{ lago_cdc.changes_since_last_build(producer) }} as changes
             ) as ranked
             where _change_rank = 1
         )
@@ -167,13 +167,15 @@
 
 
 {% macro producer_key(producer) %}
-    {%- set node = graph.nodes.get('model.' ~ project_name ~ '.' ~ producer.identifier) -%}
+    {%- set found = graph.nodes.values() | selectattr('resource_type', 'equalto', 'model')
+        | selectattr('alias', 'equalto', producer.identifier) | list -%}
+    {%- set node = found[0] if found else none -%}
     {%- if node is none -%}
         {{ exceptions.raise_compiler_error(producer ~ " is not a model of this project") }}
     {%- endif -%}
     {%- set key = node.config.get('unique_key') -%}
     {%- if key is none -%}
-        {%- set key = lago_mago.declared_primary_key(lago_mago.upstream_source_declaration(node)) -%}
+        {%- set key = lago_cdc.declared_primary_key(lago_cdc.upstream_source_declaration(node)) -%}
     {%- endif -%}
     {{ return([key] if key is string else key) }}
 {% endmacro %}
@@ -184,7 +186,7 @@
         {{ return(graph.sources[parent]) }}
     {%- endfor -%}
     {%- for parent in node.depends_on.nodes if parent in graph.nodes -%}
-        {{ return(lago_mago.upstream_source_declaration(graph.nodes[parent])) }}
+        {{ return(lago_cdc.upstream_source_declaration(graph.nodes[parent])) }}
     {%- endfor -%}
     {{ exceptions.raise_compiler_error(node.unique_id ~ " does not descend from a declared source table") }}
 {% endmacro %}
@@ -194,12 +196,12 @@
     {%- if not execute -%}
         {{ return('select 1 as nothing_to_record') }}
     {%- endif -%}
-    {%- set positions = lago_mago.state_table('change_feed_positions') -%}
+    {%- set positions = lago_cdc.state_table('change_feed_positions') -%}
     {%- set producers = [] -%}
     {%- for parent in model.depends_on.nodes if parent in graph.nodes -%}
         {%- set node = graph.nodes[parent] -%}
         {%- if node.config.get('incremental_strategy') == 'cdc_merge' -%}
-            {%- do producers.append(lago_mago.node_relation(node)) -%}
+            {%- do producers.append(lago_cdc.node_relation(node)) -%}
         {%- endif -%}
     {%- endfor -%}
     {%- if not producers -%}
@@ -208,19 +210,19 @@
     {%- set values = [] -%}
     {%- for producer in producers -%}
         {%- do values.append(
-            "select " ~ lago_mago.sql_string(this.identifier) ~ " as consumer_name, "
-            ~ lago_mago.sql_string(producer.identifier) ~ " as producer_name, "
-            ~ "cast(" ~ lago_mago.feed_version(producer) ~ " as " ~ dbt.type_bigint() ~ ") as commit_version, "
-            ~ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) ~ " as recorded_at") -%}
+            "select " ~ lago_cdc.sql_string(this.identifier) ~ " as consumer_name, "
+            ~ lago_cdc.sql_string(producer.identifier) ~ " as producer_name, "
+            ~ "cast(" ~ lago_cdc.feed_version(producer) ~ " as " ~ dbt.type_bigint() ~ ") as commit_version, "
+            ~ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) ~ " as recorded_at") -%}
     {%- endfor -%}
-    {{ return(adapter.dispatch('write_feed_positions', 'lago_mago')(positions, values)) }}
+    {{ return(adapter.dispatch('write_feed_positions', 'lago_cdc')(positions, values)) }}
 {% endmacro %}
 
 {#- only positions that moved are written, so a build that read nothing new changes no row -#}
 {% macro default__write_feed_positions(positions, values) %}
     delete from {{ positions }}
     where
-        consumer_name = {{ lago_mago.sql_string(this.identifier) }}
+        consumer_name = {{ lago_cdc.sql_string(this.identifier) }}
         and exists (
             select 1 from ({{ values | join(' union all ') }}) as read_now
             where read_now.producer_name = {{ positions }}.producer_name
@@ -248,28 +250,28 @@
 
 
 {% macro record_feed_rebuild() %}
-    {{ return(adapter.dispatch('record_feed_rebuild', 'lago_mago')()) }}
+    {{ return(adapter.dispatch('record_feed_rebuild', 'lago_cdc')()) }}
 {% endmacro %}
 
 {% macro default__record_feed_rebuild() %}
     {%- if not execute -%}
         {{ return('select 1 as nothing_to_record') }}
     {%- endif -%}
-    {%- set first_build = lago_mago.feed_version(this) == 0 -%}
+    {%- set first_build = lago_cdc.feed_version(this) == 0 -%}
     {%- if not (should_full_refresh() or first_build) -%}
         {{ return('select 1 as nothing_to_record') }}
     {%- endif -%}
-    {%- set feed = lago_mago.feed_relation(this) -%}
+    {%- set feed = lago_cdc.feed_relation(this) -%}
     drop table if exists {{ feed }};
     create table {{ feed }} as
     select
         *,
         cast(null as {{ dbt.type_string() }}) as _change_type,
         cast(null as {{ dbt.type_bigint() }}) as _commit_version,
-        {{ lago_mago.cast_to_timestamp_tz('null') }} as _commit_timestamp
+        {{ lago_cdc.cast_to_timestamp_tz('null') }} as _commit_timestamp
     from {{ this }}
     where 1 = 0;
-    {{ lago_mago.record_feed_commit(this, lago_mago.feed_version(this) + 1, 'create') }}
+    {{ lago_cdc.record_feed_commit(this, lago_cdc.feed_version(this) + 1, 'create') }}
 {% endmacro %}
 
 {% macro spark__record_feed_rebuild() %}
@@ -278,25 +280,22 @@
 
 
 {% macro record_feed_commit(relation, version, operation) %}
-    insert into {{ lago_mago.state_table('change_feed_commits') }}
+    insert into {{ lago_cdc.state_table('change_feed_commits') }}
         (model_name, commit_version, commit_operation, committed_at)
     values (
-        {{ lago_mago.sql_string(relation.identifier) }},
+        {{ lago_cdc.sql_string(relation.identifier) }},
         {{ version }},
-        {{ lago_mago.sql_string(operation) }},
-        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
+        {{ lago_cdc.sql_string(operation) }},
+        {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }}
     )
 {% endmacro %}
 
 
 {#- before the merge, while the table still holds the pre-images, and in its transaction: feed and table agree -#}
 {% macro write_feed_sql(target, changes, key, columns) %}
-    {%- set feed = lago_mago.feed_relation(target) -%}
-    {%- set version = lago_mago.feed_version(target) + 1 -%}
-    {%- set matches -%}
-        {% for column in key %}changes.{{ adapter.quote(column) }} = target.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
-    {%- endset -%}
+    {%- set feed = lago_cdc.feed_relation(target) -%}
+    {%- set version = lago_cdc.feed_version(target) + 1 -%}
+    {%- set matches = lago_cdc.key_join(key, 'changes', 'target') -%}
     {%- for column in columns %}
     alter table {{ feed }} add column if not exists {{ adapter.quote(column.name) }} {{ column.data_type }};
     {%- endfor %}
@@ -306,7 +305,7 @@
         target.*,
         case when changes._cdc_operation = 'D' then 'delete' else 'update_preimage' end as _change_type,
         {{ version }} as _commit_version,
-        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _commit_timestamp
+        {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _commit_timestamp
     from {{ target }} as target
     inner join {{ changes }} as changes
         on {{ matches }};
@@ -321,17 +320,17 @@
             else 'insert'
         end as _change_type,
         {{ version }} as _commit_version,
-        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _commit_timestamp
+        {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _commit_timestamp
     from {{ changes }} as changes
     where changes._cdc_operation <> 'D';
 
     {#- a merge of no change is no commit: a build that read nothing new changes no row -#}
-    insert into {{ lago_mago.state_table('change_feed_commits') }}
+    insert into {{ lago_cdc.state_table('change_feed_commits') }}
         (model_name, commit_version, commit_operation, committed_at)
     select
-        {{ lago_mago.sql_string(target.identifier) }},
+        {{ lago_cdc.sql_string(target.identifier) }},
         {{ version }},
         'merge',
-        {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
+        {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }}
     where exists (select 1 from {{ changes }});
 {% endmacro %}

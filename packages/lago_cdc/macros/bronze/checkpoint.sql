@@ -11,14 +11,14 @@
 
 
 {% macro checkpoint_consumed_files(model_name) %}
-    {%- set checkpoint = lago_mago.state_table('bronze_processed_files') -%}
+    {%- set checkpoint = lago_cdc.state_table('bronze_processed_files') -%}
     {%- if load_relation(checkpoint) is none -%}
         {{ return({'ids': set([]), 'count': 0}) }}
     {%- endif -%}
     {%- set consumed_sql -%}
         select file_name
         from {{ checkpoint }}
-        where model_name = {{ lago_mago.sql_string(model_name) }} and status = 'merged'
+        where model_name = {{ lago_cdc.sql_string(model_name) }} and status = 'merged'
     {%- endset -%}
     {%- set ids = set(run_query(consumed_sql).columns[0].values()) -%}
     {{ return({'ids': ids, 'count': ids | length}) }}
@@ -32,8 +32,8 @@
 -#}
 {% macro checkpoint_plan_batch(source_name, table_name, folders, convention) %}
     {%- set incremental = is_incremental() -%}
-    {%- set files = lago_mago.list_lake_files(source_name, table_name, folders) -%}
-    {%- set consumed = lago_mago.checkpoint_consumed_files(this.identifier) if incremental
+    {%- set files = lago_cdc.list_lake_files(source_name, table_name, folders) -%}
+    {%- set consumed = lago_cdc.checkpoint_consumed_files(this.identifier) if incremental
         else {'ids': set([]), 'count': 0} -%}
     {#- one pass, a set lookup and string slicing per file (no macro call): linear in the number of files -#}
     {%- set new_files = [] -%}
@@ -46,7 +46,7 @@
             {%- do new_files.append(file) -%}
         {%- endif -%}
     {%- endfor -%}
-    {%- set where = lago_mago.lake_filesystem_uri() ~ '/raw/' ~ source_name ~ '/{' ~ folders | join(',') ~ '}/'
+    {%- set where = lago_cdc.lake_filesystem_uri() ~ '/raw/' ~ source_name ~ '/{' ~ folders | join(',') ~ '}/'
         ~ table_name -%}
 
     {%- if not var('allow_truncate', false) -%}
@@ -69,18 +69,18 @@
                     ~ " To accept it, add --vars '{allow_truncate: true}'. Nothing was changed.") }}
             {%- endif -%}
         {%- endif -%}
-        {%- do lago_mago.checkpoint_check_published(source_name, table_name, folders, files, consumed, where) -%}
+        {%- do lago_cdc.checkpoint_check_published(source_name, table_name, folders, files, consumed, where) -%}
     {%- endif -%}
 
-    {%- set reader = lago_mago.read_lake_files(new_files) if new_files else none -%}
+    {%- set reader = lago_cdc.read_lake_files(new_files) if new_files else none -%}
 
     {%- if reader is not none -%}
-        {%- do lago_mago.checkpoint_check_convention(reader, new_files, source_name, table_name, convention) -%}
+        {%- do lago_cdc.checkpoint_check_convention(reader, new_files, source_name, table_name, convention) -%}
         {%- if flags.WHICH in ['run', 'build'] -%}
-            {%- do lago_mago.checkpoint_write_plan(reader, source_name, table_name, convention) -%}
+            {%- do lago_cdc.checkpoint_write_plan(reader, source_name, table_name, convention) -%}
         {%- endif -%}
     {%- elif flags.WHICH in ['run', 'build'] -%}
-        {%- do lago_mago.checkpoint_write_plan(none, source_name, table_name, convention) -%}
+        {%- do lago_cdc.checkpoint_write_plan(none, source_name, table_name, convention) -%}
     {%- endif -%}
     {{ return({'files': new_files, 'reader': reader, 'consumed': consumed, 'consumed_files': consumed_files}) }}
 {% endmacro %}
@@ -100,13 +100,13 @@
     {%- if var('allow_missing_files', false) -%}
         {{ return('') }}
     {%- endif -%}
-    {%- set published = lago_mago.lake_published_files(source_name, table_name, folders) -%}
+    {%- set published = lago_cdc.lake_published_files(source_name, table_name, folders) -%}
     {%- if not published -%}
         {{ return('') }}
     {%- endif -%}
     {%- set listed = [] -%}
     {%- for file in files -%}
-        {%- do listed.append(lago_mago.lake_file_id(file)) -%}
+        {%- do listed.append(lago_cdc.lake_file_id(file)) -%}
     {%- endfor -%}
     {%- set listed = set(listed) -%}
     {%- set missing = [] -%}
@@ -116,7 +116,7 @@
     {%- if missing -%}
         {{ exceptions.raise_compiler_error(
             this.identifier ~ ": " ~ missing | length ~ " of the " ~ published | length ~ " files the capture log of "
-            ~ source_name ~ "." ~ table_name ~ " lists as published are not in lake " ~ lago_mago.lake_uri()
+            ~ source_name ~ "." ~ table_name ~ " lists as published are not in lake " ~ lago_cdc.lake_uri()
             ~ " (looked in " ~ where ~ ", found " ~ files | length ~ " files): " ~ missing[:5] | join(', ')
             ~ (" and " ~ (missing | length - 5) ~ " more" if missing | length > 5 else "")
             ~ ". Building without them would lose their changes. Check LAKE_URI, or restore the files from a backup"
@@ -128,11 +128,11 @@
 
 
 {% macro checkpoint_check_convention(reader, files, source_name, table_name, convention) %}
-    {%- set present = lago_mago.relation_column_names(reader) -%}
+    {%- set present = lago_cdc.relation_column_names(reader) -%}
     {%- for column in convention.columns if column | lower not in present -%}
         {{ exceptions.raise_compiler_error(
             source_name ~ "." ~ table_name ~ ": no new file holds column " ~ column ~ " of the table's CDC convention"
-            ~ " (first file: " ~ lago_mago.lake_file_id(files[0]) ~ "). Declare the file's convention"
+            ~ " (first file: " ~ lago_cdc.lake_file_id(files[0]) ~ "). Declare the file's convention"
             ~ " under meta.cdc, or move the file out of the table's folder. Nothing was changed.") }}
     {%- endfor -%}
     {%- set checks = [('time', convention.timestamp)]
@@ -170,7 +170,7 @@
             if convention_fault.found else
             " A change must carry its primary key: correct the file, or move it out of the table's folder." -%}
         {{ exceptions.raise_compiler_error(
-            source_name ~ "." ~ table_name ~ ": lake file " ~ lago_mago.lake_file_id(bad[0][0])
+            source_name ~ "." ~ table_name ~ ": lake file " ~ lago_cdc.lake_file_id(bad[0][0])
             ~ " does not follow the table's CDC convention (" ~ convention.description ~ "): "
             ~ missing | join(', ') ~ " of " ~ bad[0][-1] ~ "." ~ fix ~ " Nothing was changed.") }}
     {%- endif -%}
@@ -178,8 +178,8 @@
 
 
 {% macro checkpoint_write_plan(reader, source_name, table_name, convention) %}
-    {%- set checkpoint = lago_mago.state_table('bronze_processed_files') -%}
-    {%- set model_name = lago_mago.sql_string(this.identifier) -%}
+    {%- set checkpoint = lago_cdc.state_table('bronze_processed_files') -%}
+    {%- set model_name = lago_cdc.sql_string(this.identifier) -%}
     {%- call statement('checkpoint_forget_plan') -%}
         delete from {{ checkpoint }} where model_name = {{ model_name }} and status = 'planned'
     {%- endcall -%}
@@ -191,16 +191,16 @@
             )
             select
                 {{ model_name }},
-                {{ lago_mago.sql_string(source_name) }},
-                {{ lago_mago.sql_string(table_name) }},
-                {{ lago_mago.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }},
+                {{ lago_cdc.sql_string(source_name) }},
+                {{ lago_cdc.sql_string(table_name) }},
+                {{ lago_cdc.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }},
                 count(*),
                 min({{ convention.timestamp }}),
                 max({{ convention.timestamp }}),
                 min({{ convention.sequence or 'cast(null as ' ~ dbt.type_bigint() ~ ')' }}),
                 max({{ convention.sequence or 'cast(null as ' ~ dbt.type_bigint() ~ ')' }}),
                 'planned',
-                cast(null as {{ lago_mago.declared_type('timestamptz') }})
+                cast(null as {{ lago_cdc.declared_type('timestamptz') }})
             from {{ reader }}
             group by filename
         {%- endcall -%}
@@ -212,15 +212,15 @@
     {%- set late_sql -%}
         with newest as (
             select max(max_cdc_timestamp) as max_cdc_timestamp
-            from {{ lago_mago.state_table('bronze_processed_files') }}
-            where model_name = {{ lago_mago.sql_string(this.identifier) }} and status = 'merged'
+            from {{ lago_cdc.state_table('bronze_processed_files') }}
+            where model_name = {{ lago_cdc.sql_string(this.identifier) }} and status = 'merged'
         ),
 
         newest_sequence as (
             select max(checkpoint.max_cdc_sequence) as max_cdc_sequence
-            from {{ lago_mago.state_table('bronze_processed_files') }} as checkpoint
+            from {{ lago_cdc.state_table('bronze_processed_files') }} as checkpoint
             inner join newest on checkpoint.max_cdc_timestamp = newest.max_cdc_timestamp
-            where checkpoint.model_name = {{ lago_mago.sql_string(this.identifier) }} and checkpoint.status = 'merged'
+            where checkpoint.model_name = {{ lago_cdc.sql_string(this.identifier) }} and checkpoint.status = 'merged'
         ),
 
         batch_changes as (
@@ -250,14 +250,14 @@
     {%- if not should_full_refresh() -%}
         {{ return('select 1 as nothing_to_forget') }}
     {%- endif -%}
-    delete from {{ lago_mago.state_table('bronze_processed_files') }}
-    where model_name = {{ lago_mago.sql_string(this.identifier) }} and status = 'merged'
+    delete from {{ lago_cdc.state_table('bronze_processed_files') }}
+    where model_name = {{ lago_cdc.sql_string(this.identifier) }} and status = 'merged'
 {% endmacro %}
 
 
 {#- Post-hook, inside the model's transaction: the planned files are now consumed. -#}
 {% macro checkpoint_commit_plan() %}
-    update {{ lago_mago.state_table('bronze_processed_files') }}
-    set status = 'merged', merged_at = {{ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) }}
-    where model_name = {{ lago_mago.sql_string(this.identifier) }} and status = 'planned'
+    update {{ lago_cdc.state_table('bronze_processed_files') }}
+    set status = 'merged', merged_at = {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }}
+    where model_name = {{ lago_cdc.sql_string(this.identifier) }} and status = 'planned'
 {% endmacro %}

@@ -19,7 +19,7 @@
 {% macro state_table_columns() %}
     {%- set string = dbt.type_string() -%}
     {%- set bigint = dbt.type_bigint() -%}
-    {%- set stamp = lago_mago.declared_type('timestamptz') -%}
+    {%- set stamp = lago_cdc.declared_type('timestamptz') -%}
     {{ return({
         'bronze_processed_files': [
             ('model_name', string), ('source_name', string), ('table_name', string), ('file_name', string),
@@ -38,7 +38,7 @@
 
 {#- The relation of one state table, in the schema the Bronze models get on this target. -#}
 {% macro state_table(name) %}
-    {%- if name not in lago_mago.state_table_columns() -%}
+    {%- if name not in lago_cdc.state_table_columns() -%}
         {{ exceptions.raise_compiler_error(name ~ " is not a state table of the CDC engine") }}
     {%- endif -%}
     {{ return(api.Relation.create(
@@ -56,14 +56,14 @@
         {{ return('') }}
     {%- endif -%}
     {%- do run_query('create schema if not exists ' ~ (generate_schema_name('bronze', none) | trim)) -%}
-    {%- for name, columns in lago_mago.state_table_columns().items() -%}
+    {%- for name, columns in lago_cdc.state_table_columns().items() -%}
         {%- set column_list = [] -%}
         {%- for column, data_type in columns -%}
             {%- do column_list.append(column ~ ' ' ~ data_type) -%}
         {%- endfor -%}
         {%- do run_query(
-            'create table if not exists ' ~ lago_mago.state_table(name) ~ ' (' ~ column_list | join(', ') ~ ')'
-            ~ adapter.dispatch('state_table_format', 'lago_mago')()) -%}
+            'create table if not exists ' ~ lago_cdc.state_table(name) ~ ' (' ~ column_list | join(', ') ~ ')'
+            ~ adapter.dispatch('state_table_format', 'lago_cdc')()) -%}
     {%- endfor -%}
     {%- do adapter.commit() if target.type == 'duckdb' -%}
     {{ return('') }}

@@ -19,7 +19,7 @@
     quote; Spark and Databricks read backslash escapes inside literals, so both backslash and quote are escaped.
 -#}
 {% macro sql_string(value) %}
-    {{ return(adapter.dispatch('sql_string', 'lago_mago')(value)) }}
+    {{ return(adapter.dispatch('sql_string', 'lago_cdc')(value)) }}
 {% endmacro %}
 
 {% macro default__sql_string(value) %}
@@ -33,12 +33,12 @@
 
 {#- The lake root as the engine's file system names it: Hadoop reads S3 through s3a://, Databricks reads s3://. -#}
 {% macro lake_filesystem_uri() %}
-    {{ return(adapter.dispatch('lake_filesystem_uri', 'lago_mago')()) }}
+    {{ return(adapter.dispatch('lake_filesystem_uri', 'lago_cdc')()) }}
 {% endmacro %}
 
 {#- DuckDB resolves a relative path against the directory dbt runs in (the project root in the quick start). -#}
 {% macro default__lake_filesystem_uri() %}
-    {{ return(lago_mago.lake_uri()) }}
+    {{ return(lago_cdc.lake_uri()) }}
 {% endmacro %}
 
 {#-
@@ -48,7 +48,7 @@
     on DuckDB), so every statement reads the same folder.
 -#}
 {% macro spark__lake_filesystem_uri() %}
-    {%- set uri = lago_mago.lake_uri() -%}
+    {%- set uri = lago_cdc.lake_uri() -%}
     {%- if uri.startswith('s3://') -%}
         {{ return('s3a://' ~ uri[5:]) }}
     {%- elif uri.startswith('/') or modules.re.match('^[A-Za-z][A-Za-z0-9+.-]*:', uri) -%}
@@ -59,7 +59,7 @@
 {% endmacro %}
 
 {% macro databricks__lake_filesystem_uri() %}
-    {{ return(lago_mago.lake_uri()) }}
+    {{ return(lago_cdc.lake_uri()) }}
 {% endmacro %}
 
 
@@ -87,7 +87,7 @@
     readers skip) are not the lake's and are left out on every engine.
 -#}
 {% macro list_lake_files(source_name, table_name, folders=['full-load', 'cdc']) %}
-    {%- set listed = adapter.dispatch('list_lake_folder_files', 'lago_mago')(source_name, table_name, folders) -%}
+    {%- set listed = adapter.dispatch('list_lake_folder_files', 'lago_cdc')(source_name, table_name, folders) -%}
     {%- set valid = '^' ~ modules.re.escape(table_name) ~ '_[0-9]{8}_[0-9]{6}_[0-9]{6}[.]parquet$' -%}
     {%- set files = [] -%}
     {%- for path in listed -%}
@@ -95,8 +95,8 @@
         {%- if not (name.startswith('.') or name.startswith('_')) -%}
             {%- if not modules.re.match(valid, name) -%}
                 {{ exceptions.raise_compiler_error(
-                    source_name ~ "." ~ table_name ~ ": lake file " ~ lago_mago.lake_file_id(path) ~ " (in "
-                    ~ lago_mago.lake_filesystem_uri() ~ ") is not named like a file of the table ("
+                    source_name ~ "." ~ table_name ~ ": lake file " ~ lago_cdc.lake_file_id(path) ~ " (in "
+                    ~ lago_cdc.lake_filesystem_uri() ~ ") is not named like a file of the table ("
                     ~ table_name ~ "_<yyyymmdd_HHMMSS_ffffff>.parquet): it was not written by the ingestion."
                     ~ " Move it out of the table's folder. Nothing was changed.") }}
             {%- endif -%}
@@ -109,9 +109,9 @@
 {% macro duckdb__list_lake_folder_files(source_name, table_name, folders) %}
     {%- set globs = [] -%}
     {%- for folder in folders -%}
-        {%- set pattern = lago_mago.lake_filesystem_uri() ~ '/raw/' ~ source_name ~ '/' ~ folder ~ '/' ~ table_name
+        {%- set pattern = lago_cdc.lake_filesystem_uri() ~ '/raw/' ~ source_name ~ '/' ~ folder ~ '/' ~ table_name
             ~ '/*' -%}
-        {%- do globs.append("select file from glob(" ~ lago_mago.sql_string(pattern) ~ ")") -%}
+        {%- do globs.append("select file from glob(" ~ lago_cdc.sql_string(pattern) ~ ")") -%}
     {%- endfor -%}
     {{ return(run_query(globs | join(' union all ')).columns[0].values() | list) }}
 {% endmacro %}
@@ -127,7 +127,7 @@
     {%- endfor -%}
     {%- set pattern = '/raw/' ~ modules.re.escape(source_name) ~ '/(' ~ escaped | join('|') ~ ')/'
         ~ modules.re.escape(table_name) ~ '/[^/]+$' -%}
-    {{ return(lago_mago.files_under(lago_mago.lake_filesystem_uri() ~ '/raw', '*', pattern)) }}
+    {{ return(lago_cdc.files_under(lago_cdc.lake_filesystem_uri() ~ '/raw', '*', pattern)) }}
 {% endmacro %}
 
 
@@ -141,14 +141,14 @@
 -#}
 {% macro lake_published_files(source_name, table_name, folders) %}
     {%- set key = '_ingestion/' ~ source_name ~ '/' ~ table_name ~ '/state.json' -%}
-    {%- set text = lago_mago.read_lake_text(key) -%}
+    {%- set text = lago_cdc.read_lake_text(key) -%}
     {%- if text is none -%}
         {{ return(none) }}
     {%- endif -%}
     {%- set state = fromjson(text) -%}
     {%- if state is not mapping or state.get('captures') is none -%}
         {{ exceptions.raise_compiler_error(
-            source_name ~ "." ~ table_name ~ ": the lake's capture log " ~ lago_mago.lake_filesystem_uri() ~ "/"
+            source_name ~ "." ~ table_name ~ ": the lake's capture log " ~ lago_cdc.lake_filesystem_uri() ~ "/"
             ~ key ~ " is not a capture log (unreadable JSON, or no `captures`). Restore it from a backup of the"
             ~ " lake. Nothing was changed.") }}
     {%- endif -%}
@@ -185,11 +185,11 @@
     {%- endfor -%}
     {%- set refused = [] -%}
     {%- for source_name, table_name in tables | sort -%}
-        {%- set published = lago_mago.lake_published_files(source_name, table_name, folders) -%}
+        {%- set published = lago_cdc.lake_published_files(source_name, table_name, folders) -%}
         {%- if published -%}
             {%- set listed = [] -%}
-            {%- for file in lago_mago.list_lake_files(source_name, table_name, folders) -%}
-                {%- do listed.append(lago_mago.lake_file_id(file)) -%}
+            {%- for file in lago_cdc.list_lake_files(source_name, table_name, folders) -%}
+                {%- do listed.append(lago_cdc.lake_file_id(file)) -%}
             {%- endfor -%}
             {%- set missing = [] -%}
             {%- for key in published if key not in listed -%}
@@ -205,7 +205,7 @@
     {%- if refused -%}
         {{ exceptions.raise_compiler_error(
             "--full-refresh needs every file the lake's capture log lists as published, but lake "
-            ~ lago_mago.lake_uri() ~ " (looked in " ~ lago_mago.lake_filesystem_uri() ~ "/raw) misses some: "
+            ~ lago_cdc.lake_uri() ~ " (looked in " ~ lago_cdc.lake_filesystem_uri() ~ "/raw) misses some: "
             ~ refused | join('; ') ~ ". Rebuilding without them would lose their changes. Check LAKE_URI, or restore"
             ~ " the files from a backup of the lake; to rebuild without them on purpose, add"
             ~ " --vars '{allow_missing_files: true}'. Nothing was changed.") }}
@@ -216,11 +216,11 @@
 
 {#- The text of the lake file at `key` (a path from the lake root), or none when there is no such file. -#}
 {% macro read_lake_text(key) %}
-    {{ return(adapter.dispatch('read_lake_text', 'lago_mago')(key)) }}
+    {{ return(adapter.dispatch('read_lake_text', 'lago_cdc')(key)) }}
 {% endmacro %}
 
 {% macro duckdb__read_lake_text(key) %}
-    {%- set path = lago_mago.sql_string(lago_mago.lake_filesystem_uri() ~ '/' ~ key) -%}
+    {%- set path = lago_cdc.sql_string(lago_cdc.lake_filesystem_uri() ~ '/' ~ key) -%}
     {%- if not run_query('select file from glob(' ~ path ~ ')').rows -%}
         {{ return(none) }}
     {%- endif -%}
@@ -233,15 +233,15 @@
 -#}
 {% macro spark__read_lake_text(key) %}
     {%- set name = key.split('/')[-1] -%}
-    {%- set found = lago_mago.files_under(
-        lago_mago.lake_filesystem_uri() ~ '/' ~ key, name, '/' ~ modules.re.escape(name) ~ '$') -%}
+    {%- set found = lago_cdc.files_under(
+        lago_cdc.lake_filesystem_uri() ~ '/' ~ key, name, '/' ~ modules.re.escape(name) ~ '$') -%}
     {%- if not found -%}
         {{ return(none) }}
     {%- endif -%}
     {%- call statement('lago_mago_lake_text') -%}
         create or replace temporary view lago_mago_lake_text
         using text
-        options (path {{ lago_mago.sql_string(found[0]) }}, wholetext 'true')
+        options (path {{ lago_cdc.sql_string(found[0]) }}, wholetext 'true')
     {%- endcall -%}
     {{ return(run_query('select value from lago_mago_lake_text').rows[0][0]) }}
 {% endmacro %}
@@ -254,7 +254,7 @@
     tables). The table lives only for the listing: created, read, dropped (the files stay).
 -#}
 {% macro files_under(folder, name_glob, pattern) %}
-    {{ return(adapter.dispatch('files_under', 'lago_mago')(folder, name_glob, pattern)) }}
+    {{ return(adapter.dispatch('files_under', 'lago_cdc')(folder, name_glob, pattern)) }}
 {% endmacro %}
 
 {#- DuckDB lists with glob() in its own variants above, and never calls this. -#}
@@ -270,11 +270,11 @@
     {%- call statement('lago_mago_listing') -%}
         create table {{ listing }}
         using binaryFile
-        options (recursiveFileLookup 'true', pathGlobFilter {{ lago_mago.sql_string(name_glob) }})
-        location {{ lago_mago.sql_string(folder) }}
+        options (recursiveFileLookup 'true', pathGlobFilter {{ lago_cdc.sql_string(name_glob) }})
+        location {{ lago_cdc.sql_string(folder) }}
     {%- endcall -%}
     {%- set paths = run_query(
-        'select path from ' ~ listing ~ ' where path rlike ' ~ lago_mago.sql_string(pattern)).columns[0].values() | list -%}
+        'select path from ' ~ listing ~ ' where path rlike ' ~ lago_cdc.sql_string(pattern)).columns[0].values() | list -%}
     {%- do run_query('drop table if exists ' ~ listing) -%}
     {{ return(paths) }}
 {% endmacro %}
@@ -289,13 +289,13 @@
         create or replace temporary view {{ view }}
         using binaryFile
         options (
-            path {{ lago_mago.sql_string(folder) }},
+            path {{ lago_cdc.sql_string(folder) }},
             recursiveFileLookup 'true',
-            pathGlobFilter {{ lago_mago.sql_string(name_glob) }}
+            pathGlobFilter {{ lago_cdc.sql_string(name_glob) }}
         )
     {%- endcall -%}
     {{ return(run_query(
-        'select path from ' ~ view ~ ' where path rlike ' ~ lago_mago.sql_string(pattern)).columns[0].values() | list) }}
+        'select path from ' ~ view ~ ' where path rlike ' ~ lago_cdc.sql_string(pattern)).columns[0].values() | list) }}
 {% endmacro %}
 
 
@@ -304,13 +304,13 @@
     row's position in its file, which orders the changes of a file that has no sequence column).
 -#}
 {% macro read_lake_files(files) %}
-    {{ return(adapter.dispatch('read_lake_files', 'lago_mago')(files)) }}
+    {{ return(adapter.dispatch('read_lake_files', 'lago_cdc')(files)) }}
 {% endmacro %}
 
 {% macro duckdb__read_lake_files(files) %}
     {%- set literals = [] -%}
     {%- for file in files -%}
-        {%- do literals.append(lago_mago.sql_string(file)) -%}
+        {%- do literals.append(lago_cdc.sql_string(file)) -%}
     {%- endfor -%}
     read_parquet([{{ literals | join(', ') }}], filename = true, file_row_number = true, union_by_name = true)
 {%- endmacro %}
@@ -366,10 +366,10 @@
     {%- endif -%}
     {%- set recorded_relation = api.Relation.create(
         database=target.get('database'), schema=generate_schema_name('bronze', none) | trim, identifier='lake_identity') -%}
-    {%- do adapter.dispatch('create_lake_identity_table', 'lago_mago')(recorded_relation) -%}
+    {%- do adapter.dispatch('create_lake_identity_table', 'lago_cdc')(recorded_relation) -%}
     {%- set recorded = run_query('select lake_id, lake_uri from ' ~ recorded_relation).rows -%}
-    {%- set lake_id = lago_mago.read_lake_id() -%}
-    {%- set uri = lago_mago.lake_uri() -%}
+    {%- set lake_id = lago_cdc.read_lake_id() -%}
+    {%- set uri = lago_cdc.lake_uri() -%}
     {%- if recorded and lake_id != recorded[0][0] -%}
         {%- if flags.FULL_REFRESH and var('switch_lake', false) and lake_id is not none -%}
             {%- do run_query('delete from ' ~ recorded_relation) -%}
@@ -389,8 +389,8 @@
     {%- if not recorded and lake_id is not none -%}
         {%- do run_query(
             "insert into " ~ recorded_relation ~ " (lake_id, lake_uri, recorded_at) values ("
-            ~ lago_mago.sql_string(lake_id) ~ ", " ~ lago_mago.sql_string(uri) ~ ", "
-            ~ lago_mago.cast_to_timestamp_tz(dbt.current_timestamp()) ~ ")") -%}
+            ~ lago_cdc.sql_string(lake_id) ~ ", " ~ lago_cdc.sql_string(uri) ~ ", "
+            ~ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) ~ ")") -%}
         {%- do adapter.commit() if target.type == 'duckdb' -%}
     {%- endif -%}
     {{ return('') }}
@@ -400,7 +400,7 @@
     {%- do run_query('create schema if not exists ' ~ relation.without_identifier()) -%}
     {%- do run_query(
         'create table if not exists ' ~ relation ~ ' (lake_id ' ~ dbt.type_string() ~ ', lake_uri '
-        ~ dbt.type_string() ~ ', recorded_at ' ~ lago_mago.declared_type('timestamptz') ~ ')') -%}
+        ~ dbt.type_string() ~ ', recorded_at ' ~ lago_cdc.declared_type('timestamptz') ~ ')') -%}
 {% endmacro %}
 
 {% macro spark__create_lake_identity_table(relation) %}
@@ -413,7 +413,7 @@
 
 {#- The lake's id from <lake>/_ingestion/lake.json, or none when the file is not there. -#}
 {% macro read_lake_id() %}
-    {%- set text = lago_mago.read_lake_text('_ingestion/lake.json') -%}
+    {%- set text = lago_cdc.read_lake_text('_ingestion/lake.json') -%}
     {%- set identity = fromjson(text) if text is not none else none -%}
     {{ return(identity.get('lake_id') if identity is mapping else none) }}
 {% endmacro %}
@@ -425,7 +425,7 @@
     rendered at parse time. Other engines read sources from their catalog and skip it.
 -#}
 {% macro publish_lake_capture_times() %}
-    {{ return(adapter.dispatch('publish_lake_capture_times', 'lago_mago')()) }}
+    {{ return(adapter.dispatch('publish_lake_capture_times', 'lago_cdc')()) }}
 {% endmacro %}
 
 {% macro default__publish_lake_capture_times() %}
@@ -436,7 +436,7 @@
     {%- if not execute -%}
         {{ return('') }}
     {%- endif -%}
-    {%- set files = lago_mago.lake_filesystem_uri() ~ '/raw/*/*/*/*.parquet' -%}
+    {%- set files = lago_cdc.lake_filesystem_uri() ~ '/raw/*/*/*/*.parquet' -%}
     {%- do run_query('create schema if not exists ' ~ (generate_schema_name('bronze', none) | trim)) -%}
     {%- call statement('lago_mago_lake_capture_times') -%}
         create or replace view {{ generate_schema_name('bronze', none) | trim }}.lake_capture_times as
@@ -444,7 +444,7 @@
             regexp_extract(file, '/raw/([^/]+)/[^/]+/[^/]+/[^/]+$', 1) as source_name,
             regexp_extract(file, '/raw/[^/]+/[^/]+/([^/]+)/[^/]+$', 1) as table_name,
             try_strptime(regexp_extract(file, '_(\d+_\d+_\d+)[.]parquet$', 1), '%Y%m%d_%H%M%S_%f') as captured_at
-        from glob({{ lago_mago.sql_string(files) }})
+        from glob({{ lago_cdc.sql_string(files) }})
     {%- endcall -%}
     {%- do adapter.commit() -%}
     {{ return('') }}
@@ -472,7 +472,7 @@
 
 {#- A table's capture records, oldest first (`captures` of its capture log), or [] when it has no capture log. -#}
 {% macro lake_captures(source_name, table_name) %}
-    {%- set text = lago_mago.read_lake_text('_ingestion/' ~ source_name ~ '/' ~ table_name ~ '/state.json') -%}
+    {%- set text = lago_cdc.read_lake_text('_ingestion/' ~ source_name ~ '/' ~ table_name ~ '/state.json') -%}
     {%- set state = fromjson(text) if text is not none else none -%}
     {{ return(state.captures if state is mapping and state.get('captures') is iterable else []) }}
 {% endmacro %}
@@ -508,7 +508,7 @@
     {%- set reach = namespace(open=true) -%}
     {%- for capture in captures[found.last:] -%}
         {%- set reach.open = reach.open and (loop.first or not capture.get('data_key')) -%}
-        {%- set cut = lago_mago.capture_cut(capture) if reach.open else none -%}
+        {%- set cut = lago_cdc.capture_cut(capture) if reach.open else none -%}
         {%- if cut and cut not in cuts -%}
             {%- do cuts.append(cut) -%}
         {%- endif -%}
@@ -529,39 +529,39 @@
     {%- for parent in node.depends_on.nodes -%}
         {%- if parent in graph.sources -%}
             {%- set source = graph.sources[parent] -%}
-            {%- set captures = lago_mago.lake_captures(source.source_name, source.name) -%}
+            {%- set captures = lago_cdc.lake_captures(source.source_name, source.name) -%}
             {%- set consumed = [] -%}
             {%- set named = namespace(any=false) -%}
-            {%- for capture in captures if lago_mago.capture_cut(capture) -%}
+            {%- for capture in captures if lago_cdc.capture_cut(capture) -%}
                 {%- set named.any = true -%}
             {%- endfor -%}
             {#- a table whose log names no cut (a file source) has none: its checkpoint is not read -#}
             {%- if named.any -%}
                 {%- set consumed_sql -%}
-                    select file_name from {{ lago_mago.state_table('bronze_processed_files') }}
-                    where model_name = {{ lago_mago.sql_string(node.alias) }} and status = 'merged'
-                        and source_name = {{ lago_mago.sql_string(source.source_name) }}
-                        and table_name = {{ lago_mago.sql_string(source.name) }}
+                    select file_name from {{ lago_cdc.state_table('bronze_processed_files') }}
+                    where model_name = {{ lago_cdc.sql_string(node.alias) }} and status = 'merged'
+                        and source_name = {{ lago_cdc.sql_string(source.source_name) }}
+                        and table_name = {{ lago_cdc.sql_string(source.name) }}
                 {%- endset -%}
                 {%- set consumed = run_query(consumed_sql).columns[0].values() | list -%}
             {%- endif -%}
-            {%- do lists.append(lago_mago.lake_table_cuts(captures, consumed)) -%}
+            {%- do lists.append(lago_cdc.lake_table_cuts(captures, consumed)) -%}
             {%- set placed.any = true -%}
         {%- elif parent in graph.nodes and graph.nodes[parent].config.get('incremental_strategy') == 'cdc_merge' -%}
             {%- set producer = graph.nodes[parent] -%}
-            {%- set below = lago_mago.model_lake_cuts(producer) -%}
+            {%- set below = lago_cdc.model_lake_cuts(producer) -%}
             {%- if below is none or [] in below -%}
                 {#- nothing to place this model in: its position in the producer's feed does not matter -#}
                 {%- set placed.ok = false -%}
             {%- else -%}
                 {%- set position_sql -%}
-                    select max(commit_version) from {{ lago_mago.state_table('change_feed_positions') }}
-                    where consumer_name = {{ lago_mago.sql_string(node.alias) }}
-                        and producer_name = {{ lago_mago.sql_string(producer.alias) }}
+                    select max(commit_version) from {{ lago_cdc.state_table('change_feed_positions') }}
+                    where consumer_name = {{ lago_cdc.sql_string(node.alias) }}
+                        and producer_name = {{ lago_cdc.sql_string(producer.alias) }}
                 {%- endset -%}
                 {%- set position = run_query(position_sql).rows[0][0] -%}
                 {%- if position is none
-                    or position | int != lago_mago.feed_version(lago_mago.node_relation(producer)) -%}
+                    or position | int != lago_cdc.feed_version(lago_cdc.node_relation(producer)) -%}
                     {%- set placed.ok = false -%}
                 {%- else -%}
                     {%- do lists.extend(below) -%}
@@ -578,7 +578,7 @@
 {% macro shared_lake_cut(nodes) %}
     {%- set lists = [] -%}
     {%- for node in nodes -%}
-        {%- set cuts = lago_mago.model_lake_cuts(node) -%}
+        {%- set cuts = lago_cdc.model_lake_cuts(node) -%}
         {#- a side that cannot be placed, or a table without a cut (a file source): no need to read further -#}
         {%- if cuts is none or [] in cuts -%}
             {{ return(none) }}

@@ -20,20 +20,20 @@
       on the whole history of its keys, so a late update never resurrects a row deleted by a newer change.
     - A first build or --full-refresh reads every file and keeps the latest non-deleted change per key.
 
-    Usage, in models/bronze/<source>/bronze_<source>__<table>.sql:  {{ lago_mago.bronze_cdc('loyalty', 'clientes') }}
+    Usage, in models/bronze/<source>/bronze_<source>__<table>.sql:  {{ lago_cdc.bronze_cdc('loyalty', 'clientes') }}
 -#}
 {% macro bronze_cdc(source_name, table_name) %}
     {{- config(post_hook=[
-        "{{ lago_mago.checkpoint_forget_on_rebuild() }}",
-        "{{ lago_mago.checkpoint_commit_plan() }}",
-        "{{ lago_mago.record_feed_rebuild() }}",
+        "{{ lago_cdc.checkpoint_forget_on_rebuild() }}",
+        "{{ lago_cdc.checkpoint_commit_plan() }}",
+        "{{ lago_cdc.record_feed_rebuild() }}",
     ]) -}}
 
     {%- if not execute -%}
         {#- parsing: declare the lineage; the SQL is built at execution, when the declaration is known #}
         select * from {{ source(source_name, table_name) }}
     {%- else -%}
-        {{ lago_mago.bronze_cdc_sql(source_name, table_name) }}
+        {{ lago_cdc.bronze_cdc_sql(source_name, table_name) }}
     {%- endif -%}
 {% endmacro %}
 
@@ -41,12 +41,12 @@
 {% macro bronze_cdc_sql(source_name, table_name) %}
     {%- set unit_test = model.resource_type == 'unit_test' -%}
     {%- if unit_test -%}
-        {%- set declaration = unit_test_declaration() -%}
+        {%- set declaration = lago_cdc.unit_test_declaration() -%}
     {%- else -%}
-        {%- set declaration = lago_mago.source_declaration(source_name, table_name) -%}
+        {%- set declaration = lago_cdc.source_declaration(source_name, table_name) -%}
     {%- endif -%}
-    {%- set key = lago_mago.declared_primary_key(declaration) -%}
-    {%- set convention = lago_mago.cdc_convention(declaration) -%}
+    {%- set key = lago_cdc.declared_primary_key(declaration) -%}
+    {%- set convention = lago_cdc.cdc_convention(declaration) -%}
     {%- set columns = declaration.columns.values() | list -%}
     {%- set incremental = is_incremental() -%}
 
@@ -56,15 +56,15 @@
         {%- set history_reader = none -%}
     {%- else -%}
         {%- if incremental -%}
-            {%- do lago_mago.refuse_changed_column_types(this, columns, source_name, table_name) -%}
+            {%- do lago_cdc.refuse_changed_column_types(this, columns, source_name, table_name) -%}
         {%- endif -%}
-        {%- set batch = lago_mago.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
+        {%- set batch = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
         {%- set batch_reader = batch.reader -%}
         {%- set history_reader = none -%}
         {%- if batch_reader is not none and batch.consumed.count > 0
-              and lago_mago.checkpoint_batch_is_late(batch_reader, convention) -%}
+              and lago_cdc.checkpoint_batch_is_late(batch_reader, convention) -%}
             {%- set history_files = batch.consumed_files -%}
-            {%- set history_reader = lago_mago.read_lake_files(history_files) if history_files else none -%}
+            {%- set history_reader = lago_cdc.read_lake_files(history_files) if history_files else none -%}
         {%- endif -%}
     {%- endif %}
 
@@ -73,9 +73,9 @@ with
 batch_changes as (
     {%- if batch_reader is none %}
     -- no new file in the lake: an empty batch
-    {{ lago_mago.bronze_empty_changes(columns) }}
+    {{ lago_cdc.bronze_empty_changes(columns) }}
     {%- else %}
-    {{ lago_mago.bronze_changes(batch_reader, columns, convention, lake_files=not unit_test) }}
+    {{ lago_cdc.bronze_changes(batch_reader, columns, convention, lake_files=not unit_test) }}
     {%- endif %}
 ),
 
@@ -84,11 +84,10 @@ batch_changes as (
 history_changes as (
     -- a late or replayed file: the earlier changes of its keys decide together with it
     select history.*
-    from ({{ lago_mago.bronze_changes(history_reader, columns, convention, lake_files=true) }}) as history
+    from ({{ lago_cdc.bronze_changes(history_reader, columns, convention, lake_files=true) }}) as history
     where exists (
         select 1 from batch_changes
-        where {% for column in key %}batch_changes.{{ adapter.quote(column) }} = history.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
+        where {{ lago_cdc.key_join(key, 'batch_changes', 'history') }}
     )
 ),
 {%- endif %}
@@ -108,7 +107,7 @@ distinct_changes as (
         select
             *,
             row_number() over (
-                partition by {{ lago_mago.change_identity(key, columns) }}
+                partition by {{ lago_cdc.change_identity(key, columns) }}
                 order by _source_file, _cdc_position
             ) as _copy_rank
         from changes
@@ -121,7 +120,7 @@ ranked as (
     select
         *,
         row_number() over (
-            partition by {% for column in key %}{{ adapter.quote(column) }}{{ ', ' if not loop.last }}{% endfor %}
+            partition by {{ lago_cdc.key_columns(key) }}
             order by _cdc_timestamp desc, _cdc_sequence desc, _source_file desc, _cdc_position desc
         ) as _change_rank
     from distinct_changes
@@ -136,13 +135,13 @@ latest as (
 
 current_rows as (
     {#- a column declared since the last build is not in Bronze yet (this build appends it): NULL in its rows #}
-    {%- set held_columns = none if unit_test else lago_mago.relation_column_names(this) %}
+    {%- set held_columns = none if unit_test else lago_cdc.relation_column_names(this) %}
     select
         {%- for column in columns %}
         {%- if held_columns is none or column.name | lower in held_columns %}
         {{ adapter.quote(column.name) }},
         {%- else %}
-        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+        cast(null as {{ lago_cdc.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endif %}
         {%- endfor %}
         _cdc_operation,
@@ -158,8 +157,7 @@ applicable as (
     select latest.*
     from latest
     left join current_rows
-        on {% for column in key %}latest.{{ adapter.quote(column) }} = current_rows.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
+        on {{ lago_cdc.key_join(key, 'latest', 'current_rows') }}
     where
         (current_rows._cdc_timestamp is null and latest._cdc_operation <> 'D')
         or (
@@ -180,7 +178,7 @@ applicable as (
                 and latest._cdc_sequence = current_rows._cdc_sequence
                 and latest._cdc_operation = current_rows._cdc_operation
                 {%- for column in columns %}
-                and {{ lago_mago.null_safe_equal(
+                and {{ lago_cdc.null_safe_equal(
                     'latest.' ~ adapter.quote(column.name), 'current_rows.' ~ adapter.quote(column.name)) }}
                 {%- endfor %}
             )
@@ -216,7 +214,7 @@ select * from final
     union_by_name already gives NULL when only some of the files lack it.
 -#}
 {% macro bronze_changes(relation, columns, convention, lake_files) -%}
-    {%- set present = lago_mago.relation_column_names(relation) if lake_files else none -%}
+    {%- set present = lago_cdc.relation_column_names(relation) if lake_files else none -%}
     select
         {{ convention.operation }} as _cdc_operation,
         {{ convention.timestamp }} as _cdc_timestamp,
@@ -224,13 +222,13 @@ select * from final
         {%- for column in columns %}
         {%- set name = adapter.quote(column.name) %}
         {%- if present is none or column.name | lower in present %}
-        cast({{ name }} as {{ lago_mago.declared_type(column.data_type) }}) as {{ name }},
+        cast({{ name }} as {{ lago_cdc.declared_type(column.data_type) }}) as {{ name }},
         {%- else %}
-        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ name }},
+        cast(null as {{ lago_cdc.declared_type(column.data_type) }}) as {{ name }},
         {%- endif %}
         {%- endfor %}
         {%- if lake_files %}
-        {{ lago_mago.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as _source_file,
+        {{ lago_cdc.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as _source_file,
         {%- else %}
         cast(filename as {{ dbt.type_string() }}) as _source_file,
         {%- endif %}
@@ -247,10 +245,10 @@ select * from final
 {% macro bronze_empty_changes(columns) -%}
     select
         cast(null as {{ dbt.type_string() }}) as _cdc_operation,
-        {{ lago_mago.cast_to_timestamp_tz('null') }} as _cdc_timestamp,
+        {{ lago_cdc.cast_to_timestamp_tz('null') }} as _cdc_timestamp,
         cast(null as {{ dbt.type_bigint() }}) as _cdc_sequence,
         {%- for column in columns %}
-        cast(null as {{ lago_mago.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+        cast(null as {{ lago_cdc.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endfor %}
         cast(null as {{ dbt.type_string() }}) as _source_file,
         cast(null as {{ dbt.type_bigint() }}) as _cdc_position
@@ -260,8 +258,7 @@ select * from final
 
 {#- a partition by, not a join: NULLs fall into one partition, so copies holding NULLs match -#}
 {% macro change_identity(key, columns) -%}
-    {%- for column in key %}{{ adapter.quote(column) }}, {% endfor -%}
-    _cdc_timestamp, _cdc_sequence, _cdc_operation
+    {{ lago_cdc.key_columns(key) }}, _cdc_timestamp, _cdc_sequence, _cdc_operation
     {%- for column in columns if column.name not in key %}, {{ adapter.quote(column.name) }}{% endfor -%}
 {%- endmacro %}
 
@@ -291,7 +288,7 @@ select * from final
     {%- set types_sql -%}
         select
             {%- for column in compared %}
-            typeof(cast(null as {{ lago_mago.declared_type(column.data_type) }})) as type_{{ loop.index }}
+            typeof(cast(null as {{ lago_cdc.declared_type(column.data_type) }})) as type_{{ loop.index }}
             {{- ',' if not loop.last }}
             {%- endfor %}
     {%- endset -%}

@@ -8,10 +8,10 @@
     {%- set key = config.get('unique_key') -%}
     {%- if key is none -%}
         {%- set source_name, table_name = model.sources[0] -%}
-        {%- set key = lago_mago.declared_primary_key(lago_mago.source_declaration(source_name, table_name)) -%}
+        {%- set key = lago_cdc.declared_primary_key(lago_cdc.source_declaration(source_name, table_name)) -%}
     {%- endif -%}
     {%- set key = [key] if key is string else key -%}
-    {{ return(adapter.dispatch('cdc_merge_sql', 'lago_mago')(
+    {{ return(adapter.dispatch('cdc_merge_sql', 'lago_cdc')(
         arg_dict.target_relation, arg_dict.temp_relation, key, arg_dict.dest_columns)) }}
 {% endmacro %}
 
@@ -25,13 +25,12 @@
     {%- for column in columns -%}
         {%- do quoted.append(adapter.quote(column.name)) -%}
     {%- endfor -%}
-    {{ lago_mago.write_feed_sql(target, changes, key, columns) }}
+    {{ lago_cdc.write_feed_sql(target, changes, key, columns) }}
 
     delete from {{ target }}
     where exists (
         select 1 from {{ changes }} as changes
-        where {% for column in key %}changes.{{ adapter.quote(column) }} = {{ target }}.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
+        where {{ lago_cdc.key_join(key, 'changes', target) }}
     );
 
     insert into {{ target }} ({{ quoted | join(', ') }})
@@ -49,8 +48,7 @@
     {%- endfor -%}
     merge into {{ target }} as target
     using {{ changes }} as changes
-        on {% for column in key %}target.{{ adapter.quote(column) }} = changes.{{ adapter.quote(column) }}
-            {{- ' and ' if not loop.last }}{% endfor %}
+        on {{ lago_cdc.key_join(key, 'target', 'changes') }}
     when matched and changes._cdc_operation = 'D' then delete
     when matched then update set
         {%- for column in quoted %}
