@@ -39,6 +39,11 @@ def local_packages(project_dir: Path) -> dict[str, Path]:
     for entry in declared.get("packages") or []:
         if isinstance(entry, dict) and "local" in entry:
             folder = (project_dir / str(entry["local"])).resolve()
+            if not (folder / "dbt_project.yml").is_file():
+                raise DbtPackagesError(
+                    str(project_dir),
+                    f"packages.yml lists the local package {entry['local']}, which has no dbt_project.yml",
+                )
             manifest = yaml.safe_load((folder / "dbt_project.yml").read_text(encoding="utf-8")) or {}
             packages[str(manifest["name"])] = folder
     return packages

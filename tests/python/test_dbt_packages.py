@@ -1,0 +1,61 @@
+"""The project's local dbt packages (the CDC engine) installed as `dbt deps` installs them, by what runs dbt for a
+user without a shell in between (the scheduler's `--dbt-build`, Dagster): once, into a clone that lacks them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from support.dbt import copy_project
+
+from ingestion.dbt_packages import DbtPackagesError, ensure_installed, local_packages, missing_packages
+
+ENGINE = "lago_cdc"
+
+
+def test_a_fresh_copy_gets_its_packages_once(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project", install_packages=False)
+    assert local_packages(project) == {ENGINE: (project / "packages" / ENGINE).resolve()}
+    assert missing_packages(project) == [ENGINE]
+
+    assert ensure_installed(project) is True
+    link = project / "dbt_packages" / ENGINE
+    assert link.resolve() == (project / "packages" / ENGINE).resolve()
+    assert (link / "macros" / "bronze" / "bronze_cdc.sql").is_file()
+    # installed: nothing to do the second time
+    assert missing_packages(project) == []
+    assert ensure_installed(project) is False
+
+
+def test_a_link_to_another_clone_is_replaced(tmp_path: Path) -> None:
+    """A clone copied or moved with its dbt_packages/ keeps a link to the first clone's engine: it would build with
+    another version of the engine than its own."""
+    first = copy_project(tmp_path / "first")
+    second = tmp_path / "second"
+    shutil.copytree(first, second, symlinks=True)
+    assert (second / "dbt_packages" / ENGINE).resolve() == (first / "packages" / ENGINE).resolve()
+    assert missing_packages(second) == [ENGINE]
+
+    assert ensure_installed(second) is True
+    assert (second / "dbt_packages" / ENGINE).resolve() == (second / "packages" / ENGINE).resolve()
+
+
+def test_a_failed_install_names_the_project_and_what_dbt_said(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project", install_packages=False)
+    (project / "packages.yml").write_text("packages:\n  - local: packages/lago_cdc\n  - local: packages/nowhere\n")
+    with pytest.raises(DbtPackagesError) as error:
+        ensure_installed(project)
+    assert error.value.project == str(project.resolve())
+    assert "packages/nowhere" in error.value.detail
+    assert error.value.exit_code == 2
+    assert not (project / "dbt_packages").exists()
+
+
+def test_a_missing_dbt_is_an_error_with_its_name(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project", install_packages=False)
+    with pytest.raises(DbtPackagesError) as error:
+        ensure_installed(project, dbt=str(tmp_path / "no-dbt-here"))
+    assert error.value.project == str(project.resolve())
+    assert "no-dbt-here" in error.value.detail
+    assert not (project / "dbt_packages").exists()
