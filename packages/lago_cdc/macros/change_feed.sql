@@ -151,15 +151,12 @@
                 {%- endfor %}
                 case when _change_type = 'delete' then 'D' else _cdc_operation end as _cdc_operation
             from (
-                select
-                    *,
-                    row_number() over (
-                        partition by {{ lago_cdc.key_columns(key) }}
-                        order by _commit_version desc, case when _change_type = 'update_preimage' then 0 else 1 end desc
-                    ) as _change_rank
-                from {{ lago_cdc.changes_since_last_build(producer) }} as changes
-            ) as ranked
-            where _change_rank = 1
+                {{ lago_cdc.first_per_group(
+                    lago_cdc.changes_since_last_build(producer) ~ ' as changes',
+                    lago_cdc.key_columns(key),
+                    "_commit_version desc, case when _change_type = 'update_preimage' then 0 else 1 end desc",
+                    '_change_rank') }}
+            ) as latest
         )
     {%- endset -%}
     {{ return(latest) }}

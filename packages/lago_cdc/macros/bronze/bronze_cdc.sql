@@ -103,32 +103,19 @@ changes as (
 distinct_changes as (
     -- copies of one change (same key, time, sequence, operation and content: a replayed file, a row written
     -- twice) are one change, in the earliest file name; rows that differ in content are distinct changes
-    select * from (
-        select
-            *,
-            row_number() over (
-                partition by {{ lago_cdc.change_identity(key, columns) }}
-                order by _source_file, _cdc_position
-            ) as _copy_rank
-        from changes
-        where _cdc_operation is not null
-    ) as copies
-    where _copy_rank = 1
-),
-
-ranked as (
-    select
-        *,
-        row_number() over (
-            partition by {{ lago_cdc.key_columns(key) }}
-            order by _cdc_timestamp desc, _cdc_sequence desc, _source_file desc, _cdc_position desc
-        ) as _change_rank
-    from distinct_changes
+    {{ lago_cdc.first_per_group(
+        '(select * from changes where _cdc_operation is not null)',
+        lago_cdc.change_identity(key, columns),
+        '_source_file, _cdc_position',
+        '_copy_rank') }}
 ),
 
 latest as (
-    select * from ranked
-    where _change_rank = 1
+    {{ lago_cdc.first_per_group(
+        'distinct_changes',
+        lago_cdc.key_columns(key),
+        '_cdc_timestamp desc, _cdc_sequence desc, _source_file desc, _cdc_position desc',
+        '_change_rank') }}
 ),
 
 {%- if incremental %}

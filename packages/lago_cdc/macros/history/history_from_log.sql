@@ -131,13 +131,7 @@ changes as (
 deduplicated as (
     -- copies of one change (equal key, time, sequence, operation and content) are one version, in the earliest
     -- file name as in Bronze; changes that differ in content are distinct versions, never dropped
-    select * from (
-        select
-            *,
-            row_number() over (partition by _change_id order by _source_file, _cdc_position) as _copy_rank
-        from changes
-    ) as ranked
-    where _copy_rank = 1
+    {{ lago_cdc.first_per_group('changes', '_change_id', '_source_file, _cdc_position', '_copy_rank') }}
 ),
 
 versions as (

@@ -18,3 +18,20 @@
         {{ left }}.{{ adapter.quote(column) }} = {{ right }}.{{ adapter.quote(column) }}{{ ' and ' if not loop.last }}
     {%- endfor -%}
 {%- endmacro %}
+
+
+{#-
+    The first row of each group by the order given, the one skeleton every change-reading statement uses: copies of
+    one change (grouped by its identity, earliest file first) and the latest change of a key (grouped by the key,
+    newest first). The rank is kept as `rank_column` (1 on every row returned). A subquery, not QUALIFY, which
+    open-source Spark lacks.
+-#}
+{% macro first_per_group(relation, partition_by, order_by, rank_column) -%}
+    select * from (
+        select
+            *,
+            row_number() over (partition by {{ partition_by }} order by {{ order_by }}) as {{ rank_column }}
+        from {{ relation }}
+    ) as ranked
+    where {{ rank_column }} = 1
+{%- endmacro %}
