@@ -531,11 +531,17 @@ def expected_counts(files: Sequence[LakeFile]) -> dict[str, list[Row]]:
     return counts
 
 
+def packages_installed_in(folder: Path) -> dict[str, str | None]:
+    """`dbt deps` links the package into `folder`, not into the package's own tree (where the link would lead back
+    to the folder holding it)."""
+    return {"DBT_PACKAGES_INSTALL_PATH": str(folder / "dbt_packages")}
+
+
 def test_duckdb_builds_in_any_cadence_as_a_full_refresh(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    site = Dbt.at(tmp_path, lake, project=PROJECT)
+    site = Dbt.at(tmp_path, lake, project=PROJECT, env=packages_installed_in(tmp_path))
     site("deps", check=True)
-    assert (PROJECT / "dbt_packages" / "lago_cdc").resolve() == PROJECT.parent
+    assert (tmp_path / "dbt_packages" / "lago_cdc").resolve() == PROJECT.parent
     write_lake_identity(lake)
     warehouse = DuckDBWarehouse(site)
     versions: dict[str, int] = {}
@@ -567,6 +573,7 @@ def test_spark_delta_builds_the_same_tables(tmp_path: Path) -> None:
     ensure_spark_jars(jars)
     spark_warehouse = tmp_path / "spark"
     env = {
+        **packages_installed_in(tmp_path),
         "SPARK_WAREHOUSE_DIR": str(spark_warehouse),
         "SPARK_LOCAL_IP": "127.0.0.1",
         "LAGO_SPARK_JARS_DIR": str(jars),
