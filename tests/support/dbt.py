@@ -269,7 +269,10 @@ def copy_project(dest: Path, *, install_packages: bool = True) -> Path:
     for name in PROJECT_FILES:
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("images", "__pycache__"))
+            # what dbt leaves in a project it ran in (a package's integration tests) is not the project; their
+            # dbt_packages/ links back to the package holding them
+            ignored = shutil.ignore_patterns("images", "__pycache__", "dbt_packages", "target", "logs")
+            shutil.copytree(source, dest / name, ignore=ignored)
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, dest / name)

@@ -1,0 +1,1 @@
+{{ lago_cdc.bronze_cdc('shop', 'order_lines') }}

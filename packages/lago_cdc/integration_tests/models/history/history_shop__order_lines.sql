@@ -1,0 +1,1 @@
+{{ lago_cdc.history_from_log('shop', 'order_lines') }}
