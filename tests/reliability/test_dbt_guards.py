@@ -235,3 +235,58 @@ def test_silver_follows_the_change_feed_not_the_clock(tmp_path: Path, built: Bui
         lost=missing[0] if missing else 0,
         note="Silver reads Bronze's change feed by version",
     )
+
+
+CONSUMER, PRODUCER = "silver_loyalty__customers", "bronze_loyalty__clientes"
+
+
+def count(site: Dbt, table: str) -> int:
+    found: int = site.query(f"select count(*) from {table}")[0][0]
+    return found
+
+
+def test_a_consumer_that_cannot_follow_its_producers_feed_refuses_and_changes_nothing(
+    tmp_path: Path, built: BuiltWarehouses, report: Recorder
+) -> None:
+    """Silver applies Bronze's change feed from the version it last read. A Bronze rebuilt on its own starts a new
+    feed (the changes in between are gone), and a consumer with no recorded position does not know where to start:
+    either way an incremental build of the consumer would miss changes, so it refuses, names the fix, and changes
+    nothing; the fix is exact."""
+    _, site = built.copy(tmp_path)
+    customers = count(site, f"bronze.{PRODUCER}")
+    assert customers > 0 and count(site, f"silver.{CONSUMER}") == customers
+    fix = f"dbt build --full-refresh --select {CONSUMER}+"
+
+    # a consumer without a position (a warehouse from before positions were kept, or a lost row)
+    with site.connect(read_only=False) as con:
+        con.execute("delete from bronze.change_feed_positions where consumer_name = ?", [CONSUMER])
+    before = warehouse_state(site.database)
+    refused = site.build("--select", CONSUMER)
+    assert refused.returncode != 0
+    assert f"{CONSUMER} has no position in the change feed of {PRODUCER}" in refused.stdout, refused.stdout[-3000:]
+    assert fix in refused.stdout
+    assert warehouse_state(site.database) == before
+
+    # the fix, then Bronze rebuilt alone: its feed starts again
+    assert site.build("--select", f"{CONSUMER}+", "--full-refresh").returncode == 0
+    assert site.build("--select", PRODUCER, "--full-refresh").returncode == 0
+    before = warehouse_state(site.database)
+    refused = site.build("--select", CONSUMER)
+    assert refused.returncode != 0
+    assert f"{PRODUCER} was rebuilt (--full-refresh) after {CONSUMER} last read its changes" in refused.stdout, (
+        refused.stdout[-3000:]
+    )
+    assert fix in refused.stdout
+    assert warehouse_state(site.database) == before
+
+    fixed = site.build("--select", f"{CONSUMER}+", "--full-refresh")
+    assert fixed.returncode == 0, fixed.stdout[-3000:]
+    assert count(site, f"silver.{CONSUMER}") == count(site, f"bronze.{PRODUCER}") == customers
+    # and the consumer follows the new feed incrementally again
+    assert site.build("--select", CONSUMER).returncode == 0
+    report.record(
+        "dbt: a consumer whose producer was rebuilt alone, or that has no feed position, refuses; warehouse unchanged",
+        runs=7,
+        expected=customers,
+        note="the refusal names the --full-refresh that fixes it; after it, Silver equals Bronze",
+    )
