@@ -7,6 +7,7 @@ from the simulator itself.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -224,6 +225,40 @@ def test_a_build_before_the_first_capture(site: Dbt, simulator_states: dict) -> 
     with site.connect() as con:
         assert_bronze_equals(con, "clientes", simulator_states["clientes", 0])
         assert con.execute("select count(*) > 0 from gold.gold_points_daily_cube").fetchone() == (True,)
+
+
+# the models whose SQL reads the lake or a change feed, and where dbt compile writes each
+COMPILED = {
+    "bronze_loyalty__clientes": "bronze/loyalty/bronze_loyalty__clientes.sql",
+    "history_loyalty__clientes": "history/loyalty/history_loyalty__clientes.sql",
+    "silver_loyalty__customers": "silver/loyalty/silver_loyalty__customers.sql",
+}
+
+
+def compiled_sql(site: Dbt) -> dict[str, str]:
+    site.compile("--select", *COMPILED, check=True)
+    folder = site.target_path / "compiled" / "lago_mago" / "models"
+    return {model: (folder / path).read_text(encoding="utf-8") for model, path in COMPILED.items()}
+
+
+def test_compiled_sql_reads_the_same_on_any_lake(site: Dbt) -> None:
+    """`dbt compile` shows each incremental model's logic, not one lake's state: the files to read and the feed
+    versions are resolved by the statement, so the SQL is the same with new files waiting, after they are merged,
+    and after the next capture, and names no lake file and no version."""
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    merged = compiled_sql(site)
+    ingest(site.lake, *SIMULATOR, check=True)
+    waiting = compiled_sql(site)
+    site.build(*LOYALTY, check=True)
+    assert site.query("select count(distinct _source_file) from bronze.bronze_loyalty__clientes")[0][0] >= 2
+    assert compiled_sql(site) == waiting == merged
+    for model, sql in merged.items():
+        assert not re.search(r"clientes_\d{8}_\d{6}_\d{6}[.]parquet", sql), f"{model} names a lake file"
+        assert not re.search(r"_commit_version\s*[<>]=?\s*\d", sql), f"{model} names a feed version"
+        # what resolves them instead: the checkpoint (lake files) or the feed's bookkeeping (versions)
+        resolved_by = "change_feed_positions" if model.startswith("silver_") else "bronze_processed_files"
+        assert resolved_by in sql, model
 
 
 def write_change_file(lake: Path, kind: str, name: str, rows: list[tuple[str, int, str, int]]) -> None:

@@ -52,6 +52,25 @@
 {% endmacro %}
 
 
+{#-
+    The same as SQL in the statement that reads or records it. DuckDB resolves it there, so a compiled model reads
+    the same whatever the versions; Spark's table_changes() takes literal versions only, so they are asked first.
+-#}
+{% macro feed_version_sql(relation) %}
+    {{ return(adapter.dispatch('feed_version_sql', 'lago_cdc')(relation)) }}
+{% endmacro %}
+
+{% macro default__feed_version_sql(relation) %}
+    {{ return(
+        "(select coalesce(max(commit_version), 0) from " ~ lago_cdc.state_table('change_feed_commits')
+        ~ " where model_name = " ~ lago_cdc.sql_string(relation.identifier) ~ ")") }}
+{% endmacro %}
+
+{% macro spark__feed_version_sql(relation) %}
+    {{ return(lago_cdc.feed_version(relation)) }}
+{% endmacro %}
+
+
 {% macro feed_rebuilds_after(relation, version) %}
     {{ return(adapter.dispatch('feed_rebuilds_after', 'lago_cdc')(relation, version)) }}
 {% endmacro %}
@@ -76,6 +95,7 @@
 {% endmacro %}
 
 
+{#- The feed's changes after one version up to another, each a number or an SQL expression giving it. -#}
 {% macro feed_between(relation, after_version, upto_version) %}
     {{ return(adapter.dispatch('feed_between', 'lago_cdc')(relation, after_version, upto_version)) }}
 {% endmacro %}
@@ -100,6 +120,23 @@
     {{ return(
         "(select * from table_changes(" ~ lago_cdc.sql_string(relation.schema ~ '.' ~ relation.identifier)
         ~ ", " ~ (after_version + 1) ~ ", " ~ upto_version ~ "))") }}
+{% endmacro %}
+
+
+{#- This model's position in a producer's feed, as SQL (see feed_version_sql). -#}
+{% macro feed_position_sql(producer) %}
+    {{ return(adapter.dispatch('feed_position_sql', 'lago_cdc')(producer)) }}
+{% endmacro %}
+
+{% macro default__feed_position_sql(producer) %}
+    {{ return(
+        "(select max(commit_version) from " ~ lago_cdc.state_table('change_feed_positions')
+        ~ " where consumer_name = " ~ lago_cdc.sql_string(this.identifier)
+        ~ " and producer_name = " ~ lago_cdc.sql_string(producer.identifier) ~ ")") }}
+{% endmacro %}
+
+{% macro spark__feed_position_sql(producer) %}
+    {{ return(lago_cdc.feed_position(producer)) }}
 {% endmacro %}
 
 
@@ -133,7 +170,8 @@
             producer.identifier ~ " was rebuilt (--full-refresh) after " ~ this.identifier
             ~ " last read its changes (version " ~ position ~ "), so they cannot be applied incrementally." ~ fix) }}
     {%- endif -%}
-    {{ return(lago_cdc.feed_between(producer, position, current)) }}
+    {{ return(lago_cdc.feed_between(
+        producer, lago_cdc.feed_position_sql(producer), lago_cdc.feed_version_sql(producer))) }}
 {% endmacro %}
 
 
@@ -209,7 +247,7 @@
         {%- do values.append(
             "select " ~ lago_cdc.sql_string(this.identifier) ~ " as consumer_name, "
             ~ lago_cdc.sql_string(producer.identifier) ~ " as producer_name, "
-            ~ "cast(" ~ lago_cdc.feed_version(producer) ~ " as " ~ dbt.type_bigint() ~ ") as commit_version, "
+            ~ "cast(" ~ lago_cdc.feed_version_sql(producer) ~ " as " ~ dbt.type_bigint() ~ ") as commit_version, "
             ~ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) ~ " as recorded_at") -%}
     {%- endfor -%}
     {{ return(adapter.dispatch('write_feed_positions', 'lago_cdc')(positions, values)) }}

@@ -352,6 +352,84 @@
 {%- endmacro %}
 
 
+{#-
+    The table's lake files that the checkpoint holds for this model with the given status ('planned': this run's
+    batch, 'merged': what earlier runs merged), read together with `filename` and `file_row_number`; none when the
+    lake holds no file of the table (`listed`, every file of it). `files` are those same files by path, as
+    checkpoint_plan_batch found them; `only_if`, an SQL condition, reads them only when it holds.
+-#}
+{% macro read_checkpoint_files(source_name, table_name, status, files, listed, only_if=none) %}
+    {{ return(adapter.dispatch('read_checkpoint_files', 'lago_cdc')(
+        source_name, table_name, status, files, listed, only_if)) }}
+{% endmacro %}
+
+{#-
+    Spark, Databricks: the files by name (a path glob). Spark prunes files by a literal path only, and
+    table_changes() too takes only literals: the plan is in the SQL it compiles.
+-#}
+{% macro default__read_checkpoint_files(source_name, table_name, status, files, listed, only_if) %}
+    {{ return(lago_cdc.read_lake_files(files) if files else none) }}
+{% endmacro %}
+
+{#-
+    DuckDB: the plan is resolved inside the statement, so the compiled SQL reads the same on any lake. The pattern
+    names every file of the table; the semi join on `filename` with the checkpoint's rows (as glob() spells the
+    same paths) makes DuckDB open only those files, and none when the plan is empty (an expression on `filename`
+    would not prune). DuckDB refuses a pattern that matches no file, so a table without any file in the lake
+    reads none.
+-#}
+{% macro duckdb__read_checkpoint_files(source_name, table_name, status, files, listed, only_if) %}
+    {%- if not listed -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set pattern = lago_cdc.sql_string(
+        lago_cdc.lake_filesystem_uri() ~ '/raw/' ~ source_name ~ '/*/' ~ table_name ~ '/*.parquet') -%}
+    {%- set reader -%}
+        (
+            select *
+            from read_parquet({{ pattern }}, filename = true, file_row_number = true, union_by_name = true)
+            where filename in (
+                select lake_file.file
+                from glob({{ pattern }}) as lake_file
+                inner join {{ lago_cdc.state_table('bronze_processed_files') }} as checkpoint
+                    on {{ lago_cdc.lake_file_id_sql('lake_file.file') }} = checkpoint.file_name
+                where
+                    checkpoint.model_name = {{ lago_cdc.sql_string(this.identifier) }}
+                    and checkpoint.status = {{ lago_cdc.sql_string(status) }}
+                    {%- if only_if %}
+                    and {{ only_if }}
+                    {%- endif %}
+            )
+        )
+    {%- endset -%}
+    {{ return(reader) }}
+{% endmacro %}
+
+
+{#-
+    Lake files read together, with every declared column: a column declared after the files were written is in
+    none of them. Returns the relation and the lower-cased names of the columns it holds, or none for all of them.
+-#}
+{% macro with_declared_columns(relation, columns) %}
+    {{ return(adapter.dispatch('with_declared_columns', 'lago_cdc')(relation, columns)) }}
+{% endmacro %}
+
+{% macro default__with_declared_columns(relation, columns) %}
+    {{ return([relation, lago_cdc.relation_column_names(relation)]) }}
+{% endmacro %}
+
+{#- DuckDB: a union by name with an empty row of every declared column, so the SQL does not depend on the files -#}
+{% macro duckdb__with_declared_columns(relation, columns) %}
+    {%- set nulls = [] -%}
+    {%- for column in columns -%}
+        {%- do nulls.append('null as ' ~ adapter.quote(column.name)) -%}
+    {%- endfor -%}
+    {{ return([
+        '(select ' ~ nulls | join(', ') ~ ' where 1 = 0 union all by name select * from ' ~ relation ~ ')',
+        none]) }}
+{% endmacro %}
+
+
 {#- The lower-cased column names of a relation (e.g. lake files read together), from a query that reads no row. -#}
 {% macro relation_column_names(relation) %}
     {%- set found = run_query('select * from ' ~ relation ~ ' where 1 = 0') -%}

@@ -61,10 +61,8 @@
         {%- set batch = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
         {%- set batch_reader = batch.reader -%}
         {%- set history_reader = none -%}
-        {%- if batch_reader is not none and batch.consumed.count > 0
-              and lago_cdc.checkpoint_batch_is_late(batch_reader, convention) -%}
-            {%- set history_files = batch.consumed_files -%}
-            {%- set history_reader = lago_cdc.read_lake_files(history_files) if history_files else none -%}
+        {%- if incremental and batch_reader is not none -%}
+            {%- set history_reader = lago_cdc.checkpoint_history_reader(source_name, table_name, batch, convention) -%}
         {%- endif -%}
     {%- endif %}
 
@@ -80,6 +78,32 @@ batch_changes as (
 ),
 
 {%- if history_reader is not none %}
+
+newest_merged as (
+    -- the newest change in the files merged before: a batch holding a change not newer than it is late
+    select max_cdc_timestamp, max(max_cdc_sequence) as max_cdc_sequence
+    from {{ lago_cdc.state_table('bronze_processed_files') }}
+    where
+        model_name = {{ lago_cdc.sql_string(this.identifier) }}
+        and status = 'merged'
+        and max_cdc_timestamp = (
+            select max(max_cdc_timestamp) from {{ lago_cdc.state_table('bronze_processed_files') }}
+            where model_name = {{ lago_cdc.sql_string(this.identifier) }} and status = 'merged'
+        )
+    group by max_cdc_timestamp
+),
+
+late_batch as (
+    select 1 as is_late
+    from batch_changes
+    inner join newest_merged
+        on
+            batch_changes._cdc_timestamp < newest_merged.max_cdc_timestamp
+            or (
+                batch_changes._cdc_timestamp = newest_merged.max_cdc_timestamp
+                and batch_changes._cdc_sequence <= newest_merged.max_cdc_sequence
+            )
+),
 
 history_changes as (
     -- a late or replayed file: the earlier changes of its keys decide together with it
@@ -201,7 +225,7 @@ select * from final
     union_by_name already gives NULL when only some of the files lack it.
 -#}
 {% macro bronze_changes(relation, columns, convention, lake_files) -%}
-    {%- set present = lago_cdc.relation_column_names(relation) if lake_files else none -%}
+    {%- set relation, present = lago_cdc.with_declared_columns(relation, columns) if lake_files else [relation, none] -%}
     select
         {{ convention.operation }} as _cdc_operation,
         {{ convention.timestamp }} as _cdc_timestamp,

@@ -59,6 +59,10 @@
         } -%}
         {%- set reader = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['events'], convention).reader -%}
     {%- endif %}
+    {%- set present = none -%}
+    {%- if reader is not none and model.resource_type != 'unit_test' -%}
+        {%- set reader, present = lago_cdc.with_declared_columns(reader, columns) -%}
+    {%- endif %}
 
 with
 
@@ -78,7 +82,8 @@ source as (
         {{ lago_cdc.cast_to_timestamp_tz('_ingested_at') }} as _ingested_at,
         cast(_batch_id as {{ dbt.type_string() }}) as _batch_id,
         {%- for column in columns %}
-        cast({{ adapter.quote(column.name) }} as {{ lago_cdc.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
+        {%- set value = adapter.quote(column.name) if present is none or column.name | lower in present else 'null' %}
+        cast({{ value }} as {{ lago_cdc.declared_type(column.data_type) }}) as {{ adapter.quote(column.name) }},
         {%- endfor %}
         {%- if model.resource_type == 'unit_test' %}
         cast('unit_test' as {{ dbt.type_string() }}) as _source_file

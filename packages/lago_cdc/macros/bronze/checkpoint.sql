@@ -72,17 +72,21 @@
         {%- do lago_cdc.checkpoint_check_published(source_name, table_name, folders, files, consumed, where) -%}
     {%- endif -%}
 
-    {%- set reader = lago_cdc.read_lake_files(new_files) if new_files else none -%}
+    {%- set new_reader = lago_cdc.read_lake_files(new_files) if new_files else none -%}
 
-    {%- if reader is not none -%}
-        {%- do lago_cdc.checkpoint_check_convention(reader, new_files, source_name, table_name, convention) -%}
+    {%- if new_reader is not none -%}
+        {%- do lago_cdc.checkpoint_check_convention(new_reader, new_files, source_name, table_name, convention) -%}
         {%- if flags.WHICH in ['run', 'build'] -%}
-            {%- do lago_cdc.checkpoint_write_plan(reader, source_name, table_name, convention) -%}
+            {%- do lago_cdc.checkpoint_write_plan(new_reader, source_name, table_name, convention) -%}
         {%- endif -%}
     {%- elif flags.WHICH in ['run', 'build'] -%}
         {%- do lago_cdc.checkpoint_write_plan(none, source_name, table_name, convention) -%}
     {%- endif -%}
-    {{ return({'files': new_files, 'reader': reader, 'consumed': consumed, 'consumed_files': consumed_files}) }}
+    {#- the model reads its batch through the plan just written (lake.sql, read_checkpoint_files) -#}
+    {%- set reader = lago_cdc.read_checkpoint_files(source_name, table_name, 'planned', new_files, files) -%}
+    {{ return({
+        'files': new_files, 'listed': files, 'reader': reader, 'consumed': consumed, 'consumed_files': consumed_files,
+    }) }}
 {% endmacro %}
 
 
@@ -205,6 +209,31 @@
             group by filename
         {%- endcall -%}
     {%- endif -%}
+{% endmacro %}
+
+
+{#-
+    The files merged before, read again when the batch is late (a change not newer than the newest change they
+    hold: macros/bronze/bronze_cdc.sql), so the history of its keys decides. The model's SQL defines `late_batch`.
+-#}
+{% macro checkpoint_history_reader(source_name, table_name, batch, convention) %}
+    {{ return(adapter.dispatch('checkpoint_history_reader', 'lago_cdc')(source_name, table_name, batch, convention)) }}
+{% endmacro %}
+
+{#- Spark, Databricks: the files are named in the SQL, so whether the batch is late is asked first. -#}
+{% macro default__checkpoint_history_reader(source_name, table_name, batch, convention) %}
+    {%- if batch.reader is none or batch.consumed.count == 0 or not batch.consumed_files
+          or not lago_cdc.checkpoint_batch_is_late(batch.reader, convention) -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {{ return(lago_cdc.read_lake_files(batch.consumed_files)) }}
+{% endmacro %}
+
+{#- DuckDB: decided inside the statement; a batch in time opens none of the files. -#}
+{% macro duckdb__checkpoint_history_reader(source_name, table_name, batch, convention) %}
+    {{ return(lago_cdc.read_checkpoint_files(
+        source_name, table_name, 'merged', batch.consumed_files, batch.listed,
+        only_if='exists (select 1 from late_batch)')) }}
 {% endmacro %}
 
 
