@@ -364,8 +364,8 @@
 {% endmacro %}
 
 {#-
-    Spark, Databricks: the files by name (a path glob). Spark prunes files by a literal path only, and
-    table_changes() too takes only literals: the plan is in the SQL it compiles.
+    Spark, Databricks: the files by name (one path glob, what Spark lists and reads); table_changes() takes
+    literal versions only, so there the plan is in the SQL Spark compiles.
 -#}
 {% macro default__read_checkpoint_files(source_name, table_name, status, files, listed, only_if) %}
     {{ return(lago_cdc.read_lake_files(files) if files else none) }}
