@@ -129,6 +129,9 @@ def targets(results: list[Result]) -> list[str]:
             f"| the same, whole `dbt run` commands (dbt's start-up included) | {bronze:.1f}x | "
             f"{'yes' if bronze >= 10 else 'no'} |"
         )
+    from bench.dag import targets as dag_targets
+
+    lines += dag_targets(results)[2:]
     from bench.hotmart import targets as hotmart_targets
 
     lines += hotmart_targets(results)

@@ -41,15 +41,37 @@ class Result:
     note: str = ""
     # for dbt commands: the nodes' own execution time (run_results.json), without dbt's start-up
     inner_seconds: float | None = None
+    # CPU seconds of the whole process and its children, when measured
+    cpu_seconds: float | None = None
 
 
 def measure(
     args: list[str], repeats: int, prepare: Callable[[], None] | None = None, env: dict[str, str] | None = None
 ) -> tuple[float, float, int, float | None]:
     """Median seconds, peak RSS (MB), rows and inner seconds of `repeats` fresh-process runs of bench/measure.py."""
+    figures = measure_figures(args, repeats, prepare, env)
+    return figures.seconds, figures.peak_rss_mb, figures.rows, figures.inner_seconds
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Medians over a case's runs."""
+
+    seconds: float
+    peak_rss_mb: float
+    rows: int
+    inner_seconds: float | None
+    cpu_seconds: float
+
+
+def measure_figures(
+    args: list[str], repeats: int, prepare: Callable[[], None] | None = None, env: dict[str, str] | None = None
+) -> Figures:
+    """`measure`, with the CPU seconds of the measured process and its children."""
     seconds: list[float] = []
     rss: list[float] = []
     inner: list[float] = []
+    cpu: list[float] = []
     rows = 0
     for _ in range(repeats):
         if prepare is not None:
@@ -70,7 +92,14 @@ def measure(
         rows = figures["rows"]
         if figures.get("inner_seconds") is not None:
             inner.append(figures["inner_seconds"])
-    return statistics.median(seconds), statistics.median(rss), rows, (statistics.median(inner) if inner else None)
+        cpu.append(figures["cpu_seconds"])
+    return Figures(
+        statistics.median(seconds),
+        statistics.median(rss),
+        rows,
+        statistics.median(inner) if inner else None,
+        statistics.median(cpu),
+    )
 
 
 def make_cdc_pair(scale: int, folder: Path) -> tuple[Path, Path]:

@@ -37,7 +37,7 @@ from ingestion.errors import (
 from ingestion.lake import Lake, open_lake, os_error_text
 from ingestion.lock import LakeLock
 from ingestion.readers.registry import DEFAULT_DATASET, DEFAULT_READER, READERS, ReaderOptions, reader_kind
-from ingestion.run import RunRequest, choose_sources, run
+from ingestion.run import RunRequest, RunResult, choose_sources, run
 from ingestion.state import LOG_READER, CaptureRecord, moment_of
 from ingestion.table_store import TableStore
 
@@ -126,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="period between the starts of two captures, e.g. 30s, 15m, 6h, 1d (a capture that overruns skips "
         "the ticks it missed)",
     )
-    schedule.add_argument("--dbt-build", action="store_true", help="run `dbt build` after each capture")
+    schedule.add_argument(
+        "--dbt-build",
+        action="store_true",
+        help="run `dbt build` after each capture: the whole project at the first tick, then only what is downstream "
+        "of the tables whose captures changed something since the last build (none: no build)",
+    )
     schedule.add_argument("--dbt-target", default="dev", help="dbt target for --dbt-build (default: dev)")
     schedule.add_argument("--max-runs", type=int, default=None, help="stop after this many captures")
     stream = commands.add_parser(
@@ -350,22 +355,28 @@ def command_schedule(catalog: Catalog, config: Config, args: argparse.Namespace)
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     runs = 0
+    builds = BuildPlan()
     next_start = time.monotonic()
     while not stop.is_set():
         runs += 1
         try:
-            run(config, catalog, request)
+            result = run(config, catalog, request)
         except LakeLockedError as locked:
             log.warning("capture %d skipped: %s; trying again at the next tick", runs, locked)
         else:
-            if args.dbt_build:
-                code = _dbt_build(args.dbt_target, dbt)
+            builds.captured(result)
+            selection = builds.selection()
+            if args.dbt_build and selection == []:
+                log.info("no capture changed anything since the last dbt build: nothing to build")
+            elif args.dbt_build:
+                code = _dbt_build(args.dbt_target, dbt, selection)
                 dbt.clear()
                 if stop.is_set():
                     break
                 if code != 0:
                     log.error("dbt build failed with exit code %d", code)
                     return code
+                builds.built()
         if args.max_runs is not None and runs >= args.max_runs:
             break
         next_start += interval
@@ -380,12 +391,42 @@ def command_schedule(catalog: Catalog, config: Config, args: argparse.Namespace)
     return 0
 
 
-def _dbt_build(target: str, running: list[subprocess.Popen[bytes]]) -> int:
+class BuildPlan:
+    """What the scheduler's next `dbt build` selects. The first build of a scheduler is the whole project: the
+    warehouse may be behind the lake (captures before the scheduler started, a build that failed). After a build
+    that succeeded, only the tables whose captures published changes since then need building, with everything
+    downstream of them; a tick whose captures changed nothing builds nothing (every model is a function of the
+    lake's changes, so a build without a new file would change no row)."""
+
+    def __init__(self) -> None:
+        self._built_once = False
+        self._changed: set[tuple[str, str]] = set()
+
+    def captured(self, result: RunResult) -> None:
+        for source_run in result.sources:
+            for table, record in source_run.records.items():
+                if record is not None and record.data_key is not None:
+                    self._changed.add((source_run.source.name, table))
+
+    def selection(self) -> list[str] | None:
+        """dbt selectors for the next build: None for the whole project, [] for no build."""
+        if not self._built_once:
+            return None
+        return [f"source:{source}.{table}+" for source, table in sorted(self._changed)]
+
+    def built(self) -> None:
+        self._built_once = True
+        self._changed.clear()
+
+
+def _dbt_build(target: str, running: list[subprocess.Popen[bytes]], selection: list[str] | None = None) -> int:
     # a fresh clone's first build: install the project's local packages first, as the quick start's `dbt deps`
     project = Path(os.environ.get("DBT_PROJECT_DIR") or ".")
     if (project / "dbt_project.yml").is_file() and dbt_packages.ensure_installed(project, "dbt"):
         log.info("installed the dbt project's packages (dbt deps)")
-    command = ["dbt", "build", "--target", target]
+    # unit tests check the project's code, not the data: CI runs them, a production build need not
+    command = ["dbt", "build", "--target", target, "--exclude-resource-type", "unit_test"]
+    command += ["--select", *selection] if selection else []
     log.info("running %s", " ".join(command))
     try:
         process = subprocess.Popen(command, start_new_session=True)

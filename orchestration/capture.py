@@ -18,6 +18,8 @@ from ingestion.state import CaptureRecord
 from orchestration.settings import Settings
 
 CAPTURE_GROUP = "capture"
+# capture metadata: whether the capture published a change file (what the dbt build of the same run follows)
+CHANGED = "changed"
 
 
 class CaptureConfig(dg.Config):
@@ -64,6 +66,7 @@ def record_metadata(record: CaptureRecord, lake: Lake) -> dict[str, dg.MetadataV
         "seconds": dg.MetadataValue.float(round(record.seconds, 3)),
         "reader": dg.MetadataValue.text(record.reader),
         "recovered": dg.MetadataValue.bool(record.recovered),
+        CHANGED: dg.MetadataValue.bool(record.data_key is not None),
     }
     if record.data_key is not None:
         metadata["file"] = dg.MetadataValue.text(lake.uri_for(record.data_key))
@@ -164,15 +167,15 @@ def capture_assets(catalog: Catalog, source: Source, settings: Settings) -> dg.A
             record = records[table.name]
             if record is None and table.name in logged:
                 # the log held no change of this table since its last capture
-                metadata = {"kind": dg.MetadataValue.text("no change in the log")} | slot
+                unchanged = dg.MetadataValue.bool(False)
+                metadata = {"kind": dg.MetadataValue.text("no change in the log"), CHANGED: unchanged} | slot
                 yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
                 continue
             if record is None:
                 # the simulator had already captured this table for the run's simulated day: no new change
                 context.log.info("%s: already captured for this simulated day", table.qualified_name)
-                yield dg.MaterializeResult(
-                    asset_key=asset_key(table), metadata={"kind": dg.MetadataValue.text("already captured")}
-                )
+                metadata = {"kind": dg.MetadataValue.text("already captured"), CHANGED: dg.MetadataValue.bool(False)}
+                yield dg.MaterializeResult(asset_key=asset_key(table), metadata=metadata)
                 continue
             metadata = record_metadata(record, lake)
             if table.name in logged:

@@ -8,7 +8,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from ingestion.dbt_packages import ensure_installed
-from orchestration.capture import retry_policy
+from orchestration.capture import CHANGED, retry_policy
 from orchestration.settings import Settings
 
 DBT_ASSETS_NAME = "dbt_build"
@@ -67,6 +67,20 @@ def _failures(run_results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return failed, errored
 
 
+def _captures_of_run(context: dg.AssetExecutionContext) -> dict[dg.AssetKey, bool]:
+    """The capture assets this run materialised before the build, each with whether it published a change."""
+    records = context.instance.get_records_for_run(
+        run_id=context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    captures: dict[dg.AssetKey, bool] = {}
+    for record in records:
+        materialization = record.event_log_entry.asset_materialization
+        if materialization is not None and CHANGED in materialization.metadata:
+            changed = materialization.metadata[CHANGED]
+            captures[materialization.asset_key] = bool(getattr(changed, "value", changed))
+    return captures
+
+
 def dbt_build_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
@@ -78,8 +92,15 @@ def dbt_build_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
         pool="lake",
     )
     def build(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-        # one target folder for every run: dbt's partial parsing then skips the 15-20 s of a full parse
-        invocation = dbt.cli(["build"], context=context, raise_on_error=False, target_path=project.target_path)
+        captures = _captures_of_run(context)
+        if captures and not any(captures.values()):
+            # every model is a function of the lake's changes: without a new file, a build would change no row
+            context.log.info("no capture of this run changed anything (%d captured): no dbt build", len(captures))
+            return
+        # one target folder for every run: dbt's partial parsing then skips the 15-20 s of a full parse; unit tests
+        # check the project's code, not the data: CI runs them, a production build need not
+        args = ["build", "--exclude-resource-type", "unit_test"]
+        invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=project.target_path)
         # each event carries dbt's own timing ("Execution Duration") as asset metadata
         yield from invocation.stream()
         if invocation.is_successful():

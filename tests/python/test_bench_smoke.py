@@ -48,11 +48,20 @@ def test_the_dag_bench_compares_incremental_and_full_builds_at_tiny_scale(tmp_pa
     figures = json.loads((out / "dag.json").read_text())
     cases = {(r["suite"], r["case"]) for r in figures}
     assert cases == {
+        ("dag", "dbt parse"),
+        ("dag", "no new file"),
         ("dag", "incremental"),
         ("dag", "full-refresh"),
         ("cadence", "after 2 captures"),
         ("cadence", "after 3 captures"),
     }
     for figure in figures:
-        assert "bronze" in figure["note"] and "tests" in figure["note"], figure["note"]
-    assert "full refresh / incremental" in (out / "dag.md").read_text()
+        if figure["case"] != "dbt parse":
+            assert "bronze" in figure["note"] and "tests" in figure["note"], figure["note"]
+        # CPU seconds of dbt's process and its children: at least dbt's start-up
+        assert figure["cpu_seconds"] is None or figure["cpu_seconds"] > 1.0, figure
+    dag = {r["case"]: r for r in figures if r["suite"] == "dag"}
+    assert all(dag[case]["cpu_seconds"] > 1.0 for case in dag), dag
+    page = (out / "dag.md").read_text()
+    assert "full refresh / incremental" in page
+    assert "incremental build <= 2.5x `dbt parse` at 500" in page, page

@@ -1,5 +1,6 @@
 """`schedule`: a lock conflict skips one tick and the next one captures; Ctrl-C during `dbt build` stops cleanly
-(dbt finishes its build, no traceback, exit 0) instead of reaching dbt."""
+(dbt finishes its build, no traceback, exit 0) instead of reaching dbt; `--dbt-build` builds only what is downstream
+of the tables that changed, and nothing when no capture changed anything."""
 
 from __future__ import annotations
 
@@ -93,3 +94,53 @@ def test_ctrl_c_during_dbt_build_stops_cleanly(tmp_path: Path, report: Recorder)
     assert "Traceback" not in text + stdout
     assert "stopping after the current step" in text and "schedule stopped after 1 capture(s)" in text
     assert "Completed successfully" in stdout, stdout[-3000:]
+
+
+CLIENTES_HEADER = "idCliente;flEmail;flTwitch;flYouTube;flBlueSky;flInstagram;qtdePontos;DtCriacao;DtAtualizacao\n"
+
+
+def clientes_export(folder: Path, customers: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = "".join(
+        f"c{n};1;0;1;0;0;{10 * n};2024-01-01 10:00:00.000;2024-02-01 10:00:00.000\n" for n in range(customers)
+    )
+    (folder / "clientes.csv").write_text(CLIENTES_HEADER + rows, encoding="utf-8")
+
+
+@pytest.mark.slow
+@pytest.mark.dbt
+def test_dbt_build_follows_the_captures_that_changed_something(tmp_path: Path, report: Recorder) -> None:
+    """First tick: the whole project. A tick whose capture changed clientes: that table's downstream only. A tick
+    whose capture changed nothing: no dbt at all. The warehouse follows the export each time."""
+    site = Dbt.at(tmp_path)
+    export = tmp_path / "export"
+    clientes_export(export, 2)
+    built = threading.Event()
+    process = schedule(
+        site.lake,
+        tmp_path / "out.txt",
+        *("--from", "csv", "--path", str(export), "--tables", "clientes"),
+        *("--every", "15s", "--max-runs", "3", "--dbt-build"),
+        env=site.variables,
+    )
+    lines = follow(process, {"next capture in": built})
+    assert built.wait(300), "".join(lines)
+    clientes_export(export, 3)  # before the second tick: one new customer
+    process.wait(timeout=600)
+    time.sleep(0.2)
+    text = "".join(lines)
+    stdout = (tmp_path / "out.txt").read_text()
+    builds = [line.split("running ", 1)[1].strip() for line in lines if "running dbt build" in line]
+    report.record("schedule --dbt-build selects by change", runs=3, note=f"exit {process.returncode}; {builds}")
+    assert process.returncode == 0, text + stdout[-3000:]
+    assert builds == [
+        "dbt build --target dev --exclude-resource-type unit_test",
+        "dbt build --target dev --exclude-resource-type unit_test --select source:loyalty.clientes+",
+    ], text
+    assert "no capture changed anything since the last dbt build: nothing to build" in text, text
+    assert site.query("select count(*) from bronze.bronze_loyalty__clientes") == [(3,)]
+    assert site.query("select count(*) from silver.silver_loyalty__customers") == [(3,)]
+    # the second build ran clientes' lineage only: no other table's Bronze model was in it
+    first, second = stdout.split("Running with dbt=")[1:]
+    assert "bronze_loyalty__produtos" in first and "bronze_loyalty__clientes" in second, stdout[-3000:]
+    assert "bronze_loyalty__produtos" not in second, second[-3000:]
