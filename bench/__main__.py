@@ -94,8 +94,9 @@ def targets(results: list[Result]) -> list[str]:
     """The issue's targets, computed from this run's figures (reported, never asserted)."""
     lines = ["| target | measured | met |", "|---|---|---|"]
     from bench.capture import targets as capture_targets
+    from bench.capture_shapes import targets as shape_targets
 
-    lines += capture_targets(results)
+    lines += capture_targets(results) + shape_targets(results)
 
     def ratio(suite: str, slow: str, fast: str, rows: int) -> float | None:
         a, b = find(results, suite, slow, rows), find(results, suite, fast, rows)
@@ -181,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     if "capture" in suites:
         from bench.capture import suite_capture
+        from bench.capture_shapes import suite_shapes
 
         results += suite_capture(scales, args.repeats, work, int(args.reference_max), not args.no_fixed_costs)
+        results += suite_shapes(scales, args.repeats, work)
     if "cdc" in suites:
         results += suite_cdc(scales, args.repeats, work, int(args.pandas_max))
     if "bronze" in suites:

@@ -29,13 +29,20 @@ def test_bench_regenerates_table_and_plots_at_tiny_scale(tmp_path: Path) -> None
         capture = {"capture", "floor", "floor, key + row hash", "reference"}
         assert {("capture", case, rows) for case in capture} <= cases
         # the capture, the floor and the reference found the same changes
-        found = {r["note"] for r in figures["results"] if r["suite"] == "capture" and r["rows"] == rows}
+        found = {r["note"] for r in figures["results"] if r["case"] in capture and r["rows"] == rows}
         assert len(found) == 1 and found != {""}, found
+        # so did the capture and the floor of the wide table and of the composite key
+        for shape in ("50 columns", "3-column key"):
+            pair = {r["case"]: r["note"] for r in figures["results"] if r["case"].endswith(shape) and r["rows"] == rows}
+            assert set(pair) == {f"capture, {shape}", f"floor, {shape}"}, pair
+            assert len(set(pair.values())) == 1 and pair[f"floor, {shape}"] == f"{rows // 50:,} changes", pair
         assert {("bronze", "incremental", rows), ("bronze", "full-refresh", rows)} <= cases
     # every diff found the same changes as the two baselines
     notes = {(r["rows"], r["note"]) for r in figures["results"] if r["suite"] == "cdc"}
     assert len(notes) == 2
-    assert "| cdc | project | 1,000 |" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "| cdc | project | 1,000 |" in report
+    assert "| CSV capture, 3-column key, within 1.5x of its floor at 3,000 rows |" in report
     for plot in ("cdc.png", "bronze.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
