@@ -36,29 +36,3 @@
     {{ return(parts | join(' union ')) }}
 {% endmacro %}
 
-
-{#-
-    Pre-hook of the cube: empty every touched day, so a day whose last transaction moved away or was deleted
-    keeps no row (delete+insert alone rewrites only the days the new rows hold).
--#}
-{% macro points_cube_delete_touched_days() %}
-    {%- if not execute or not is_incremental() -%}
-        {{ return('select 1 as nothing_to_delete') }}
-    {%- endif -%}
-    {{ return(adapter.dispatch('delete_where_in', 'lago_mago')(this, 'transaction_date', points_cube_touched_days())) }}
-{% endmacro %}
-
-
-{#- Delete the rows of `relation` whose `column` is in a query's single column. -#}
-{% macro default__delete_where_in(relation, column, query) %}
-    delete from {{ relation }}
-    where {{ column }} in (select touched.{{ column }} from ({{ query }}) as touched)
-{% endmacro %}
-
-{#- Delta's DELETE takes no subquery: MERGE against the touched values deletes the same rows. -#}
-{% macro spark__delete_where_in(relation, column, query) %}
-    merge into {{ relation }} as target
-    using (select distinct touched.{{ column }} from ({{ query }}) as touched) as touched
-        on target.{{ column }} = touched.{{ column }}
-    when matched then delete
-{% endmacro %}

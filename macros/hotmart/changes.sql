@@ -16,18 +16,10 @@
 
 
 {#- a version outside GMV, before or after the change, adds nothing to any total: it touches no date -#}
-{% macro hotmart_changed_order_dates(purchase_versions) %}
+{% macro hotmart_changed_order_dates() %}
     {{ return(
         "select distinct changes.order_date from "
-        ~ lago_cdc.changes_since_last_build(purchase_versions) ~ " as changes where changes.is_in_gmv") }}
+        ~ lago_cdc.changes_since_last_build(ref('silver_hotmart__purchase_versions'))
+        ~ " as changes where changes.is_in_gmv") }}
 {% endmacro %}
 
-
-{#- Pre-hook of the GMV history: empty every touched order date, so a date whose GMV vanished keeps no row. -#}
-{% macro gmv_history_delete_touched_dates() %}
-    {%- if not execute or not is_incremental() -%}
-        {{ return('select 1 as nothing_to_delete') }}
-    {%- endif -%}
-    {{ return(adapter.dispatch('delete_where_in', 'lago_mago')(
-        this, 'order_date', lago_mago.hotmart_changed_order_dates(ref('silver_hotmart__purchase_versions')))) }}
-{% endmacro %}

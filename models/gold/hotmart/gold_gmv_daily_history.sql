@@ -14,7 +14,7 @@
         materialized='incremental',
         incremental_strategy='append',
         on_schema_change='fail',
-        pre_hook="{{ lago_mago.gmv_history_delete_touched_dates() }}",
+        pre_hook="{{ lago_mago.delete_touched('order_date', lago_mago.hotmart_changed_order_dates) }}",
         post_hook="{{ lago_cdc.record_feed_positions() }}",
         **lago_mago.date_partition_config('order_date')
     )
@@ -34,7 +34,7 @@ counted_versions as (
     where
         is_in_gmv
         and order_date in (
-            {{ lago_mago.hotmart_changed_order_dates(ref('silver_hotmart__purchase_versions')) }}
+            {{ lago_mago.hotmart_changed_order_dates() }}
         )
     {%- else %}
     where is_in_gmv

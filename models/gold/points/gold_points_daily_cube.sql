@@ -14,7 +14,7 @@
         incremental_strategy='delete+insert',
         unique_key='transaction_date',
         on_schema_change='fail',
-        pre_hook="{{ lago_mago.points_cube_delete_touched_days() }}",
+        pre_hook="{{ lago_mago.delete_touched('transaction_date', lago_mago.points_cube_touched_days) }}",
         post_hook="{{ lago_cdc.record_feed_positions() }}",
     )
 }}

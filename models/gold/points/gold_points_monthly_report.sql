@@ -1,3 +1,22 @@
+{#-
+    Activity, new customers and points per calendar month.
+
+    Incremental on Silver's change feeds: a month's row depends only on the transactions dated in it and the
+    customers created in it, so a run rewrites the old and the new month of every changed transaction and
+    customer (macros/gold/points_report.sql); the pre-hook empties those months first, so a month left without
+    transactions has no row. A first build or --full-refresh writes every month.
+-#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='month_start_date',
+        on_schema_change='fail',
+        pre_hook="{{ lago_mago.delete_touched('month_start_date', lago_mago.points_report_touched_months) }}",
+        post_hook="{{ lago_cdc.record_feed_positions() }}",
+    )
+}}
+
 with
 
 transactions as (
@@ -8,6 +27,13 @@ customers as (
     select * from {{ ref('silver_loyalty__customers') }}
 ),
 
+{%- if is_incremental() %}
+
+touched_months as (
+    {{ lago_mago.points_report_touched_months() }}
+),
+{%- endif %}
+
 monthly_activity as (
     select
         cast({{ dbt.date_trunc('month', 'transaction_date') }} as date) as month_start_date,
@@ -17,6 +43,11 @@ monthly_activity as (
         cast(sum(points_earned) as {{ dbt.type_bigint() }}) as points_earned,
         cast(sum(points_spent) as {{ dbt.type_bigint() }}) as points_spent
     from transactions
+    {%- if is_incremental() %}
+    where
+        cast({{ dbt.date_trunc('month', 'transaction_date') }} as date)
+        in (select touched_months.month_start_date from touched_months)
+    {%- endif %}
     group by 1
 ),
 
@@ -25,6 +56,11 @@ monthly_signups as (
         cast({{ dbt.date_trunc('month', 'created_at') }} as date) as month_start_date,
         count(*) as new_customers
     from customers
+    {%- if is_incremental() %}
+    where
+        cast({{ dbt.date_trunc('month', 'created_at') }} as date)
+        in (select touched_months.month_start_date from touched_months)
+    {%- endif %}
     group by 1
 ),
 

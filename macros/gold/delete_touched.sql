@@ -1,0 +1,28 @@
+{#-
+    Pre-hook of a Gold model rewritten by slices (days, months, order dates): on an incremental run, empty every
+    slice its producers' changes touched, so a slice left with no input row keeps no row, as after a full refresh
+    (delete+insert or append alone rewrites only the slices the new rows hold). `touched` is the macro giving the
+    query of the touched values, called with `args` only here: at parse time and on a first build it would read
+    change feeds that do not exist yet.
+-#}
+{% macro delete_touched(column, touched) %}
+    {%- if not execute or not is_incremental() -%}
+        {{ return('select 1 as nothing_to_delete') }}
+    {%- endif -%}
+    {{ return(adapter.dispatch('delete_where_in', 'lago_mago')(this, column, touched(*varargs))) }}
+{% endmacro %}
+
+
+{#- Delete the rows of `relation` whose `column` is in a query's single column. -#}
+{% macro default__delete_where_in(relation, column, query) %}
+    delete from {{ relation }}
+    where {{ column }} in (select touched.{{ column }} from ({{ query }}) as touched)
+{% endmacro %}
+
+{#- Delta's DELETE takes no subquery: MERGE against the touched values deletes the same rows. -#}
+{% macro spark__delete_where_in(relation, column, query) %}
+    merge into {{ relation }} as target
+    using (select distinct touched.{{ column }} from ({{ query }}) as touched) as touched
+        on target.{{ column }} = touched.{{ column }}
+    when matched then delete
+{% endmacro %}
