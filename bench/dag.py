@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -226,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         results += suite_cadence([int(p) for p in args.cadence.split(",")], args.cadence_scale, work)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "dag.json").write_text(json.dumps([r.__dict__ for r in results], indent=2) + "\n", encoding="utf-8")
-    page = ["# The whole DAG: incremental vs full refresh", "", *report(results)]
+    command = " ".join(["python -m bench.dag", *(argv if argv is not None else sys.argv[1:])])
+    machine = f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
+    page = ["# The whole DAG: incremental vs full refresh", "", f"`{command}` ({machine}).", "", *report(results)]
     (args.out / "dag.md").write_text("\n".join(page) + "\n", encoding="utf-8")
     print("\n".join(report(results)))
     return 0
