@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,82 @@ def test_a_file_changed_while_it_is_read_is_refused(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(base, "copy_to_parquet", copy_then_rewrite)
     with pytest.raises(SourceChangedError):
         csv_to_parquet(PRODUTOS, path, tmp_path / "events.parquet")
+
+
+KINDS_SOURCES = """
+version: 2
+sources:
+  - name: kinds
+    tables:
+      - name: kinds
+        meta: {primary_key: [id], csv_separator: ";"}
+        columns:
+          - {name: id, data_type: integer}
+          - {name: amount, data_type: double}
+          - {name: day, data_type: date}
+          - {name: at, data_type: timestamp}
+          - {name: price, data_type: "decimal(10,2)"}
+"""
+# texts of each kind that DuckDB does not write back the same (`+2`, `1E+20`, an offset, ...) beside its own forms
+KINDS_VALID = [
+    "1;1.5;2024-01-01;2024-01-01 10:00:00.5;1.5",
+    "2;100.0;0999-12-31;2024-01-01T10:00;-0.25",
+    "3;1E+20;2024-02-29;2024-01-01 00:00:00+02;.5",
+    "4;+2;2024-03-01;2024-01-01 00:00:00Z;3",
+    "5;007.50;2024-03-02;2024-01-01;+7.10",
+    "6;1.5e-07;2024-03-03;2024-01-01 23:59:59.123456;0.01",
+    "7; 3.25 ; 2024-03-04 ; 2024-01-01 00:00:00 ; 4.5 ",
+    "8;.5;2024-03-05;2024-01-01 10:00:00-03:30;99999999.99",
+]
+# forms DuckDB reads (and writes back) that the declared patterns refuse, and values a cast would round
+KINDS_REFUSED = [
+    ("amount", "nan"),
+    ("amount", "inf"),
+    ("amount", "-infinity"),
+    ("day", "infinity"),
+    ("day", "10000-01-01"),
+    ("day", "0001-01-01 (BC)"),
+    ("at", "infinity"),
+    ("at", "0001-01-01 00:00:00 (BC)"),
+    ("at", "10000-01-01 00:00:00"),
+    ("price", "1.234"),
+    ("id", "1.5"),
+]
+
+
+def read_kinds(tmp_path: Path, lines: list[str], careful: bool) -> pa.Table:
+    """The `kinds` table read from `lines`; `careful` adds a blank line, which only the careful path reads."""
+    declarations = tmp_path / "_kinds__sources.yml"
+    declarations.write_text(KINDS_SOURCES)
+    table = load_catalog([declarations]).source("kinds").table("kinds")
+    folder, work = tmp_path / "in", tmp_path / "work"
+    for path in (folder, work):
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+    rows = [*lines[:1], *([""] if careful else []), *lines[1:]]
+    (folder / "kinds.csv").write_text("\n".join(["id;amount;day;at;price", *rows]) + "\n")
+    return pq.read_table(
+        CsvFolderReader(folder).read(table, CaptureContext(work)).to_parquet(work / "out.parquet", table)
+    )
+
+
+def test_the_one_pass_reads_every_kind_as_the_careful_path_does(tmp_path: Path) -> None:
+    """The one pass takes a value that its cast writes back unchanged without matching the type's pattern; every
+    other text goes through the pattern. Both paths read the same values from odd but valid texts."""
+    one_pass = read_kinds(tmp_path, KINDS_VALID, careful=False)
+    careful = read_kinds(tmp_path, KINDS_VALID, careful=True)
+    assert one_pass.num_rows == len(KINDS_VALID)
+    assert one_pass.to_pylist() == careful.to_pylist()
+    assert one_pass.column("amount").to_pylist()[:3] == [1.5, 100.0, 1e20]
+    # an offset is converted to UTC, in both paths
+    assert str(one_pass.column("at")[2]) == "2023-12-31 22:00:00"
+
+
+@pytest.mark.parametrize(("column", "text"), KINDS_REFUSED)
+def test_a_form_the_pattern_refuses_is_refused_by_both_paths(tmp_path: Path, column: str, text: str) -> None:
+    valid = dict(zip(["id", "amount", "day", "at", "price"], KINDS_VALID[0].split(";"), strict=True))
+    line = ";".join(text if name == column else value for name, value in {**valid, "id": "2"}.items())
+    for careful in (False, True):
+        with pytest.raises(BadValueError) as refused:
+            read_kinds(tmp_path, [KINDS_VALID[0], line], careful)
+        assert (refused.value.column, refused.value.value, refused.value.line) == (column, text, 4 if careful else 3)
