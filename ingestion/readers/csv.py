@@ -399,7 +399,7 @@ def _round_trip_guard(data_type: str) -> str | None:
 def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
     """The file as typed rows, every value checked as it is read: the first bad value (or NULL key) stops the
     scan with an error, and the careful path then names its line. Its checks accept a subset of what the careful
-    path accepts (a valid date the cast refuses, say, stops the scan), never more."""
+    path accepts (a padded number, say, stops the scan), never more."""
     inner, outer = [], []
     for position, column in enumerate(table.columns):
         quoted = quote_identifier(column.name)
@@ -407,7 +407,9 @@ def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
         guard = _round_trip_guard(column.data_type)
         if guard is not None and pattern:
             text = quote_identifier(f"_lago_text_{position}")
-            value = _text_value(table, column.name)
+            # untrimmed: a padded value stops the scan (the careful path trims it), which spares every value a
+            # trim; the empty text of a quoted empty field is NULL in these columns (see `_text_value`)
+            value = f"nullif({quoted}, '')"
             inner += [f"{value} as {text}", f"try_cast({value} as {column.data_type}) as {quoted}"]
             exact = f"cast({quoted} as varchar) = {text} and {guard.format(text=text)}"
             checked = cast_expression(text, column.data_type)
