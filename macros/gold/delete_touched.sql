@@ -26,3 +26,13 @@
         on target.{{ column }} = touched.{{ column }}
     when matched then delete
 {% endmacro %}
+
+
+{#-
+    Whether a model rewritten by slices reads only the touched slices: when it is incremental, except under
+    `dbt show`, which then reads every slice, so that what it shows is what the table holds and not the batch a
+    build would write (`dbt compile` keeps the incremental SQL: it is the logic a build runs).
+-#}
+{% macro rewrites_slices() %}
+    {{ return(is_incremental() and flags.WHICH != 'show') }}
+{% endmacro %}

@@ -30,7 +30,7 @@ counted_versions as (
         valid_from,
         valid_to
     from {{ ref('silver_hotmart__purchase_versions') }}
-    {%- if is_incremental() %}
+    {%- if lago_mago.rewrites_slices() %}
     where
         is_in_gmv
         and order_date in (

@@ -34,9 +34,9 @@ products as (
 ),
 
 batch_dates as (
-    {#- a first build or --full-refresh writes every day; backfill vars add their days to what an incremental run
-        rewrites (so a unit test, never incremental, does not depend on them) #}
-    {%- if is_incremental() %}
+    {#- a first build, --full-refresh and dbt show read every day; backfill vars add their days to
+        what an incremental run rewrites (so a unit test, never incremental, does not depend on them) #}
+    {%- if lago_mago.rewrites_slices() %}
     {{ lago_mago.points_cube_touched_days() }}
     {%- else %}
     select distinct transaction_date
