@@ -19,6 +19,7 @@ capture is the one a user would run on such a table.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -175,8 +176,6 @@ def _first_capture(shape: Shape, folder: Path, project: Path) -> Path:
 
 
 def _env(project: Path) -> dict[str, str]:
-    import os
-
     return {**os.environ, "LAGO_PROJECT_DIR": str(project)}
 
 
