@@ -7,6 +7,7 @@ the lake holds the change set of one run.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -38,13 +39,36 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.005)
 
 
+def _holds_the_lock(view: LakeView, process: subprocess.Popen[str]) -> bool:
+    """Read while `process` is stopped, so the answer stays true until it is continued."""
+    document = view.read(LOCK)
+    return document is not None and json.loads(document).get("pid") == process.pid
+
+
+def _pause_inside_the_lock(view: LakeView, process: subprocess.Popen[str]) -> None:
+    """Stop `process` at a moment it holds the lake's lock.
+
+    Seeing the lock and then stopping the run is a race (the run may release it in between, or a listing may lag);
+    stopping first and then reading the lock document is not.
+    """
+
+    def stopped_holding() -> bool:
+        assert process.poll() is None, "the first run ended before it could be paused inside its lock"
+        process.send_signal(signal.SIGSTOP)
+        if _holds_the_lock(view, process):
+            return True
+        process.send_signal(signal.SIGCONT)
+        return False
+
+    _wait_for(stopped_holding)
+
+
 def _one_writer(lake: str, view: LakeView, history: History) -> None:
     """A holds the lock (paused); B exits 5 naming A and changes nothing; C waits with --wait, then proceeds."""
     v0, v1, v2 = history.folders
     first = start_ingest(lake, *csv_args(v0))
     try:
-        _wait_for(lambda: LOCK in view.list_keys("_ingestion/"))
-        first.send_signal(signal.SIGSTOP)
+        _pause_inside_the_lock(view, first)
         before = fingerprint(view)
         blocked = ingest(lake, *csv_args(v1))
         assert blocked.returncode == 5, blocked.stderr
