@@ -397,3 +397,41 @@ def test_an_s3_lake(tmp_path: Path, s3_lake_env: str, simulator_states: dict) ->
     with site.connect() as con:
         for table in TABLES:
             assert_bronze_equals(con, table, simulator_states[table, 1])
+
+
+def test_column_checks_name_every_broken_rule_and_count_its_rows(site: Dbt) -> None:
+    """A model's column rules are one test: each broken rule is a row naming it, the failures are the broken rows,
+    and a model whose last build wrote no broken row passes while another model's test fails."""
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    with site.connect(read_only=False) as con:
+        customers = "silver.silver_loyalty__customers"
+        first_two = f"select customer_id from {customers} order by customer_id limit 2"
+        con.execute(f"update {customers} set points_balance = null where customer_id in ({first_two})")
+        con.execute(f"insert into {customers} select * from {customers} order by customer_id desc limit 3")
+        con.execute("update bronze.bronze_loyalty__produtos set _cdc_operation = 'X' where rowid < 4")
+        cube = "gold.gold_points_daily_cube"
+        con.execute(f"update {cube} set points_spent = -1 where grouping_level = 'day'")
+        con.execute(f"update {cube} set product_category = 'chat' where grouping_id = 3")
+        day_totals = con.execute(f"select count(*) from {cube} where grouping_id = 3").fetchone()
+    assert day_totals is not None and day_totals[0] > 0
+
+    result = site.test(*LOYALTY, "--store-failures", "--vars", "{full_tests: true}")
+    assert result.returncode == 1
+    statuses = {r["unique_id"].split(".")[2]: r for r in site.artifact("run_results.json")["results"]}
+    broken = {
+        "column_checks_silver_loyalty__customers": {("not_null", "points_balance"): 2, ("unique", "customer_id"): 3},
+        "column_checks_bronze_loyalty__produtos": {("accepted_values", "_cdc_operation"): 4},
+        "column_checks_gold_points_daily_cube": {
+            ("accepted_range", "points_spent"): day_totals[0],
+            ("expression_is_true", "(grouping_id in (0, 2)) = (source_system is not null)"): 0,
+            ("expression_is_true", "(grouping_id in (0, 1)) = (product_category is not null)"): day_totals[0],
+        },
+    }
+    for name, rules in broken.items():
+        expected = {rule: rows for rule, rows in rules.items() if rows}
+        assert (statuses[name]["status"], statuses[name]["failures"]) == ("fail", sum(expected.values())), name
+        stored = site.query(f"select rule_name, checked, failing_rows from dbt_test__audit.{name}")
+        assert {(rule, checked): rows for rule, checked, rows in stored} == expected, name
+        assert f"Failure in test {name}" in result.stdout
+    assert statuses["column_checks_silver_loyalty__transactions"]["status"] == "pass"

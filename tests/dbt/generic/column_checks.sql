@@ -1,0 +1,63 @@
+{#-
+    Every column rule of a model in one test and one scan: dbt spends tens of milliseconds on each test node
+    whatever its query costs, so a model's not_null, unique, accepted_values, accepted_range and row expressions
+    are one node. A failing row names the rule and the column (or the expression) and how many rows break it;
+    the test's failures are the sum of those rows. Like every test of an incremental model, it reads the rows the
+    last build wrote (every row with `--vars '{full_tests: true}'`).
+-#}
+{% test column_checks(model, not_null=[], unique=[], accepted_values={}, accepted_range={}, expressions=[]) %}
+
+{{ config(fail_calc='coalesce(sum(failing_rows), 0)') }}
+
+{%- set rules = [] -%}
+{%- for column in not_null -%}
+    {%- do rules.append(('not_null', column, 'count(*) - count(' ~ column ~ ')')) -%}
+{%- endfor -%}
+{%- for column in unique -%}
+    {%- do rules.append(('unique', column, 'count(' ~ column ~ ') - count(distinct ' ~ column ~ ')')) -%}
+{%- endfor -%}
+{%- for column, values in accepted_values.items() -%}
+    {%- set listed = [] -%}
+    {%- for value in values -%}
+        {%- do listed.append(lago_cdc.sql_string(value) if value is string else value) -%}
+    {%- endfor -%}
+    {%- do rules.append((
+        'accepted_values', column,
+        'sum(case when ' ~ column ~ ' not in (' ~ listed | join(', ') ~ ') then 1 else 0 end)'
+    )) -%}
+{%- endfor -%}
+{%- for column, bounds in accepted_range.items() -%}
+    {%- set outside = [] -%}
+    {%- if bounds.min_value is defined -%}{%- do outside.append(column ~ ' < ' ~ bounds.min_value) -%}{%- endif -%}
+    {%- if bounds.max_value is defined -%}{%- do outside.append(column ~ ' > ' ~ bounds.max_value) -%}{%- endif -%}
+    {%- do rules.append(('accepted_range', column, 'sum(case when ' ~ outside | join(' or ') ~ ' then 1 else 0 end)')) -%}
+{%- endfor -%}
+{%- for expression in expressions -%}
+    {%- do rules.append(('expression_is_true', expression, 'sum(case when not (' ~ expression ~ ') then 1 else 0 end)')) -%}
+{%- endfor -%}
+
+with
+
+counted as (
+    select
+        {%- for rule in rules %}
+        {{ rule[2] }} as rule_{{ loop.index }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ model }}
+)
+
+{% for rule in rules -%}
+select
+    '{{ rule[0] }}' as rule_name,
+    {{ lago_cdc.sql_string(rule[1]) }} as checked,
+    rule_{{ loop.index }} as failing_rows
+from counted
+where rule_{{ loop.index }} > 0
+{% if not loop.last %}
+union all
+
+{% endif -%}
+{%- endfor %}
+
+{% endtest %}
+
