@@ -1,6 +1,7 @@
 """Every dbt model and snapshot as a Dagster asset (dagster-dbt), each dbt test as an asset check; the sample seeds
 are left out."""
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -47,6 +48,11 @@ def dbt_project(settings: Settings) -> DbtProject:
     return project
 
 
+def project_manifest(project: DbtProject) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(project.manifest_path.read_text(encoding="utf-8"))
+    return loaded
+
+
 def dbt_resource(project: DbtProject) -> DbtCliResource:
     return DbtCliResource(project_dir=project, profiles_dir=str(project.profiles_dir), target=project.target)
 
@@ -81,6 +87,38 @@ def _captures_of_run(context: dg.AssetExecutionContext) -> dict[dg.AssetKey, boo
     return captures
 
 
+def unchanged_lineage(manifest: Mapping[str, Any], captures: Mapping[dg.AssetKey, bool]) -> list[str]:
+    """The dbt nodes (models, snapshots, tests) whose every upstream source is a capture of this run that changed
+    nothing: a build would change none of their rows. A node fed by a capture that changed, or by a source this run
+    did not capture (another run may have), is built.
+
+    dagster-dbt unions a `--select` passed at run time with the run's own selection, so the lineage of the changed
+    captures is reached by excluding the rest."""
+    unchanged: set[str] = set()
+    for unique_id, source in manifest.get("sources", {}).items():
+        if captures.get(dg.AssetKey([source["source_name"], source["name"]])) is False:
+            unchanged.add(unique_id)
+    parents: Mapping[str, list[str]] = manifest.get("parent_map", {})
+    feeding: dict[str, set[str]] = {}
+
+    def sources_of(node: str) -> set[str]:
+        if node.startswith("source."):
+            return {node}
+        if node not in feeding:
+            feeding[node] = set()  # a cycle cannot occur in dbt's DAG; this only guards the recursion
+            feeding[node] = set().union(*(sources_of(parent) for parent in parents.get(node, [])))
+        return feeding[node]
+
+    excluded = []
+    for unique_id, node in manifest.get("nodes", {}).items():
+        if node.get("resource_type") not in ("model", "snapshot", "test"):
+            continue
+        upstream = sources_of(unique_id)
+        if upstream and upstream <= unchanged:
+            excluded.append(str(node["name"]))
+    return sorted(excluded)
+
+
 def dbt_build_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
@@ -100,6 +138,11 @@ def dbt_build_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
         # one target folder for every run: dbt's partial parsing then skips the 15-20 s of a full parse; unit tests
         # check the project's code, not the data: CI runs them, a production build need not
         args = ["build", "--exclude-resource-type", "unit_test"]
+        skipped = unchanged_lineage(project_manifest(project), captures)
+        if skipped:
+            context.log.info("not built, their captures changed nothing: %s", ", ".join(skipped))
+            # one value, as dbt's own space-separated list: dagster-dbt reads --exclude as a single-value flag
+            args += ["--exclude", " ".join(skipped)]
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=project.target_path)
         # each event carries dbt's own timing ("Execution Duration") as asset metadata
         yield from invocation.stream()
