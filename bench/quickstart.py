@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.common import PYTHON, ROOT, Result, dbt_executable, measure
+from bench.common import PYTHON, ROOT, Result, dbt_executable, measure_figures
 
 TARGETS = ("dev", "spark")
 
@@ -52,8 +52,11 @@ def suite_quickstart(repeats: int, work: Path, scale: int) -> list[Result]:
             _capture(lake, scale)
 
         for case, prepare in (("from scratch", fresh), ("incremental", built_then_captured)):
-            seconds, rss, _, inner = measure(["command", *build], repeats, prepare=prepare, env=env)
+            figures = measure_figures(["command", *build], repeats, prepare=prepare, env=env)
+            seconds, rss, cpu = figures.seconds, figures.peak_rss_mb, figures.cpu_seconds
             note = f"dbt build {case} on `python -m ingestion`'s data (RSS: the dbt process, not Spark's JVM)"
-            results.append(Result("quickstart", f"{target} {case}", scale, seconds, rss, repeats, note, inner))
-            print(f"quickstart {target:<6} {case:<13} {seconds:8.2f} s  {rss:8.0f} MB", flush=True)
+            results.append(
+                Result("quickstart", f"{target} {case}", scale, seconds, rss, repeats, note, figures.inner_seconds, cpu)
+            )
+            print(f"quickstart {target:<6} {case:<13} {seconds:8.2f} s {cpu:8.2f} CPU-s {rss:8.0f} MB", flush=True)
     return results
