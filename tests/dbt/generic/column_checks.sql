@@ -17,6 +17,10 @@
     {%- do rules.append(('unique', column, 'count(' ~ column ~ ') - count(distinct ' ~ column ~ ')')) -%}
 {%- endfor -%}
 {%- for column, values in accepted_values.items() -%}
+    {%- if not values -%}
+        {{ exceptions.raise_compiler_error(
+            "column_checks: accepted_values of " ~ column ~ " lists no value") }}
+    {%- endif -%}
     {%- set listed = [] -%}
     {%- for value in values -%}
         {%- do listed.append(lago_cdc.sql_string(value) if value is string else value) -%}
@@ -30,11 +34,18 @@
     {%- set outside = [] -%}
     {%- if bounds.min_value is defined -%}{%- do outside.append(column ~ ' < ' ~ bounds.min_value) -%}{%- endif -%}
     {%- if bounds.max_value is defined -%}{%- do outside.append(column ~ ' > ' ~ bounds.max_value) -%}{%- endif -%}
+    {%- if not outside -%}
+        {{ exceptions.raise_compiler_error(
+            "column_checks: accepted_range of " ~ column ~ " has neither min_value nor max_value") }}
+    {%- endif -%}
     {%- do rules.append(('accepted_range', column, 'sum(case when ' ~ outside | join(' or ') ~ ' then 1 else 0 end)')) -%}
 {%- endfor -%}
 {%- for expression in expressions -%}
     {%- do rules.append(('expression_is_true', expression, 'sum(case when not (' ~ expression ~ ') then 1 else 0 end)')) -%}
 {%- endfor -%}
+{%- if not rules -%}
+    {{ exceptions.raise_compiler_error("column_checks: no rule given") }}
+{%- endif %}
 
 with
 
