@@ -37,7 +37,9 @@ def materialised(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetMateria
     return found
 
 
-def test_a_run_whose_captures_changed_nothing_starts_no_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def defs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
+    """The project's definitions on a lake, a warehouse and a dbt target of the test's own, without retries."""
     for name, value in {
         "LAKE_URI": str(tmp_path / "lake"),
         "DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
@@ -46,8 +48,10 @@ def test_a_run_whose_captures_changed_nothing_starts_no_build(tmp_path: Path, mo
         "LAGO_LOCK_WAIT_SECONDS": "0",
     }.items():
         monkeypatch.setenv(name, value)
-    settings = Settings.from_env()
-    defs = build_definitions(settings)
+    return build_definitions(Settings.from_env())
+
+
+def test_a_run_whose_captures_changed_nothing_starts_no_build(tmp_path: Path, defs: dg.Definitions) -> None:
     job = defs.resolve_job_def(JOB_NAME)
     # clientes' capture, its Bronze and Silver models: a dbt build of two models and their tests per run
     graph = defs.resolve_asset_graph()
@@ -84,18 +88,7 @@ def export_produtos(folder: Path, products: int) -> None:
     (folder / "produtos.csv").write_text(header + rows, encoding="utf-8")
 
 
-def test_a_run_builds_only_the_lineage_of_the_captures_that_changed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in {
-        "LAKE_URI": str(tmp_path / "lake"),
-        "DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
-        "LAGO_DBT_TARGET_PATH": str(tmp_path / "dbt-target"),
-        "LAGO_MAX_RETRIES": "0",
-        "LAGO_LOCK_WAIT_SECONDS": "0",
-    }.items():
-        monkeypatch.setenv(name, value)
-    defs = build_definitions(Settings.from_env())
+def test_a_run_builds_only_the_lineage_of_the_captures_that_changed(tmp_path: Path, defs: dg.Definitions) -> None:
     job = defs.resolve_job_def(JOB_NAME)
     products = dg.AssetKey(["loyalty", "produtos"])
     graph = defs.resolve_asset_graph()
