@@ -1,7 +1,13 @@
 {#-
     Churn per customer as of the last day with transactions: recency, frequency and points over the latest
     28-day window and the one before it. Churned = has transacted, but not in the latest window.
+
+    A view: the reference date moves with every new day of transactions, and with it every customer's row, so a
+    stored table would be rewritten whole by each build (one row per customer, most of them with no transaction
+    at all). As a view a build writes nothing here; a reader pays for an aggregate of the transactions and one
+    join with the customers.
 -#}
+{{ config(materialized='view') }}
 {%- set window_days = var('churn_window_days') -%}
 
 with
