@@ -326,24 +326,24 @@
 {% endmacro %}
 
 
-{#- before the merge, while the table still holds the pre-images, and in its transaction: feed and table agree -#}
-{% macro write_feed_sql(target, changes, key, columns) %}
+{#-
+    In the merge's transaction, before it deletes anything: feed and table agree. `preimages` holds the target's
+    rows of the changed keys (each with the incoming `_incoming_operation`), read once by the merge.
+-#}
+{% macro write_feed_sql(target, changes, preimages, key, columns) %}
     {%- set feed = lago_cdc.feed_relation(target) -%}
     {%- set version = lago_cdc.feed_version(target) + 1 -%}
-    {%- set matches = lago_cdc.key_join(key, 'changes', 'target') -%}
     {%- for column in columns %}
     alter table {{ feed }} add column if not exists {{ adapter.quote(column.name) }} {{ column.data_type }};
     {%- endfor %}
 
     insert into {{ feed }} by name
     select
-        target.*,
-        case when changes._cdc_operation = 'D' then 'delete' else 'update_preimage' end as _change_type,
+        preimages.* exclude (_target_row, _incoming_operation),
+        case when preimages._incoming_operation = 'D' then 'delete' else 'update_preimage' end as _change_type,
         {{ version }} as _commit_version,
         {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _commit_timestamp
-    from {{ target }} as target
-    inner join {{ changes }} as changes
-        on {{ matches }};
+    from {{ preimages }} as preimages;
 
     insert into {{ feed }} by name
     select
@@ -351,7 +351,10 @@
         changes.{{ adapter.quote(column.name) }},
         {%- endfor %}
         case
-            when exists (select 1 from {{ target }} as target where {{ matches }}) then 'update_postimage'
+            when exists (
+                select 1 from {{ preimages }} as preimages
+                where {{ lago_cdc.key_join(key, 'changes', 'preimages') }}
+            ) then 'update_postimage'
             else 'insert'
         end as _change_type,
         {{ version }} as _commit_version,
