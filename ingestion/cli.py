@@ -11,7 +11,6 @@ import math
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,8 +23,8 @@ from ingestion import dbt_packages
 from ingestion.breaker import load_held
 from ingestion.catalog import DATABASE_MODES, Catalog, DatabaseMode, Source, Table, load_catalog, validate_identifier
 from ingestion.config import DEFAULT_LAKE, Config
+from ingestion.dbt_worker import DbtWorker
 from ingestion.errors import (
-    DbtStartError,
     IngestionError,
     LakeError,
     LakeLockedError,
@@ -342,18 +341,33 @@ def command_schedule(catalog: Catalog, config: Config, args: argparse.Namespace)
     # a usage error (no such source, an ambiguous one) stops the command before its first tick
     request = run_request(catalog, config, args)
     stop = threading.Event()
-    dbt: list[subprocess.Popen[bytes]] = []
+    dbt = DbtWorker(_dbt_project())
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set() and dbt and dbt[0].poll() is None:
+        if stop.is_set() and dbt.building:
             log.warning("second interrupt: stopping dbt build")
-            dbt[0].send_signal(signal.SIGINT)
+            dbt.interrupt()
             return
         log.info("stopping after the current step (signal %d)", signum)
         stop.set()
 
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return _schedule(catalog, config, args, request, interval, stop, dbt)
+    finally:
+        dbt.close()
+
+
+def _schedule(
+    catalog: Catalog,
+    config: Config,
+    args: argparse.Namespace,
+    request: RunRequest,
+    interval: float,
+    stop: threading.Event,
+    dbt: DbtWorker,
+) -> int:
     runs = 0
     builds = BuildPlan()
     next_start = time.monotonic()
@@ -370,7 +384,6 @@ def command_schedule(catalog: Catalog, config: Config, args: argparse.Namespace)
                 log.info("no capture changed anything since the last dbt build: nothing to build")
             elif args.dbt_build:
                 code = _dbt_build(args.dbt_target, dbt, selection)
-                dbt.clear()
                 if stop.is_set():
                     break
                 if code != 0:
@@ -419,21 +432,19 @@ class BuildPlan:
         self._changed.clear()
 
 
-def _dbt_build(target: str, running: list[subprocess.Popen[bytes]], selection: list[str] | None = None) -> int:
+def _dbt_project() -> Path:
+    return Path(os.environ.get("DBT_PROJECT_DIR") or ".")
+
+
+def _dbt_build(target: str, dbt: DbtWorker, selection: list[str] | None = None) -> int:
     # a fresh clone's first build: install the project's local packages first, as the quick start's `dbt deps`
-    project = Path(os.environ.get("DBT_PROJECT_DIR") or ".")
-    if (project / "dbt_project.yml").is_file() and dbt_packages.ensure_installed(project, "dbt"):
+    if (dbt.project / "dbt_project.yml").is_file() and dbt_packages.ensure_installed(dbt.project, "dbt"):
         log.info("installed the dbt project's packages (dbt deps)")
-    # unit tests check the project's code, not the data: CI runs them, a production build need not
+    # the command the worker's build equals (it runs in-process, on the manifest it parsed once)
     command = ["dbt", "build", "--target", target, "--exclude-resource-type", "unit_test"]
     command += ["--select", *selection] if selection else []
     log.info("running %s", " ".join(command))
-    try:
-        process = subprocess.Popen(command, start_new_session=True)
-    except OSError as exc:
-        raise DbtStartError(os_error_text(exc)) from exc
-    running.append(process)
-    return process.wait()
+    return dbt.build(target, selection)
 
 
 def command_approve(catalog: Catalog, config: Config, args: argparse.Namespace) -> int:

@@ -13,10 +13,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from reliability_support import Recorder
 from support.cli import Env, start_cli
-from support.dbt import Dbt
+from support.dbt import Dbt, copy_project
 
 from ingestion.lake import LocalLake
 from ingestion.lock import LOCK_KEY
@@ -111,8 +112,11 @@ def clientes_export(folder: Path, customers: int) -> None:
 @pytest.mark.dbt
 def test_dbt_build_follows_the_captures_that_changed_something(tmp_path: Path, report: Recorder) -> None:
     """First tick: the whole project. A tick whose capture changed clientes: that table's downstream only. A tick
-    whose capture changed nothing: no dbt at all. The warehouse follows the export each time."""
-    site = Dbt.at(tmp_path)
+    whose capture changed nothing: no dbt at all. The warehouse follows the export each time.
+
+    The builds run in one dbt process kept between them: between builds it holds no lock on the warehouse, and a
+    model added to the project in the meantime is in the next build (the project is parsed again)."""
+    site = Dbt.at(tmp_path, project=copy_project(tmp_path / "project"))
     export = tmp_path / "export"
     clientes_export(export, 2)
     built = threading.Event()
@@ -126,6 +130,9 @@ def test_dbt_build_follows_the_captures_that_changed_something(tmp_path: Path, r
     lines = follow(process, {"next capture in": built})
     assert built.wait(300), "".join(lines)
     clientes_export(export, 3)  # before the second tick: one new customer
+    duckdb.connect(str(site.database)).close()  # a writer may open the warehouse between builds
+    probe = "select count(*) as customers from {{ ref('silver_loyalty__customers') }}\n"
+    (site.project / "models" / "schedule_probe.sql").write_text(probe, encoding="utf-8")
     process.wait(timeout=600)
     time.sleep(0.2)
     text = "".join(lines)
@@ -140,6 +147,9 @@ def test_dbt_build_follows_the_captures_that_changed_something(tmp_path: Path, r
     assert "no capture changed anything since the last dbt build: nothing to build" in text, text
     assert site.query("select count(*) from bronze.bronze_loyalty__clientes") == [(3,)]
     assert site.query("select count(*) from silver.silver_loyalty__customers") == [(3,)]
+    # the model added after the first build was parsed and built by the second
+    [(schema,)] = site.query("select table_schema from information_schema.tables where table_name = 'schedule_probe'")
+    assert site.query(f"select customers from {schema}.schedule_probe") == [(3,)]
     # the second build ran clientes' lineage only: no other table's Bronze model was in it
     first, second = stdout.split("Running with dbt=")[1:]
     assert "bronze_loyalty__produtos" in first and "bronze_loyalty__clientes" in second, stdout[-3000:]
