@@ -1,11 +1,13 @@
 {#-
     Every column rule of a model in one test and one scan: dbt spends tens of milliseconds on each test node
-    whatever its query costs, so a model's not_null, unique, accepted_values, accepted_range and row expressions
-    are one node. A failing row names the rule and the column (or the expression) and how many rows break it;
+    whatever its query costs, so a model's not_null, unique (also among the rows a condition picks, as a history's
+    open versions), accepted_values, accepted_range and row expressions are one node. A failing row names the rule and the column (or the expression) and how many rows break it;
     the test's failures are the sum of those rows. Like every test of an incremental model, it reads the rows the
     last build wrote (every row with `--vars '{full_tests: true}'`).
 -#}
-{% test column_checks(model, not_null=[], unique=[], accepted_values={}, accepted_range={}, expressions=[]) %}
+{% test column_checks(
+    model, not_null=[], unique=[], unique_where=[], accepted_values={}, accepted_range={}, expressions=[]
+) %}
 
 {{ config(fail_calc='coalesce(sum(failing_rows), 0)') }}
 
@@ -15,6 +17,25 @@
 {%- endfor -%}
 {%- for column in unique -%}
     {%- do rules.append(('unique', column, 'count(' ~ column ~ ') - count(distinct ' ~ column ~ ')')) -%}
+{%- endfor -%}
+{%- for rule in unique_where -%}
+    {%- if not rule.columns or not rule.where -%}
+        {{ exceptions.raise_compiler_error(
+            "column_checks: each unique_where names its columns and its where condition") }}
+    {%- endif -%}
+    {#- NULLs pass, as in `unique`: a tuple counts when the condition holds and none of its values is NULL -#}
+    {%- set quoted = [] -%}
+    {%- set present = ['(' ~ rule.where ~ ')'] -%}
+    {%- for column in rule.columns -%}
+        {%- do quoted.append(adapter.quote(column)) -%}
+        {%- do present.append(adapter.quote(column) ~ ' is not null') -%}
+    {%- endfor -%}
+    {%- set present = present | join(' and ') -%}
+    {%- do rules.append((
+        'unique_where', '(' ~ rule.columns | join(', ') ~ ') where ' ~ rule.where,
+        'count(case when ' ~ present ~ ' then 1 end) - count(distinct case when ' ~ present ~ ' then '
+            ~ lago_mago.row_value(quoted) ~ ' end)'
+    )) -%}
 {%- endfor -%}
 {%- for column, values in accepted_values.items() -%}
     {%- if not values -%}
