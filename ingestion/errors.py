@@ -471,6 +471,14 @@ class LakeError(IngestionError):
     exit_code = 4
 
 
+class PublishError(LakeError):
+    """A table of the warehouse could not be published into the lake as a Delta table."""
+
+    def __init__(self, table: str, location: str, reason: str) -> None:
+        self.table, self.location, self.reason = table, location, reason
+        super().__init__(f"publishing {table} to {location}: {reason}")
+
+
 class LakeLocationError(LakeError):
     """The lake's own location is unusable: a file where its folder belongs, a folder that does not exist, an S3
     URI without a bucket."""

@@ -1,0 +1,185 @@
+"""The lake's published tables: tables of the warehouse written into the lake as Delta tables, under
+`<lake>/tables/<schema>/<table>/`, so that Spark, Polars, DuckDB and delta-rs read them as they are, and read them
+while a build runs (the DuckDB file admits no reader beside its writer).
+
+One class owns the layout and its one transition, `publish`, which makes a Delta table equal to the warehouse's
+rows in one commit:
+
+- the first publication, a rebuild (`--full-refresh`) or a changed set of columns writes the table whole, a new
+  version that replaces the last;
+- otherwise one MERGE on the table's grain: rows that are new are inserted, rows whose values differ are updated,
+  rows that are gone are deleted, and the rest is left as it is. A build that changed nothing commits nothing.
+
+A reader sees each table as it was before a commit or after it, never between; a failure before the commit leaves
+the version before. Every table has Delta's Change Data Feed on, so a consumer can read what each build changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ingestion.errors import PublishError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from ingestion.lake import S3Lake
+
+PUBLISHED_FOLDER = "tables"
+
+# what a publication did to its table
+PublicationKind = Literal["created", "rewritten", "merged", "unchanged"]
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One table's publication: what it did, and the Delta version the table is at after it."""
+
+    schema: str
+    table: str
+    location: str
+    kind: PublicationKind
+    version: int
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    def describe(self) -> str:
+        changes = f" (+{self.inserted} ~{self.updated} -{self.deleted})" if self.kind == "merged" else ""
+        return f"{self.schema}.{self.table}: {self.kind}, Delta version {self.version}{changes}, at {self.location}"
+
+
+class PublishedTables:
+    """The published tables of the lake at `lake_uri` (a folder, or `s3://bucket/prefix`)."""
+
+    def __init__(self, lake_uri: str) -> None:
+        self.lake_uri = lake_uri.rstrip("/")
+        self._s3: S3Lake | None = None
+        if self.lake_uri.startswith("s3://"):
+            from ingestion.lake import S3Lake
+
+            self._s3 = S3Lake(self.lake_uri)
+            self.root = f"{self._s3.uri}/{PUBLISHED_FOLDER}"
+        else:
+            self.root = str(Path(self.lake_uri).resolve() / PUBLISHED_FOLDER)
+
+    def location(self, schema: str, table: str) -> str:
+        return f"{self.root}/{schema}/{table}"
+
+    def storage_options(self) -> dict[str, str] | None:
+        """delta-rs's options for the lake's S3 endpoint, with the credentials boto3's chain resolves (the capture's
+        own); None for a local lake."""
+        if self._s3 is None:
+            return None
+        client = self._s3.client
+        endpoint = str(client.meta.endpoint_url)
+        options = {"AWS_REGION": client.meta.region_name or "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+        if endpoint.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+        import boto3
+
+        credentials = boto3.session.Session().get_credentials()
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            options |= {"AWS_ACCESS_KEY_ID": str(frozen.access_key), "AWS_SECRET_ACCESS_KEY": str(frozen.secret_key)}
+            if frozen.token:
+                options["AWS_SESSION_TOKEN"] = frozen.token
+        # One writer per table: the build of the one warehouse the lake belongs to (a second build of that
+        # warehouse cannot start while it runs), so Delta's commits need no lock service beside S3.
+        options["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
+        return options
+
+    def version(self, schema: str, table: str) -> int | None:
+        """The table's Delta version, None when it was never published."""
+        from deltalake import DeltaTable
+
+        location = self.location(schema, table)
+        if not DeltaTable.is_deltatable(location, storage_options=self.storage_options()):
+            return None
+        return DeltaTable(location, storage_options=self.storage_options()).version()
+
+    def publish(
+        self, schema: str, table: str, rows: pa.Table, grain: Sequence[str], *, rewrite: bool = False
+    ) -> Publication:
+        """Make the Delta table `<schema>/<table>` hold exactly `rows`, in one commit (see the module's docstring)."""
+        import pyarrow as pa
+        from deltalake import CommitProperties, DeltaTable, write_deltalake
+        from deltalake.exceptions import DeltaError
+
+        location = self.location(schema, table)
+        missing = [column for column in grain if column not in rows.column_names]
+        if not grain or missing:
+            reason = f"its grain {list(grain)} names columns it does not have: {missing}" if grain else "no grain"
+            raise PublishError(f"{schema}.{table}", location, reason)
+        # every column nullable: a column that holds no NULL today may hold one after the next build
+        rows = rows.cast(pa.schema([field.with_nullable(True) for field in rows.schema]))
+        options = self.storage_options()
+        properties = CommitProperties(custom_metadata={"lago_mago.rows": str(rows.num_rows)})
+        try:
+            existing = DeltaTable(location, storage_options=options) if self._exists(location, options) else None
+            if existing is None or rewrite or _delta_columns(existing) != _delta_columns(rows):
+                if existing is None and self._s3 is None:
+                    Path(location).mkdir(parents=True, exist_ok=True)
+                write_deltalake(
+                    location,
+                    rows,
+                    mode="overwrite",
+                    schema_mode="overwrite",
+                    configuration={"delta.enableChangeDataFeed": "true"},
+                    storage_options=options,
+                    commit_properties=properties,
+                )
+                version = DeltaTable(location, storage_options=options).version()
+                return Publication(schema, table, location, "created" if existing is None else "rewritten", version)
+            merged = (
+                existing.merge(
+                    rows,
+                    predicate=" and ".join(f"(t.{_quote(c)} is not distinct from s.{_quote(c)})" for c in grain),
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=properties,
+                )
+                .when_matched_update_all(predicate=_differs(rows.column_names, grain))
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete()
+                .execute()
+            )
+        except (DeltaError, OSError) as exc:
+            raise PublishError(f"{schema}.{table}", location, str(exc)) from exc
+        changed = (
+            merged["num_target_rows_inserted"],
+            merged["num_target_rows_updated"],
+            merged["num_target_rows_deleted"],
+        )
+        version = DeltaTable(location, storage_options=options).version()
+        return Publication(schema, table, location, "merged" if any(changed) else "unchanged", version, *changed)
+
+    @staticmethod
+    def _exists(location: str, options: dict[str, str] | None) -> bool:
+        from deltalake import DeltaTable
+
+        return bool(DeltaTable.is_deltatable(location, storage_options=options))
+
+
+def _quote(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _differs(columns: Sequence[str], grain: Sequence[str]) -> str | None:
+    """A matched row is updated only when one of its values differs (NULLs equal)."""
+    values = [c for c in columns if c not in grain]
+    if not values:
+        return None
+    return " or ".join(f"(t.{_quote(c)} is distinct from s.{_quote(c)})" for c in values)
+
+
+def _delta_columns(table: DeltaTable | pa.Table) -> list[tuple[str, str]]:
+    """Column names and Delta types, which a rewrite must change in the published table when they differ."""
+    from deltalake import DeltaTable, Schema
+
+    schema = table.schema() if isinstance(table, DeltaTable) else Schema.from_arrow(table.schema)
+    return [(field.name, str(field.type)) for field in schema.fields]

@@ -1,0 +1,102 @@
+"""Gold published into the lake as Delta tables by the DuckDB build (macros/publish/publish_to_lake.sql,
+ingestion/published_tables.py): after each build every published table equals the warehouse's, row for row, read
+with delta-rs; an incremental build commits a MERGE of what changed, a build with nothing new commits nothing, a
+--full-refresh commits a new whole version, and a table whose test fails keeps its last publication."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+from support.cli import ingest
+from support.dbt import Dbt
+
+from ingestion.published_tables import PublishedTables
+
+pytestmark = pytest.mark.dbt
+
+SIMULATOR = ("--scale", "2000", "--seed", "11")
+LOYALTY = ("--select", "source:loyalty+")
+# the Gold tables of the loyalty lineage (gold_customer_churn is a view: computed when read, not published)
+GOLD = ("gold_points_daily_cube", "gold_points_monthly_report", "gold_points_monthly_restatements")
+
+
+def published(site: Dbt, table: str) -> DeltaTable:
+    tables = PublishedTables(site.lake)
+    return DeltaTable(tables.location("gold", table), storage_options=tables.storage_options())
+
+
+def operations(site: Dbt, table: str) -> list[str]:
+    """The table's Delta commits, oldest first."""
+    return [str(commit["operation"]) for commit in reversed(published(site, table).history())]
+
+
+def assert_published_equals_warehouse(site: Dbt, table: str) -> int:
+    """The published table holds the warehouse table's rows, no more and no fewer; returns how many."""
+    rows = pa.table(published(site, table).to_pyarrow_dataset().to_table())
+    con = duckdb.connect(str(site.database), read_only=True)
+    try:
+        con.register("published", rows)
+        [(missing, extra, count)] = con.execute(
+            f"""
+            select
+                (select count(*) from (select * from gold.{table} except all select * from published)),
+                (select count(*) from (select * from published except all select * from gold.{table})),
+                (select count(*) from gold.{table})
+            """
+        ).fetchall()
+    finally:
+        con.close()
+    assert (missing, extra) == (0, 0), f"{table}: {missing} warehouse rows not published, {extra} published extra"
+    assert rows.num_rows == count
+    return int(count)
+
+
+def test_gold_is_published_and_follows_each_build(tmp_path: Path, any_lake: str) -> None:
+    site = Dbt.at(tmp_path, any_lake)
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    counts = {table: assert_published_equals_warehouse(site, table) for table in GOLD}
+    # no month was restated yet: its table is published empty
+    assert counts["gold_points_daily_cube"] > 0 and counts["gold_points_monthly_report"] > 0, counts
+    assert all(operations(site, table) == ["WRITE"] for table in GOLD)
+
+    # nothing new: the build writes no Gold row, and no publication commits
+    site.build(*LOYALTY, check=True)
+    assert all(operations(site, table) == ["WRITE"] for table in GOLD)
+
+    # the next day: the cube and the report change, each by one MERGE of its changes
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    counts = {table: assert_published_equals_warehouse(site, table) for table in GOLD}
+    assert counts["gold_points_monthly_restatements"] > 0, counts
+    assert all(operations(site, table) == ["WRITE", "MERGE"] for table in GOLD)
+
+
+def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_last(tmp_path: Path) -> None:
+    site = Dbt.at(tmp_path)
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    site.build(*LOYALTY, "--full-refresh", check=True)
+    for table in GOLD:
+        assert_published_equals_warehouse(site, table)
+        assert operations(site, table)[-1] == "WRITE" and published(site, table).version() == 1
+
+    # a duplicated report row of a month the next day's changes do not touch: the report's grain test fails, so
+    # the report keeps its last publication, while the cube (its tests pass) publishes the next day's changes
+    with site.connect(read_only=False) as con:
+        report = "gold.gold_points_monthly_report"
+        con.execute(
+            f"insert into {report} select * from {report} "
+            f"where month_start_date = (select min(month_start_date) from {report})"
+        )
+    ingest(site.lake, *SIMULATOR, check=True)
+    result = site.build(*LOYALTY)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "Failure in test column_checks_gold_points_monthly_report" in result.stdout, result.stdout[-3000:]
+    assert published(site, "gold_points_monthly_report").version() == 1
+    assert operations(site, "gold_points_daily_cube")[-1] == "MERGE"
+    assert_published_equals_warehouse(site, "gold_points_daily_cube")
