@@ -1,26 +1,28 @@
 """The dbt-duckdb plugin that publishes the warehouse's tables into the lake (ingestion/published_tables.py).
 
-The project's `on-run-end` hook (macros/publish/publish_to_lake.sql) stages each table to publish as a Parquet file
-beside the warehouse and hands it here through dbt-duckdb's `adapter.store_relation`; the plugin makes the table's
-Delta copy equal to it and removes the staged file. Configured in profiles.yml:
+It gives the warehouse's connection one SQL function, `lago_publish(schema, model, staged, grain, rewrite)`, which
+makes the Delta table of `<lake>/tables/<schema>/<model>/` equal to the Parquet file `staged`, removes that file,
+and returns what it did. The project's `on-run-end` hook (macros/publish/publish_to_lake.sql) stages each table to
+publish and calls it, so a failed publication fails the hook's statement with the table, the location and the
+reason, as any failed SQL does. Configured in profiles.yml:
 
     plugins:
       - module: ingestion.dbt_publish_plugin
-        alias: lago_publish
         config: {lake: "{{ env_var('LAKE_URI', 'lake') }}"}
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
-from dbt.adapters.duckdb.utils import TargetConfig
 from dbt.adapters.events.logging import AdapterLogger
 
 from ingestion.published_tables import PublishedTables
 
+FUNCTION = "lago_publish"
 logger = AdapterLogger("lago_publish")
 
 
@@ -30,20 +32,22 @@ class Plugin(BasePlugin):
         self.lake_uri = str(plugin_config.get("lake") or "lake")
         self._tables: PublishedTables | None = None
 
-    def store(self, target_config: TargetConfig) -> None:
+    def configure_connection(self, conn: Any) -> None:
+        import duckdb
+
+        text, flag = duckdb.sqltype("VARCHAR"), duckdb.sqltype("BOOLEAN")
+        conn.create_function(FUNCTION, self.publish, [text, text, text, text, flag], text, side_effects=True)
+
+    def publish(self, schema: str, model: str, staged: str, grain: str, rewrite: bool) -> str:
         import pyarrow.parquet as pq
 
         if self._tables is None:
             self._tables = PublishedTables(self.lake_uri)
-        assert target_config.location is not None
-        staged = Path(target_config.location.path)
-        relation, config = target_config.relation, target_config.config
+        path = Path(staged)
         try:
-            rows = pq.read_table(staged)
-            schema, table = str(relation.schema), str(relation.identifier)
-            publication = self._tables.publish(
-                schema, table, rows, list(config["grain"]), rewrite=bool(config["rewrite"])
-            )
+            rows = pq.read_table(path)
+            publication = self._tables.publish(schema, model, rows, list(json.loads(grain)), rewrite=rewrite)
         finally:
-            staged.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         logger.info(f"published {publication.describe()}")
+        return publication.describe()

@@ -1,8 +1,8 @@
 {#-
     on-run-end, on the DuckDB target: the tables of models with `meta: {publish_to_lake: true}` (Gold, in
     dbt_project.yml) that this build wrote are published into the lake as Delta tables, under
-    `<LAKE_URI>/tables/<schema>/<model>/` (ingestion/published_tables.py, through the dbt-duckdb plugin
-    ingestion/dbt_publish_plugin.py named in profiles.yml).
+    `<LAKE_URI>/tables/<schema>/<model>/` (ingestion/published_tables.py, through the SQL function `lago_publish`
+    of the dbt-duckdb plugin ingestion/dbt_publish_plugin.py named in profiles.yml).
 
     - A model is published when it built and every test of it in this build passed (a warning passes): a model a
       failing test names keeps its last publication, as does a model the build did not select.
@@ -10,6 +10,8 @@
       `unique_combination_of_columns`, else its `column_checks` `unique` column.
     - `--full-refresh` publishes a new version of the whole table; otherwise a MERGE writes what changed.
     - Views are computed when read: not published.
+    - Each table is staged as a Parquet file beside the warehouse, then published; a failed publication fails the
+      hook's statement, naming the table, its location and why.
 
     Spark and Databricks: every model is a Delta table already; nothing to do.
 -#}
@@ -36,22 +38,22 @@
         {%- endif -%}
     {%- endfor -%}
     {%- set staging = target.path.rsplit('/', 1)[0] if '/' in target.path else '.' -%}
+    {%- set statements = [] -%}
     {%- for result in results if result.node.resource_type == 'model' and result.status == 'success' -%}
         {%- set node = result.node -%}
         {%- if node.config.meta.get('publish_to_lake') and node.config.materialized != 'view'
             and node.unique_id not in failed -%}
             {%- set relation = api.Relation.create(database=node.database, schema=node.schema, identifier=node.alias) -%}
-            {%- set staged = staging ~ '/.publish_' ~ node.schema ~ '__' ~ node.alias ~ '.parquet' -%}
-            {%- do run_query(
-                'copy (select * from ' ~ relation ~ ') to ' ~ lago_cdc.sql_string(staged) ~ ' (format parquet)') -%}
-            {%- set publication = {
-                'grain': lago_mago.declared_grain(node),
-                'rewrite': flags.FULL_REFRESH or node.config.full_refresh == true,
-            } -%}
-            {%- do adapter.store_relation('lago_publish', relation, [], staged, 'parquet', publication) -%}
+            {%- set staged = lago_cdc.sql_string(staging ~ '/.publish_' ~ node.schema ~ '__' ~ node.alias ~ '.parquet') -%}
+            {%- set rewrite = 'true' if flags.FULL_REFRESH or node.config.full_refresh == true else 'false' -%}
+            {%- do statements.append('copy (select * from ' ~ relation ~ ') to ' ~ staged ~ ' (format parquet)') -%}
+            {%- do statements.append(
+                'select lago_publish(' ~ lago_cdc.sql_string(node.schema) ~ ', ' ~ lago_cdc.sql_string(node.alias)
+                ~ ', ' ~ staged ~ ', ' ~ lago_cdc.sql_string(lago_mago.declared_grain(node) | tojson) ~ ', '
+                ~ rewrite ~ ')') -%}
         {%- endif -%}
     {%- endfor -%}
-    {{ return('') }}
+    {{ return(statements | join(';\n')) }}
 {% endmacro %}
 
 

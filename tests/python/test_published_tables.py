@@ -1,10 +1,12 @@
 """Gold published into the lake as Delta tables by the DuckDB build (macros/publish/publish_to_lake.sql,
 ingestion/published_tables.py): after each build every published table equals the warehouse's, row for row, read
 with delta-rs; an incremental build commits a MERGE of what changed, a build with nothing new commits nothing, a
---full-refresh commits a new whole version, and a table whose test fails keeps its last publication."""
+--full-refresh commits a new whole version, a table whose test fails keeps its last publication, and a publication
+that fails fails the build with the table, its location and why."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -100,3 +102,12 @@ def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_las
     assert published(site, "gold_points_monthly_report").version() == 1
     assert operations(site, "gold_points_daily_cube")[-1] == "MERGE"
     assert_published_equals_warehouse(site, "gold_points_daily_cube")
+
+    # a publication that cannot be written fails the build, naming the table, its location and why
+    location = Path(PublishedTables(site.lake).location("gold", "gold_points_daily_cube"))
+    shutil.rmtree(location)
+    location.write_text("not a Delta table", encoding="utf-8")
+    result = site.build("--select", "gold_points_daily_cube")
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert f"publishing gold.gold_points_daily_cube to {location}: " in result.stdout, result.stdout[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
