@@ -3,12 +3,14 @@ are left out."""
 
 import json
 from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from ingestion.dbt_packages import ensure_installed
+from ingestion.published_tables import PublishedTables
 from orchestration.capture import CHANGED, retry_policy
 from orchestration.settings import Settings
 
@@ -119,6 +121,32 @@ def unchanged_lineage(manifest: Mapping[str, Any], captures: Mapping[dg.AssetKey
     return sorted(excluded)
 
 
+def published_tables(
+    manifest: Mapping[str, Any], settings: Settings, selected: AbstractSet[dg.AssetKey]
+) -> Iterator[dg.AssetObservation]:
+    """For each selected model the DuckDB build publishes into the lake (macros/publish/publish_to_lake.sql): its
+    Delta table's location and version, once it was published (on Spark every model is a Delta table already and
+    none is published)."""
+    tables = PublishedTables(settings.lake_uri)
+    translator = LagoMagoTranslator()
+    for node in manifest.get("nodes", {}).values():
+        config = node.get("config", {})
+        if node.get("resource_type") != "model" or config.get("materialized") == "view":
+            continue
+        if not (config.get("meta") or {}).get("publish_to_lake"):
+            continue
+        key = translator.get_asset_key(node)
+        if key not in selected:
+            continue
+        version = tables.version(node["schema"], node["alias"])
+        if version is not None:
+            location = tables.location(node["schema"], node["alias"])
+            yield dg.AssetObservation(
+                asset_key=key,
+                metadata={"published_table": dg.MetadataValue.path(location), "delta_version": version},
+            )
+
+
 def dbt_build_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
@@ -146,6 +174,8 @@ def dbt_build_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefini
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=project.target_path)
         # each event carries dbt's own timing ("Execution Duration") as asset metadata
         yield from invocation.stream()
+        # the build's on-run-end hook published Gold into the lake: each table's Delta version, as an observation
+        yield from published_tables(project_manifest(project), settings, context.selected_asset_keys)
         if invocation.is_successful():
             return
         failed, errored = _failures(invocation.get_artifact("run_results.json"))

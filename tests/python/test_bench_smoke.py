@@ -59,6 +59,7 @@ def test_the_dag_bench_compares_incremental_and_full_builds_at_tiny_scale(tmp_pa
         ("dag", "no new file"),
         ("dag", "incremental"),
         ("dag", "full-refresh"),
+        ("dag", "scheduler build"),
         ("cadence", "after 2 captures"),
         ("cadence", "after 3 captures"),
     }
@@ -72,3 +73,5 @@ def test_the_dag_bench_compares_incremental_and_full_builds_at_tiny_scale(tmp_pa
     page = (out / "dag.md").read_text()
     assert "full refresh / incremental" in page
     assert "incremental build <= 2.5x `dbt parse` at 500" in page, page
+    # the scheduler's build in its kept dbt process, against a `dbt build` command
+    assert "the scheduler's build in its kept dbt process / `dbt build`" in page, page

@@ -40,6 +40,7 @@ from headless_chromium import Chromium, chromium_executable
 
 from ingestion.catalog import load_catalog
 from ingestion.lake import open_lake
+from ingestion.published_tables import PublishedTables
 from ingestion.table_store import load_state
 from orchestration.lakehouse import JOB_NAME, build_definitions
 from orchestration.settings import Settings
@@ -206,6 +207,11 @@ def test_the_job_captures_and_builds_every_asset(orchestrated: Orchestrated) -> 
             for e in events_of(instance, last, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
             if e.dagster_event is not None
         ]
+        observed = {
+            e.asset_observation.asset_key.path[-1]: e.asset_observation.metadata
+            for e in events_of(instance, last, dg.DagsterEventType.ASSET_OBSERVATION)
+            if e.asset_observation is not None
+        }
 
     # the second run's captures are changes on the first: counts and sequences in the run history
     lake = open_lake(settings.lake_uri)
@@ -233,6 +239,13 @@ def test_the_job_captures_and_builds_every_asset(orchestrated: Orchestrated) -> 
     assert {c.check_name for c in checks} == expected_checks, expected_checks ^ {c.check_name for c in checks}
     failed = [c.check_name for c in checks if not c.passed]
     assert not failed, failed
+
+    # each Gold table the build published into the lake: its location and Delta version, observed on its asset
+    tables = PublishedTables(settings.lake_uri)
+    for name in ("gold_points_daily_cube", "gold_points_monthly_report", "gold_gmv_daily_history"):
+        version = tables.version("gold", name)
+        assert version is not None and observed[name]["delta_version"].value == version, observed.get(name)
+        assert observed[name]["published_table"].value == tables.location("gold", name)
 
 
 def test_bronze_equals_the_captured_state(orchestrated: Orchestrated) -> None:
