@@ -1,7 +1,8 @@
 """The dbt-duckdb plugin that publishes the warehouse's tables into the lake (ingestion/published_tables.py).
 
-It gives the warehouse's connection one SQL function, `lago_publish(schema, model, staged, grain, rewrite)`, which
-makes the Delta table of `<lake>/tables/<schema>/<model>/` equal to the Parquet file `staged`, removes that file,
+It gives the warehouse's connection one SQL function, `lago_publish(schema, model, staged, grain, rewrite, sources)`,
+which makes the Delta table of `<lake>/tables/<schema>/<model>/` equal to the Parquet file `staged`, removes that
+file, records the build (with `sources`, the JSON list of the upstream source tables' files as the build started)
 and returns what it did. The project's `on-run-end` hook (macros/publish/publish_to_lake.sql) stages each table to
 publish and calls it, so a failed publication fails the hook's statement with the table, the location and the
 reason, as any failed SQL does. Configured in profiles.yml:
@@ -20,7 +21,7 @@ from typing import Any
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.events.logging import AdapterLogger
 
-from ingestion.published_tables import PublishedTables
+from ingestion.published_tables import PublishedTables, SourceMark
 
 FUNCTION = "lago_publish"
 logger = AdapterLogger("lago_publish")
@@ -36,9 +37,9 @@ class Plugin(BasePlugin):
         import duckdb
 
         text, flag = duckdb.sqltype("VARCHAR"), duckdb.sqltype("BOOLEAN")
-        conn.create_function(FUNCTION, self.publish, [text, text, text, text, flag], text, side_effects=True)
+        conn.create_function(FUNCTION, self.publish, [text, text, text, text, flag, text], text, side_effects=True)
 
-    def publish(self, schema: str, model: str, staged: str, grain: str, rewrite: bool) -> str:
+    def publish(self, schema: str, model: str, staged: str, grain: str, rewrite: bool, sources: str) -> str:
         import pyarrow.parquet as pq
 
         if self._tables is None:
@@ -49,5 +50,7 @@ class Plugin(BasePlugin):
             publication = self._tables.publish(schema, model, rows, list(json.loads(grain)), rewrite=rewrite)
         finally:
             path.unlink(missing_ok=True)
+        marks = [SourceMark(m["table"], int(m["files"]), m.get("newest_capture")) for m in json.loads(sources or "[]")]
+        self._tables.record_build(publication, marks)
         logger.info(f"published {publication.describe()}")
         return publication.describe()

@@ -479,6 +479,14 @@ class PublishError(LakeError):
         super().__init__(f"publishing {table} to {location}: {reason}")
 
 
+class BuildRecordError(LakeError):
+    """A published table's build record (`tables/_builds/...json`, written by the build) is not what it writes."""
+
+    def __init__(self, file: str, problem: str) -> None:
+        self.file, self.problem = file, problem
+        super().__init__(f"{file} is not a build record: {problem}; the next build of the table writes it again")
+
+
 class LakeLocationError(LakeError):
     """The lake's own location is unusable: a file where its folder belongs, a folder that does not exist, an S3
     URI without a bucket."""

@@ -12,24 +12,32 @@ rows in one commit:
 
 A reader sees each table as it was before a commit or after it, never between; a failure before the commit leaves
 the version before. Every table has Delta's Change Data Feed on, so a consumer can read what each build changed.
+
+Beside the tables, `tables/_builds/<schema>/<table>.json` is the last build that published each one (a MERGE that
+changed nothing included, which commits nothing): when, the Delta version, and the lake's files of each source
+table upstream as that build started (`SourceMark`), from which `freshness.py` tells a reader whether the table is
+behind the lake.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from ingestion.errors import PublishError
+from ingestion.errors import BuildRecordError, PublishError
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
-    from ingestion.lake import S3Lake
+    from ingestion.lake import Lake, S3Lake
 
 PUBLISHED_FOLDER = "tables"
+BUILDS_FOLDER = f"{PUBLISHED_FOLDER}/_builds"
 
 # what a publication did to its table
 PublicationKind = Literal["created", "rewritten", "merged", "unchanged"]
@@ -53,6 +61,51 @@ class Publication:
         return f"{self.schema}.{self.table}: {self.kind}, Delta version {self.version}{changes}, at {self.location}"
 
 
+@dataclass(frozen=True)
+class SourceMark:
+    """A source table as a build started: how many files the lake held of it, and the newest one's capture time."""
+
+    table: str
+    files: int
+    newest_capture: str | None
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """The last build that published a table: when it ended, what it did, and the sources it had seen."""
+
+    schema: str
+    table: str
+    built_at: str
+    kind: PublicationKind
+    version: int
+    sources: tuple[SourceMark, ...]
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, file: str) -> BuildRecord:
+        try:
+            body: dict[str, Any] = json.loads(raw)
+            kind = body["kind"]
+            if kind not in get_args(PublicationKind):
+                raise ValueError(f"unknown publication kind {kind!r}")
+            return cls(
+                schema=str(body["schema"]),
+                table=str(body["table"]),
+                built_at=str(body["built_at"]),
+                kind=kind,
+                version=int(body["version"]),
+                sources=tuple(
+                    SourceMark(str(mark["table"]), int(mark["files"]), mark.get("newest_capture"))
+                    for mark in body["sources"]
+                ),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BuildRecordError(file, f"{type(exc).__name__}: {exc}") from exc
+
+
 class PublishedTables:
     """The published tables of the lake at `lake_uri` (a folder, or `s3://bucket/prefix`)."""
 
@@ -69,6 +122,36 @@ class PublishedTables:
 
     def location(self, schema: str, table: str) -> str:
         return f"{self.root}/{schema}/{table}"
+
+    @property
+    def lake(self) -> Lake:
+        from ingestion.lake import open_lake
+
+        return self._s3 if self._s3 is not None else open_lake(self.lake_uri)
+
+    def record_build(self, publication: Publication, sources: Sequence[SourceMark]) -> BuildRecord:
+        """Record `publication` as its table's last build (the lake's files its build had seen: `sources`)."""
+        record = BuildRecord(
+            schema=publication.schema,
+            table=publication.table,
+            built_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            kind=publication.kind,
+            version=publication.version,
+            sources=tuple(sources),
+        )
+        self.lake.put_bytes(f"{BUILDS_FOLDER}/{record.schema}/{record.table}.json", record.to_json())
+        return record
+
+    def builds(self) -> list[BuildRecord]:
+        """The last build of every published table, by schema and table."""
+        lake = self.lake
+        records = []
+        for info in sorted(lake.list(f"{BUILDS_FOLDER}/"), key=lambda info: info.key):
+            if info.key.endswith(".json"):
+                raw = lake.read_bytes(info.key)
+                if raw is not None:
+                    records.append(BuildRecord.from_json(raw, lake.uri_for(info.key)))
+        return records
 
     def storage_options(self) -> dict[str, str] | None:
         """delta-rs's options for the lake's S3 endpoint, with the credentials boto3's chain resolves (the capture's

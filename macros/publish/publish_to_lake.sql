@@ -12,6 +12,9 @@
     - Views are computed when read: not published.
     - Each table is staged as a Parquet file beside the warehouse, then published; a failed publication fails the
       hook's statement, naming the table, its location and why.
+    - Each publication, a MERGE that changed nothing included, records its build beside the tables: when, the Delta
+      version, and how many files of each source table upstream of the model the lake held when the build started
+      (mark_lake_captures), so a reader can tell whether the lake holds a capture the table does not reflect yet.
 
     Spark and Databricks: every model is a Delta table already; nothing to do.
 -#}
@@ -50,7 +53,7 @@
             {%- do statements.append(
                 'select lago_publish(' ~ lago_cdc.sql_string(node.schema) ~ ', ' ~ lago_cdc.sql_string(node.alias)
                 ~ ', ' ~ staged ~ ', ' ~ lago_cdc.sql_string(lago_mago.declared_grain(node) | tojson) ~ ', '
-                ~ rewrite ~ ')') -%}
+                ~ rewrite ~ ', ' ~ lago_mago.capture_marks_json(node) ~ ')') -%}
         {%- endif -%}
     {%- endfor -%}
     {{ return(statements | join(';\n')) }}
@@ -74,4 +77,70 @@
     {{ exceptions.raise_compiler_error(
         "publish_to_lake: " ~ node.name ~ " declares no grain: give it a unique_combination_of_columns test, or a "
         ~ "column_checks test with one unique column") }}
+{% endmacro %}
+
+
+{#-
+    on-run-start, on the DuckDB target: how many files each source table has in the lake, and the newest one's
+    capture time, as the build starts. Taken before any model lists the lake, so a file that lands during the build
+    counts as unseen (a reader is told the table may be stale) rather than seen.
+-#}
+{% macro mark_lake_captures() %}
+    {{ return(adapter.dispatch('mark_lake_captures', 'lago_mago')()) }}
+{% endmacro %}
+
+
+{% macro default__mark_lake_captures() %}
+    {{ return('') }}
+{% endmacro %}
+
+
+{% macro duckdb__mark_lake_captures() %}
+    {%- if not execute -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set bronze = generate_schema_name('bronze', none) | trim -%}
+    create or replace table {{ bronze }}.lake_capture_marks as
+    select
+        source_name,
+        table_name,
+        count(*) as files,
+        max(captured_at) as newest_capture
+    from {{ bronze }}.lake_capture_times
+    group by source_name, table_name
+{% endmacro %}
+
+
+{#- A SQL expression: the capture marks of the source tables upstream of a model, as a JSON list. -#}
+{% macro capture_marks_json(node) %}
+    {%- set found = [] -%}
+    {%- do lago_mago.collect_upstream_sources(node.unique_id, found, []) -%}
+    {%- if not found -%}
+        {{ return("'[]'") }}
+    {%- endif -%}
+    {%- set names = [] -%}
+    {%- for name in found | sort -%}
+        {%- do names.append(lago_cdc.sql_string(name)) -%}
+    {%- endfor -%}
+    {%- set marked = (generate_schema_name('bronze', none) | trim) ~ '.lake_capture_marks' -%}
+    {{ return(
+        "(select coalesce(to_json(list({'table': source_name || '.' || table_name, 'files': files, "
+        ~ "'newest_capture': strftime(newest_capture, '%Y-%m-%dT%H:%M:%S.%fZ')} order by source_name, table_name)), "
+        ~ "'[]') from " ~ marked ~ " where source_name || '.' || table_name in (" ~ names | join(', ') ~ "))"
+    ) }}
+{% endmacro %}
+
+
+{#- Appends to `found` the `<source>.<table>` of every source upstream of a node (`seen`: the nodes visited). -#}
+{% macro collect_upstream_sources(unique_id, found, seen) %}
+    {%- set node = graph.nodes.get(unique_id) -%}
+    {%- for parent in (node.depends_on.nodes if node else []) if parent not in seen -%}
+        {%- do seen.append(parent) -%}
+        {%- if parent.startswith('source.') -%}
+            {%- set source = graph.sources[parent] -%}
+            {%- do found.append(source.source_name ~ '.' ~ source.name) -%}
+        {%- else -%}
+            {%- do lago_mago.collect_upstream_sources(parent, found, seen) -%}
+        {%- endif -%}
+    {%- endfor -%}
 {% endmacro %}

@@ -23,7 +23,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import dagster as dg
 import duckdb
 import pytest
 from headless_chromium import Chromium, chromium_executable
+from support.net import free_port
 
 from ingestion.catalog import load_catalog
 from ingestion.lake import open_lake
@@ -309,13 +309,6 @@ GRAPH_JS = """
   return {nodes, groups, edges};
 })()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # seconds a dev server may take to stop on SIGTERM: dagster gives its webserver and daemon 60 s each at most

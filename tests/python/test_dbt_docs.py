@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -39,6 +38,7 @@ import pytest
 from headless_chromium import BrowserError, Chromium, chromium_executable
 from support.cli import ingest
 from support.dbt import Dbt
+from support.net import free_port
 
 pytestmark = [pytest.mark.dbt, pytest.mark.docs]
 
@@ -99,13 +99,6 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Dbt:
     site.build("--exclude-resource-type", "test", "--exclude-resource-type", "unit_test", timeout=300, check=True)
     site("docs", "generate", timeout=300, check=True)
     return site
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout: float = 10) -> None:

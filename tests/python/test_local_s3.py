@@ -18,18 +18,12 @@ import boto3
 import duckdb
 import pytest
 from support.cli import run_cli
+from support.net import free_port
 from support.readme import QuickStart
 
 pytestmark = pytest.mark.s3
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def local_s3(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -12,18 +12,27 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+from cross_engine import normalise
 from deltalake import DeltaTable
+from pyspark.sql import SparkSession
 from support.cli import ingest
 from support.dbt import Dbt
 
+from ingestion.freshness import published_freshness
 from ingestion.published_tables import PublishedTables
 
 pytestmark = pytest.mark.dbt
+pytest_plugins = ["spark_support"]
 
 SIMULATOR = ("--scale", "2000", "--seed", "11")
 LOYALTY = ("--select", "source:loyalty+")
 # the Gold tables of the loyalty lineage (gold_customer_churn is a view: computed when read, not published)
-GOLD = ("gold_points_daily_cube", "gold_points_monthly_report", "gold_points_monthly_restatements")
+GOLD = (
+    "gold_points_daily_cube",
+    "gold_points_monthly_report",
+    "gold_points_monthly_restatements",
+    "gold_customer_churn_summary",
+)
 
 
 def published(site: Dbt, table: str) -> DeltaTable:
@@ -66,16 +75,34 @@ def test_gold_is_published_and_follows_each_build(tmp_path: Path, any_lake: str)
     assert counts["gold_points_daily_cube"] > 0 and counts["gold_points_monthly_report"] > 0, counts
     assert all(operations(site, table) == ["WRITE"] for table in GOLD)
 
-    # nothing new: the build writes no Gold row, and no publication commits
+    first = {record.table: record for record in PublishedTables(site.lake).builds()}
+    assert set(first) == set(GOLD) and all(record.kind == "created" for record in first.values())
+    assert {mark.table for mark in first["gold_points_daily_cube"].sources} == {
+        "loyalty.transacoes",
+        "loyalty.transacao_produto",
+        "loyalty.produtos",
+    }
+    assert all(row.status == "fresh" for row in published_freshness(site.lake)), published_freshness(site.lake)
+
+    # nothing new: the build writes no Gold row, and no publication commits; the build is recorded all the same
     site.build(*LOYALTY, check=True)
     assert all(operations(site, table) == ["WRITE"] for table in GOLD)
+    again = {record.table: record for record in PublishedTables(site.lake).builds()}
+    assert all(record.kind == "unchanged" and record.version == 0 for record in again.values()), again
+    assert all(again[table].built_at > first[table].built_at for table in GOLD)
 
-    # the next day: the cube and the report change, each by one MERGE of its changes
+    # the next day is captured: every table is behind the lake, naming what it misses, until the next build
     ingest(site.lake, *SIMULATOR, check=True)
+    stale = {row.table: row for row in published_freshness(site.lake)}
+    assert all(row.status == "stale" for row in stale.values()), stale
+    assert "of loyalty.transacoes not in it yet" in stale["gold.gold_points_daily_cube"].describe()
+
+    # the next day is built: the cube and the report change, each by one MERGE of its changes
     site.build(*LOYALTY, check=True)
     counts = {table: assert_published_equals_warehouse(site, table) for table in GOLD}
     assert counts["gold_points_monthly_restatements"] > 0, counts
     assert all(operations(site, table) == ["WRITE", "MERGE"] for table in GOLD)
+    assert all(row.status == "fresh" and row.version == 1 for row in published_freshness(site.lake))
 
 
 def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_last(tmp_path: Path) -> None:
@@ -111,3 +138,25 @@ def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_las
     assert result.returncode == 1, result.stdout[-3000:]
     assert f"publishing gold.gold_points_daily_cube to {location}: " in result.stdout, result.stdout[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.spark
+def test_spark_reads_every_published_table_as_the_warehouse_holds_it(tmp_path: Path, spark: SparkSession) -> None:
+    """Spark with Delta Lake reads the tables delta-rs wrote as they are: the same rows as the warehouse."""
+    site = Dbt.at(tmp_path)
+    ingest(site.lake, *SIMULATOR, check=True)
+    ingest(site.lake, "--source", "hotmart", "--scale", "10000", check=True)
+    site.build(check=True)
+    tables = PublishedTables(site.lake)
+    read = 0
+    for table in (*GOLD, "gold_gmv_daily_history"):
+        frame = spark.read.format("delta").load(tables.location("gold", table))
+        columns = frame.columns
+        from_spark = sorted(tuple(normalise(value) for value in row) for row in frame.select(*columns).collect())
+        quoted = ", ".join(f'"{column}"' for column in columns)
+        from_duckdb = sorted(
+            tuple(normalise(value) for value in row) for row in site.query(f"select {quoted} from gold.{table}")
+        )
+        assert from_spark == from_duckdb, table
+        read += len(from_spark)
+    assert read > 0
