@@ -1,11 +1,13 @@
 """The dbt-duckdb plugin that publishes the warehouse's tables into the lake (ingestion/published_tables.py).
 
-It gives the warehouse's connection one SQL function, `lago_publish(schema, model, staged, grain, rewrite, sources)`,
-which makes the Delta table of `<lake>/tables/<schema>/<model>/` equal to the Parquet file `staged`, removes that
-file, records the build (with `sources`, the JSON list of the upstream source tables' files as the build started)
-and returns what it did. The project's `on-run-end` hook (macros/publish/publish_to_lake.sql) stages each table to
-publish and calls it, so a failed publication fails the hook's statement with the table, the location and the
-reason, as any failed SQL does. Configured in profiles.yml:
+It gives the warehouse's connection two SQL functions: `lago_publish(schema, model, staged, grain, rewrite, sources)`
+makes the Delta table of `<lake>/tables/<schema>/<model>/` equal to the Parquet file `staged`;
+`lago_publish_changes(schema, model, staged, grain, sources)` applies to it the changes in `staged` (a change feed's
+latest change per key). Each removes the file, records the build (with `sources`, the JSON list of the upstream
+source tables' files as the build started) and returns what it did. The project's `on-run-end` hook
+(macros/publish/publish_to_lake.sql) stages each table to publish and calls one of them, so a failed publication
+fails the hook's statement with the table, the location and the reason, as any failed SQL does.
+Configured in profiles.yml:
 
     plugins:
       - module: ingestion.dbt_publish_plugin
@@ -16,14 +18,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.events.logging import AdapterLogger
 
-from ingestion.published_tables import PublishedTables, SourceMark
+from ingestion.published_tables import Publication, PublishedTables, SourceMark
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FUNCTION = "lago_publish"
+CHANGES_FUNCTION = "lago_publish_changes"
 logger = AdapterLogger("lago_publish")
 
 
@@ -38,19 +44,39 @@ class Plugin(BasePlugin):
 
         text, flag = duckdb.sqltype("VARCHAR"), duckdb.sqltype("BOOLEAN")
         conn.create_function(FUNCTION, self.publish, [text, text, text, text, flag, text], text, side_effects=True)
+        conn.create_function(CHANGES_FUNCTION, self.publish_changes, [text] * 5, text, side_effects=True)
 
-    def publish(self, schema: str, model: str, staged: str, grain: str, rewrite: bool, sources: str) -> str:
-        import pyarrow.parquet as pq
-
+    @property
+    def tables(self) -> PublishedTables:
         if self._tables is None:
             self._tables = PublishedTables(self.lake_uri)
-        path = Path(staged)
-        try:
-            rows = pq.read_table(path)
-            publication = self._tables.publish(schema, model, rows, list(json.loads(grain)), rewrite=rewrite)
-        finally:
-            path.unlink(missing_ok=True)
+        return self._tables
+
+    def publish(self, schema: str, model: str, staged: str, grain: str, rewrite: bool, sources: str) -> str:
+        """`lago_publish`: the table whole, in `staged`."""
+        rows = _read_staged(staged)
+        publication = self.tables.publish(schema, model, rows, list(json.loads(grain)), rewrite=rewrite)
+        return self._recorded(publication, sources)
+
+    def publish_changes(self, schema: str, model: str, staged: str, grain: str, sources: str) -> str:
+        """`lago_publish_changes`: the latest change of each key of the table's feed since its last publication."""
+        changes = _read_staged(staged)
+        publication = self.tables.publish_changes(schema, model, changes, list(json.loads(grain)))
+        return self._recorded(publication, sources)
+
+    def _recorded(self, publication: Publication, sources: str) -> str:
         marks = [SourceMark(m["table"], int(m["files"]), m.get("newest_capture")) for m in json.loads(sources or "[]")]
-        self._tables.record_build(publication, marks)
+        self.tables.record_build(publication, marks)
         logger.info(f"published {publication.describe()}")
         return publication.describe()
+
+
+def _read_staged(staged: str) -> pa.Table:
+    """The staged Parquet file's rows; the file is removed whatever happens next."""
+    import pyarrow.parquet as pq
+
+    path = Path(staged)
+    try:
+        return pq.read_table(path)
+    finally:
+        path.unlink(missing_ok=True)

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from ingestion.lake import Lake, S3Lake
 
 PUBLISHED_FOLDER = "tables"
+# the change feed's column naming what a change is (insert, update_postimage, delete)
+CHANGE_TYPE = "_change_type"
 BUILDS_FOLDER = f"{PUBLISHED_FOLDER}/_builds"
 
 # what a publication did to its table
@@ -229,6 +231,60 @@ class PublishedTables:
                 .when_matched_update_all(predicate=_differs(rows.column_names, grain))
                 .when_not_matched_insert_all()
                 .when_not_matched_by_source_delete()
+                .execute()
+            )
+        except (DeltaError, OSError) as exc:
+            raise PublishError(f"{schema}.{table}", location, str(exc)) from exc
+        changed = (
+            merged["num_target_rows_inserted"],
+            merged["num_target_rows_updated"],
+            merged["num_target_rows_deleted"],
+        )
+        version = DeltaTable(location, storage_options=options).version()
+        return Publication(schema, table, location, "merged" if any(changed) else "unchanged", version, *changed)
+
+    def publish_changes(self, schema: str, table: str, changes: pa.Table, grain: Sequence[str]) -> Publication:
+        """Apply to the Delta table `<schema>/<table>` the latest change of each key of a change feed (`changes`: the
+        table's columns and `_change_type`, one row per key of `grain`), in one commit: a delete removes the key's
+        row, an insert or an update's post-image replaces it. A column the table lacks is added (its earlier rows
+        hold NULL in it, as the warehouse's rows built before the column do)."""
+        import pyarrow as pa
+        from deltalake import CommitProperties, DeltaTable
+        from deltalake.exceptions import DeltaError
+
+        location = self.location(schema, table)
+        options = self.storage_options()
+        missing = [column for column in (*grain, CHANGE_TYPE) if column not in changes.column_names]
+        if not grain or missing:
+            raise PublishError(f"{schema}.{table}", location, f"changes without the columns {missing or ['grain']}")
+        if not self._exists(location, options):
+            raise PublishError(
+                f"{schema}.{table}",
+                location,
+                "its last publication is not in the lake any more: publish it whole with "
+                f"`dbt build --full-refresh --select {table}`",
+            )
+        existing = DeltaTable(location, storage_options=options)
+        if changes.num_rows == 0:
+            return Publication(schema, table, location, "unchanged", existing.version())
+        changes = changes.cast(pa.schema([field.with_nullable(True) for field in changes.schema]))
+        columns = [column for column in changes.column_names if column != CHANGE_TYPE]
+        values = {_quote(column): f"s.{_quote(column)}" for column in columns}
+        deleted = f"s.{CHANGE_TYPE} = 'delete'"
+        properties = CommitProperties(custom_metadata={"lago_mago.changes": str(changes.num_rows)})
+        try:
+            merged = (
+                existing.merge(
+                    changes,
+                    predicate=" and ".join(f"(t.{_quote(c)} is not distinct from s.{_quote(c)})" for c in grain),
+                    source_alias="s",
+                    target_alias="t",
+                    merge_schema=True,
+                    commit_properties=properties,
+                )
+                .when_matched_delete(predicate=deleted)
+                .when_matched_update(updates=values)
+                .when_not_matched_insert(updates=values, predicate=f"not ({deleted})")
                 .execute()
             )
         except (DeltaError, OSError) as exc:

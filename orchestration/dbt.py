@@ -10,6 +10,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from ingestion.dbt_packages import ensure_installed
+from ingestion.freshness import published_freshness
 from ingestion.published_tables import PublishedTables
 from orchestration.capture import CHANGED, retry_policy
 from orchestration.settings import Settings
@@ -125,9 +126,11 @@ def published_tables(
     manifest: Mapping[str, Any], settings: Settings, selected: AbstractSet[dg.AssetKey]
 ) -> Iterator[dg.AssetObservation]:
     """For each selected model the DuckDB build publishes into the lake (macros/publish/publish_to_lake.sql): its
-    Delta table's location and version, once it was published (on Spark every model is a Delta table already and
-    none is published)."""
+    Delta table's location and version, once it was published, and how fresh it is (its last build, the last
+    capture of its sources, `fresh` or what it does not reflect yet: ingestion/freshness.py). On Spark every model
+    is a Delta table already and none is published."""
     tables = PublishedTables(settings.lake_uri)
+    freshness = {row.table: row for row in published_freshness(settings.lake_uri)}
     translator = LagoMagoTranslator()
     for node in manifest.get("nodes", {}).values():
         config = node.get("config", {})
@@ -141,10 +144,14 @@ def published_tables(
         version = tables.version(node["schema"], node["alias"])
         if version is not None:
             location = tables.location(node["schema"], node["alias"])
-            yield dg.AssetObservation(
-                asset_key=key,
-                metadata={"published_table": dg.MetadataValue.path(location), "delta_version": version},
-            )
+            metadata: dict[str, Any] = {"published_table": dg.MetadataValue.path(location), "delta_version": version}
+            fresh = freshness.get(f"{node['schema']}.{node['alias']}")
+            if fresh is not None:
+                metadata["built_at"] = dg.MetadataValue.timestamp(fresh.built_at)
+                if fresh.last_capture is not None:
+                    metadata["last_capture"] = dg.MetadataValue.timestamp(fresh.last_capture)
+                metadata["freshness"] = fresh.describe()
+            yield dg.AssetObservation(asset_key=key, metadata=metadata)
 
 
 def dbt_build_assets(project: DbtProject, settings: Settings) -> dg.AssetsDefinition:

@@ -8,7 +8,9 @@
       failing test names keeps its last publication, as does a model the build did not select.
     - The publication merges on the model's grain, the one its grain test declares: the columns of its
       `unique_combination_of_columns`, else its `column_checks` `unique` column.
-    - `--full-refresh` publishes a new version of the whole table; otherwise a MERGE writes what changed.
+    - `--full-refresh` publishes a new version of the whole table; otherwise a MERGE writes what changed: a table
+      compared whole with its last publication (Gold: aggregates, small), or, for a model with a change feed
+      (Silver), the changes of its feed since its last publication (publication_statements).
     - Views are computed when read: not published.
     - Each table is staged as a Parquet file beside the warehouse, then published; a failed publication fails the
       hook's statement, naming the table, its location and why.
@@ -46,17 +48,72 @@
         {%- set node = result.node -%}
         {%- if node.config.meta.get('publish_to_lake') and node.config.materialized != 'view'
             and node.unique_id not in failed -%}
-            {%- set relation = api.Relation.create(database=node.database, schema=node.schema, identifier=node.alias) -%}
-            {%- set staged = lago_cdc.sql_string(staging ~ '/.publish_' ~ node.schema ~ '__' ~ node.alias ~ '.parquet') -%}
-            {%- set rewrite = 'true' if flags.FULL_REFRESH or node.config.full_refresh == true else 'false' -%}
-            {%- do statements.append('copy (select * from ' ~ relation ~ ') to ' ~ staged ~ ' (format parquet)') -%}
-            {%- do statements.append(
-                'select lago_publish(' ~ lago_cdc.sql_string(node.schema) ~ ', ' ~ lago_cdc.sql_string(node.alias)
-                ~ ', ' ~ staged ~ ', ' ~ lago_cdc.sql_string(lago_mago.declared_grain(node) | tojson) ~ ', '
-                ~ rewrite ~ ', ' ~ lago_mago.capture_marks_json(node) ~ ')') -%}
+            {%- do statements.extend(lago_mago.publication_statements(node, staging)) -%}
         {%- endif -%}
     {%- endfor -%}
     {{ return(statements | join(';\n')) }}
+{% endmacro %}
+
+
+{#-
+    The statements that publish one model. A model with a change feed (the cdc_merge strategy: Silver, Bronze)
+    publishes the latest change of each key since the feed version its last publication recorded: its consumer
+    position `lake:<model>` in `change_feed_positions`, recorded after the publication, so a failed one is
+    published again by the next build (a MERGE of the same changes gives the same table). Its first publication,
+    `--full-refresh`, or a feed that restarted since then (a rebuild), publishes the whole table instead.
+-#}
+{% macro publication_statements(node, staging) %}
+    {%- set relation = lago_cdc.node_relation(node) -%}
+    {%- set staged = lago_cdc.sql_string(staging ~ '/.publish_' ~ node.schema ~ '__' ~ node.alias ~ '.parquet') -%}
+    {%- set rewrite = flags.FULL_REFRESH or node.config.full_refresh == true -%}
+    {%- set grain = lago_mago.declared_grain(node) -%}
+    {%- set arguments = [
+        lago_cdc.sql_string(node.schema), lago_cdc.sql_string(node.alias), staged,
+        lago_cdc.sql_string(grain | tojson)] -%}
+    {%- set marks = lago_mago.capture_marks_json(node) -%}
+    {%- set statements = [] -%}
+    {%- set has_feed = node.config.get('incremental_strategy') == 'cdc_merge' -%}
+    {%- set position = lago_mago.published_feed_version(node) if has_feed and not rewrite else 0 -%}
+    {%- if position > 0 and not lago_cdc.feed_rebuilds_after(relation, position) -%}
+        {%- set keys = [] -%}
+        {%- for column in grain -%}
+            {%- do keys.append(adapter.quote(column)) -%}
+        {%- endfor -%}
+        {%- do statements.append(
+            'copy (select * exclude (_commit_version, _commit_timestamp) from '
+            ~ lago_cdc.feed_between(relation, position, lago_cdc.feed_version_sql(relation))
+            ~ " where _change_type <> 'update_preimage' qualify row_number() over (partition by "
+            ~ keys | join(', ') ~ ' order by _commit_version desc) = 1) to ' ~ staged ~ ' (format parquet)') -%}
+        {%- do statements.append('select lago_publish_changes(' ~ arguments | join(', ') ~ ', ' ~ marks ~ ')') -%}
+    {%- else -%}
+        {%- do statements.append('copy (select * from ' ~ relation ~ ') to ' ~ staged ~ ' (format parquet)') -%}
+        {%- do statements.append(
+            'select lago_publish(' ~ arguments | join(', ') ~ ', ' ~ ('true' if rewrite else 'false') ~ ', '
+            ~ marks ~ ')') -%}
+    {%- endif -%}
+    {%- if has_feed -%}
+        {%- set positions = lago_cdc.state_table('change_feed_positions') -%}
+        {%- set consumer = lago_cdc.sql_string('lake:' ~ node.alias) -%}
+        {%- do statements.append(
+            'delete from ' ~ positions ~ ' where consumer_name = ' ~ consumer
+            ~ ' and producer_name = ' ~ lago_cdc.sql_string(node.alias)) -%}
+        {%- do statements.append(
+            'insert into ' ~ positions ~ ' (consumer_name, producer_name, commit_version, recorded_at) select '
+            ~ consumer ~ ', ' ~ lago_cdc.sql_string(node.alias) ~ ', ' ~ lago_cdc.feed_version_sql(relation) ~ ', '
+            ~ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp())) -%}
+    {%- endif -%}
+    {{ return(statements) }}
+{% endmacro %}
+
+
+{#- The feed version a model's last publication recorded (0: none). -#}
+{% macro published_feed_version(node) %}
+    {%- set version_sql -%}
+        select coalesce(max(commit_version), 0) from {{ lago_cdc.state_table('change_feed_positions') }}
+        where consumer_name = {{ lago_cdc.sql_string('lake:' ~ node.alias) }}
+            and producer_name = {{ lago_cdc.sql_string(node.alias) }}
+    {%- endset -%}
+    {{ return(run_query(version_sql).rows[0][0] | int) }}
 {% endmacro %}
 
 

@@ -240,12 +240,19 @@ def test_the_job_captures_and_builds_every_asset(orchestrated: Orchestrated) -> 
     failed = [c.check_name for c in checks if not c.passed]
     assert not failed, failed
 
-    # each Gold table the build published into the lake: its location and Delta version, observed on its asset
+    # each table the build published into the lake: its location, Delta version and freshness, on its asset
     tables = PublishedTables(settings.lake_uri)
-    for name in ("gold_points_daily_cube", "gold_points_monthly_report", "gold_gmv_daily_history"):
-        version = tables.version("gold", name)
+    for schema, name in (
+        ("gold", "gold_points_daily_cube"),
+        ("gold", "gold_points_monthly_report"),
+        ("gold", "gold_gmv_daily_history"),
+        ("silver", "silver_loyalty__customers"),
+    ):
+        version = tables.version(schema, name)
         assert version is not None and observed[name]["delta_version"].value == version, observed.get(name)
-        assert observed[name]["published_table"].value == tables.location("gold", name)
+        assert observed[name]["published_table"].value == tables.location(schema, name)
+        assert observed[name]["freshness"].value == "fresh", observed[name]
+        assert observed[name]["built_at"].value >= observed[name]["last_capture"].value, observed[name]
 
 
 def test_bronze_equals_the_captured_state(orchestrated: Orchestrated) -> None:

@@ -7,6 +7,7 @@ that fails fails the build with the table, its location and why."""
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -35,9 +36,22 @@ GOLD = (
 )
 
 
+# the Silver tables of the loyalty lineage: published from their change feeds
+SILVER = (
+    "silver_loyalty__customers",
+    "silver_loyalty__products",
+    "silver_loyalty__transactions",
+    "silver_loyalty__transaction_products",
+)
+
+
+def schema_of(table: str) -> str:
+    return table.split("_", 1)[0]
+
+
 def published(site: Dbt, table: str) -> DeltaTable:
     tables = PublishedTables(site.lake)
-    return DeltaTable(tables.location("gold", table), storage_options=tables.storage_options())
+    return DeltaTable(tables.location(schema_of(table), table), storage_options=tables.storage_options())
 
 
 def operations(site: Dbt, table: str) -> list[str]:
@@ -48,15 +62,16 @@ def operations(site: Dbt, table: str) -> list[str]:
 def assert_published_equals_warehouse(site: Dbt, table: str) -> int:
     """The published table holds the warehouse table's rows, no more and no fewer; returns how many."""
     rows = pa.table(published(site, table).to_pyarrow_dataset().to_table())
+    schema = schema_of(table)
     con = duckdb.connect(str(site.database), read_only=True)
     try:
         con.register("published", rows)
         [(missing, extra, count)] = con.execute(
             f"""
             select
-                (select count(*) from (select * from gold.{table} except all select * from published)),
-                (select count(*) from (select * from published except all select * from gold.{table})),
-                (select count(*) from gold.{table})
+                (select count(*) from (select * from {schema}.{table} except all select * from published)),
+                (select count(*) from (select * from published except all select * from {schema}.{table})),
+                (select count(*) from {schema}.{table})
             """
         ).fetchall()
     finally:
@@ -66,17 +81,17 @@ def assert_published_equals_warehouse(site: Dbt, table: str) -> int:
     return int(count)
 
 
-def test_gold_is_published_and_follows_each_build(tmp_path: Path, any_lake: str) -> None:
+def test_silver_and_gold_are_published_and_follow_each_build(tmp_path: Path, any_lake: str) -> None:
     site = Dbt.at(tmp_path, any_lake)
     ingest(site.lake, *SIMULATOR, check=True)
     site.build(*LOYALTY, check=True)
-    counts = {table: assert_published_equals_warehouse(site, table) for table in GOLD}
+    counts = {table: assert_published_equals_warehouse(site, table) for table in (*SILVER, *GOLD)}
     # no month was restated yet: its table is published empty
-    assert counts["gold_points_daily_cube"] > 0 and counts["gold_points_monthly_report"] > 0, counts
-    assert all(operations(site, table) == ["WRITE"] for table in GOLD)
+    assert all(counts[table] > 0 for table in (*SILVER, "gold_points_daily_cube", "gold_points_monthly_report"))
+    assert all(operations(site, table) == ["WRITE"] for table in (*SILVER, *GOLD))
 
     first = {record.table: record for record in PublishedTables(site.lake).builds()}
-    assert set(first) == set(GOLD) and all(record.kind == "created" for record in first.values())
+    assert set(first) == {*SILVER, *GOLD} and all(record.kind == "created" for record in first.values())
     assert {mark.table for mark in first["gold_points_daily_cube"].sources} == {
         "loyalty.transacoes",
         "loyalty.transacao_produto",
@@ -84,12 +99,12 @@ def test_gold_is_published_and_follows_each_build(tmp_path: Path, any_lake: str)
     }
     assert all(row.status == "fresh" for row in published_freshness(site.lake)), published_freshness(site.lake)
 
-    # nothing new: the build writes no Gold row, and no publication commits; the build is recorded all the same
+    # nothing new: the build writes no row, and no publication commits; the build is recorded all the same
     site.build(*LOYALTY, check=True)
-    assert all(operations(site, table) == ["WRITE"] for table in GOLD)
+    assert all(operations(site, table) == ["WRITE"] for table in (*SILVER, *GOLD))
     again = {record.table: record for record in PublishedTables(site.lake).builds()}
     assert all(record.kind == "unchanged" and record.version == 0 for record in again.values()), again
-    assert all(again[table].built_at > first[table].built_at for table in GOLD)
+    assert all(again[table].built_at > first[table].built_at for table in (*SILVER, *GOLD))
 
     # the next day is captured: every table is behind the lake, naming what it misses, until the next build
     ingest(site.lake, *SIMULATOR, check=True)
@@ -97,12 +112,20 @@ def test_gold_is_published_and_follows_each_build(tmp_path: Path, any_lake: str)
     assert all(row.status == "stale" for row in stale.values()), stale
     assert "of loyalty.transacoes not in it yet" in stale["gold.gold_points_daily_cube"].describe()
 
-    # the next day is built: the cube and the report change, each by one MERGE of its changes
+    # the next day is built: Gold by one MERGE of what differs, Silver by one MERGE of its feed's changes (the
+    # customers' points moved, new transactions), each equal to the warehouse again
     site.build(*LOYALTY, check=True)
-    counts = {table: assert_published_equals_warehouse(site, table) for table in GOLD}
+    counts = {table: assert_published_equals_warehouse(site, table) for table in (*SILVER, *GOLD)}
     assert counts["gold_points_monthly_restatements"] > 0, counts
     assert all(operations(site, table) == ["WRITE", "MERGE"] for table in GOLD)
-    assert all(row.status == "fresh" and row.version == 1 for row in published_freshness(site.lake))
+    for table in ("silver_loyalty__customers", "silver_loyalty__transactions"):
+        assert operations(site, table) == ["WRITE", "MERGE"], table
+        # the MERGE's source is the feed's changes, not the table: fewer rows than the table holds
+        commit = published(site, table).history(1)[0]
+        assert 0 < commit["operationMetrics"]["num_source_rows"] == int(commit["lago_mago.changes"]) < counts[table]
+    built = {record.table: record for record in PublishedTables(site.lake).builds()}
+    assert built["silver_loyalty__customers"].kind == "merged"
+    assert all(row.status == "fresh" for row in published_freshness(site.lake))
 
 
 def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_last(tmp_path: Path) -> None:
@@ -110,7 +133,7 @@ def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_las
     ingest(site.lake, *SIMULATOR, check=True)
     site.build(*LOYALTY, check=True)
     site.build(*LOYALTY, "--full-refresh", check=True)
-    for table in GOLD:
+    for table in (*SILVER, *GOLD):
         assert_published_equals_warehouse(site, table)
         assert operations(site, table)[-1] == "WRITE" and published(site, table).version() == 1
 
@@ -129,6 +152,10 @@ def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_las
     assert published(site, "gold_points_monthly_report").version() == 1
     assert operations(site, "gold_points_daily_cube")[-1] == "MERGE"
     assert_published_equals_warehouse(site, "gold_points_daily_cube")
+    # Silver built and passed: its feed's changes since the rebuild are published
+    for table in ("silver_loyalty__customers", "silver_loyalty__transactions"):
+        assert operations(site, table)[-1] == "MERGE", table
+        assert_published_equals_warehouse(site, table)
 
     # a publication that cannot be written fails the build, naming the table, its location and why
     location = Path(PublishedTables(site.lake).location("gold", "gold_points_daily_cube"))
@@ -149,14 +176,16 @@ def test_spark_reads_every_published_table_as_the_warehouse_holds_it(tmp_path: P
     site.build(check=True)
     tables = PublishedTables(site.lake)
     read = 0
-    for table in (*GOLD, "gold_gmv_daily_history"):
-        frame = spark.read.format("delta").load(tables.location("gold", table))
+    for table in (*SILVER, *GOLD, "silver_hotmart__purchase_versions", "gold_gmv_daily_history"):
+        frame = spark.read.format("delta").load(tables.location(schema_of(table), table))
         columns = frame.columns
-        from_spark = sorted(tuple(normalise(value) for value in row) for row in frame.select(*columns).collect())
+        # as multisets of rows: NULLs do not sort
+        from_spark = Counter(tuple(normalise(value) for value in row) for row in frame.select(*columns).collect())
         quoted = ", ".join(f'"{column}"' for column in columns)
-        from_duckdb = sorted(
-            tuple(normalise(value) for value in row) for row in site.query(f"select {quoted} from gold.{table}")
+        from_duckdb = Counter(
+            tuple(normalise(value) for value in row)
+            for row in site.query(f"select {quoted} from {schema_of(table)}.{table}")
         )
         assert from_spark == from_duckdb, table
-        read += len(from_spark)
+        read += from_spark.total()
     assert read > 0
