@@ -3,7 +3,8 @@
 It gives the warehouse's connection two SQL functions: `lago_publish(schema, model, staged, grain, rewrite, sources)`
 makes the Delta table of `<lake>/tables/<schema>/<model>/` equal to the Parquet file `staged`;
 `lago_publish_changes(schema, model, staged, grain, sources)` applies to it the changes in `staged` (a change feed's
-latest change per key). Each removes the file, records the build (with `sources`, the JSON list of the upstream
+latest change per key); `lago_published_version(schema, model)` is the Delta version of the table in the lake, -1
+when there is none. Each publication removes the file, records the build (with `sources`, the JSON list of the upstream
 source tables' files as the build started) and returns what it did. The project's `on-run-end` hook
 (macros/publish/publish_to_lake.sql) stages each table to publish and calls one of them, so a failed publication
 fails the hook's statement with the table, the location and the reason, as any failed SQL does.
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 FUNCTION = "lago_publish"
 CHANGES_FUNCTION = "lago_publish_changes"
+VERSION_FUNCTION = "lago_published_version"
 logger = AdapterLogger("lago_publish")
 
 
@@ -45,6 +47,9 @@ class Plugin(BasePlugin):
         text, flag = duckdb.sqltype("VARCHAR"), duckdb.sqltype("BOOLEAN")
         conn.create_function(FUNCTION, self.publish, [text, text, text, text, flag, text], text, side_effects=True)
         conn.create_function(CHANGES_FUNCTION, self.publish_changes, [text] * 5, text, side_effects=True)
+        conn.create_function(
+            VERSION_FUNCTION, self.published_version, [text, text], duckdb.sqltype("BIGINT"), side_effects=True
+        )
 
     @property
     def tables(self) -> PublishedTables:
@@ -63,6 +68,11 @@ class Plugin(BasePlugin):
         changes = _read_staged(staged)
         publication = self.tables.publish_changes(schema, model, changes, list(json.loads(grain)))
         return self._recorded(publication, sources)
+
+    def published_version(self, schema: str, model: str) -> int:
+        """`lago_published_version`: the Delta version of the table's publication, -1 when the lake has none."""
+        version = self.tables.version(schema, model)
+        return -1 if version is None else version
 
     def _recorded(self, publication: Publication, sources: str) -> str:
         marks = [SourceMark(m["table"], int(m["files"]), m.get("newest_capture")) for m in json.loads(sources or "[]")]

@@ -60,7 +60,8 @@
     publishes the latest change of each key since the feed version its last publication recorded: its consumer
     position `lake:<model>` in `change_feed_positions`, recorded after the publication, so a failed one is
     published again by the next build (a MERGE of the same changes gives the same table). Its first publication,
-    `--full-refresh`, or a feed that restarted since then (a rebuild), publishes the whole table instead.
+    `--full-refresh`, a feed that restarted since then (a rebuild) or a publication the lake no longer holds
+    publishes the whole table instead.
 -#}
 {% macro publication_statements(node, staging) %}
     {%- set relation = lago_cdc.node_relation(node) -%}
@@ -74,7 +75,8 @@
     {%- set statements = [] -%}
     {%- set has_feed = node.config.get('incremental_strategy') == 'cdc_merge' -%}
     {%- set position = lago_mago.published_feed_version(node) if has_feed and not rewrite else 0 -%}
-    {%- if position > 0 and not lago_cdc.feed_rebuilds_after(relation, position) -%}
+    {%- if position > 0 and not lago_cdc.feed_rebuilds_after(relation, position)
+        and lago_mago.lake_has_publication(node) -%}
         {%- set keys = [] -%}
         {%- for column in grain -%}
             {%- do keys.append(adapter.quote(column)) -%}
@@ -114,6 +116,14 @@
             and producer_name = {{ lago_cdc.sql_string(node.alias) }}
     {%- endset -%}
     {{ return(run_query(version_sql).rows[0][0] | int) }}
+{% endmacro %}
+
+
+{#- Whether the lake holds the model's publication (a table removed from the lake is published whole again). -#}
+{% macro lake_has_publication(node) %}
+    {%- set version_sql = 'select lago_published_version(' ~ lago_cdc.sql_string(node.schema) ~ ', '
+        ~ lago_cdc.sql_string(node.alias) ~ ')' -%}
+    {{ return(run_query(version_sql).rows[0][0] >= 0) }}
 {% endmacro %}
 
 

@@ -137,6 +137,9 @@ def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_las
         assert_published_equals_warehouse(site, table)
         assert operations(site, table)[-1] == "WRITE" and published(site, table).version() == 1
 
+    # a Silver table removed from the lake is published whole again by the next build that writes it
+    shutil.rmtree(PublishedTables(site.lake).location("silver", "silver_loyalty__customers"))
+
     # a duplicated report row of a month the next day's changes do not touch: the report's grain test fails, so
     # the report keeps its last publication, while the cube (its tests pass) publishes the next day's changes
     with site.connect(read_only=False) as con:
@@ -152,9 +155,10 @@ def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_las
     assert published(site, "gold_points_monthly_report").version() == 1
     assert operations(site, "gold_points_daily_cube")[-1] == "MERGE"
     assert_published_equals_warehouse(site, "gold_points_daily_cube")
-    # Silver built and passed: its feed's changes since the rebuild are published
+    # Silver built and passed: its feed's changes since the rebuild are published; the removed table whole
+    assert operations(site, "silver_loyalty__transactions")[-1] == "MERGE"
+    assert operations(site, "silver_loyalty__customers") == ["WRITE"]
     for table in ("silver_loyalty__customers", "silver_loyalty__transactions"):
-        assert operations(site, table)[-1] == "MERGE", table
         assert_published_equals_warehouse(site, table)
 
     # a publication that cannot be written fails the build, naming the table, its location and why

@@ -20,12 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from deltalake import DeltaTable
 from reliability_support import ROOT, History, Recorder, compare, relation_rows, snapshot_truth, warehouse_state
 from support.cli import csv_args, ingest
 from support.dbt import Dbt, copy_project
 
 from ingestion.catalog import Table, load_catalog
 from ingestion.duck import quote_identifier
+from ingestion.published_tables import PublishedTables
 
 pytestmark = pytest.mark.dbt
 
@@ -46,6 +48,25 @@ BUILD = (
 BRONZE = "bronze.bronze_loyalty__clientes"
 SILVER = "silver.silver_loyalty__customers"
 SNAPSHOT = "history.history_loyalty__clientes"
+
+
+def assert_published_equals_warehouse(site: Dbt, relation: str) -> None:
+    """The table's Delta publication in the lake (macros/publish/publish_to_lake.sql) holds the warehouse's columns
+    and rows."""
+    schema, table = relation.split(".")
+    tables = PublishedTables(site.lake)
+    rows = DeltaTable(tables.location(schema, table), storage_options=tables.storage_options()).to_pyarrow_table()
+    with site.connect() as con:
+        columns = [str(row[0]) for row in con.execute(f"select * from {relation} limit 0").description or []]
+        assert sorted(rows.column_names) == sorted(columns), (rows.column_names, columns)
+        con.register("published", rows)
+        listed = ", ".join(quote_identifier(column) for column in columns)
+        (missing, extra), *_ = con.execute(
+            f"""select
+                (select count(*) from (select {listed} from {relation} except all select {listed} from published)),
+                (select count(*) from (select {listed} from published except all select {listed} from {relation}))"""
+        ).fetchall()
+    assert (missing, extra) == (0, 0), f"{relation}: {missing} rows not published, {extra} published extra"
 
 
 def clientes(project: Path) -> Table:
@@ -193,6 +214,8 @@ def test_a_column_declared_after_captures_flows_into_bronze_silver_and_the_snaps
     assert not kept, f"the snapshot lost versions: {kept}"
     assert old_with_value == 0, "a version captured before the column existed has a value in it"
     assert current == bronze
+    # Silver's publication in the lake gained the column with its changes (earlier rows NULL, as in the warehouse)
+    assert_published_equals_warehouse(site, SILVER)
 
     # 3. A rebuild over files with and without the column gives the same tables.
     with site.connect() as con:
@@ -216,6 +239,7 @@ def test_a_column_declared_after_captures_flows_into_bronze_silver_and_the_snaps
         note="Bronze and Silver identical but for _loaded_at" if after == before else "tables differ",
     )
     assert after == before
+    assert_published_equals_warehouse(site, SILVER)
 
 
 def test_ingestion_captures_a_table_after_a_column_is_declared(
