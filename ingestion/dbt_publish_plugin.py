@@ -1,13 +1,19 @@
 """The dbt-duckdb plugin that publishes the warehouse's tables into the lake (ingestion/published_tables.py).
 
-It gives the warehouse's connection two SQL functions: `lago_publish(schema, model, staged, grain, rewrite, sources)`
-makes the Delta table of `<lake>/tables/<schema>/<model>/` equal to the Parquet file `staged`;
-`lago_publish_changes(schema, model, staged, grain, sources)` applies to it the changes in `staged` (a change feed's
-latest change per key); `lago_published_version(schema, model)` is the Delta version of the table in the lake, -1
-when there is none. Each publication removes the file, records the build (with `sources`, the JSON list of the upstream
-source tables' files as the build started) and returns what it did. The project's `on-run-end` hook
-(macros/publish/publish_to_lake.sql) stages each table to publish and calls one of them, so a failed publication
-fails the hook's statement with the table, the location and the reason, as any failed SQL does.
+It gives the warehouse's connection four SQL functions:
+
+- `lago_publish(schema, model, staged, grain, rewrite, sources, content)` makes the Delta table of
+  `<lake>/tables/<schema>/<model>/` equal to the Parquet file `staged`, whose rows' digest is `content` (a table
+  whose last publication holds that digest is left as it is, and the file is not even read);
+- `lago_publish_changes(schema, model, staged, grain, sources)` applies to it the changes in `staged` (a change
+  feed's latest change per key);
+- `lago_publish_nothing(schema, model, sources)` records a build that changed nothing in the table;
+- `lago_published_version(schema, model)` is the Delta version of the table in the lake, -1 when there is none.
+
+Each publication removes its staged file, records the build (with `sources`, the JSON list of the upstream source
+tables' files as the build started) and returns what it did. The project's `on-run-end` hook
+(macros/publish/publish_to_lake.sql) stages each table to publish and calls them, so a failed publication fails the
+hook's statement with the table, the location and the reason, as any failed SQL does.
 Configured in profiles.yml:
 
     plugins:
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
 FUNCTION = "lago_publish"
 CHANGES_FUNCTION = "lago_publish_changes"
 VERSION_FUNCTION = "lago_published_version"
+UNCHANGED_FUNCTION = "lago_publish_nothing"
 logger = AdapterLogger("lago_publish")
 
 
@@ -45,8 +52,11 @@ class Plugin(BasePlugin):
         import duckdb
 
         text, flag = duckdb.sqltype("VARCHAR"), duckdb.sqltype("BOOLEAN")
-        conn.create_function(FUNCTION, self.publish, [text, text, text, text, flag, text], text, side_effects=True)
+        conn.create_function(
+            FUNCTION, self.publish, [text, text, text, text, flag, text, text], text, side_effects=True
+        )
         conn.create_function(CHANGES_FUNCTION, self.publish_changes, [text] * 5, text, side_effects=True)
+        conn.create_function(UNCHANGED_FUNCTION, self.publish_nothing, [text] * 3, text, side_effects=True)
         conn.create_function(
             VERSION_FUNCTION, self.published_version, [text, text], duckdb.sqltype("BIGINT"), side_effects=True
         )
@@ -57,11 +67,24 @@ class Plugin(BasePlugin):
             self._tables = PublishedTables(self.lake_uri)
         return self._tables
 
-    def publish(self, schema: str, model: str, staged: str, grain: str, rewrite: bool, sources: str) -> str:
-        """`lago_publish`: the table whole, in `staged`."""
+    def publish(
+        self, schema: str, model: str, staged: str, grain: str, rewrite: bool, sources: str, content: str
+    ) -> str:
+        """`lago_publish`: the table whole, in `staged`, with `content` its digest (nothing is read when the lake's
+        table holds that content already)."""
+        held = None if rewrite else self.tables.holding(schema, model, content)
+        if held is not None:
+            Path(staged).unlink(missing_ok=True)
+            return self._recorded(held, sources)
         rows = _read_staged(staged)
-        publication = self.tables.publish(schema, model, rows, list(json.loads(grain)), rewrite=rewrite)
+        publication = self.tables.publish(
+            schema, model, rows, list(json.loads(grain)), rewrite=rewrite, content=content
+        )
         return self._recorded(publication, sources)
+
+    def publish_nothing(self, schema: str, model: str, sources: str) -> str:
+        """`lago_publish_nothing`: the build changed nothing in the table; its build is recorded."""
+        return self._recorded(self.tables.unchanged(schema, model), sources)
 
     def publish_changes(self, schema: str, model: str, staged: str, grain: str, sources: str) -> str:
         """`lago_publish_changes`: the latest change of each key of the table's feed since its last publication."""

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 PUBLISHED_FOLDER = "tables"
 # the change feed's column naming what a change is (insert, update_postimage, delete)
 CHANGE_TYPE = "_change_type"
+# the commit metadata holding the digest of the rows a whole-table publication made the table equal to
+CONTENT = "lago_mago.content"
 BUILDS_FOLDER = f"{PUBLISHED_FOLDER}/_builds"
 
 # what a publication did to its table
@@ -180,17 +182,56 @@ class PublishedTables:
 
     def version(self, schema: str, table: str) -> int | None:
         """The table's Delta version, None when it was never published."""
+        existing = self._open(schema, table)
+        return None if existing is None else existing.version()
+
+    def holding(self, schema: str, table: str, content: str) -> Publication | None:
+        """The table as it is, when its last commit published `content` (a digest of the rows and their columns,
+        computed by the warehouse): a build that changed nothing in it then reads and compares nothing. None
+        otherwise: a table not published yet, or last published with other content or without a digest."""
+        existing = self._open(schema, table) if content else None
+        if existing is None:
+            return None
+        last = existing.history(1)
+        if not last or last[0].get(CONTENT) != content:
+            return None
+        return Publication(schema, table, self.location(schema, table), "unchanged", existing.version())
+
+    def _open(self, schema: str, table: str) -> DeltaTable | None:
+        """The published table, None when there is none; a location that cannot be read is a PublishError."""
         from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
 
         location = self.location(schema, table)
-        if not DeltaTable.is_deltatable(location, storage_options=self.storage_options()):
-            return None
-        return DeltaTable(location, storage_options=self.storage_options()).version()
+        options = self.storage_options()
+        try:
+            if not DeltaTable.is_deltatable(location, storage_options=options):
+                return None
+            return DeltaTable(location, storage_options=options)
+        except (DeltaError, OSError) as exc:
+            raise PublishError(f"{schema}.{table}", location, str(exc)) from exc
+
+    def unchanged(self, schema: str, table: str) -> Publication:
+        """The table as it is, which a build that changed nothing in it leaves (an error when it is not in the
+        lake)."""
+        location = self.location(schema, table)
+        version = self.version(schema, table)
+        if version is None:
+            raise PublishError(f"{schema}.{table}", location, "not in the lake: it was never published, or removed")
+        return Publication(schema, table, location, "unchanged", version)
 
     def publish(
-        self, schema: str, table: str, rows: pa.Table, grain: Sequence[str], *, rewrite: bool = False
+        self,
+        schema: str,
+        table: str,
+        rows: pa.Table,
+        grain: Sequence[str],
+        *,
+        rewrite: bool = False,
+        content: str | None = None,
     ) -> Publication:
-        """Make the Delta table `<schema>/<table>` hold exactly `rows`, in one commit (see the module's docstring)."""
+        """Make the Delta table `<schema>/<table>` hold exactly `rows`, in one commit (see the module's docstring);
+        `content`, the rows' digest, is kept in the commit for `holding`."""
         import pyarrow as pa
         from deltalake import CommitProperties, DeltaTable, write_deltalake
         from deltalake.exceptions import DeltaError
@@ -203,7 +244,8 @@ class PublishedTables:
         # every column nullable: a column that holds no NULL today may hold one after the next build
         rows = rows.cast(pa.schema([field.with_nullable(True) for field in rows.schema]))
         options = self.storage_options()
-        properties = CommitProperties(custom_metadata={"lago_mago.rows": str(rows.num_rows)})
+        metadata = {"lago_mago.rows": str(rows.num_rows)} | ({CONTENT: content} if content else {})
+        properties = CommitProperties(custom_metadata=metadata)
         try:
             existing = DeltaTable(location, storage_options=options) if self._exists(location, options) else None
             if existing is None or rewrite or _delta_columns(existing) != _delta_columns(rows):

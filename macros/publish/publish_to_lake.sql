@@ -77,6 +77,12 @@
     {%- set position = lago_mago.published_feed_version(node) if has_feed and not rewrite else 0 -%}
     {%- if position > 0 and not lago_cdc.feed_rebuilds_after(relation, position)
         and lago_mago.lake_has_publication(node) -%}
+        {%- if lago_cdc.feed_version(relation) == position -%}
+            {#- the feed has not moved since the last publication: nothing to stage or read -#}
+            {%- do statements.append(
+                'select lago_publish_nothing(' ~ arguments[:2] | join(', ') ~ ', ' ~ marks ~ ')') -%}
+            {{ return(statements) }}
+        {%- endif -%}
         {%- set keys = [] -%}
         {%- for column in grain -%}
             {%- do keys.append(adapter.quote(column)) -%}
@@ -91,7 +97,7 @@
         {%- do statements.append('copy (select * from ' ~ relation ~ ') to ' ~ staged ~ ' (format parquet)') -%}
         {%- do statements.append(
             'select lago_publish(' ~ arguments | join(', ') ~ ', ' ~ ('true' if rewrite else 'false') ~ ', '
-            ~ marks ~ ')') -%}
+            ~ marks ~ ', ' ~ lago_mago.content_digest_sql(relation) ~ ')') -%}
     {%- endif -%}
     {%- if has_feed -%}
         {%- set positions = lago_cdc.state_table('change_feed_positions') -%}
@@ -116,6 +122,20 @@
             and producer_name = {{ lago_cdc.sql_string(node.alias) }}
     {%- endset -%}
     {{ return(run_query(version_sql).rows[0][0] | int) }}
+{% endmacro %}
+
+
+{#-
+    A SQL expression: a digest of a table's columns (names and types) and rows, the same for the same rows in any
+    order. A whole-table publication is skipped when its Delta table's last commit holds the same digest, so a
+    build that rewrote a Gold table with the same rows reads and compares nothing. 64-bit row hashes, summed.
+-#}
+{% macro content_digest_sql(relation) %}
+    {{ return(
+        "(select md5((select string_agg(column_name || ' ' || data_type, ', ' order by ordinal_position) "
+        ~ "from information_schema.columns where table_schema = " ~ lago_cdc.sql_string(relation.schema)
+        ~ " and table_name = " ~ lago_cdc.sql_string(relation.identifier) ~ ") || ' ' || count(*) || ' ' "
+        ~ "|| coalesce(sum(hash(published_row)), 0)) from " ~ relation ~ " as published_row)") }}
 {% endmacro %}
 
 

@@ -104,6 +104,7 @@ def test_silver_and_gold_are_published_and_follow_each_build(tmp_path: Path, any
     assert all(operations(site, table) == ["WRITE"] for table in (*SILVER, *GOLD))
     again = {record.table: record for record in PublishedTables(site.lake).builds()}
     assert all(record.kind == "unchanged" and record.version == 0 for record in again.values()), again
+    assert not list(site.database.parent.glob(".publish_*")), "a staged file was left beside the warehouse"
     assert all(again[table].built_at > first[table].built_at for table in (*SILVER, *GOLD))
 
     # the next day is captured: every table is behind the lake, naming what it misses, until the next build
