@@ -261,6 +261,18 @@ def test_every_figure_and_drill_down_equals_the_warehouse(site: QuickStart, monk
         assert checked > 0, "no month had any GMV known on any day"
 
 
+def test_a_lake_without_published_tables_says_so_on_every_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAKE_URI", str(tmp_path / "lake"))
+    tester = AppTest.from_file(str(APP), default_timeout=60)
+    tester.run()
+    for page in PAGES.values():
+        tester.switch_page(page[1]).run()
+        assert not tester.exception, tester.exception
+        assert not tester.metric, [metric.value for metric in tester.metric]
+        (info,) = [element.value for element in tester.info]
+        assert info.startswith("gold.gold_") and "is not published at" in info and "run `dbt build`" in info, info
+
+
 # -- the server, in a browser, while the lake moves on ------------------------------------------------------------
 
 
