@@ -8,10 +8,11 @@ It gives the warehouse's connection four SQL functions:
 - `lago_publish_changes(schema, model, staged, grain, sources)` applies to it the changes in `staged` (a change
   feed's latest change per key);
 - `lago_publish_nothing(schema, model, sources)` records a build that changed nothing in the table;
-- `lago_published_version(schema, model)` is the Delta version of the table in the lake, -1 when there is none.
+- `lago_published_version(schema, model)` is the Delta version of the table in the lake, -1 when there is none;
+- `lago_mark_lake_captures()` takes the lake's files per source table, as the build starts (on-run-start).
 
-Each publication removes its staged file, records the build (with `sources`, the JSON list of the upstream source
-tables' files as the build started) and returns what it did. The project's `on-run-end` hook
+Each publication removes its staged file, records the build (with the marks of `sources`, the JSON list of the
+source tables upstream of the model) and returns what it did. The project's `on-run-end` hook
 (macros/publish/publish_to_lake.sql) stages each table to publish and calls them, so a failed publication fails the
 hook's statement with the table, the location and the reason, as any failed SQL does.
 Configured in profiles.yml:
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.events.logging import AdapterLogger
 
+from ingestion.freshness import lake_marks
 from ingestion.published_tables import Publication, PublishedTables, SourceMark
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ FUNCTION = "lago_publish"
 CHANGES_FUNCTION = "lago_publish_changes"
 VERSION_FUNCTION = "lago_published_version"
 UNCHANGED_FUNCTION = "lago_publish_nothing"
+MARK_FUNCTION = "lago_mark_lake_captures"
 logger = AdapterLogger("lago_publish")
 
 
@@ -47,6 +50,9 @@ class Plugin(BasePlugin):
         # the lake is opened at the first publication: a build that publishes nothing never touches it
         self.lake_uri = str(plugin_config.get("lake") or "lake")
         self._tables: PublishedTables | None = None
+        # the lake's files per source table as this build started (mark_lake_captures); kept here, not in the
+        # warehouse, so a build that fails changes nothing there
+        self._marks: dict[str, SourceMark] | None = None
 
     def configure_connection(self, conn: Any) -> None:
         import duckdb
@@ -60,6 +66,7 @@ class Plugin(BasePlugin):
         conn.create_function(
             VERSION_FUNCTION, self.published_version, [text, text], duckdb.sqltype("BIGINT"), side_effects=True
         )
+        conn.create_function(MARK_FUNCTION, self.mark_lake_captures, [], duckdb.sqltype("BIGINT"), side_effects=True)
 
     @property
     def tables(self) -> PublishedTables:
@@ -97,9 +104,20 @@ class Plugin(BasePlugin):
         version = self.tables.version(schema, model)
         return -1 if version is None else version
 
+    def mark_lake_captures(self) -> int:
+        """`lago_mark_lake_captures`: take the lake's files per source table now, as the build starts (the
+        project's on-run-start hook, before any model lists the lake); how many source tables have files."""
+        self._marks = lake_marks(self.tables.lake)
+        return len(self._marks)
+
     def _recorded(self, publication: Publication, sources: str) -> str:
-        marks = [SourceMark(m["table"], int(m["files"]), m.get("newest_capture")) for m in json.loads(sources or "[]")]
-        self.tables.record_build(publication, marks)
+        if self._marks is None:
+            # no mark taken as the build started (a project without the hook): the files now, which may count a
+            # file that landed during the build as seen
+            self.mark_lake_captures()
+        marks = self._marks or {}
+        names = [str(name) for name in json.loads(sources or "[]")]
+        self.tables.record_build(publication, [marks.get(name) or SourceMark(name, 0, None) for name in names])
         logger.info(f"published {publication.describe()}")
         return publication.describe()
 

@@ -9,15 +9,19 @@ the source was looked at, and the table is current with it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from ingestion.catalog import Catalog, load_catalog
 from ingestion.lake import Lake
-from ingestion.published_tables import BuildRecord, PublishedTables
+from ingestion.published_tables import BuildRecord, PublishedTables, SourceMark
 from ingestion.state import moment_of
-from ingestion.table_store import TableStore
+from ingestion.table_store import DATA_KINDS, TableStore
+
+# a published data file: raw/<source>/<kind>/<table>/<table>_<capture id>.parquet (table_store.py's data_key)
+_DATA_FILE = re.compile(r"raw/([^/]+)/([^/]+)/([^/]+)/[^/]*?(\d{8}_\d{6}_\d{6})?\.parquet")
 
 FreshnessStatus = Literal["fresh", "stale"]
 
@@ -63,6 +67,23 @@ class TableFreshness:
         return "stale: built before the lake's last captures (" + ", ".join(behind) + " not in it yet)"
 
 
+def lake_marks(lake: Lake) -> dict[str, SourceMark]:
+    """Each source table's published data files in the lake now (`<source>.<table>`: how many, the newest capture),
+    from one listing of `raw/`. A build takes them as it starts (the dbt plugin), a reader compares them with now."""
+    counts: dict[str, int] = {}
+    newest: dict[str, str] = {}
+    for info in lake.list("raw/"):
+        match = _DATA_FILE.fullmatch(info.key)
+        if match is None or match.group(2) not in DATA_KINDS:
+            continue
+        table = f"{match.group(1)}.{match.group(3)}"
+        counts[table] = counts.get(table, 0) + 1
+        if match.group(4):
+            moment = moment_of(match.group(4)).isoformat()
+            newest[table] = max(newest.get(table, moment), moment)
+    return {table: SourceMark(table, files, newest.get(table)) for table, files in sorted(counts.items())}
+
+
 def published_freshness(lake_uri: str, catalog: Catalog | None = None) -> list[TableFreshness]:
     """The freshness of every table published into the lake at `lake_uri` (the project's declared sources by
     default, for the capture logs)."""
@@ -72,19 +93,24 @@ def published_freshness(lake_uri: str, catalog: Catalog | None = None) -> list[T
         return []
     catalog = catalog or load_catalog()
     lake = tables.lake
-    sources: dict[str, tuple[datetime | None, int]] = {}
-    return [_freshness(record, lake, catalog, sources) for record in records]
+    marks = lake_marks(lake)
+    last: dict[str, datetime | None] = {}
+    return [_freshness(record, lake, catalog, marks, last) for record in records]
 
 
 def _freshness(
-    record: BuildRecord, lake: Lake, catalog: Catalog, known: dict[str, tuple[datetime | None, int]]
+    record: BuildRecord,
+    lake: Lake,
+    catalog: Catalog,
+    marks: dict[str, SourceMark],
+    last: dict[str, datetime | None],
 ) -> TableFreshness:
     sources = []
-    for mark in record.sources:
-        if mark.table not in known:
-            known[mark.table] = _source_now(lake, catalog, mark.table)
-        last_capture, files = known[mark.table]
-        sources.append(SourceFreshness(mark.table, last_capture, files, mark.files))
+    for seen in record.sources:
+        if seen.table not in last:
+            last[seen.table] = _last_capture(lake, catalog, seen.table)
+        now = marks.get(seen.table)
+        sources.append(SourceFreshness(seen.table, last[seen.table], now.files if now else 0, seen.files))
     return TableFreshness(
         table=f"{record.schema}.{record.table}",
         built_at=datetime.fromisoformat(record.built_at),
@@ -93,9 +119,8 @@ def _freshness(
     )
 
 
-def _source_now(lake: Lake, catalog: Catalog, qualified: str) -> tuple[datetime | None, int]:
-    """A source table's last capture (from its capture log) and its files in the lake now."""
+def _last_capture(lake: Lake, catalog: Catalog, qualified: str) -> datetime | None:
+    """A source table's last capture, from its capture log (a capture that found nothing new included)."""
     source_name, _, table_name = qualified.partition(".")
-    store = TableStore(lake, catalog.source(source_name).table(table_name))
-    last = store.load_state().last_capture
-    return (moment_of(last.capture_id) if last else None), len(store.published_keys())
+    last = TableStore(lake, catalog.source(source_name).table(table_name)).load_state().last_capture
+    return moment_of(last.capture_id) if last else None

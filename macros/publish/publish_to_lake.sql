@@ -71,7 +71,7 @@
     {%- set arguments = [
         lago_cdc.sql_string(node.schema), lago_cdc.sql_string(node.alias), staged,
         lago_cdc.sql_string(grain | tojson)] -%}
-    {%- set marks = lago_mago.capture_marks_json(node) -%}
+    {%- set marks = lago_mago.upstream_sources_json(node) -%}
     {%- set statements = [] -%}
     {%- set has_feed = node.config.get('incremental_strategy') == 'cdc_merge' -%}
     {%- set position = lago_mago.published_feed_version(node) if has_feed and not rewrite else 0 -%}
@@ -168,9 +168,10 @@
 
 
 {#-
-    on-run-start, on the DuckDB target: how many files each source table has in the lake, and the newest one's
-    capture time, as the build starts. Taken before any model lists the lake, so a file that lands during the build
-    counts as unseen (a reader is told the table may be stale) rather than seen.
+    on-run-start, on the DuckDB target: the plugin takes how many files each source table has in the lake, and the
+    newest one's capture time, before any model lists the lake, so a file that lands during the build counts as
+    unseen (a reader is told the table may be stale) rather than seen. The plugin keeps them in memory: the
+    warehouse is not written, so a build that fails changes nothing there.
 -#}
 {% macro mark_lake_captures() %}
     {{ return(adapter.dispatch('mark_lake_captures', 'lago_mago')()) }}
@@ -183,38 +184,15 @@
 
 
 {% macro duckdb__mark_lake_captures() %}
-    {%- if not execute -%}
-        {{ return('') }}
-    {%- endif -%}
-    {%- set bronze = generate_schema_name('bronze', none) | trim -%}
-    create or replace table {{ bronze }}.lake_capture_marks as
-    select
-        source_name,
-        table_name,
-        count(*) as files,
-        max(captured_at) as newest_capture
-    from {{ bronze }}.lake_capture_times
-    group by source_name, table_name
+    select lago_mark_lake_captures()
 {% endmacro %}
 
 
-{#- A SQL expression: the capture marks of the source tables upstream of a model, as a JSON list. -#}
-{% macro capture_marks_json(node) %}
+{#- The `<source>.<table>` of the source tables upstream of a model, as a SQL string of a JSON list. -#}
+{% macro upstream_sources_json(node) %}
     {%- set found = [] -%}
     {%- do lago_mago.collect_upstream_sources(node.unique_id, found, []) -%}
-    {%- if not found -%}
-        {{ return("'[]'") }}
-    {%- endif -%}
-    {%- set names = [] -%}
-    {%- for name in found | sort -%}
-        {%- do names.append(lago_cdc.sql_string(name)) -%}
-    {%- endfor -%}
-    {%- set marked = (generate_schema_name('bronze', none) | trim) ~ '.lake_capture_marks' -%}
-    {{ return(
-        "(select coalesce(to_json(list({'table': source_name || '.' || table_name, 'files': files, "
-        ~ "'newest_capture': strftime(newest_capture, '%Y-%m-%dT%H:%M:%S.%fZ')} order by source_name, table_name)), "
-        ~ "'[]') from " ~ marked ~ " where source_name || '.' || table_name in (" ~ names | join(', ') ~ "))"
-    ) }}
+    {{ return(lago_cdc.sql_string(found | sort | tojson)) }}
 {% endmacro %}
 
 
