@@ -182,14 +182,14 @@ class PublishedTables:
 
     def version(self, schema: str, table: str) -> int | None:
         """The table's Delta version, None when it was never published."""
-        existing = self._open(schema, table)
+        existing = self.open(schema, table)
         return None if existing is None else existing.version()
 
     def holding(self, schema: str, table: str, content: str) -> Publication | None:
         """The table as it is, when its last commit published `content` (a digest of the rows and their columns,
         computed by the warehouse): a build that changed nothing in it then reads and compares nothing. None
         otherwise: a table not published yet, or last published with other content or without a digest."""
-        existing = self._open(schema, table) if content else None
+        existing = self.open(schema, table) if content else None
         if existing is None:
             return None
         last = existing.history(1)
@@ -197,7 +197,7 @@ class PublishedTables:
             return None
         return Publication(schema, table, self.location(schema, table), "unchanged", existing.version())
 
-    def _open(self, schema: str, table: str) -> DeltaTable | None:
+    def open(self, schema: str, table: str) -> DeltaTable | None:
         """The published table, None when there is none; a location that cannot be read is a PublishError."""
         from deltalake import DeltaTable
         from deltalake.exceptions import DeltaError

@@ -183,8 +183,18 @@
 {% endmacro %}
 
 
+{#-
+    The `lake` target's plugin (ingestion/dbt_lake_plugin.py) answers -1: that target reads the published tables
+    and builds nothing, so a build on it stops here, before any model runs (a failed hook statement would not).
+-#}
 {% macro duckdb__mark_lake_captures() %}
-    select lago_mark_lake_captures()
+    {%- if execute and run_query('select lago_mark_lake_captures()').columns[0].values()[0] < 0 -%}
+        {{ exceptions.raise_compiler_error(
+            "The target " ~ target.name ~ " reads the tables published into the lake (" ~ lago_cdc.lake_uri()
+            ~ "/tables) and builds nothing: build with --target dev, then read with --target " ~ target.name
+            ~ " (dbt show). Nothing was changed.") }}
+    {%- endif -%}
+    {{ return('') }}
 {% endmacro %}
 
 

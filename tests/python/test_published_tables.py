@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pytest
 from cross_engine import normalise
@@ -21,6 +23,7 @@ from support.dbt import Dbt
 
 from ingestion.freshness import published_freshness
 from ingestion.published_tables import PublishedTables
+from ingestion.published_views import connect
 
 pytestmark = pytest.mark.dbt
 pytest_plugins = ["spark_support"]
@@ -59,9 +62,11 @@ def operations(site: Dbt, table: str) -> list[str]:
     return [str(commit["operation"]) for commit in reversed(published(site, table).history())]
 
 
-def assert_published_equals_warehouse(site: Dbt, table: str) -> int:
-    """The published table holds the warehouse table's rows, no more and no fewer; returns how many."""
-    rows = pa.table(published(site, table).to_pyarrow_dataset().to_table())
+def assert_published_equals_warehouse(site: Dbt, table: str, rows: pa.Table | None = None) -> int:
+    """The published table, read with delta-rs (or by another reader: `rows`), holds the warehouse table's rows,
+    no more and no fewer; returns how many."""
+    if rows is None:
+        rows = pa.table(published(site, table).to_pyarrow_dataset().to_table())
     schema = schema_of(table)
     con = duckdb.connect(str(site.database), read_only=True)
     try:
@@ -81,6 +86,11 @@ def assert_published_equals_warehouse(site: Dbt, table: str) -> int:
     return int(count)
 
 
+def view_rows(views: duckdb.DuckDBPyConnection, table: str) -> pa.Table:
+    """The rows of a published table's view."""
+    return views.sql(f"select * from {schema_of(table)}.{table}").to_arrow_table()
+
+
 def test_silver_and_gold_are_published_and_follow_each_build(tmp_path: Path, any_lake: str) -> None:
     site = Dbt.at(tmp_path, any_lake)
     ingest(site.lake, *SIMULATOR, check=True)
@@ -88,6 +98,10 @@ def test_silver_and_gold_are_published_and_follow_each_build(tmp_path: Path, any
     counts = {table: assert_published_equals_warehouse(site, table) for table in (*SILVER, *GOLD)}
     # no month was restated yet: its table is published empty
     assert all(counts[table] > 0 for table in (*SILVER, "gold_points_daily_cube", "gold_points_monthly_report"))
+    # DuckDB reads the same rows through the published views (ingestion/published_views.py), from S3 too
+    with connect(site.lake) as views:
+        for table in (*SILVER, *GOLD):
+            assert_published_equals_warehouse(site, table, view_rows(views, table))
     assert all(operations(site, table) == ["WRITE"] for table in (*SILVER, *GOLD))
 
     first = {record.table: record for record in PublishedTables(site.lake).builds()}
@@ -170,6 +184,68 @@ def test_a_full_refresh_publishes_a_new_version_and_a_failing_test_keeps_the_las
     assert result.returncode == 1, result.stdout[-3000:]
     assert f"publishing gold.gold_points_daily_cube to {location}: " in result.stdout, result.stdout[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def show_count(reader: Dbt, table: str) -> int:
+    """`dbt show --target lake` of how many rows the published table holds."""
+    shown = reader("show", "--inline", f"select count(*) as n from {{{{ ref('{table}') }}}}", check=True)
+    [line] = [line for line in shown.stdout.splitlines() if line.strip().strip("|").strip().isdigit()]
+    return int(line.strip().strip("|"))
+
+
+def test_readers_of_the_published_tables_never_block_a_build(tmp_path: Path) -> None:
+    """A DuckDB connection on the published tables held open across two builds, `dbt show --target lake` run again
+    and again during the first: both builds pass. The held connection reads, whole, the versions it was opened at;
+    a new one, dbt show and Polars read what the last build published, equal to the warehouse. The `lake` target
+    refuses to build."""
+    site = Dbt.at(tmp_path / "build")
+    # the reader's own target folder: its parse and the build's stay partial
+    reader = Dbt.at(tmp_path / "reader", site.lake, database=site.database, target="lake")
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    held = connect(site.lake)
+    first = {table: view_rows(held, table) for table in (*SILVER, *GOLD)}
+    for table, rows in first.items():
+        assert_published_equals_warehouse(site, table, rows)
+    first_count = first["silver_loyalty__transactions"].num_rows
+    assert show_count(reader, "silver_loyalty__transactions") == first_count > 0
+
+    ingest(site.lake, *SIMULATOR, check=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        building = pool.submit(site.build, *LOYALTY)
+        seen, during = [], 0
+        while not building.done():
+            seen.append(show_count(reader, "silver_loyalty__transactions"))
+            during += not building.done()
+            assert view_rows(held, "silver_loyalty__transactions") == first["silver_loyalty__transactions"]
+        result = building.result()
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert during >= 1, "no dbt show ran whole during the build"
+    [(second_count,)] = site.query("select count(*) from silver.silver_loyalty__transactions")
+    assert second_count > first_count
+    # each show read one published version whole: the first day's, or the second's
+    assert set(seen) <= {first_count, second_count}, seen
+
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    for table, rows in first.items():
+        assert view_rows(held, table) == rows, f"{table}: the held connection's rows changed"
+    held.close()
+    tables = PublishedTables(site.lake)
+    with connect(site.lake) as views:
+        for table in (*SILVER, *GOLD):
+            assert_published_equals_warehouse(site, table, view_rows(views, table))
+            location = tables.location(schema_of(table), table)
+            assert_published_equals_warehouse(site, table, pl.read_delta(location).to_arrow())
+    [(third_count,)] = site.query("select count(*) from silver.silver_loyalty__transactions")
+    assert show_count(reader, "silver_loyalty__transactions") == third_count > second_count
+
+    versions = {table: tables.version(schema_of(table), table) for table in (*SILVER, *GOLD)}
+    refused = reader.build(*LOYALTY)
+    assert refused.returncode != 0
+    assert "The target lake reads the tables published into the lake" in refused.stdout, refused.stdout[-3000:]
+    assert " START sql " not in refused.stdout, "a model ran on the lake target"
+    assert {table: tables.version(schema_of(table), table) for table in (*SILVER, *GOLD)} == versions
 
 
 @pytest.mark.spark

@@ -162,8 +162,9 @@ class Dbt:
                 "DUCKDB_TEMP_DIRECTORY": "duckdb_tmp",
             }
             _PARSES.lend(self)
-        if self.target == "dev":
-            # DuckDB: forked from a process that imported dbt already (tests/support/dbt_fork.py)
+        if self.target in ("dev", "lake"):
+            # DuckDB (the warehouse, or the lake's published tables): forked from a process that imported dbt
+            # already (tests/support/dbt_fork.py)
             result = run_dbt(self.command(*args), cwd or self.project, env, timeout)
         else:
             # Spark and Databricks start their own engines' clients: plain processes
