@@ -102,6 +102,9 @@ def test_silver_and_gold_are_published_and_follow_each_build(tmp_path: Path, any
     with connect(site.lake) as views:
         for table in (*SILVER, *GOLD):
             assert_published_equals_warehouse(site, table, view_rows(views, table))
+    # and dbt, on the `lake` target
+    reader = Dbt.at(tmp_path / "reader", site.lake, database=site.database, target="lake")
+    assert show_count(reader, "silver_loyalty__transactions") == counts["silver_loyalty__transactions"]
     assert all(operations(site, table) == ["WRITE"] for table in (*SILVER, *GOLD))
 
     first = {record.table: record for record in PublishedTables(site.lake).builds()}
