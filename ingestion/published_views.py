@@ -18,6 +18,10 @@ from ingestion.published_tables import PublishedTables
 
 if TYPE_CHECKING:
     import duckdb
+    from deltalake import DeltaTable
+
+# reader features under which a table's files still hold its rows, under its columns' names and types
+_PLAIN_FEATURES = {"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,18 @@ def attach_published(connection: duckdb.DuckDBPyConnection, lake_uri: str) -> li
     An S3 lake's files are read through the fsspec filesystem registered on the connection (`connect` registers
     one; dbt-duckdb registers the profile's `filesystems`)."""
     tables = PublishedTables(lake_uri)
+    # one transaction: a cursor of the connection sees every table at its old version or every one at its new
+    connection.execute("begin transaction")
+    try:
+        views = _attach(connection, tables)
+    except BaseException:
+        connection.execute("rollback")
+        raise
+    connection.execute("commit")
+    return views
+
+
+def _attach(connection: duckdb.DuckDBPyConnection, tables: PublishedTables) -> list[PublishedView]:
     views = []
     for record in tables.builds():
         delta = tables.open(record.schema, record.table)
@@ -45,24 +61,44 @@ def attach_published(connection: duckdb.DuckDBPyConnection, lake_uri: str) -> li
             continue
         name = f"{_quote(record.schema)}.{_quote(record.table)}"
         connection.execute(f"create schema if not exists {_quote(record.schema)}")
+        # what an earlier call made of it (a view, or a table when it had no file)
+        _drop(connection, record.schema, record.table)
         files = delta.file_uris()
-        if files:
+        if files and _files_are_the_table(delta):
             # the table's columns in its schema's order; a file written before a column was added reads it as null
             columns = ", ".join(_quote(field.name) for field in delta.schema().fields)
             listing = ", ".join(_literal(file) for file in files)
             connection.execute(
-                f"create or replace view {name} as "
-                f"select {columns} from read_parquet([{listing}], union_by_name = true)"
+                f"create view {name} as select {columns} from read_parquet([{listing}], union_by_name = true)"
             )
         else:
-            # a table with no file holds no row: an empty table of its columns and types
-            connection.register("_lago_empty_table", delta.to_pyarrow_table())
-            connection.execute(f"drop view if exists {name}")
-            connection.execute(f"create or replace table {name} as select * from _lago_empty_table")
-            connection.unregister("_lago_empty_table")
+            # no file (no row), or files that are not the rows as they are: the rows delta-rs reads, as a table
+            connection.register("_lago_delta_rows", delta.to_pyarrow_table())
+            connection.execute(f"create table {name} as select * from _lago_delta_rows")
+            connection.unregister("_lago_delta_rows")
         location = tables.location(record.schema, record.table)
         views.append(PublishedView(record.schema, record.table, delta.version(), location))
     return views
+
+
+def _drop(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> None:
+    found = connection.execute(
+        "select table_type from information_schema.tables"
+        " where table_catalog = current_database() and table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchone()
+    if found is not None:
+        kind = "view" if found[0] == "VIEW" else "table"
+        connection.execute(f"drop {kind} {_quote(schema)}.{_quote(table)}")
+
+
+def _files_are_the_table(delta: DeltaTable) -> bool:
+    """Whether the table's Parquet files, read as they are, hold its rows: no reader feature beyond those that
+    change nothing in the files' rows and names (deletion vectors, column mapping or type widening, which a Delta
+    writer other than this project's may use, need a Delta reader)."""
+    protocol = delta.protocol()
+    features = set(protocol.reader_features or ())
+    return protocol.min_reader_version == 1 or (protocol.min_reader_version == 3 and features <= _PLAIN_FEATURES)
 
 
 def connect(lake_uri: str = "lake") -> duckdb.DuckDBPyConnection:

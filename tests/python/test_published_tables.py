@@ -23,7 +23,7 @@ from support.dbt import Dbt
 
 from ingestion.freshness import published_freshness
 from ingestion.published_tables import PublishedTables
-from ingestion.published_views import connect
+from ingestion.published_views import attach_published, connect
 
 pytestmark = pytest.mark.dbt
 pytest_plugins = ["spark_support"]
@@ -233,6 +233,10 @@ def test_readers_of_the_published_tables_never_block_a_build(tmp_path: Path) -> 
     site.build(*LOYALTY, check=True)
     for table, rows in first.items():
         assert view_rows(held, table) == rows, f"{table}: the held connection's rows changed"
+    # attached again, it reads the last versions
+    attach_published(held, site.lake)
+    for table in (*SILVER, *GOLD):
+        assert_published_equals_warehouse(site, table, view_rows(held, table))
     held.close()
     tables = PublishedTables(site.lake)
     with connect(site.lake) as views:
