@@ -34,9 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["LAKE_URI"] = args.lake
     print(f"Lago Mago dashboard on the lake {args.lake}: http://{args.address}:{args.port}", flush=True)
-    # what the pages import (the reader's modules, with this module's own, and altair, which Streamlit imports at a
-    # page's first chart), imported before the server starts: the first visitor's page then waits for no import
-    import altair  # noqa: F401
+    # what the pages import (the reader's modules, with this module's own), imported before the server starts: the
+    # first visitor's page then waits for no import
     import deltalake  # noqa: F401
     import pandas  # noqa: F401
     from streamlit.web import bootstrap
