@@ -22,7 +22,7 @@ from types import FrameType
 from ingestion import dbt_packages
 from ingestion.breaker import load_held
 from ingestion.catalog import DATABASE_MODES, Catalog, DatabaseMode, Source, Table, load_catalog, validate_identifier
-from ingestion.config import DEFAULT_LAKE, Config
+from ingestion.config import DEFAULT_LAKE, Config, dbt_project_dir
 from ingestion.dbt_worker import DbtWorker
 from ingestion.errors import (
     IngestionError,
@@ -341,7 +341,7 @@ def command_schedule(catalog: Catalog, config: Config, args: argparse.Namespace)
     # a usage error (no such source, an ambiguous one) stops the command before its first tick
     request = run_request(catalog, config, args)
     stop = threading.Event()
-    dbt = DbtWorker(_dbt_project())
+    dbt = DbtWorker(dbt_project_dir())
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         if stop.is_set() and dbt.building:
@@ -430,10 +430,6 @@ class BuildPlan:
     def built(self) -> None:
         self._built_once = True
         self._changed.clear()
-
-
-def _dbt_project() -> Path:
-    return Path(os.environ.get("DBT_PROJECT_DIR") or ".")
 
 
 def _dbt_build(target: str, dbt: DbtWorker, selection: list[str] | None = None) -> int:

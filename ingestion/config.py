@@ -175,6 +175,13 @@ def project_dir(env: Env | None = None) -> Path:
     return Path(_text(env, "LAGO_PROJECT_DIR") or CHECKOUT).resolve()
 
 
+def dbt_project_dir(env: Env | None = None) -> Path:
+    """The dbt project the scheduler's builds run: DBT_PROJECT_DIR, dbt's own variable, as the `dbt` command
+    reads it; else the working directory."""
+    env = os.environ if env is None else env
+    return Path(_text(env, "DBT_PROJECT_DIR") or ".")
+
+
 def postgres_bin_dir(env: Env | None = None) -> Path:
     """The Postgres server binaries the local Postgres runs (LAGO_POSTGRES_BIN, else Debian's postgresql-15).
 

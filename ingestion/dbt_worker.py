@@ -26,6 +26,7 @@ from typing import IO, Any, Literal, TypedDict
 
 import yaml
 
+from ingestion.config import dbt_project_dir
 from ingestion.errors import DbtStartError
 
 # dbt's exit codes: 0 everything passed, 1 a model or test failed, 2 dbt itself failed (dbt's ExitCodes)
@@ -207,7 +208,7 @@ def serve(replies: IO[bytes]) -> None:
         reply("start-failed", DBT_FAILED, f"dbt is not installed ({exc})")
         return
     reply("ready")
-    project = Path(os.environ.get("DBT_PROJECT_DIR") or ".")
+    project = dbt_project_dir()
     manifest: Any = None
     parsed_for: tuple[str, list[tuple[str, int, int]]] | None = None
     for line in sys.stdin:
