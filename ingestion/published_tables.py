@@ -265,7 +265,7 @@ class PublishedTables:
             merged = (
                 existing.merge(
                     rows,
-                    predicate=" and ".join(f"(t.{_quote(c)} is not distinct from s.{_quote(c)})" for c in grain),
+                    predicate=_on_grain(grain),
                     source_alias="s",
                     target_alias="t",
                     commit_properties=properties,
@@ -277,13 +277,7 @@ class PublishedTables:
             )
         except (DeltaError, OSError) as exc:
             raise PublishError(f"{schema}.{table}", location, str(exc)) from exc
-        changed = (
-            merged["num_target_rows_inserted"],
-            merged["num_target_rows_updated"],
-            merged["num_target_rows_deleted"],
-        )
-        version = DeltaTable(location, storage_options=options).version()
-        return Publication(schema, table, location, "merged" if any(changed) else "unchanged", version, *changed)
+        return self._merged(schema, table, merged, options)
 
     def publish_changes(self, schema: str, table: str, changes: pa.Table, grain: Sequence[str]) -> Publication:
         """Apply to the Delta table `<schema>/<table>` the latest change of each key of a change feed (`changes`: the
@@ -318,7 +312,7 @@ class PublishedTables:
             merged = (
                 existing.merge(
                     changes,
-                    predicate=" and ".join(f"(t.{_quote(c)} is not distinct from s.{_quote(c)})" for c in grain),
+                    predicate=_on_grain(grain),
                     source_alias="s",
                     target_alias="t",
                     merge_schema=True,
@@ -331,10 +325,17 @@ class PublishedTables:
             )
         except (DeltaError, OSError) as exc:
             raise PublishError(f"{schema}.{table}", location, str(exc)) from exc
+        return self._merged(schema, table, merged, options)
+
+    def _merged(self, schema: str, table: str, metrics: dict[str, Any], options: dict[str, str] | None) -> Publication:
+        """A MERGE's publication, from its metrics: what it inserted, updated and deleted, and the version it made."""
+        from deltalake import DeltaTable
+
+        location = self.location(schema, table)
         changed = (
-            merged["num_target_rows_inserted"],
-            merged["num_target_rows_updated"],
-            merged["num_target_rows_deleted"],
+            metrics["num_target_rows_inserted"],
+            metrics["num_target_rows_updated"],
+            metrics["num_target_rows_deleted"],
         )
         version = DeltaTable(location, storage_options=options).version()
         return Publication(schema, table, location, "merged" if any(changed) else "unchanged", version, *changed)
@@ -344,6 +345,11 @@ class PublishedTables:
         from deltalake import DeltaTable
 
         return bool(DeltaTable.is_deltatable(location, storage_options=options))
+
+
+def _on_grain(grain: Sequence[str]) -> str:
+    """A MERGE's condition: target `t` and source `s` rows have the same grain, NULL equal to NULL."""
+    return " and ".join(f"(t.{_quote(column)} is not distinct from s.{_quote(column)})" for column in grain)
 
 
 def _quote(column: str) -> str:
