@@ -43,6 +43,8 @@ class Result:
     inner_seconds: float | None = None
     # CPU seconds of the whole process and its children, when measured
     cpu_seconds: float | None = None
+    # for an incremental build: the rows its capture changed, when the suite fixed them
+    changed: int | None = None
 
 
 def measure(

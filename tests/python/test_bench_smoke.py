@@ -49,7 +49,8 @@ def test_bench_regenerates_table_and_plots_at_tiny_scale(tmp_path: Path) -> None
 
 def test_the_dag_bench_compares_incremental_and_full_builds_at_tiny_scale(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    command = [sys.executable, "-m", "bench.dag", "--scales", "500", "--cadence", "2,3", "--cadence-scale", "300"]
+    command = [sys.executable, "-m", "bench.dag", "--scales", "500", "--changed-customers", "40"]
+    command += ["--cadence", "2,3", "--cadence-scale", "300"]
     result = subprocess.run([*command, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads((out / "dag.json").read_text())
@@ -72,6 +73,13 @@ def test_the_dag_bench_compares_incremental_and_full_builds_at_tiny_scale(tmp_pa
     assert all(dag[case]["cpu_seconds"] > 1.0 for case in dag), dag
     page = (out / "dag.md").read_text()
     assert "full refresh / incremental" in page
-    assert "incremental build <= 2.5x `dbt parse` at 500" in page, page
+    assert "incremental build (40 changed customers) <= 2.5x `dbt parse` at 500" in page, page
+    # the measured capture changed those customers and nothing else, at any scale
+    state = json.loads(
+        (out / "tmp" / "dag_500" / "lake" / "_ingestion" / "loyalty" / "clientes" / "state.json").read_text()
+    )
+    measured = state["captures"][-1]
+    assert (measured["reader"], measured["inserts"], measured["updates"], measured["deletes"]) == ("csv", 0, 40, 0)
+    assert dag["incremental"]["changed"] == 40 and dag["full-refresh"]["changed"] is None, dag
     # the scheduler's build in its kept dbt process, against a `dbt build` command
     assert "the scheduler's build in its kept dbt process / `dbt build`" in page, page
