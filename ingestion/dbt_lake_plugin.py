@@ -22,7 +22,7 @@ from typing import Any
 from dbt.adapters.duckdb.plugins import BasePlugin
 
 from ingestion.dbt_publish_plugin import MARK_FUNCTION
-from ingestion.published_views import attach_published
+from ingestion.published_views import attach_published, register_lake_filesystem
 
 # what `lago_mark_lake_captures()` answers on a target that reads the published tables (the build's plugin: >= 0)
 READS_ONLY = -1
@@ -35,6 +35,7 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn: Any) -> None:
         import duckdb
 
+        register_lake_filesystem(conn, self.lake_uri)
         attach_published(conn, self.lake_uri)
         conn.create_function(MARK_FUNCTION, _reads_only, [], duckdb.sqltype("BIGINT"), side_effects=True)
 

@@ -33,6 +33,7 @@ from dbt.adapters.events.logging import AdapterLogger
 
 from ingestion.freshness import lake_marks
 from ingestion.published_tables import Publication, PublishedTables, SourceMark
+from ingestion.published_views import register_lake_filesystem
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,6 +58,8 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn: Any) -> None:
         import duckdb
 
+        # the models read the lake's files, and this plugin writes its tables, through DuckDB
+        register_lake_filesystem(conn, self.lake_uri)
         text, flag = duckdb.sqltype("VARCHAR"), duckdb.sqltype("BOOLEAN")
         conn.create_function(
             FUNCTION, self.publish, [text, text, text, text, flag, text, text], text, side_effects=True

@@ -12,7 +12,7 @@ again, or call `attach_published` again, to read the newer versions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ingestion.published_tables import PublishedTables
 
@@ -108,20 +108,27 @@ def connect(lake_uri: str = "lake") -> duckdb.DuckDBPyConnection:
 
     connection = duckdb.connect()
     connection.execute("set TimeZone = 'UTC'")
-    if lake_uri.startswith("s3://"):
-        connection.register_filesystem(_s3_filesystem(lake_uri))
+    register_lake_filesystem(connection, lake_uri)
     attach_published(connection, lake_uri)
     return connection
 
 
-def _s3_filesystem(lake_uri: str) -> Any:
+def register_lake_filesystem(connection: duckdb.DuckDBPyConnection, lake_uri: str) -> None:
+    """Let DuckDB read and write `s3://` paths through s3fs, on the capture's endpoint and region (env
+    AWS_ENDPOINT_URL, boto3's chain), when the lake is on S3 (DuckDB's httpfs extension cannot be installed
+    offline). A local lake registers nothing: s3fs and botocore cost a quarter of a second to import, in every
+    dbt command."""
+    if not lake_uri.startswith("s3://"):
+        return
     import s3fs
 
     from ingestion.lake import S3Lake
 
     client = S3Lake(lake_uri).client
-    return s3fs.S3FileSystem(
-        client_kwargs={"endpoint_url": client.meta.endpoint_url, "region_name": client.meta.region_name}
+    connection.register_filesystem(
+        s3fs.S3FileSystem(
+            client_kwargs={"endpoint_url": client.meta.endpoint_url, "region_name": client.meta.region_name}
+        )
     )
 
 
