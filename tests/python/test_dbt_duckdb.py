@@ -442,3 +442,38 @@ def test_column_checks_name_every_broken_rule_and_count_its_rows(site: Dbt) -> N
         assert {(rule, checked): rows for rule, checked, rows in stored} == expected, name
         assert f"Failure in test {name}" in result.stdout
     assert statuses["column_checks_silver_loyalty__transactions"]["status"] == "pass"
+
+
+def test_a_view_is_tested_on_the_keys_its_models_last_wrote(site: Dbt) -> None:
+    """The churn view (one row per customer) is tested on the customers the last builds of Silver's customers and
+    transactions wrote, as an incremental model is on its newest rows: a duplicate among those fails the grain, one
+    among customers no build touched since is seen by the full check only. A view holds no rows of its own."""
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    customers = "silver.silver_loyalty__customers"
+    newest = f"(select max(_loaded_at) from {customers})"
+    written, untouched = (
+        site.query(f"select count(*) from {customers} where _loaded_at {op} {newest}")[0][0] for op in ("=", "<")
+    )
+    assert written > 0 and untouched > written, (written, untouched)
+    test = ("--select", "column_checks_gold_customer_churn")
+
+    transactions = "silver.silver_loyalty__transactions"
+    bought = f"select customer_id from {transactions} where _loaded_at = (select max(_loaded_at) from {transactions})"
+
+    def duplicate(which: str) -> None:
+        with site.connect(read_only=False) as con:
+            con.execute(
+                f"insert into {customers} select * from {customers} where _loaded_at {which} {newest} "
+                f"and customer_id not in ({bought}) order by customer_id limit 1"
+            )
+
+    duplicate("<")  # a customer no build wrote since the first, without a transaction in the last
+    assert site.test(*test).returncode == 0
+    full = site.test(*test, "--vars", "{full_tests: true}")
+    assert full.returncode == 1 and "Got 1 result" in full.stdout, full.stdout[-3000:]
+    duplicate("=")  # a customer the last build wrote
+    result = site.test(*test)
+    assert result.returncode == 1 and "Got 1 result" in result.stdout, result.stdout[-3000:]

@@ -25,15 +25,28 @@ reference as (
     from transactions
 ),
 
+daily as (
+    -- one row per customer and day with transactions: active days are then counted, not de-duplicated
+    select
+        customer_id,
+        transaction_date,
+        count(*) as transactions,
+        sum(points_earned) as points_earned,
+        sum(points_spent) as points_spent
+    from transactions
+    group by customer_id, transaction_date
+),
+
 windowed as (
     select
-        transactions.customer_id,
-        transactions.transaction_date,
-        transactions.points_earned,
-        transactions.points_spent,
-        {{ dbt.datediff('transactions.transaction_date', 'reference.reference_date', 'day') }}
+        daily.customer_id,
+        daily.transaction_date,
+        daily.transactions,
+        daily.points_earned,
+        daily.points_spent,
+        {{ dbt.datediff('daily.transaction_date', 'reference.reference_date', 'day') }}
             as days_ago
-    from transactions
+    from daily
     cross join reference
 ),
 
@@ -42,14 +55,11 @@ per_customer as (
         customer_id,
         min(transaction_date) as first_transaction_date,
         max(transaction_date) as last_transaction_date,
-        count(distinct case when days_ago < {{ window_days }} then transaction_date end)
-            as active_days_current_window,
-        count(
-            distinct case
-                when days_ago >= {{ window_days }} and days_ago < {{ 2 * window_days }} then transaction_date
-            end
-        ) as active_days_previous_window,
-        count(case when days_ago < {{ window_days }} then 1 end) as transactions_current_window,
+        count(case when days_ago < {{ window_days }} then 1 end) as active_days_current_window,
+        count(case when days_ago >= {{ window_days }} and days_ago < {{ 2 * window_days }} then 1 end)
+            as active_days_previous_window,
+        cast(sum(case when days_ago < {{ window_days }} then transactions else 0 end) as {{ dbt.type_bigint() }})
+            as transactions_current_window,
         cast(sum(case when days_ago < {{ window_days }} then points_earned else 0 end) as {{ dbt.type_bigint() }})
             as points_earned_current_window,
         cast(sum(case when days_ago < {{ window_days }} then points_spent else 0 end) as {{ dbt.type_bigint() }})
