@@ -444,10 +444,11 @@ def test_column_checks_name_every_broken_rule_and_count_its_rows(site: Dbt) -> N
     assert statuses["column_checks_silver_loyalty__transactions"]["status"] == "pass"
 
 
-def test_a_view_is_tested_on_the_keys_its_models_last_wrote(site: Dbt) -> None:
-    """The churn view (one row per customer) is tested on the customers the last builds of Silver's customers and
-    transactions wrote, as an incremental model is on its newest rows: a duplicate among those fails the grain, one
-    among customers no build touched since is seen by the full check only. A view holds no rows of its own."""
+def test_tests_read_what_the_last_builds_wrote(site: Dbt) -> None:
+    """As an incremental model's tests read its newest rows: the churn view (one row per customer, no rows of its
+    own) is tested on the customers the last builds of Silver's customers and transactions wrote, and the cube's
+    reconciliation with Silver on the days they wrote. A duplicate customer or a wrong day total among those fails;
+    one elsewhere is seen by the full check only."""
     ingest(site.lake, *SIMULATOR, check=True)
     site.build(*LOYALTY, check=True)
     ingest(site.lake, *SIMULATOR, check=True)
@@ -476,4 +477,26 @@ def test_a_view_is_tested_on_the_keys_its_models_last_wrote(site: Dbt) -> None:
     assert full.returncode == 1 and "Got 1 result" in full.stdout, full.stdout[-3000:]
     duplicate("=")  # a customer the last build wrote
     result = site.test(*test)
+    assert result.returncode == 1 and "Got 1 result" in result.stdout, result.stdout[-3000:]
+
+    # the cube's reconciliation with Silver: a day no build wrote since the first, then the newest day
+    cube = "gold.gold_points_daily_cube"
+    old_day = site.query(
+        f"select min(transaction_date) from {cube} where source_loaded_at < (select max(source_loaded_at) from {cube}) "
+        f"and transaction_date not in (select transaction_date from {transactions} where _loaded_at = "
+        f"(select max(_loaded_at) from {transactions}))"
+    )[0][0]
+    assert old_day is not None
+    reconcile = ("--select", "assert_gold_cube_reconciles_with_silver")
+
+    def miscount(day: str) -> None:
+        with site.connect(read_only=False) as con:
+            con.execute(f"update {cube} set transactions = transactions + 1 where grouping_level = 'day' "
+                        f"and transaction_date = {day}")  # fmt: skip
+
+    miscount(f"date '{old_day}'")
+    assert site.test(*reconcile).returncode == 0
+    assert site.test(*reconcile, "--vars", "{full_tests: true}").returncode == 1
+    miscount(f"(select max(transaction_date) from {cube})")
+    result = site.test(*reconcile)
     assert result.returncode == 1 and "Got 1 result" in result.stdout, result.stdout[-3000:]
