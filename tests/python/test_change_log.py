@@ -135,7 +135,7 @@ class Mutation:
     """An extra change file: one change of one row of `table`, made after capture `after`."""
 
     table: str
-    kind: str  # move, delete, recategorise, reinsert, same-time
+    kind: str  # move (a transaction's day, a customer's creation), delete, recategorise, reinsert, same-time
     row: int  # which row of the table's full load
     after: int
 
@@ -197,6 +197,7 @@ mutations = st.lists(
                 ("produtos", "recategorise"),
                 ("produtos", "delete"),
                 ("produtos", "reinsert"),
+                ("clientes", "move"),
                 ("clientes", "same-time"),
                 ("clientes", "delete"),
             }
@@ -205,6 +206,33 @@ mutations = st.lists(
     min_size=1,
     max_size=6,
 )
+
+
+def test_customers_moved_to_another_month_and_updated_in_place(staging_captures: Path, tmp_path: Path) -> None:
+    """The monthly report rewrites the months whose count of new customers a build's changes move: a customer's
+    creation moved to another month moves two, the simulator's points updates (creation kept) none; either way it
+    equals a full refresh."""
+    lake = tmp_path / "lake"
+    shutil.copytree(staging_captures, lake)
+    held = tmp_path / "held"
+    held.mkdir()
+    changes = lake / "raw" / SOURCE / "cdc" / "clientes"
+    for path in changes.glob("*.parquet"):
+        path.rename(held / path.name)
+    site = Dbt.at(tmp_path, str(lake))
+    # the capture log lists the held files: a build without them says so
+    site.build(*LOYALTY, "--vars", "{allow_missing_files: true}", check=True)
+    report = "gold.gold_points_monthly_report"
+    before = dict(site.query(f"select month_start_date, new_customers from {report}"))
+    for path in held.glob("*.parquet"):
+        path.rename(changes / path.name)
+    moved = write_mutation(lake, Mutation("clientes", "move", row=0, after=3), number=4)
+    site.build(*LOYALTY, check=True)
+    after = dict(site.query(f"select month_start_date, new_customers from {report}"))
+    assert after != before, before
+    december = pq.read_table(moved).column("DtCriacao")[0].as_py()[:7]
+    assert any(month.isoformat().startswith(december) for month in after), (december, after)
+    assert_equals_full_refresh(site)
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
