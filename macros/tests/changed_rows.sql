@@ -33,7 +33,7 @@
         {{ return('') }}
     {%- endif -%}
     {%- if lago_mago.is_tested_on_changes(relation) -%}
-        {{ return('_loaded_at >= (select max(latest._loaded_at) from ' ~ relation ~ ' as latest)') }}
+        {{ return(lago_mago.newest_rows(relation)) }}
     {%- endif -%}
     {%- set of = node.config.meta.get('tested_on_changes_of') -%}
     {%- if not of -%}
@@ -50,12 +50,16 @@
                 relation.identifier ~ ": meta.tested_on_changes_of names " ~ name ~ ", which is not an incremental"
                 ~ " model of this project with a _loaded_at column") }}
         {%- endif -%}
-        {%- do written.append(
-            'select ' ~ key ~ ' from ' ~ producer ~ ' where _loaded_at >= (select max(latest._loaded_at) from '
-            ~ producer ~ ' as latest)') -%}
+        {%- do written.append('select ' ~ key ~ ' from ' ~ producer ~ ' where ' ~ lago_mago.newest_rows(producer)) -%}
     {%- endfor -%}
     {#- a NULL key is in no list: kept, for the tests that look for one -#}
     {{ return('(' ~ key ~ ' in (' ~ written | join(' union ') ~ ') or ' ~ key ~ ' is null)') }}
+{% endmacro %}
+
+
+{#- The rows of a relation its last build wrote: those with the newest `_loaded_at`. -#}
+{% macro newest_rows(relation) %}
+    {{ return('_loaded_at >= (select max(latest._loaded_at) from ' ~ relation ~ ' as latest)') }}
 {% endmacro %}
 
 
