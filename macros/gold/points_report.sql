@@ -11,26 +11,16 @@
         select cast({{ dbt.date_trunc('month', 'changed_transactions.transaction_date') }} as date) as month_start_date
         from {{ changed_transactions }} as changed_transactions
         union
-        {{ adapter.dispatch('points_report_customer_months', 'lago_mago')(changed_customers) }}
+        {{ lago_mago.points_report_customer_months(changed_customers) }}
     {%- endset -%}
     {{ return(touched) }}
 {% endmacro %}
 
 {#-
-    Spark and Databricks: the creation month of every changed customer. No column of the feed itself is named: on
-    Spark 4 with Delta 4.4, table_changes() of a table that the same query also reads resolves to the table, without
-    the feed's columns (the report reads Silver's customers too).
+    The months whose count of customers the changes move, pre-images taken out and post-images put back, so an
+    update that keeps its customer's creation month (a points balance, say) moves none.
 -#}
-{% macro default__points_report_customer_months(changed_customers) -%}
-    select cast({{ dbt.date_trunc('month', 'changed_customers.created_at') }} as date) as month_start_date
-    from {{ changed_customers }} as changed_customers
-{%- endmacro %}
-
-{#-
-    DuckDB: the months whose count of customers the changes move, pre-images taken out and post-images put back, so
-    an update that keeps its customer's creation month (a points balance, say) moves none.
--#}
-{% macro duckdb__points_report_customer_months(changed_customers) -%}
+{% macro points_report_customer_months(changed_customers) -%}
     select customer_months.month_start_date
     from (
         select

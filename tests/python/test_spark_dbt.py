@@ -9,6 +9,8 @@ customer updated three times in one transaction (three versions of one key in on
 ordered by `_cdc_sequence` only) and another updated twice then deleted, each in a transaction of its own. Every
 model, history included (`dbt_scd_id`, `dbt_valid_from`, `dbt_valid_to`), must hold the same rows on both engines;
 DuckDB's history must be the change log itself, so Spark's is too; and both histories hold each of those versions.
+Before the last capture, every transaction of the first month goes, lines and all: Gold's days and month of it
+are left only through deletes, which only a change feed read as changes (not as the table) tells Gold.
 Then a `--full-refresh` against a lake that does not exist must refuse and leave every table as it was. Spark
 builds cost minutes: one module fixture builds.
 The Spark builds are the README's command, `dbt build --target spark` run in a copy of the project with the quick
@@ -162,6 +164,16 @@ def write_unseen_changes(dsn: str) -> list[str]:
     return keys
 
 
+def empty_first_month(dsn: str) -> int:
+    """Deletes every transaction (and its lines) of the database's first month of transactions, so the cube's days
+    and the report's month of it are left only through deletes; how many transactions it deleted."""
+    month = 'left("DtCriacao", 7) = (select min(left("DtCriacao", 7)) from transacoes)'
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        ids = f'select "IdTransacao" from transacoes where {month}'
+        conn.execute(f'delete from transacao_produto where "IdTransacao" in ({ids})')
+        return conn.execute(f"delete from transacoes where {month}").rowcount
+
+
 # the work folder, each build's wall time, the keys of the customers changed unseen
 Built = tuple[Path, dict[str, float], list[str]]
 
@@ -200,6 +212,9 @@ def capture_and_build(lake: Path, dsn: str, sites: dict[str, Dbt], timings: dict
         assert day.returncode == 0, day.stderr[-3000:]
         if number == UNSEEN_BEFORE:
             keys = write_unseen_changes(dsn)
+        if number == CAPTURES:
+            # after the simulator's last day, so no later day writes them back
+            assert empty_first_month(dsn) > 0
         ingest(lake, *LOG_CAPTURE, env={"LAGO_POSTGRES_DSN": dsn}, check=True)
         ingest(lake, *SIMULATED_CAPTURE, check=True)
         if number in BUILT_AFTER:

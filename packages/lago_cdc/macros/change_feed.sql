@@ -4,8 +4,8 @@
     (increases with each merge) and `_commit_timestamp`, beside the table's own columns as they were before
     (pre-image, delete) or after (post-image, insert) the change.
 
-    - Spark and Databricks: Delta's own feed (`delta.enableChangeDataFeed`, `table_changes()`); versions are the
-      table's Delta versions.
+    - Spark and Databricks: Delta's own feed (`delta.enableChangeDataFeed`; `table_changes_by_path()` on Spark,
+      `table_changes()` on Databricks); versions are the table's Delta versions.
     - DuckDB: the table `<table>__changes` beside it, written by the cdc_merge strategy in the same transaction as
       the merge and the checkpoint; versions are counted in `change_feed_commits`.
 
@@ -116,6 +116,22 @@
         {{ return(
             "(select *, cast(null as string) as _change_type, cast(null as bigint) as _commit_version,"
             ~ " cast(null as timestamp) as _commit_timestamp from " ~ relation ~ " where 1 = 0)") }}
+    {%- endif -%}
+    {#-
+        By the table's location, not its name: on Spark 4 with Delta 4.4, table_changes('<name>', ...) in a query
+        that also reads the table by name (a CTE, a join, an IN subquery: the Gold models read a producer and its
+        changes together) resolves to the table's current rows, without the feed's columns.
+    -#}
+    {%- set location = run_query('describe detail ' ~ relation).columns['location'].values()[0] -%}
+    {{ return(
+        "(select * from table_changes_by_path(" ~ lago_cdc.sql_string(location)
+        ~ ", " ~ (after_version + 1) ~ ", " ~ upto_version ~ "))") }}
+{% endmacro %}
+
+{#- Databricks documents table_changes() by name only -#}
+{% macro databricks__feed_between(relation, after_version, upto_version) %}
+    {%- if after_version >= upto_version -%}
+        {{ return(lago_cdc.spark__feed_between(relation, after_version, upto_version)) }}
     {%- endif -%}
     {{ return(
         "(select * from table_changes(" ~ lago_cdc.sql_string(relation.schema ~ '.' ~ relation.identifier)
