@@ -459,27 +459,8 @@ def test_tests_read_what_the_last_builds_wrote(site: Dbt) -> None:
         site.query(f"select count(*) from {customers} where _loaded_at {op} {newest}")[0][0] for op in ("=", "<")
     )
     assert written > 0 and untouched > written, (written, untouched)
-    test = ("--select", "column_checks_gold_customer_churn")
-
     transactions = "silver.silver_loyalty__transactions"
     bought = f"select customer_id from {transactions} where _loaded_at = (select max(_loaded_at) from {transactions})"
-
-    def duplicate(which: str) -> None:
-        with site.connect(read_only=False) as con:
-            con.execute(
-                f"insert into {customers} select * from {customers} where _loaded_at {which} {newest} "
-                f"and customer_id not in ({bought}) order by customer_id limit 1"
-            )
-
-    duplicate("<")  # a customer no build wrote since the first, without a transaction in the last
-    assert site.test(*test).returncode == 0
-    full = site.test(*test, "--vars", "{full_tests: true}")
-    assert full.returncode == 1 and "Got 1 result" in full.stdout, full.stdout[-3000:]
-    duplicate("=")  # a customer the last build wrote
-    result = site.test(*test)
-    assert result.returncode == 1 and "Got 1 result" in result.stdout, result.stdout[-3000:]
-
-    # the cube's reconciliation with Silver: a day no build wrote since the first, then the newest day
     cube = "gold.gold_points_daily_cube"
     old_day = site.query(
         f"select min(transaction_date) from {cube} where source_loaded_at < (select max(source_loaded_at) from {cube}) "
@@ -487,16 +468,35 @@ def test_tests_read_what_the_last_builds_wrote(site: Dbt) -> None:
         f"(select max(_loaded_at) from {transactions}))"
     )[0][0]
     assert old_day is not None
-    reconcile = ("--select", "assert_gold_cube_reconciles_with_silver")
+    tests = ("column_checks_gold_customer_churn", "assert_gold_cube_reconciles_with_silver")
 
-    def miscount(day: str) -> None:
+    def spoil(which: str, day: str) -> None:
+        """A duplicated customer (`which` against the newest load) and a day total off by one, on `day`."""
         with site.connect(read_only=False) as con:
+            con.execute(
+                f"insert into {customers} select * from {customers} where _loaded_at {which} {newest} "
+                f"and customer_id not in ({bought}) order by customer_id limit 1"
+            )
             con.execute(f"update {cube} set transactions = transactions + 1 where grouping_level = 'day' "
                         f"and transaction_date = {day}")  # fmt: skip
 
-    miscount(f"date '{old_day}'")
-    assert site.test(*reconcile).returncode == 0
-    assert site.test(*reconcile, "--vars", "{full_tests: true}").returncode == 1
-    miscount(f"(select max(transaction_date) from {cube})")
-    result = site.test(*reconcile)
-    assert result.returncode == 1 and "Got 1 result" in result.stdout, result.stdout[-3000:]
+    def failed(*args: str) -> list[str]:
+        """The tests that failed, each on exactly one row."""
+        result = site.test("--select", *tests, *args)
+        statuses = {
+            r["unique_id"].split(".")[2]: (r["status"], r["failures"])
+            for r in site.artifact("run_results.json")["results"]
+            if r["unique_id"].startswith("test.")
+        }
+        assert set(statuses) == set(tests), statuses
+        assert result.returncode == (1 if any(status != "pass" for status, _ in statuses.values()) else 0), statuses
+        assert all(failures in (0, 1) for _, failures in statuses.values()), statuses
+        return sorted(name for name, (status, _) in statuses.items() if status == "fail")
+
+    # a customer no build wrote since the first (without a transaction in the last), a day no build wrote since
+    spoil("<", f"date '{old_day}'")
+    assert failed() == []
+    assert failed("--vars", "{full_tests: true}") == sorted(tests)
+    # then a customer and the day the last build wrote
+    spoil("=", f"(select max(transaction_date) from {cube})")
+    assert failed() == sorted(tests)
