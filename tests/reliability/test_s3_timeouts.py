@@ -21,6 +21,8 @@ ENV = {
     "AWS_ACCESS_KEY_ID": "AKIATIMEOUTTEST",
     "AWS_SECRET_ACCESS_KEY": "timeout-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
+    # a silent endpoint costs every attempt its whole read timeout: the documented setting keeps it short here
+    "LAGO_S3_READ_TIMEOUT": "2",
 }
 
 
