@@ -377,23 +377,35 @@ def _bad_value_test(table: Table, column: str) -> str | None:
     return f"({null} or {bad})" if column in table.primary_key else bad
 
 
-# Types whose value DuckDB writes back as text in one form: a text equal to the text of its own cast was read
-# exactly (nothing rounded) and matches its type's pattern, which one string comparison tells faster than the
-# pattern; any other text (`+5`, `007`, `1.5`, `2024-01-01T10:00`, an offset) still has to match the pattern.
-# The guards leave out what DuckDB writes back that the pattern refuses: `nan`, `inf` and `infinity`, years past
-# 9999, dates before the common era (`0001-01-01 (BC)`).
-_ROUND_TRIP_GUARD = {
-    "integer": "true",
-    "bigint": "true",
-    "double": "not contains({text}, 'n')",
-    "date": "length({text}) = 10",
-    "timestamp": "substr({text}, 5, 1) = '-' and right({text}, 1) <> ')'",
+# The one pass's first test of a value: true when its text is of its type in a form whose plain cast is the
+# value the careful path reads, so the cast made alongside is taken as is. Most types are compared with the text
+# DuckDB writes back, which has one form: a text equal to it was read exactly (nothing rounded) and matches the
+# type's pattern, which one comparison tells faster than the pattern. The bounds leave out what DuckDB writes back
+# that the pattern refuses (`infinity`, years past 9999, dates before the common era), compared as values, which
+# costs less than looking at the text again. A double is matched against its pattern instead: writing a double
+# back costs more than the pattern, and a common text such as `12.30` is not written back as such. Any other text
+# (`+5`, `007`, `2024-01-01T10:00`, an offset) still has to match the pattern, and a timestamp with an offset is
+# converted to UTC by the careful cast.
+_WRITTEN_BACK_BOUNDS = {
+    "integer": None,
+    "bigint": None,
+    "date": ("date '0001-01-01'", "date '9999-12-31'"),
+    "timestamp": ("timestamp '0001-01-01'", "timestamp '9999-12-31 23:59:59.999999'"),
 }
 
 
-def _round_trip_guard(data_type: str) -> str | None:
+def _exact_form_test(data_type: str, text: str, typed: str) -> str | None:
+    """SQL true when `text` is of `data_type` and `typed`, its try_cast, is its value; None for a type with no
+    pattern (the cast alone decides)."""
     kind = data_type.strip().lower()
-    return "true" if _DECIMAL.match(kind) else _ROUND_TRIP_GUARD.get(kind)
+    if kind == "double":
+        # a text the pattern allows may still be refused by the cast: its NULL is never taken for a value
+        return f"{typed} is not null and regexp_full_match({text}, {sql_literal(_DOUBLE)})"
+    if kind not in _WRITTEN_BACK_BOUNDS and not _DECIMAL.match(kind):
+        return None
+    test = f"cast({typed} as varchar) = {text}"
+    bounds = _WRITTEN_BACK_BOUNDS.get(kind)
+    return f"{test} and {typed} between {bounds[0]} and {bounds[1]}" if bounds else test
 
 
 def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
@@ -404,30 +416,30 @@ def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
     for position, column in enumerate(table.columns):
         quoted = quote_identifier(column.name)
         pattern = type_rule(column.data_type).pattern
-        guard = _round_trip_guard(column.data_type)
-        if guard is not None and pattern:
-            text = quote_identifier(f"_lago_text_{position}")
+        text = quote_identifier(f"_lago_text_{position}")
+        exact = _exact_form_test(column.data_type, text, quoted)
+        if exact is not None and pattern:
             # untrimmed: a padded value stops the scan (the careful path trims it), which spares every value a
-            # trim; the empty text of a quoted empty field is NULL in these columns (see `_text_value`)
-            value = f"nullif({quoted}, '')"
-            inner += [f"{value} as {text}", f"try_cast({value} as {column.data_type}) as {quoted}"]
-            exact = f"cast({quoted} as varchar) = {text} and {guard.format(text=text)}"
+            # trim. The cast of the empty text is NULL, as the empty text of a quoted empty field is in these
+            # columns (see `_text_value`); a good value, the common case, is the first tested.
+            inner += [f"{quoted} as {text}", f"try_cast({quoted} as {column.data_type}) as {quoted}"]
+            missing = f"({text} is null or {text} = '')"
+            absent = "error('null key')" if column.name in table.primary_key else quoted
             checked = cast_expression(text, column.data_type)
             typed = (
-                f"case when {text} is null then {quoted} when {exact} then {quoted} "
+                f"case when {exact} then {quoted} when {missing} then {absent} "
                 f"when regexp_full_match({text}, {sql_literal(pattern)}) then {checked} else error('bad value') end"
             )
-            missing = f"{text} is null"
-        else:
-            inner.append(quoted)
-            value = _text_value(table, column.name)
-            typed = cast_expression(value, column.data_type)
-            if column.data_type != "varchar" and pattern:
-                matches = f"regexp_full_match({value}, {sql_literal(pattern)})"
-                typed = f"case when not {matches} then error('bad value') else {typed} end"
-            missing = _missing_test(table, column.name)
+            outer.append(f"{typed} as {quoted}")
+            continue
+        inner.append(quoted)
+        value = _text_value(table, column.name)
+        typed = cast_expression(value, column.data_type)
+        if column.data_type != "varchar" and pattern:
+            matches = f"regexp_full_match({value}, {sql_literal(pattern)})"
+            typed = f"case when not {matches} then error('bad value') else {typed} end"
         if column.name in table.primary_key:
-            typed = f"case when {missing} then error('null key') else {typed} end"
+            typed = f"case when {_missing_test(table, column.name)} then error('null key') else {typed} end"
         outer.append(f"{typed} as {quoted}")
     source = _read_csv_sql(table, csv_path, header, DUCKDB_DEFAULT_MAX_LINE)
     return f"(select {', '.join(outer)} from (select {', '.join(inner)} from {source}))"

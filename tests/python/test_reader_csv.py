@@ -264,6 +264,22 @@ KINDS_REFUSED = [
     ("at", "10000-01-01 00:00:00"),
     ("price", "1.234"),
     ("id", "1.5"),
+    # forms the casts read that the one pass's cheaper first tests must not let through either
+    ("id", "1.0"),
+    ("id", "1e2"),
+    ("id", "0x1F"),
+    ("id", "1_000"),
+    ("amount", "1_000"),
+    ("amount", "+-5"),
+    ("day", "-infinity"),
+    ("day", "2024-1-01"),
+    ("day", "2024/01/01"),
+    ("day", "02024-01-01"),
+    ("at", "-infinity"),
+    ("at", "2024-1-01 00:00:00"),
+    ("at", "02024-01-01 00:00:00"),
+    ("at", "2024-01-01 10:00:00 UTC"),
+    ("price", "1e2"),
 ]
 
 
