@@ -384,8 +384,9 @@ def _bad_value_test(table: Table, column: str) -> str | None:
 # that the pattern refuses (`infinity`, years past 9999, dates before the common era), compared as values, which
 # costs less than looking at the text again. A double is matched against its pattern instead: writing a double
 # back costs more than the pattern, and a common text such as `12.30` is not written back as such. Any other text
-# (`+5`, `007`, `2024-01-01T10:00`, an offset) still has to match the pattern, and a timestamp with an offset is
+# (`+5`, `007`, `2024-01-01T10:00`, an offset) is matched against the pattern next; a timestamp with an offset is
 # converted to UTC by the careful cast.
+_OFFSET_FREE_TIMESTAMP = _TIMESTAMP.replace(f"{_OFFSET}?$", "$")
 _WRITTEN_BACK_BOUNDS = {
     "integer": None,
     "bigint": None,
@@ -399,13 +400,24 @@ def _exact_form_test(data_type: str, text: str, typed: str) -> str | None:
     pattern (the cast alone decides)."""
     kind = data_type.strip().lower()
     if kind == "double":
-        # a text the pattern allows may still be refused by the cast: its NULL is never taken for a value
-        return f"{typed} is not null and regexp_full_match({text}, {sql_literal(_DOUBLE)})"
+        return _plain_form_test(data_type, text, typed)
     if kind not in _WRITTEN_BACK_BOUNDS and not _DECIMAL.match(kind):
         return None
     test = f"cast({typed} as varchar) = {text}"
     bounds = _WRITTEN_BACK_BOUNDS.get(kind)
     return f"{test} and {typed} between {bounds[0]} and {bounds[1]}" if bounds else test
+
+
+def _plain_form_test(data_type: str, text: str, typed: str) -> str | None:
+    """SQL true when `text` matches its type's pattern in a form the plain cast reads as the careful path does (a
+    timestamp without an offset), so that `typed`, its try_cast, is its value; None for a type with no pattern."""
+    pattern = type_rule(data_type).pattern
+    if pattern is None:
+        return None
+    if data_type.strip().lower() == "timestamp":
+        pattern = _OFFSET_FREE_TIMESTAMP
+    # a text the pattern allows may still be refused by the cast: its NULL is never taken for a value
+    return f"{typed} is not null and regexp_full_match({text}, {sql_literal(pattern)})"
 
 
 def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
@@ -426,8 +438,13 @@ def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
             missing = f"({text} is null or {text} = '')"
             absent = "error('null key')" if column.name in table.primary_key else quoted
             checked = cast_expression(text, column.data_type)
+            # then a text in another form of its type that the cast made alongside reads as the careful path
+            # does (`+5`, `007`, `12.30`, `2024-01-01 10:00:00.000`), which spares it a second cast; then only a
+            # timestamp with an offset, converted by the careful cast
+            plain = _plain_form_test(column.data_type, text, quoted)
+            other = f"when {plain} then {quoted} " if plain != exact else ""
             typed = (
-                f"case when {exact} then {quoted} when {missing} then {absent} "
+                f"case when {exact} then {quoted} when {missing} then {absent} {other}"
                 f"when regexp_full_match({text}, {sql_literal(pattern)}) then {checked} else error('bad value') end"
             )
             outer.append(f"{typed} as {quoted}")

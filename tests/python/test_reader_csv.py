@@ -250,6 +250,7 @@ KINDS_VALID = [
     "5;007.50;2024-03-02;2024-01-01;+7.10",
     "6;1.5e-07;2024-03-03;2024-01-01 23:59:59.123456;0.01",
     "8;.5;2024-03-05;2024-01-01 10:00:00-03:30;99999999.99",
+    "9;-0;2024-03-06;2024-01-01 00:00:00.000;-7",
 ]
 # forms DuckDB reads (and writes back) that the declared patterns refuse, and values a cast would round
 KINDS_REFUSED = [
