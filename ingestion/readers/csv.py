@@ -56,7 +56,7 @@ def type_rule(data_type: str) -> TypeRule:
     if kind in ("integer", "bigint"):
         return TypeRule(_INTEGER, "an integer is digits with an optional sign, in range; no decimals or separators")
     if kind == "double":
-        return TypeRule(_DOUBLE, "a number with '.' as decimal point and an optional exponent")
+        return TypeRule(_DOUBLE, "a finite number with '.' as decimal point and an optional exponent")
     if kind == "date":
         return TypeRule(_DATE, "a date is YYYY-MM-DD")
     if kind == "timestamp":
@@ -82,6 +82,12 @@ def cast_expression(value: str, data_type: str, cast: str = "cast") -> str:
             f"case when regexp_matches({value}, '{_OFFSET}$') "
             f"then {cast}({cast}({value} as timestamptz) as timestamp) else {cast}({value} as timestamp) end"
         )
+    if data_type.strip().lower() == "double":
+        # an exponent out of range (`1e999`) casts to infinity, which the text `inf` is refused as: no value
+        # (try_cast) or an error (cast), never an infinity
+        number = f"{cast}({value} as double)"
+        otherwise = "null" if cast == "try_cast" else f"error('out of range for a double: ' || {value})"
+        return f"case when isfinite({number}) then {number} else {otherwise} end"
     return f"{cast}({value} as {data_type})"
 
 
@@ -416,8 +422,10 @@ def _plain_form_test(data_type: str, text: str, typed: str) -> str | None:
         return None
     if data_type.strip().lower() == "timestamp":
         pattern = _OFFSET_FREE_TIMESTAMP
-    # a text the pattern allows may still be refused by the cast: its NULL is never taken for a value
-    return f"{typed} is not null and regexp_full_match({text}, {sql_literal(pattern)})"
+    # a text the pattern allows may still be refused by the cast: its NULL is never taken for a value, nor the
+    # infinity of a double's exponent out of range
+    known = f"isfinite({typed})" if data_type.strip().lower() == "double" else f"{typed} is not null"
+    return f"{known} and regexp_full_match({text}, {sql_literal(pattern)})"
 
 
 def _checked_relation(table: Table, csv_path: Path, header: list[str]) -> str:
