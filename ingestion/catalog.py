@@ -48,6 +48,30 @@ CDC_SEQUENCE = "_cdc_sequence"
 CDC_COLUMNS = (CDC_OPERATION, CDC_TIMESTAMP, CDC_SEQUENCE)
 EVENT_INGESTED_AT = "_ingested_at"
 EVENT_BATCH_ID = "_batch_id"
+# What the dbt models add beside a table's declared columns (lake position, load time, change feed, the merge's
+# and the history's working columns, dbt's snapshot columns): a declared column of one of these names would be
+# two columns of one name in Bronze, or be taken for the pipeline's own. DuckDB and Spark compare names without
+# case, so these are refused in any case.
+PIPELINE_COLUMNS = (
+    "_cdc_position",
+    "_source_file",
+    "_loaded_at",
+    "_event_id",
+    "_change_type",
+    "_commit_version",
+    "_commit_timestamp",
+    "_change_id",
+    "_change_rank",
+    "_copy_rank",
+    "_target_row",
+    "_incoming_operation",
+    "dbt_scd_id",
+    "dbt_updated_at",
+    "dbt_valid_from",
+    "dbt_valid_to",
+    "dbt_is_deleted",
+)
+RESERVED_COLUMNS = frozenset((*CDC_COLUMNS, EVENT_INGESTED_AT, EVENT_BATCH_ID, *PIPELINE_COLUMNS))
 
 
 def validate_identifier(name: object, what: str) -> str:
@@ -245,7 +269,7 @@ def _parse_table(source: str, raw: dict[str, object], path: Path, default_mode: 
         raise DeclarationError(
             where, f"columns declared twice: {', '.join(duplicated)}", setting="columns", value=tuple(duplicated)
         )
-    reserved = sorted(set(names) & {*CDC_COLUMNS, EVENT_INGESTED_AT, EVENT_BATCH_ID})
+    reserved = sorted(name for name in names if name.lower() in RESERVED_COLUMNS)
     if reserved:
         raise DeclarationError(
             where,

@@ -75,9 +75,13 @@ def test_names_that_are_not_identifiers_are_refused_with_the_name(
         ({"extra": ", ordering_column: nope"}, "meta.ordering_column", "nope"),
         ({"extra": ", csv_separator: ';;'"}, "meta.csv_separator", ";;"),
         ({"column": "_cdc_sequence", "key": "_cdc_sequence"}, "columns", ("_cdc_sequence",)),
+        # what the dbt models add: the load time, the change feed's, dbt's snapshot columns, in any case
+        ({"column": "_Loaded_At", "key": "_Loaded_At"}, "columns", ("_Loaded_At",)),
+        ({"column": "_change_type", "key": "_change_type"}, "columns", ("_change_type",)),
+        ({"column": "DBT_VALID_TO", "key": "DBT_VALID_TO"}, "columns", ("DBT_VALID_TO",)),
         ({"extra": ", database_mode: sometimes"}, "meta.database_mode", "sometimes"),
     ],
-    ids=["key", "ordering", "separator", "reserved", "mode"],
+    ids=["key", "ordering", "separator", "reserved", "reserved-load-time", "reserved-feed", "reserved-history", "mode"],
 )
 def test_bad_declarations_are_refused_naming_table_setting_and_value(
     tmp_path: Path, kwargs: dict[str, str], setting: str, value: object
