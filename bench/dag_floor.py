@@ -395,11 +395,11 @@ def rewrite_report(con: duckdb.DuckDBPyConnection) -> int:
     return count(con, "select count(*) from touched_months")
 
 
-def churn_sql(customers: str | None) -> str:
-    """models/gold/points/gold_customer_churn.sql, for the customers of query `customers` (one customer_id column)
-    that Silver holds, or every customer, each with its churn status."""
+def churn_sql(affected_only: bool) -> str:
+    """models/gold/points/gold_customer_churn.sql, for the customers of temp table `affected` that Silver holds, or
+    every customer, each with its churn status."""
     window = CHURN_WINDOW_DAYS
-    only = f"where customer_id in ({customers})" if customers else ""
+    only = "where customer_id in (select affected.customer_id from affected)" if affected_only else ""
     return f"""
         with reference as (select max(transaction_date) as reference_date from silver.silver_loyalty__transactions),
         daily as (
@@ -438,7 +438,7 @@ def churn_sql(customers: str | None) -> str:
             from silver.silver_loyalty__customers as customers
             cross join reference
             left join per_customer using (customer_id)
-            {only.replace("customer_id", "customers.customer_id")}
+            {only.replace("where customer_id", "where customers.customer_id")}
         )
         select
             case when is_churned then 'churned' when last_transaction_date is null then 'never_transacted'
@@ -458,17 +458,22 @@ def summary_sql(churn: str) -> str:
         from ({churn}) group by churn_status"""
 
 
-# the customers whose churn a capture can move: those changed, and those of a transaction changed (old or new)
-AFFECTED = """
-    select customer_id from silver_loyalty__customers__changes
-    union select customer_id from silver_loyalty__transactions__before
-    union select customer_id from silver_loyalty__transactions__changes"""
+def stage_affected(con: duckdb.DuckDBPyConnection) -> None:
+    """`affected`: the customers whose churn the capture can move, those changed and those of a transaction changed
+    (its old or new row); `churn_before`: their churn as the summary counts it now, before Silver changes."""
+    con.execute(
+        """create or replace temp table affected as
+        select customer_id from silver_loyalty__customers__changes
+        union select customer_id from silver_loyalty__transactions__before
+        union select customer_id from silver_loyalty__transactions__changes"""
+    )
+    con.execute(f"create or replace temp table churn_before as {churn_sql(affected_only=True)}")
 
 
 def rewrite_churn_summary(con: duckdb.DuckDBPyConnection) -> int:
     """gold_customer_churn_summary moved by the affected customers' churn: their rows before out, after in. A
     moved reference date moves every customer's window: the summary is then computed from every customer."""
-    con.execute(f"create or replace temp table churn_after as {churn_sql(AFFECTED)}")
+    con.execute(f"create or replace temp table churn_after as {churn_sql(affected_only=True)}")
     moved = count(
         con,
         """select count(*)
@@ -476,7 +481,7 @@ def rewrite_churn_summary(con: duckdb.DuckDBPyConnection) -> int:
         where reference_date is distinct from (select max(reference_date) from gold.gold_customer_churn_summary)""",
     )
     if moved:
-        con.execute(f"create or replace temp table summary as {summary_sql(churn_sql(None))}")
+        con.execute(f"create or replace temp table summary as {summary_sql(churn_sql(affected_only=False))}")
     else:
         move_summary(con)
     con.execute("delete from gold.gold_customer_churn_summary")
@@ -587,8 +592,7 @@ def build(warehouse: Path, lake: Path) -> int:
         if written:
             for lineage in LINEAGES:
                 keep_before(con, lineage)
-            # the churn of the customers about to change, as the summary counts it now
-            con.execute(f"create or replace temp table churn_before as {churn_sql(AFFECTED)}")
+            stage_affected(con)
             for lineage in LINEAGES:
                 merge_silver(con, lineage)
                 key = quote_identifier(lineage.key)
