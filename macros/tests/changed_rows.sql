@@ -57,6 +57,25 @@
 {% endmacro %}
 
 
+{#-
+    The changes of a producer's last commit to its change feed (lago_cdc), deletes and pre-images included: what
+    the last build that changed it changed, where `_loaded_at` shows only what that build wrote. Nothing at parse,
+    nor before a first build, nor when that commit was one or a --full-refresh: every row then has the newest
+    `_loaded_at`.
+-#}
+{% macro last_commit_changes(relation) %}
+    {%- set nothing = '(select * from ' ~ relation ~ ' where 1 = 0)' -%}
+    {%- if not execute or load_relation(relation) is none -%}
+        {{ return(nothing) }}
+    {%- endif -%}
+    {%- set version = lago_cdc.feed_version(relation) -%}
+    {%- if version < 1 or lago_cdc.feed_rebuilds_after(relation, version - 1) -%}
+        {{ return(nothing) }}
+    {%- endif -%}
+    {{ return(lago_cdc.feed_between(relation, version - 1, version)) }}
+{% endmacro %}
+
+
 {#- The rows of a relation its last build wrote: those with the newest `_loaded_at`. -#}
 {% macro newest_rows(relation) %}
     {{ return('_loaded_at >= (select max(latest._loaded_at) from ' ~ relation ~ ' as latest)') }}

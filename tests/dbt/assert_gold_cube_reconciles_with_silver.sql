@@ -1,7 +1,8 @@
 -- The day-total rows of gold_points_daily_cube equal the same measures computed straight from Silver, on the days
 -- the last builds wrote, as every test reads what a build wrote: the days of Silver's newest transactions and
--- transaction lines, and the cube's days whose newest input is that new. Every day with
--- --vars '{full_tests: true}', which also sees a day a transaction left or lost to a delete.
+-- transaction lines, the days of the transactions and lines its last change of each deleted or moved (the
+-- pre-images of the feeds' last commits: a day a transaction left, or lost to a delete), and the cube's days whose
+-- newest input is that new. Every day with --vars '{full_tests: true}'.
 {%- set every_day = var('full_tests', false) %}
 with
 
@@ -30,6 +31,18 @@ checked_days as (
     inner join transactions
         on transaction_products.transaction_id = transactions.transaction_id
     where transaction_products._loaded_at >= (select max(newest._loaded_at) from transaction_products as newest)
+
+    union
+
+    select last_transactions.transaction_date
+    from {{ lago_mago.last_commit_changes(ref('silver_loyalty__transactions')) }} as last_transactions
+
+    union
+
+    select transactions.transaction_date
+    from {{ lago_mago.last_commit_changes(ref('silver_loyalty__transaction_products')) }} as last_lines
+    inner join transactions
+        on last_lines.transaction_id = transactions.transaction_id
 
     union
 

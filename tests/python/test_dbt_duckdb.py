@@ -444,6 +444,31 @@ def test_column_checks_name_every_broken_rule_and_count_its_rows(site: Dbt) -> N
     assert statuses["column_checks_silver_loyalty__transactions"]["status"] == "pass"
 
 
+def capture_without_first_day(site: Dbt) -> str:
+    """A CSV capture of the loyalty transactions and their lines as Bronze holds them, but for the transactions
+    of the first day and their lines: deletes only. That day, as text."""
+    folder = site.work / "without-first-day"
+    folder.mkdir()
+    first_day = "(select min(left(DtCriacao, 10)) from bronze.bronze_loyalty__transacoes)"
+    kept = {
+        "transacoes": f"where left(DtCriacao, 10) <> {first_day}",
+        "transacao_produto": "where IdTransacao in (select IdTransacao from bronze.bronze_loyalty__transacoes "
+        f"where left(DtCriacao, 10) <> {first_day})",
+    }
+    with site.connect() as con:
+        day = str(con.execute(f"select {first_day}").fetchall()[0][0])
+        for name, where in kept.items():
+            table = TABLES[name]
+            columns = ", ".join(f'"{column}"' for column in table.column_names)
+            con.execute(
+                f"copy (select {columns} from bronze.bronze_loyalty__{name} {where}) to '{folder / name}.csv' "
+                f"(header, delimiter '{table.csv_separator}')"
+            )
+    tables = ",".join(kept)
+    ingest(site.lake, "--source", SOURCE, "--from", "csv", "--path", str(folder), "--tables", tables, check=True)
+    return day
+
+
 def test_tests_read_what_the_last_builds_wrote(site: Dbt) -> None:
     """As an incremental model's tests read its newest rows: the churn view (one row per customer, no rows of its
     own) is tested on the customers the last builds of Silver's customers and transactions wrote, and the cube's
@@ -453,6 +478,25 @@ def test_tests_read_what_the_last_builds_wrote(site: Dbt) -> None:
     site.build(*LOYALTY, check=True)
     ingest(site.lake, *SIMULATOR, check=True)
     site.build(*LOYALTY, check=True)
+    cube = "gold.gold_points_daily_cube"
+    reconcile = ("--select", "assert_gold_cube_reconciles_with_silver")
+
+    # a capture that deletes a day's transactions, lines and all: the build takes the cube's rows of that day away,
+    # and the reconciliation reads that day through the deletes of Silver's last commit, so a row kept there fails
+    emptied = capture_without_first_day(site)
+    site.build(*LOYALTY, check=True)
+    on_emptied_day = f"from {cube} where transaction_date = date '{emptied}'"
+    assert site.query(f"select count(*) {on_emptied_day}") == [(0,)]
+    with site.connect(read_only=False) as con:
+        con.execute(
+            f"insert into {cube} select * replace (date '{emptied}' as transaction_date) from {cube} "
+            "where grouping_level = 'day' order by transaction_date limit 1"
+        )
+    result = site.test(*reconcile)
+    assert result.returncode == 1 and "Got 1 result" in result.stdout, result.stdout[-3000:]
+    with site.connect(read_only=False) as con:
+        con.execute(f"delete {on_emptied_day}")
+
     customers = "silver.silver_loyalty__customers"
     newest = f"(select max(_loaded_at) from {customers})"
     written, untouched = (
@@ -461,7 +505,6 @@ def test_tests_read_what_the_last_builds_wrote(site: Dbt) -> None:
     assert written > 0 and untouched > written, (written, untouched)
     transactions = "silver.silver_loyalty__transactions"
     bought = f"select customer_id from {transactions} where _loaded_at = (select max(_loaded_at) from {transactions})"
-    cube = "gold.gold_points_daily_cube"
     old_day = site.query(
         f"select min(transaction_date) from {cube} where source_loaded_at < (select max(source_loaded_at) from {cube}) "
         f"and transaction_date not in (select transaction_date from {transactions} where _loaded_at = "
