@@ -54,20 +54,21 @@
 
 {#-
     The same as SQL in the statement that reads or records it. DuckDB resolves it there, so a compiled model reads
-    the same whatever the versions; Spark's table_changes() takes literal versions only, so they are asked first.
+    the same whatever the versions; Spark's table_changes() takes literal versions only, so they are asked first,
+    or taken from `known` when the caller has just asked (each question is a statement of its own on Spark).
 -#}
-{% macro feed_version_sql(relation) %}
-    {{ return(adapter.dispatch('feed_version_sql', 'lago_cdc')(relation)) }}
+{% macro feed_version_sql(relation, known=none) %}
+    {{ return(adapter.dispatch('feed_version_sql', 'lago_cdc')(relation, known)) }}
 {% endmacro %}
 
-{% macro default__feed_version_sql(relation) %}
+{% macro default__feed_version_sql(relation, known) %}
     {{ return(
         "(select coalesce(max(commit_version), 0) from " ~ lago_cdc.state_table('change_feed_commits')
         ~ " where model_name = " ~ lago_cdc.sql_string(relation.identifier) ~ ")") }}
 {% endmacro %}
 
-{% macro spark__feed_version_sql(relation) %}
-    {{ return(lago_cdc.feed_version(relation)) }}
+{% macro spark__feed_version_sql(relation, known) %}
+    {{ return(lago_cdc.feed_version(relation) if known is none else known) }}
 {% endmacro %}
 
 
@@ -140,19 +141,19 @@
 
 
 {#- This model's position in a producer's feed, as SQL (see feed_version_sql). -#}
-{% macro feed_position_sql(producer) %}
-    {{ return(adapter.dispatch('feed_position_sql', 'lago_cdc')(producer)) }}
+{% macro feed_position_sql(producer, known=none) %}
+    {{ return(adapter.dispatch('feed_position_sql', 'lago_cdc')(producer, known)) }}
 {% endmacro %}
 
-{% macro default__feed_position_sql(producer) %}
+{% macro default__feed_position_sql(producer, known) %}
     {{ return(
         "(select max(commit_version) from " ~ lago_cdc.state_table('change_feed_positions')
         ~ " where consumer_name = " ~ lago_cdc.sql_string(this.identifier)
         ~ " and producer_name = " ~ lago_cdc.sql_string(producer.identifier) ~ ")") }}
 {% endmacro %}
 
-{% macro spark__feed_position_sql(producer) %}
-    {{ return(lago_cdc.feed_position(producer)) }}
+{% macro spark__feed_position_sql(producer, known) %}
+    {{ return(lago_cdc.feed_position(producer) if known is none else known) }}
 {% endmacro %}
 
 
@@ -187,7 +188,7 @@
             ~ " last read its changes (version " ~ position ~ "), so they cannot be applied incrementally." ~ fix) }}
     {%- endif -%}
     {{ return(lago_cdc.feed_between(
-        producer, lago_cdc.feed_position_sql(producer), lago_cdc.feed_version_sql(producer))) }}
+        producer, lago_cdc.feed_position_sql(producer, position), lago_cdc.feed_version_sql(producer, current))) }}
 {% endmacro %}
 
 

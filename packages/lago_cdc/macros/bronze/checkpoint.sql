@@ -181,34 +181,93 @@
 {% endmacro %}
 
 
+{#-
+    Where the plan waits for the post-hook differs by engine. DuckDB: in the checkpoint itself, as `planned` rows
+    the model's statement reads and its post-hook turns into `merged` ones, in one transaction. Spark has no
+    transaction and names the batch's files in the SQL it compiles, so the rows go in once, as `merged`, by the
+    post-hook: the plan waits in a temporary view of the session (a Delta commit costs seconds on a small cluster;
+    this way a model writes one instead of three). A run that fails before its post-hook has recorded nothing, as
+    a DuckDB run rolled back. Databricks keeps the planned rows: the view's lifetime there is not verified here.
+-#}
 {% macro checkpoint_write_plan(reader, source_name, table_name, convention) %}
+    {{ return(adapter.dispatch('checkpoint_write_plan', 'lago_cdc')(reader, source_name, table_name, convention)) }}
+{% endmacro %}
+
+{% macro default__checkpoint_write_plan(reader, source_name, table_name, convention) %}
     {%- set checkpoint = lago_cdc.state_table('bronze_processed_files') -%}
-    {%- set model_name = lago_cdc.sql_string(this.identifier) -%}
     {%- call statement('checkpoint_forget_plan') -%}
-        delete from {{ checkpoint }} where model_name = {{ model_name }} and status = 'planned'
+        delete from {{ checkpoint }}
+        where model_name = {{ lago_cdc.sql_string(this.identifier) }} and status = 'planned'
     {%- endcall -%}
     {%- if reader is not none -%}
         {%- call statement('checkpoint_plan') -%}
-            insert into {{ checkpoint }} (
-                model_name, source_name, table_name, file_name, row_count,
-                min_cdc_timestamp, max_cdc_timestamp, min_cdc_sequence, max_cdc_sequence, status, merged_at
-            )
-            select
-                {{ model_name }},
-                {{ lago_cdc.sql_string(source_name) }},
-                {{ lago_cdc.sql_string(table_name) }},
-                {{ lago_cdc.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }},
-                count(*),
-                min({{ convention.timestamp }}),
-                max({{ convention.timestamp }}),
-                min({{ convention.sequence or 'cast(null as ' ~ dbt.type_bigint() ~ ')' }}),
-                max({{ convention.sequence or 'cast(null as ' ~ dbt.type_bigint() ~ ')' }}),
-                'planned',
-                cast(null as {{ lago_cdc.declared_type('timestamptz') }})
-            from {{ reader }}
-            group by filename
+            insert into {{ checkpoint }} ({{ lago_cdc.checkpoint_plan_columns() | join(', ') }})
+            {{ lago_cdc.checkpoint_plan_rows(reader, source_name, table_name, convention, 'planned') }}
         {%- endcall -%}
     {%- endif -%}
+{% endmacro %}
+
+{% macro spark__checkpoint_write_plan(reader, source_name, table_name, convention) %}
+    {%- call statement('checkpoint_plan') -%}
+        create or replace temporary view {{ lago_cdc.checkpoint_plan_view() }} as
+        {{ lago_cdc.checkpoint_plan_rows(reader, source_name, table_name, convention, 'merged') }}
+    {%- endcall -%}
+{% endmacro %}
+
+{% macro databricks__checkpoint_write_plan(reader, source_name, table_name, convention) %}
+    {{ return(lago_cdc.default__checkpoint_write_plan(reader, source_name, table_name, convention)) }}
+{% endmacro %}
+
+
+{#- The session's view holding a Spark model's plan until its post-hook. -#}
+{% macro checkpoint_plan_view() %}
+    {{ return('lago_mago_plan__' ~ this.schema ~ '__' ~ this.identifier) }}
+{% endmacro %}
+
+
+{% macro checkpoint_plan_columns() %}
+    {{ return([
+        'model_name', 'source_name', 'table_name', 'file_name', 'row_count',
+        'min_cdc_timestamp', 'max_cdc_timestamp', 'min_cdc_sequence', 'max_cdc_sequence', 'status', 'merged_at',
+    ]) }}
+{% endmacro %}
+
+
+{#-
+    One checkpoint row per file of the batch (row count, first and last change time and sequence), with `status`;
+    `merged` rows are stamped when the statement reading this runs. No reader: no row.
+-#}
+{% macro checkpoint_plan_rows(reader, source_name, table_name, convention, status) %}
+    {%- set bigint = dbt.type_bigint() -%}
+    {%- set stamp = lago_cdc.declared_type('timestamptz') -%}
+    {%- set merged_at = lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) if status == 'merged'
+        else 'cast(null as ' ~ stamp ~ ')' -%}
+    select
+        {{ lago_cdc.sql_string(this.identifier) }} as model_name,
+        {{ lago_cdc.sql_string(source_name) }} as source_name,
+        {{ lago_cdc.sql_string(table_name) }} as table_name,
+    {%- if reader is none %}
+        cast(null as {{ dbt.type_string() }}) as file_name,
+        cast(null as {{ bigint }}) as row_count,
+        cast(null as {{ stamp }}) as min_cdc_timestamp,
+        cast(null as {{ stamp }}) as max_cdc_timestamp,
+        cast(null as {{ bigint }}) as min_cdc_sequence,
+        cast(null as {{ bigint }}) as max_cdc_sequence,
+        {{ lago_cdc.sql_string(status) }} as status,
+        {{ merged_at }} as merged_at
+    where 1 = 0
+    {%- else %}
+        {{ lago_cdc.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as file_name,
+        count(*) as row_count,
+        min({{ convention.timestamp }}) as min_cdc_timestamp,
+        max({{ convention.timestamp }}) as max_cdc_timestamp,
+        min({{ convention.sequence or 'cast(null as ' ~ bigint ~ ')' }}) as min_cdc_sequence,
+        max({{ convention.sequence or 'cast(null as ' ~ bigint ~ ')' }}) as max_cdc_sequence,
+        {{ lago_cdc.sql_string(status) }} as status,
+        {{ merged_at }} as merged_at
+    from {{ reader }}
+    group by filename
+    {%- endif %}
 {% endmacro %}
 
 
@@ -284,9 +343,24 @@
 {% endmacro %}
 
 
-{#- Post-hook, inside the model's transaction: the planned files are now consumed. -#}
+{#- Post-hook, inside the model's transaction: the planned files are now consumed (checkpoint_write_plan). -#}
 {% macro checkpoint_commit_plan() %}
+    {{ return(adapter.dispatch('checkpoint_commit_plan', 'lago_cdc')()) }}
+{% endmacro %}
+
+{% macro default__checkpoint_commit_plan() %}
     update {{ lago_cdc.state_table('bronze_processed_files') }}
     set status = 'merged', merged_at = {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }}
     where model_name = {{ lago_cdc.sql_string(this.identifier) }} and status = 'planned'
+{% endmacro %}
+
+{#- Spark: the view the plan left in the session, written once. -#}
+{% macro spark__checkpoint_commit_plan() %}
+    {%- set columns = lago_cdc.checkpoint_plan_columns() | join(', ') -%}
+    insert into {{ lago_cdc.state_table('bronze_processed_files') }} ({{ columns }})
+    select {{ columns }} from {{ lago_cdc.checkpoint_plan_view() }}
+{% endmacro %}
+
+{% macro databricks__checkpoint_commit_plan() %}
+    {{ return(lago_cdc.default__checkpoint_commit_plan()) }}
 {% endmacro %}
