@@ -30,8 +30,8 @@ def case_cdc(method: str, old: str, new: str, dest: str) -> int:
         baseline = cdc.Baseline(Path(old), (), previous.expected_rows())
         result = cdc.diff(table, baseline, parquet_snapshot(Path(new)), datetime.now(UTC), 1, Path(dest))
         return result.counts.total
-    baseline = {"duckdb_join": duckdb_join, "pandas_hash": pandas_hash}[method]
-    return baseline(Path(old), Path(new), table.primary_key[0], table.column_names, Path(dest))
+    compute = {"duckdb_join": duckdb_join, "pandas_hash": pandas_hash}[method]
+    return int(compute(Path(old), Path(new), table.primary_key[0], table.column_names, Path(dest)))
 
 
 def case_command(*command: str) -> float | None:

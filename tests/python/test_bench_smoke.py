@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+LOYALTY = ("clientes", "produtos", "transacoes", "transacao_produto")
+SILVER = ("customers", "products", "transactions", "transaction_products")
+# what bench/dag_floor.py writes; its rows must be the incremental build's
+FLOOR_TABLES = (
+    *(f"bronze.bronze_loyalty__{table}" for table in LOYALTY),
+    *(f"history.history_loyalty__{table}" for table in LOYALTY),
+    *(f"silver.silver_loyalty__{table}" for table in SILVER),
+    "gold.gold_points_daily_cube",
+    "gold.gold_points_monthly_report",
+    "gold.gold_customer_churn_summary",
+    "bronze.bronze_processed_files",
+)
+BUILD_TIMES = ("_loaded_at", "merged_at")  # when a row was written, not what it holds
 
 
 def test_bench_regenerates_table_and_plots_at_tiny_scale(tmp_path: Path) -> None:
@@ -89,3 +104,36 @@ def test_the_dag_bench_compares_incremental_and_full_builds_at_tiny_scale(tmp_pa
     assert dag["incremental"]["changed"] == 40 and dag["full-refresh"]["changed"] is None, dag
     # the scheduler's build in its kept dbt process, against a `dbt build` command
     assert "the scheduler's build in its kept dbt process / `dbt build`" in page, page
+    assert_floor_writes_the_builds_rows(out / "tmp" / "dag_500", tmp_path / "floor.duckdb")
+
+
+def assert_floor_writes_the_builds_rows(site: Path, floor: Path) -> None:
+    """The bare DuckDB floor, run on the warehouse before the measured capture, leaves every table it writes with
+    the rows the incremental build left (times of writing aside): it measures the same work."""
+    shutil.copyfile(site / "before.duckdb", floor)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.dag_floor", str(floor), str(site / "lake")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert int(result.stdout.split()[-1]) > 0, result.stdout
+    with duckdb.connect(str(site / "after.duckdb"), read_only=True) as con:
+        con.execute(f"attach '{floor}' as floor (read_only)")
+        for table in FLOOR_TABLES:
+            schema, name = table.split(".")
+            columns = ", ".join(
+                f'"{column}"'
+                for (column,) in con.execute(
+                    "select column_name from information_schema.columns where table_catalog = 'after'"
+                    " and table_schema = ? and table_name = ? order by ordinal_position",
+                    [schema, name],
+                ).fetchall()
+                if column not in BUILD_TIMES
+            )
+            built = f"select {columns} from after.{table}"
+            floored = f"select {columns} from floor.{table}"
+            rows = con.execute(f"select count(*) from after.{table}").fetchone()
+            assert rows is not None and rows[0] > 0, table
+            for first, second in ((built, floored), (floored, built)):
+                extra = con.execute(f"{first} except all {second}").fetchall()
+                assert extra == [], (table, first.split(" from ")[1], extra[:5])
