@@ -6,6 +6,7 @@ Tiers: `pytest` runs everything; `pytest -m "not slow and not spark and not docs
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -38,6 +39,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         kind = 0 if item.get_closest_marker("spark") else 1 if item.get_closest_marker("slow") else 2
         rank[item.path] = min(rank.get(item.path, kind), kind)
     items.sort(key=lambda item: rank[item.path])
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject.toml): one worker more than the cores. Part of a worker's time goes to waiting rather
+    than computing (a server or a JVM starting, a retry's back-off, a page loading): the extra worker computes then."""
+    return (os.cpu_count() or 1) + 1
 
 
 @pytest.fixture(scope="session", autouse=True)
