@@ -65,7 +65,7 @@ def test_bench_regenerates_table_and_plots_at_tiny_scale(tmp_path: Path) -> None
 def test_the_dag_bench_compares_incremental_and_full_builds_at_tiny_scale(tmp_path: Path) -> None:
     out = tmp_path / "results"
     command = [sys.executable, "-m", "bench.dag", "--scales", "500", "--changed-customers", "40"]
-    command += ["--cadence", "2,3", "--cadence-scale", "300"]
+    command += ["--cadence", "2", "--cadence-scale", "300"]
     result = subprocess.run([*command, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads((out / "dag.json").read_text())
@@ -78,7 +78,6 @@ def test_the_dag_bench_compares_incremental_and_full_builds_at_tiny_scale(tmp_pa
         ("dag", "scheduler build"),
         ("dag", "bare DuckDB"),
         ("cadence", "after 2 captures"),
-        ("cadence", "after 3 captures"),
     }
     for figure in figures:
         if figure["case"] == "bare DuckDB":  # no dbt: no node, no start-up of dbt's
