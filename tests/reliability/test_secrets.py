@@ -167,7 +167,7 @@ def test_no_dbt_command_prints_the_aws_secret_key(
     assert ingest(s3_lake_env, *csv_args(history.folders[0])).returncode == 0
     started = time.time() - 1
     secret = seaweedfs.secret_key  # the server checks it: the build below proves dbt really used it
-    site = Dbt.at(tmp_path, s3_lake_env)
+    site = Dbt.at(tmp_path, s3_lake_env, env={"DBT_LOG_LEVEL_FILE": "debug"})  # every statement and the profile
     texts: dict[str, str] = {}
     for command in (["debug"], ["build", "--select", "+bronze_loyalty__clientes"]):
         result = site(*command, timeout=600)
