@@ -225,11 +225,13 @@
 {% endmacro %}
 
 
+{#- The checkpoint's columns, in the order a plan's rows hold them (state_tables.sql declares them). -#}
 {% macro checkpoint_plan_columns() %}
-    {{ return([
-        'model_name', 'source_name', 'table_name', 'file_name', 'row_count',
-        'min_cdc_timestamp', 'max_cdc_timestamp', 'min_cdc_sequence', 'max_cdc_sequence', 'status', 'merged_at',
-    ]) }}
+    {%- set names = [] -%}
+    {%- for name, type in lago_cdc.state_table_columns()['bronze_processed_files'] -%}
+        {%- do names.append(name) -%}
+    {%- endfor -%}
+    {{ return(names) }}
 {% endmacro %}
 
 
@@ -247,14 +249,10 @@
         {{ lago_cdc.sql_string(source_name) }} as source_name,
         {{ lago_cdc.sql_string(table_name) }} as table_name,
     {%- if reader is none %}
-        cast(null as {{ dbt.type_string() }}) as file_name,
-        cast(null as {{ bigint }}) as row_count,
-        cast(null as {{ stamp }}) as min_cdc_timestamp,
-        cast(null as {{ stamp }}) as max_cdc_timestamp,
-        cast(null as {{ bigint }}) as min_cdc_sequence,
-        cast(null as {{ bigint }}) as max_cdc_sequence,
-        {{ lago_cdc.sql_string(status) }} as status,
-        {{ merged_at }} as merged_at
+        {#- after the model, source and table names: every other column, typed as declared #}
+        {%- for name, type in lago_cdc.state_table_columns()['bronze_processed_files'][3:] %}
+        cast(null as {{ type }}) as {{ name }}{{ ',' if not loop.last }}
+        {%- endfor %}
     where 1 = 0
     {%- else %}
         {{ lago_cdc.lake_file_id_sql('cast(filename as ' ~ dbt.type_string() ~ ')') }} as file_name,
