@@ -213,21 +213,29 @@ def test_readers_of_the_published_tables_never_block_a_build(tmp_path: Path) -> 
     first_count = first["silver_loyalty__transactions"].num_rows
     assert show_count(reader, "silver_loyalty__transactions") == first_count > 0
 
-    ingest(site.lake, *SIMULATOR, check=True)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        building = pool.submit(site.build, *LOYALTY)
-        seen, during = [], 0
-        while not building.done():
-            seen.append(show_count(reader, "silver_loyalty__transactions"))
-            during += not building.done()
-            assert view_rows(held, "silver_loyalty__transactions") == first["silver_loyalty__transactions"]
-        result = building.result()
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert during >= 1, "no dbt show ran whole during the build"
-    [(second_count,)] = site.query("select count(*) from silver.silver_loyalty__transactions")
-    assert second_count > first_count
-    # each show read one published version whole: the first day's, or the second's
-    assert set(seen) <= {first_count, second_count}, seen
+    # a build with dbt show run again and again beside it; on a loaded machine one show can outlast a whole build,
+    # so up to three days are built until a show has run whole during one
+    counts, during = [first_count], 0
+    for _ in range(3):
+        ingest(site.lake, *SIMULATOR, check=True)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            building = pool.submit(site.build, *LOYALTY)
+            seen = []
+            while not building.done():
+                seen.append(show_count(reader, "silver_loyalty__transactions"))
+                during += not building.done()
+                assert view_rows(held, "silver_loyalty__transactions") == first["silver_loyalty__transactions"]
+            result = building.result()
+        assert result.returncode == 0, result.stdout[-3000:]
+        [(count,)] = site.query("select count(*) from silver.silver_loyalty__transactions")
+        assert count > counts[-1]
+        # each show read one published version whole: the one before this build's, or this build's
+        assert set(seen) <= {counts[-1], count}, seen
+        counts.append(count)
+        if during:
+            break
+    assert during >= 1, f"no dbt show ran whole during any of {len(counts) - 1} builds"
+    second_count = counts[-1]
 
     ingest(site.lake, *SIMULATOR, check=True)
     site.build(*LOYALTY, check=True)
