@@ -47,8 +47,20 @@
     {%- if load_relation(relation) is none -%}
         {{ return(0) }}
     {%- endif -%}
-    {%- set history = run_query('describe history ' ~ relation) -%}
-    {{ return(history.columns['version'].values() | max | int) }}
+    {{ return(lago_cdc.spark_feed_history(relation, 0).current) }}
+{% endmacro %}
+
+{#- Spark and Databricks, from one `describe history`: the table's latest version, and the versions after
+    `after_version` that rebuilt it (a CREATE or REPLACE). -#}
+{% macro spark_feed_history(relation, after_version) %}
+    {%- set history = {'current': 0, 'rebuilds': []} -%}
+    {%- for row in run_query('describe history ' ~ relation).rows -%}
+        {%- do history.update({'current': [history.current, row['version'] | int] | max}) -%}
+        {%- if row['version'] > after_version and ('CREATE' in row['operation'] or 'REPLACE' in row['operation']) -%}
+            {%- do history.rebuilds.append(row['version']) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(history) }}
 {% endmacro %}
 
 
@@ -86,13 +98,7 @@
 {% endmacro %}
 
 {% macro spark__feed_rebuilds_after(relation, version) %}
-    {%- set rebuilds = [] -%}
-    {%- for row in run_query('describe history ' ~ relation).rows -%}
-        {%- if row['version'] > version and ('CREATE' in row['operation'] or 'REPLACE' in row['operation']) -%}
-            {%- do rebuilds.append(row['version']) -%}
-        {%- endif -%}
-    {%- endfor -%}
-    {{ return(rebuilds) }}
+    {{ return(lago_cdc.spark_feed_history(relation, version).rebuilds) }}
 {% endmacro %}
 
 
@@ -213,15 +219,8 @@
     {%- if load_relation(producer) is none -%}
         {{ return({'position': position, 'current': 0, 'rebuilt': false}) }}
     {%- endif -%}
-    {%- set state = {'position': position, 'current': 0, 'rebuilt': false} -%}
-    {%- for row in run_query('describe history ' ~ producer).rows -%}
-        {%- do state.update({'current': [state.current, row['version'] | int] | max}) -%}
-        {%- if position is not none and row['version'] > position
-            and ('CREATE' in row['operation'] or 'REPLACE' in row['operation']) -%}
-            {%- do state.update({'rebuilt': true}) -%}
-        {%- endif -%}
-    {%- endfor -%}
-    {{ return(state) }}
+    {%- set history = lago_cdc.spark_feed_history(producer, position if position is not none else 0) -%}
+    {{ return({'position': position, 'current': history.current, 'rebuilt': history.rebuilds | length > 0}) }}
 {% endmacro %}
 
 
