@@ -192,21 +192,16 @@
     {%- if load_relation(positions) is none -%}
         {{ return({'position': none, 'current': lago_cdc.feed_version(producer), 'rebuilt': false}) }}
     {%- endif -%}
-    {%- set commits = lago_cdc.state_table('change_feed_commits') -%}
-    {%- set name = lago_cdc.sql_string(producer.identifier) -%}
+    {#- the position and the version as the statements that read the feed ask them, and the rebuilds after it -#}
+    {%- set position = lago_cdc.feed_position_sql(producer) -%}
     {%- set state_sql -%}
-        with position as (
-            select max(commit_version) as commit_version
-            from {{ positions }}
-            where consumer_name = {{ lago_cdc.sql_string(this.identifier) }} and producer_name = {{ name }}
-        )
         select
-            (select commit_version from position) as position,
-            (select coalesce(max(commit_version), 0) from {{ commits }} where model_name = {{ name }}) as current,
+            {{ position }} as position,
+            {{ lago_cdc.feed_version_sql(producer) }} as current,
             (
-                select count(*) from {{ commits }}
-                where model_name = {{ name }} and commit_operation = 'create'
-                    and commit_version > (select coalesce(commit_version, 0) from position)
+                select count(*) from {{ lago_cdc.state_table('change_feed_commits') }}
+                where model_name = {{ lago_cdc.sql_string(producer.identifier) }} and commit_operation = 'create'
+                    and commit_version > coalesce({{ position }}, 0)
             ) as rebuilds
     {%- endset -%}
     {%- set row = run_query(state_sql).rows[0] -%}
