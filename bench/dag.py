@@ -69,6 +69,13 @@ def layer_seconds(target: Path) -> dict[str, float]:
     return dict(totals)
 
 
+def models_kept(target: Path) -> str:
+    """How many models of the last dbt command kept their last build (nothing new: its message NOTHING NEW)."""
+    results = json.loads((target / "run_results.json").read_text(encoding="utf-8"))["results"]
+    messages = [result.get("message") for result in results if result["unique_id"].startswith("model.")]
+    return f"models kept {messages.count('NOTHING NEW')} of {len(messages)}"
+
+
 class Site:
     """One lake, one warehouse, one target folder."""
 
@@ -160,6 +167,7 @@ def suite_dag(scales: list[int], repeats: int, work: Path, changed_customers: in
             if case not in ("dbt parse", "bare DuckDB"):
                 layers = layer_seconds(site.target)
                 note = "; ".join(f"{layer} {value:.2f} s" for layer, value in sorted(layers.items()))
+                note += f"; {models_kept(site.target)}"
             # `dbt parse` runs no node (and leaves the last build's run_results.json in place), nor does the floor
             inner = None if case in ("dbt parse", "bare DuckDB") else figures.inner_seconds
             measured = (figures.seconds, figures.peak_rss_mb, repeats, note, inner, figures.cpu_seconds)

@@ -21,3 +21,18 @@
 {% macro dbt_spark_get_incremental_sql(strategy, source, target, existing, unique_key, incremental_predicates) %}
     {{ return(lago_cdc.spark_incremental_sql(strategy, source, target, existing, unique_key, incremental_predicates)) }}
 {% endmacro %}
+
+
+{#-
+    A change-applying model with nothing new keeps its last build (packages/lago_cdc/macros/materializations/
+    nothing_new.sql); otherwise dbt-duckdb's or dbt-spark's own incremental materialization runs. dbt takes a
+    package's version of a built-in materialization only when the root project names it, as here. dbt-databricks'
+    own materialization is more specific than these and runs unchanged.
+-#}
+{% materialization incremental, adapter='duckdb', supported_languages=['sql', 'python'] %}
+    {{ return(lago_cdc.incremental_unless_nothing_new(dbt.materialization_incremental_duckdb)) }}
+{% endmaterialization %}
+
+{% materialization incremental, adapter='spark', supported_languages=['sql', 'python'] %}
+    {{ return(lago_cdc.incremental_unless_nothing_new(dbt.materialization_incremental_spark)) }}
+{% endmaterialization %}

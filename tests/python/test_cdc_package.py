@@ -509,6 +509,18 @@ def assert_feeds(
     return now
 
 
+def assert_nothing_new_keeps_every_model(site: Dbt, warehouse: Warehouse, held: dict[str, list[Row]]) -> None:
+    """A build with no new file: every model keeps its last build (lago_cdc: materializations/nothing_new.sql), its
+    log says so, and its rows and its change feed are as they were."""
+    versions = {bronze_model(table): warehouse.feed_version(bronze_model(table)) for table in TABLES}
+    site.build(check=True)
+    results = site.artifact("run_results.json")["results"]
+    messages = {r["unique_id"].split(".")[-1]: r["message"] for r in results if r["unique_id"].startswith("model.")}
+    assert messages == dict.fromkeys(held, "NOTHING NEW"), messages
+    assert assert_models(warehouse, phases_up_to(3)) == held
+    assert {model: warehouse.feed_version(model) for model in versions} == versions
+
+
 def phases_up_to(number: int) -> list[LakeFile]:
     return [file for phase in PHASES[:number] for file in phase]
 
@@ -565,6 +577,7 @@ def test_duckdb_builds_in_any_cadence_as_a_full_refresh(tmp_path: Path) -> None:
         " where consumer_name = 'silver_shop__order_lines'"
     )
     assert positions == [("bronze_shop__order_lines", versions["bronze_shop__order_lines"])]
+    assert_nothing_new_keeps_every_model(site, warehouse, held)
 
     site.build("--full-refresh", check=True)
     assert assert_models(warehouse, phases_up_to(3)) == held
@@ -599,3 +612,4 @@ def test_spark_delta_builds_the_same_tables(tmp_path: Path) -> None:
     held = assert_models(warehouse, phases_up_to(3))
     assert_feeds(warehouse, phases_up_to(2), phases_up_to(3), versions)
     assert {model: len(rows) for model, rows in held.items()} == FINAL_COUNTS
+    assert_nothing_new_keeps_every_model(site, warehouse, held)

@@ -392,10 +392,14 @@ def test_every_model_and_column_has_a_description(docs: Dbt) -> None:
 
 # The opening tag of a macro or a generic test, as the manifest's macro_sql and the project's files hold it.
 MACRO_TAG = re.compile(r"\{%-?\s*(macro|test)\s+(\w+)\s*\((.*?)\)\s*-?%\}", re.DOTALL)
+# A materialization's opening tag; dbt names its macro materialization_<name>_<adapter> ("default" without one).
+MATERIALIZATION_TAG = re.compile(r"\{%-?\s*materialization\s+(\w+)\s*(?:,\s*adapter\s*=\s*['\"](\w+)['\"])?")
 
 
 def signature(macro_sql: str) -> list[str]:
     """The argument names a macro declares, read by Jinja's own parser (defaults may hold commas and brackets)."""
+    if MATERIALIZATION_TAG.match(macro_sql.strip()):
+        return []
     tag = MACRO_TAG.match(macro_sql.strip())
     assert tag, f"no macro or test tag opens: {macro_sql[:120]!r}"
     parsed = jinja2.Environment().parse(f"{{% macro signature({tag.group(3)}) %}}{{% endmacro %}}")
@@ -427,6 +431,11 @@ def test_every_public_macro_and_argument_has_a_description(docs: Dbt, package: s
         for path in (REPO / folder).rglob("*.sql")
         for kind, name, _ in MACRO_TAG.findall(path.read_text())
         if "__" not in name
+    } | {
+        f"materialization_{name}_{adapter or 'default'}"
+        for folder in MACRO_FOLDERS[package]
+        for path in (REPO / folder).rglob("*.sql")
+        for name, adapter in MATERIALIZATION_TAG.findall(path.read_text())
     }
     assert written and set(macros) == written, f"manifest {sorted(set(macros) ^ written)} differ from the files"
     lacking = []

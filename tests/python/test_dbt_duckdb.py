@@ -241,10 +241,15 @@ def compiled_sql(site: Dbt) -> dict[str, str]:
     return {model: (folder / path).read_text(encoding="utf-8") for model, path in COMPILED.items()}
 
 
+# the comment a model's SQL holds for an input with nothing new (lago_cdc: materializations/nothing_new.sql)
+NOTHING_NEW = re.compile(r"/[*] lago_cdc: nothing new in \S+ since the last build [*]/")
+
+
 def test_compiled_sql_reads_the_same_on_any_lake(site: Dbt) -> None:
     """`dbt compile` shows each incremental model's logic, not one lake's state: the files to read and the feed
     versions are resolved by the statement, so the SQL is the same with new files waiting, after they are merged,
-    and after the next capture, and names no lake file and no version."""
+    and after the next capture, and names no lake file and no version. Only a comment differs: the one that says
+    an input has nothing new since the model's last build, there when nothing waits for the model and only then."""
     ingest(site.lake, *SIMULATOR, check=True)
     site.build(*LOYALTY, check=True)
     merged = compiled_sql(site)
@@ -252,7 +257,15 @@ def test_compiled_sql_reads_the_same_on_any_lake(site: Dbt) -> None:
     waiting = compiled_sql(site)
     site.build(*LOYALTY, check=True)
     assert site.query("select count(distinct _source_file) from bronze.bronze_loyalty__clientes")[0][0] >= 2
-    assert compiled_sql(site) == waiting == merged
+    again = compiled_sql(site)
+    assert all(len(NOTHING_NEW.findall(sql)) == 1 for sql in [*merged.values(), *again.values()]), merged
+    # files waiting: Bronze and history have something new; Silver not yet (Bronze has not merged them)
+    assert [model for model, sql in waiting.items() if NOTHING_NEW.search(sql)] == ["silver_loyalty__customers"]
+
+    def logic(compiled: dict[str, str]) -> dict[str, str]:
+        return {model: re.sub(r"\s*" + NOTHING_NEW.pattern, "", sql) for model, sql in compiled.items()}
+
+    assert logic(again) == logic(waiting) == logic(merged)
     for model, sql in merged.items():
         assert not re.search(r"clientes_\d{8}_\d{6}_\d{6}[.]parquet", sql), f"{model} names a lake file"
         assert not re.search(r"_commit_version\s*[<>]=?\s*\d", sql), f"{model} names a feed version"
@@ -288,6 +301,64 @@ def write_change_file(lake: Path, kind: str, name: str, rows: list[tuple[str, in
     path = lake / "raw" / SOURCE / kind / "clientes" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns, schema=schema), path)
+
+
+def build_messages(site: Dbt) -> dict[str, str]:
+    """Each model of the last build and its run's message (NOTHING NEW: it kept its last build)."""
+    results = site.artifact("run_results.json")["results"]
+    return {r["unique_id"].split(".")[-1]: r["message"] for r in results if r["unique_id"].startswith("model.")}
+
+
+def test_a_model_with_nothing_new_keeps_its_last_build_and_a_change_runs_only_what_it_feeds(site: Dbt) -> None:
+    """Bronze, history and Silver whose every input has nothing new since their last build keep it (lago_cdc:
+    materializations/nothing_new.sql): tables, change feeds, checkpoint and feed positions as they were. A change
+    of one table runs its own lineage only, and the tables equal a --full-refresh. Gold always runs."""
+    ingest(site.lake, *SIMULATOR, check=True)
+    site.build(*LOYALTY, check=True)
+    change_applying = {
+        f"{layer}_{SOURCE}__{name}" for layer, names in (("bronze", TABLES), ("history", TABLES)) for name in names
+    } | {
+        "silver_loyalty__customers",
+        "silver_loyalty__products",
+        "silver_loyalty__transactions",
+        "silver_loyalty__transaction_products",
+    }
+    relations = [f"{layer}.{name}" for name in sorted(change_applying) for layer in [name.split("_")[0]]]
+    state = [
+        "bronze.bronze_processed_files",
+        "bronze.change_feed_commits",
+        "bronze.change_feed_positions",
+        *(f"{relation}__changes" for relation in relations if not relation.startswith("history")),
+    ]
+    with site.connect() as con:
+        before = {relation: warehouse_rows(con, relation) for relation in relations + state}
+    assert all(before[relation] for relation in relations), "an empty table proves nothing"
+
+    site.build(*LOYALTY, check=True)
+    messages = build_messages(site)
+    assert {name for name, message in messages.items() if message == "NOTHING NEW"} == change_applying, messages
+    assert messages["gold_points_daily_cube"] != "NOTHING NEW"
+    with site.connect() as con:
+        assert {relation: warehouse_rows(con, relation) for relation in relations + state} == before
+
+    # one new customer: clientes' Bronze, history and Silver run; the other tables' models keep their build
+    write_change_file(
+        Path(site.lake), "cdc", "clientes_29990101_000000_000000.parquet", [("I", 1, "2999-01-01 00:00:00", 7)]
+    )
+    site.build(*LOYALTY, check=True)
+    messages = build_messages(site)
+    ran = {"bronze_loyalty__clientes", "history_loyalty__clientes", "silver_loyalty__customers"}
+    assert {name for name, message in messages.items() if message == "NOTHING NEW"} == change_applying - ran
+    with site.connect() as con:
+        assert con.execute(
+            "select count(*) from silver.silver_loyalty__customers where customer_id = 'c1'"
+        ).fetchone() == (1,)
+        incremental = {relation: warehouse_rows(con, relation, exclude=("_loaded_at",)) for relation in relations}
+    site.build("--full-refresh", *LOYALTY, check=True)
+    with site.connect() as con:
+        assert {
+            relation: warehouse_rows(con, relation, exclude=("_loaded_at",)) for relation in relations
+        } == incremental
 
 
 def test_a_late_update_does_not_resurrect_a_deleted_row(site: Dbt) -> None:

@@ -242,6 +242,43 @@ def test_a_column_declared_after_captures_flows_into_bronze_silver_and_the_snaps
     assert_published_equals_warehouse(site, SILVER)
 
 
+def test_a_column_declared_or_selected_with_nothing_new_to_merge_still_reaches_the_tables(
+    site: Dbt, history: History, tmp_path: Path, report: Recorder
+) -> None:
+    """A build with no new file keeps a model's last build (lago_cdc: materializations/nothing_new.sql), but not
+    when the model's query has a column its table lacks: the build appends it, as with new files."""
+    lake, project = tmp_path / "lake", site.project
+    capture(lake, project, history.folders[0])
+    site.build(*BUILD, check=True)
+    declare_new_column(project)
+    select_new_column_in_silver(project)
+    site.build(*BUILD, check=True)
+    messages = {r["unique_id"].split(".")[-1]: r["message"] for r in site.artifact("run_results.json")["results"]}
+    with site.connect() as con:
+        held = {
+            relation: [row[0] for row in con.execute(f"describe {relation}").fetchall()]
+            for relation in (BRONZE, SNAPSHOT, SILVER)
+        }
+        (values,) = con.execute(f"select count({NEW}) + count(has_tiktok) from {BRONZE}, {SILVER}").fetchone() or (-1,)
+    report.record(
+        "dbt schema drift: a column declared and selected, no new file",
+        runs=1,
+        note="the models ran ("
+        + ", ".join(f"{name}: {messages[name.split('.')[1]]}" for name in (BRONZE, SNAPSHOT, SILVER))
+        + "); the column in "
+        + ", ".join(name for name, columns in held.items() if {NEW_COLUMN["name"], "has_tiktok"} & set(columns)),
+    )
+    assert NEW_COLUMN["name"] in held[BRONZE] and NEW_COLUMN["name"] in held[SNAPSHOT], held
+    assert "has_tiktok" in held[SILVER], held[SILVER]
+    assert values == 0
+    assert "NOTHING NEW" not in {messages[name.split(".")[1]] for name in (BRONZE, SNAPSHOT, SILVER)}, messages
+
+    # and the next build with nothing new keeps them all
+    site.build(*BUILD, check=True)
+    messages = {r["unique_id"].split(".")[-1]: r["message"] for r in site.artifact("run_results.json")["results"]}
+    assert {messages[name.split(".")[1]] for name in (BRONZE, SNAPSHOT, SILVER)} == {"NOTHING NEW"}, messages
+
+
 def test_ingestion_captures_a_table_after_a_column_is_declared(
     history: History, tmp_path: Path, report: Recorder
 ) -> None:

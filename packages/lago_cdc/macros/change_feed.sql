@@ -221,6 +221,11 @@
 
 {#- A producer rebuilt since this model last read it has lost the changes in between: only a rebuild is exact. -#}
 {% macro changes_since_last_build(producer) %}
+    {{ return(lago_cdc.feed_since_last_build(producer).changes) }}
+{% endmacro %}
+
+{#- The same, with whether the feed has moved since the position: {changes: subquery, nothing_new: bool}. -#}
+{% macro feed_since_last_build(producer) %}
     {%- set state = lago_cdc.feed_state(producer) -%}
     {%- set position, current = state.position, state.current -%}
     {%- set fix = " Run: dbt build --full-refresh --select " ~ this.identifier ~ "+" -%}
@@ -233,8 +238,11 @@
             producer.identifier ~ " was rebuilt (--full-refresh) after " ~ this.identifier
             ~ " last read its changes (version " ~ position ~ "), so they cannot be applied incrementally." ~ fix) }}
     {%- endif -%}
-    {{ return(lago_cdc.feed_between(
-        producer, lago_cdc.feed_position_sql(producer, position), lago_cdc.feed_version_sql(producer, current))) }}
+    {{ return({
+        'changes': lago_cdc.feed_between(
+            producer, lago_cdc.feed_position_sql(producer, position), lago_cdc.feed_version_sql(producer, current)),
+        'nothing_new': position == current,
+    }) }}
 {% endmacro %}
 
 
@@ -244,8 +252,12 @@
     {%- endif -%}
     {%- set key = lago_cdc.producer_key(producer) -%}
     {%- set columns = adapter.get_columns_in_relation(producer) -%}
+    {%- set feed = lago_cdc.feed_since_last_build(producer) -%}
     {%- set latest -%}
         (
+            {%- if feed.nothing_new %}
+            {{ lago_cdc.nothing_new_in(lago_cdc.producer_node(producer).unique_id) }}
+            {%- endif %}
             select
                 {%- for column in columns if column.name | lower != '_cdc_operation' %}
                 {{ adapter.quote(column.name) }},
@@ -253,7 +265,7 @@
                 case when _change_type = 'delete' then 'D' else _cdc_operation end as _cdc_operation
             from (
                 {{ lago_cdc.first_per_group(
-                    lago_cdc.changes_since_last_build(producer) ~ ' as changes',
+                    feed.changes ~ ' as changes',
                     lago_cdc.key_columns(key),
                     "_commit_version desc, case when _change_type = 'update_preimage' then 0 else 1 end desc",
                     '_change_rank') }}
@@ -264,13 +276,18 @@
 {% endmacro %}
 
 
-{% macro producer_key(producer) %}
+{% macro producer_node(producer) %}
     {%- set found = graph.nodes.values() | selectattr('resource_type', 'equalto', 'model')
         | selectattr('alias', 'equalto', producer.identifier) | list -%}
-    {%- set node = found[0] if found else none -%}
-    {%- if node is none -%}
+    {%- if not found -%}
         {{ exceptions.raise_compiler_error(producer ~ " is not a model of this project") }}
     {%- endif -%}
+    {{ return(found[0]) }}
+{% endmacro %}
+
+
+{% macro producer_key(producer) %}
+    {%- set node = lago_cdc.producer_node(producer) -%}
     {%- set key = node.config.get('unique_key') -%}
     {%- if key is none -%}
         {%- set key = lago_cdc.declared_primary_key(lago_cdc.upstream_source_declaration(node)) -%}

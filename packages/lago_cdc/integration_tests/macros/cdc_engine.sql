@@ -17,3 +17,16 @@
 {% macro dbt_spark_get_incremental_sql(strategy, source, target, existing, unique_key, incremental_predicates) %}
     {{ return(lago_cdc.spark_incremental_sql(strategy, source, target, existing, unique_key, incremental_predicates)) }}
 {% endmacro %}
+
+
+{#-
+    dbt takes a package's version of a built-in materialization only when the root project names it: a
+    change-applying model with nothing new keeps its last build (lago_cdc: materializations/nothing_new.sql).
+-#}
+{% materialization incremental, adapter='duckdb', supported_languages=['sql', 'python'] %}
+    {{ return(lago_cdc.incremental_unless_nothing_new(dbt.materialization_incremental_duckdb)) }}
+{% endmaterialization %}
+
+{% materialization incremental, adapter='spark', supported_languages=['sql', 'python'] %}
+    {{ return(lago_cdc.incremental_unless_nothing_new(dbt.materialization_incremental_spark)) }}
+{% endmaterialization %}

@@ -49,6 +49,7 @@
     {%- set convention = lago_cdc.cdc_convention(declaration) -%}
     {%- set columns = declaration.columns.values() | list -%}
     {%- set incremental = is_incremental() -%}
+    {%- set nothing_new = false -%}
 
     {%- if unit_test -%}
         {#- unit tests: every row of the source fixture is the new batch -#}
@@ -60,6 +61,8 @@
         {%- endif -%}
         {%- set batch = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
         {%- set batch_reader = batch.reader -%}
+        {#- an incremental run with no new file changes nothing (macros/materializations/nothing_new.sql) -#}
+        {%- set nothing_new = incremental and not batch.files -%}
         {%- set history_reader = none -%}
         {%- if incremental and batch_reader is not none -%}
             {%- set history_reader = lago_cdc.checkpoint_history_reader(source_name, table_name, batch, convention) -%}
@@ -69,6 +72,9 @@
 with
 
 batch_changes as (
+    {%- if nothing_new %}
+    {{ lago_cdc.nothing_new_in(lago_cdc.source_unique_id(source_name, table_name)) }}
+    {%- endif %}
     {%- if batch_reader is none %}
     -- no new file in the lake: an empty batch
     {{ lago_cdc.bronze_empty_changes(columns) }}

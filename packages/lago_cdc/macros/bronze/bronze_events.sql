@@ -57,8 +57,11 @@
             'columns': ['_ingested_at', '_batch_id'],
             'description': 'events with _ingested_at and _batch_id',
         } -%}
-        {%- set reader = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['events'], convention).reader -%}
+        {%- set batch = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['events'], convention) -%}
+        {%- set reader = batch.reader -%}
     {%- endif %}
+    {#- an incremental run with no new file adds nothing (macros/materializations/nothing_new.sql) -#}
+    {%- set nothing_new = incremental and model.resource_type != 'unit_test' and not batch.files -%}
     {%- set present = none -%}
     {%- if reader is not none and model.resource_type != 'unit_test' -%}
         {%- set reader, present = lago_cdc.with_declared_columns(reader, columns) -%}
@@ -67,6 +70,9 @@
 with
 
 source as (
+    {%- if nothing_new %}
+    {{ lago_cdc.nothing_new_in(lago_cdc.source_unique_id(source_name, table_name)) }}
+    {%- endif %}
     {%- if reader is none %}
     -- no new file in the lake: an empty batch with the declared types
     select

@@ -49,12 +49,17 @@
         {%- do lago_cdc.refuse_changed_column_types(this, columns, source_name, table_name) -%}
     {%- endif -%}
     {%- set batch = lago_cdc.checkpoint_plan_batch(source_name, table_name, ['full-load', 'cdc'], convention) -%}
+    {#- an incremental run with no new file changes nothing (macros/materializations/nothing_new.sql) -#}
+    {%- set nothing_new = incremental and not batch.files -%}
     {%- set key_columns = lago_cdc.key_columns(key) -%}
     {%- set key_matches = lago_cdc.key_join(key, 'held', 'batch_changes') %}
 
 with
 
 batch_changes as (
+    {%- if nothing_new %}
+    {{ lago_cdc.nothing_new_in(lago_cdc.source_unique_id(source_name, table_name)) }}
+    {%- endif %}
     {%- if batch.reader is none %}
     -- no new file in the lake: an empty batch
     {{ lago_cdc.bronze_empty_changes(columns) }}
