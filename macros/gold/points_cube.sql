@@ -10,10 +10,18 @@
             ~ lago_cdc.sql_string(backfill_start) ~ " as date) and cast("
             ~ lago_cdc.sql_string(backfill_end) ~ " as date)") -%}
     {%- endif -%}
+    {%- set marks = '' -%}
     {%- if is_incremental() -%}
-        {%- set changed_transactions = lago_cdc.changes_since_last_build(transactions) -%}
-        {%- set changed_lines = lago_cdc.changes_since_last_build(transaction_products) -%}
-        {%- set changed_products = lago_cdc.changes_since_last_build(ref('silver_loyalty__products')) -%}
+        {%- set feeds = [
+            lago_cdc.feed_since_last_build(transactions),
+            lago_cdc.feed_since_last_build(transaction_products),
+            lago_cdc.feed_since_last_build(ref('silver_loyalty__products')),
+        ] -%}
+        {%- set changed_transactions, changed_lines, changed_products = feeds | map(attribute='changes') | list -%}
+        {#- no feed moved and no backfill: no day to rewrite, the model keeps its last build -#}
+        {%- if not parts -%}
+            {%- set marks = lago_cdc.nothing_new_marks(feeds) -%}
+        {%- endif -%}
         {#- a moved, updated, inserted or deleted transaction: its old and its new day -#}
         {%- do parts.append("select changed_transactions.transaction_date from " ~ changed_transactions
             ~ " as changed_transactions") -%}
@@ -33,6 +41,6 @@
     {%- if not parts -%}
         {{ return("select cast(null as date) as transaction_date where 1 = 0") }}
     {%- endif -%}
-    {{ return(parts | join(' union ')) }}
+    {{ return(parts | join(' union ') ~ (' ' ~ marks if marks else '')) }}
 {% endmacro %}
 

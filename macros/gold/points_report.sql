@@ -5,9 +5,14 @@
     the months whose count they move.
 -#}
 {% macro points_report_touched_months() %}
-    {%- set changed_transactions = lago_cdc.changes_since_last_build(ref('silver_loyalty__transactions')) -%}
-    {%- set changed_customers = lago_cdc.changes_since_last_build(ref('silver_loyalty__customers')) -%}
+    {%- set feeds = [
+        lago_cdc.feed_since_last_build(ref('silver_loyalty__transactions')),
+        lago_cdc.feed_since_last_build(ref('silver_loyalty__customers')),
+    ] -%}
+    {%- set changed_transactions, changed_customers = feeds | map(attribute='changes') | list -%}
     {%- set touched -%}
+        {#- no feed moved: no month to rewrite, the model keeps its last build -#}
+        {{ lago_cdc.nothing_new_marks(feeds) }}
         select cast({{ dbt.date_trunc('month', 'changed_transactions.transaction_date') }} as date) as month_start_date
         from {{ changed_transactions }} as changed_transactions
         union

@@ -5,21 +5,24 @@
 -#}
 
 
+{#- no feed moved: no purchase to recompute, and the model keeps its last build -#}
 {% macro hotmart_changed_purchases(producers) %}
     {%- set parts = [] -%}
+    {%- set feeds = [] -%}
     {%- for producer in producers -%}
-        {%- do parts.append(
-            "select changes.purchase_id from " ~ lago_cdc.changes_since_last_build(producer) ~ " as changes") -%}
+        {%- set feed = lago_cdc.feed_since_last_build(producer) -%}
+        {%- do feeds.append(feed) -%}
+        {%- do parts.append("select changes.purchase_id from " ~ feed.changes ~ " as changes") -%}
     {%- endfor -%}
-    {{ return(parts | join('\n    union\n    ')) }}
+    {{ return(lago_cdc.nothing_new_marks(feeds) ~ '\n    ' ~ parts | join('\n    union\n    ')) }}
 {% endmacro %}
 
 
 {#- a version outside GMV, before or after the change, adds nothing to any total: it touches no date -#}
 {% macro hotmart_changed_order_dates() %}
+    {%- set feed = lago_cdc.feed_since_last_build(ref('silver_hotmart__purchase_versions')) -%}
     {{ return(
-        "select distinct changes.order_date from "
-        ~ lago_cdc.changes_since_last_build(ref('silver_hotmart__purchase_versions'))
+        lago_cdc.nothing_new_marks([feed]) ~ " select distinct changes.order_date from " ~ feed.changes
         ~ " as changes where changes.is_in_gmv") }}
 {% endmacro %}
 

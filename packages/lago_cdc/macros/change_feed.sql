@@ -224,7 +224,10 @@
     {{ return(lago_cdc.feed_since_last_build(producer).changes) }}
 {% endmacro %}
 
-{#- The same, with whether the feed has moved since the position: {changes: subquery, nothing_new: bool}. -#}
+{#-
+    The same, with whether the feed has moved since the position: {changes: subquery, nothing_new: bool,
+    producer_id: the producer's unique id}.
+-#}
 {% macro feed_since_last_build(producer) %}
     {%- set state = lago_cdc.feed_state(producer) -%}
     {%- set position, current = state.position, state.current -%}
@@ -242,7 +245,26 @@
         'changes': lago_cdc.feed_between(
             producer, lago_cdc.feed_position_sql(producer, position), lago_cdc.feed_version_sql(producer, current)),
         'nothing_new': position == current,
+        'producer_id': lago_cdc.producer_node(producer).unique_id,
     }) }}
+{% endmacro %}
+
+
+{#-
+    For a model whose rows come from its producers' changes alone (Silver through latest_changes, Gold rewriting
+    the days its producers' changes touch): when none of the feeds it read (feed_since_last_build) moved, the
+    comments that say so in its SQL (materializations/nothing_new.sql), else nothing. Only the model knows its rows
+    come from those changes alone, so it asks for them itself.
+-#}
+{% macro nothing_new_marks(feeds) %}
+    {%- set marks = [] -%}
+    {%- for feed in feeds -%}
+        {%- if not feed.nothing_new -%}
+            {{ return('') }}
+        {%- endif -%}
+        {%- do marks.append(lago_cdc.nothing_new_in(feed.producer_id)) -%}
+    {%- endfor -%}
+    {{ return(marks | join(' ')) }}
 {% endmacro %}
 
 
@@ -256,7 +278,7 @@
     {%- set latest -%}
         (
             {%- if feed.nothing_new %}
-            {{ lago_cdc.nothing_new_in(lago_cdc.producer_node(producer).unique_id) }}
+            {{ lago_cdc.nothing_new_marks([feed]) }}
             {%- endif %}
             select
                 {%- for column in columns if column.name | lower != '_cdc_operation' %}

@@ -12,10 +12,12 @@
     It keeps the last build only where that is what the run would do:
     - the table exists, and the run is neither a --full-refresh nor of a Python model or an enforced contract;
     - every node the model depends on is named by a marker: an input read whole (a ref outside `latest_changes`,
-      a seed) has none, so such a model always runs, as does a Gold model (its feeds are read for touched days,
-      and a backfill rewrites days with no change);
-    - `on_schema_change` is `ignore`, or `append_new_columns` and the query has no column the table lacks (a column
-      declared or added since the last build is appended by the run itself). Other settings always run.
+      a seed) has none, so such a model always runs. A model that rewrites what its producers' changes touch
+      (Gold's days and months) marks them itself, when none moved and nothing else asks for a rewrite (a backfill
+      rewrites days no change touched): `nothing_new_marks` (change_feed.sql);
+    - `on_schema_change` is `ignore`; or `append_new_columns` and the query has no column the table lacks (a column
+      declared or added since the last build is appended by the run itself); or `fail` or `sync_all_columns` and
+      the query has the table's columns with the same types (else the run fails or syncs, as it would).
 
     The root project names it for dbt (macros/cdc_engine.sql): dbt takes a package's override of a built-in
     materialization only from the root project.
@@ -60,17 +62,24 @@
     {%- set on_schema_change = config.get('on_schema_change') or 'ignore' -%}
     {%- if on_schema_change == 'ignore' -%}
         {{ return(true) }}
-    {%- elif on_schema_change != 'append_new_columns' -%}
+    {%- elif on_schema_change not in ('append_new_columns', 'fail', 'sync_all_columns') -%}
         {{ return(false) }}
     {%- endif -%}
-    {%- set held = [] -%}
+    {%- set held, queried = {}, {} -%}
     {%- for column in adapter.get_columns_in_relation(existing) -%}
-        {%- do held.append(column.name | lower) -%}
+        {%- do held.update({column.name | lower: column.data_type | lower}) -%}
     {%- endfor -%}
-    {%- for column in get_column_schema_from_query(sql) if column.name | lower not in held -%}
-        {{ return(false) }}
+    {%- for column in get_column_schema_from_query(sql) -%}
+        {%- do queried.update({column.name | lower: column.data_type | lower}) -%}
     {%- endfor -%}
-    {{ return(true) }}
+    {%- if on_schema_change == 'append_new_columns' -%}
+        {%- for name in queried if name not in held -%}
+            {{ return(false) }}
+        {%- endfor -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {#- fail, sync_all_columns: a run changes nothing only when the columns and their types are the table's -#}
+    {{ return(queried == held) }}
 {% endmacro %}
 
 
