@@ -44,7 +44,7 @@ def suite_engines(repeats: int, work: Path, scale: int) -> list[Result]:
             target_path,
         ]
         seconds, rss, _, inner = measure(["command", *command], repeats, prepare=fresh, env=env)
-        note = f"dbt build from scratch, {CAPTURES} captures of every table (RSS: the dbt process, not Spark's JVM)"
+        note = f"dbt build from scratch, {CAPTURES} captures of every table (RSS: dbt's process and, on Spark, its JVM)"
         results.append(Result("engines", target, scale, seconds, rss, repeats, note, inner))
         print(f"engines {target:<6} {seconds:8.2f} s  {rss:8.0f} MB", flush=True)
     return results

@@ -5,7 +5,9 @@ python bench/measure.py CASE ARGS...
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -59,8 +61,33 @@ def case_prepare_cdc(scale: str, folder: str) -> int:
     return 0
 
 
+# Linux's prctl option that makes this process the parent of every orphaned descendant
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def adopt_orphans() -> None:
+    """Become the subreaper of this process's descendants, so that a process a command leaves running (the JVM a
+    Spark session starts) is waited for here and its CPU time counted with the command's."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans(patience: float = 120) -> None:
+    """Wait for the adopted processes to end (a Spark JVM ends within seconds of its dbt process); one still
+    running after `patience` seconds (a server a command started and left) is left alone, uncounted."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.05)
+
+
 def main() -> None:
     case, *args = sys.argv[1:]
+    adopt_orphans()
     if case == "prepare-cdc":
         case_prepare_cdc(*args)
         return
@@ -70,12 +97,13 @@ def main() -> None:
         rows = case_cdc(*args)
     else:
         rows, inner = 0, case_command(*args)
+    reap_orphans()
     seconds = time.perf_counter() - started
     # Linux carries a process's peak RSS over fork and exec: the runner that starts this process must stay small
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # CPU seconds of this process and its children (a dbt command's threads, a DuckDB engine's): what a build costs
-    # on a machine shared with other work, where wall time depends on the others
+    # CPU seconds of this process and its descendants (a dbt command's threads, a DuckDB engine's, a Spark JVM's):
+    # what a build costs on a machine shared with other work, where wall time depends on the others
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     cpu = sum(u.ru_utime + u.ru_stime for u in usage)
     figures = {

@@ -30,6 +30,15 @@ def test_the_session_runs_with_the_profile_settings(spark: SparkSession, spark_p
     assert spark.sparkContext.master == spark_parameters["spark.master"]
     # the test session's warehouse is its own, never the developer's warehouse/spark/
     assert "warehouse/spark" not in spark.conf.get("spark.sql.warehouse.dir", "")
+    # the JVM flags of the profile reached the JVM: the JIT's quick tier alone, with a code cache a whole build's
+    # compiled code fits in (at that tier's 48 MB default the JIT stops within a minute and the rest runs interpreted)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    diagnostics = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+    assert diagnostics.getVMOption("TieredStopAtLevel").getValue() == "1"
+    assert int(diagnostics.getVMOption("ReservedCodeCacheSize").getValue()) >= 256 * 1024 * 1024
 
 
 def test_delta_merge_applies_cdc_batches_and_records_a_change_feed(spark: SparkSession) -> None:
