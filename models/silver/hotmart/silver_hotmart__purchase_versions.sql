@@ -97,69 +97,108 @@ extra_info_events as (
     {%- endif %}
 ),
 
-change_days as (
+events as (
+    -- the three kinds of event in one stream, so each Bronze table is read once: Spark inlines every reference
+    -- to a CTE, and a query that named each kind again per day and per kind planned ten scans of each table
     select
         purchase_id,
-        arrival_date as change_date
+        arrival_date,
+        'purchase' as event_kind,
+        event_id,
+        transaction_datetime,
+        arrived_at,
+        buyer_id,
+        prod_item_id,
+        producer_id,
+        order_date,
+        release_date,
+        null as product_id,
+        null as item_quantity,
+        null as purchase_value,
+        null as subsidiary
     from purchase_events
-    union
+    union all
     select
         purchase_id,
-        arrival_date as change_date
+        arrival_date,
+        'product_item' as event_kind,
+        event_id,
+        transaction_datetime,
+        arrived_at,
+        null as buyer_id,
+        null as prod_item_id,
+        null as producer_id,
+        null as order_date,
+        null as release_date,
+        product_id,
+        item_quantity,
+        purchase_value,
+        null as subsidiary
     from product_item_events
-    union
+    union all
     select
         purchase_id,
-        arrival_date as change_date
+        arrival_date,
+        'extra_info' as event_kind,
+        event_id,
+        transaction_datetime,
+        arrived_at,
+        null as buyer_id,
+        null as prod_item_id,
+        null as producer_id,
+        null as order_date,
+        null as release_date,
+        null as product_id,
+        null as item_quantity,
+        null as purchase_value,
+        subsidiary
     from extra_info_events
 ),
 
-purchase_as_of as (
-    {{ lago_mago.latest_event_as_of(
-        'purchase_events', 'change_days',
-        ['buyer_id', 'prod_item_id', 'producer_id', 'order_date', 'release_date'],
-    ) }}
+ranked_events as (
+    -- an event's rank among its purchase's events of the same kind: the latest transaction wins, ties go to the
+    -- later arrival, then the larger event id, so every build chooses the same event
+    select
+        *,
+        row_number() over (
+            partition by purchase_id, event_kind
+            order by transaction_datetime asc nulls first, arrived_at asc nulls first, event_id asc nulls first
+        ) as recency
+    from events
 ),
 
-product_item_as_of as (
-    {{ lago_mago.latest_event_as_of(
-        'product_item_events', 'change_days', ['product_id', 'item_quantity', 'purchase_value'],
-    ) }}
-),
-
-extra_info_as_of as (
-    {{ lago_mago.latest_event_as_of('extra_info_events', 'change_days', ['subsidiary']) }}
+kind_recency as (
+    select
+        *,
+        case when event_kind = 'purchase' then recency end as purchase_recency,
+        case when event_kind = 'product_item' then recency end as product_item_recency,
+        case when event_kind = 'extra_info' then recency end as extra_info_recency
+    from ranked_events
 ),
 
 daily_states as (
-    select
-        change_days.purchase_id,
-        change_days.change_date,
-        purchase_as_of.event_id as purchase_event_id,
-        product_item_as_of.event_id as product_item_event_id,
-        extra_info_as_of.event_id as extra_info_event_id,
-        purchase_as_of.buyer_id,
-        purchase_as_of.prod_item_id,
-        purchase_as_of.producer_id,
-        product_item_as_of.product_id,
-        product_item_as_of.item_quantity,
-        product_item_as_of.purchase_value,
-        extra_info_as_of.subsidiary,
-        purchase_as_of.order_date,
-        purchase_as_of.release_date
-    from change_days
-    left join purchase_as_of
-        on
-            change_days.purchase_id = purchase_as_of.purchase_id
-            and change_days.change_date = purchase_as_of.change_date
-    left join product_item_as_of
-        on
-            change_days.purchase_id = product_item_as_of.purchase_id
-            and change_days.change_date = product_item_as_of.change_date
-    left join extra_info_as_of
-        on
-            change_days.purchase_id = extra_info_as_of.purchase_id
-            and change_days.change_date = extra_info_as_of.change_date
+    -- the state at the end of each day an event arrived: of each kind, the winning event among those arrived by
+    -- then (the window's frame ends with the day's last arrival), so a late event never rewrites an earlier day;
+    -- every event of a day carries the same state, hence distinct
+    select distinct
+        purchase_id,
+        arrival_date as change_date,
+        {{ lago_mago.value_at_max('event_id', 'purchase_recency') }} over arrived_by_then as purchase_event_id,
+        {{ lago_mago.value_at_max('event_id', 'product_item_recency') }} over arrived_by_then
+            as product_item_event_id,
+        {{ lago_mago.value_at_max('event_id', 'extra_info_recency') }} over arrived_by_then as extra_info_event_id,
+        {{ lago_mago.value_at_max('buyer_id', 'purchase_recency') }} over arrived_by_then as buyer_id,
+        {{ lago_mago.value_at_max('prod_item_id', 'purchase_recency') }} over arrived_by_then as prod_item_id,
+        {{ lago_mago.value_at_max('producer_id', 'purchase_recency') }} over arrived_by_then as producer_id,
+        {{ lago_mago.value_at_max('product_id', 'product_item_recency') }} over arrived_by_then as product_id,
+        {{ lago_mago.value_at_max('item_quantity', 'product_item_recency') }} over arrived_by_then as item_quantity,
+        {{ lago_mago.value_at_max('purchase_value', 'product_item_recency') }} over arrived_by_then
+            as purchase_value,
+        {{ lago_mago.value_at_max('subsidiary', 'extra_info_recency') }} over arrived_by_then as subsidiary,
+        {{ lago_mago.value_at_max('order_date', 'purchase_recency') }} over arrived_by_then as order_date,
+        {{ lago_mago.value_at_max('release_date', 'purchase_recency') }} over arrived_by_then as release_date
+    from kind_recency
+    window arrived_by_then as (partition by purchase_id order by arrival_date)
 ),
 
 compared as (
@@ -225,37 +264,67 @@ recomputed as (
 ),
 {%- if is_incremental() %}
 
-vanished as (
-    -- versions of a touched purchase that its recomputation no longer has (e.g. a late event moved a day)
+held as (
+    -- the versions held of the touched purchases: one the recomputation no longer has (a late event moved a day)
+    -- is deleted
     select
         {%- for column in version_columns %}
         held.{{ column }},
         {%- endfor %}
-        cast('D' as {{ dbt.type_string() }}) as _cdc_operation,
         held._loaded_at
     from {{ this }} as held
-    where
-        held.purchase_id in (select touched_purchases.purchase_id from touched_purchases)
-        and not exists (
-            select 1 from recomputed
-            where recomputed.purchase_id = held.purchase_id and recomputed.valid_from = held.valid_from
-        )
+    where held.purchase_id in (select touched_purchases.purchase_id from touched_purchases)
 ),
-{%- endif %}
+
+candidates as (
+    -- recomputed first: a version both have is upserted, one only held is deleted; a union rather than a second
+    -- reference to `recomputed`, which Spark would plan twice over
+    select
+        {%- for column in version_columns %}
+        {{ column }},
+        {%- endfor %}
+        cast('I' as {{ dbt.type_string() }}) as _cdc_operation,
+        {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at,
+        1 as precedence
+    from recomputed
+    union all
+    select
+        {%- for column in version_columns %}
+        {{ column }},
+        {%- endfor %}
+        cast('D' as {{ dbt.type_string() }}) as _cdc_operation,
+        _loaded_at,
+        2 as precedence
+    from held
+),
 
 final as (
     select
         {%- for column in version_columns %}
-        recomputed.{{ column }},
+        {{ column }},
+        {%- endfor %}
+        _cdc_operation,
+        _loaded_at
+    from (
+        select
+            *,
+            row_number() over (partition by purchase_id, valid_from order by precedence) as candidate_number
+        from candidates
+    ) as ranked_candidates
+    where candidate_number = 1
+)
+{%- else %}
+
+final as (
+    select
+        {%- for column in version_columns %}
+        {{ column }},
         {%- endfor %}
         -- every version held is a live row; 'D' only travels in an incremental batch
         cast('I' as {{ dbt.type_string() }}) as _cdc_operation,
         {{ lago_cdc.cast_to_timestamp_tz(dbt.current_timestamp()) }} as _loaded_at
     from recomputed
-    {%- if is_incremental() %}
-    union all
-    select * from vanished
-    {%- endif %}
 )
+{%- endif %}
 
 select * from final
