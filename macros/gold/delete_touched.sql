@@ -7,7 +7,7 @@
 -#}
 {% macro delete_touched(column, touched) %}
     {%- if not execute or not is_incremental() -%}
-        {{ return('select 1 as nothing_to_delete') }}
+        {{ return('') }}
     {%- endif -%}
     {{ return(adapter.dispatch('delete_where_in', 'lago_mago')(this, column, touched(*varargs))) }}
 {% endmacro %}

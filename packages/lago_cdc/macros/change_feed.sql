@@ -329,9 +329,10 @@
 {% endmacro %}
 
 
+{#- Post-hook of a consumer. Where there is nothing to write it renders to nothing, which dbt runs as no statement. -#}
 {% macro record_feed_positions() %}
     {%- if not execute -%}
-        {{ return('select 1 as nothing_to_record') }}
+        {{ return('') }}
     {%- endif -%}
     {%- set positions = lago_cdc.state_table('change_feed_positions') -%}
     {%- set producers = [] -%}
@@ -342,7 +343,7 @@
         {%- endif -%}
     {%- endfor -%}
     {%- if not producers -%}
-        {{ return('select 1 as nothing_to_record') }}
+        {{ return('') }}
     {%- endif -%}
     {%- set values = [] -%}
     {%- for producer in producers -%}
@@ -392,11 +393,11 @@
 
 {% macro default__record_feed_rebuild() %}
     {%- if not execute -%}
-        {{ return('select 1 as nothing_to_record') }}
+        {{ return('') }}
     {%- endif -%}
     {%- set first_build = lago_cdc.feed_version(this) == 0 -%}
     {%- if not (should_full_refresh() or first_build) -%}
-        {{ return('select 1 as nothing_to_record') }}
+        {{ return('') }}
     {%- endif -%}
     {%- set feed = lago_cdc.feed_relation(this) -%}
     drop table if exists {{ feed }};
@@ -411,8 +412,9 @@
     {{ lago_cdc.record_feed_commit(this, lago_cdc.feed_version(this) + 1, 'create') }}
 {% endmacro %}
 
+{#- Delta records its own feed: nothing to write (an empty hook is no statement: dbt skips it) -#}
 {% macro spark__record_feed_rebuild() %}
-    select 1 as nothing_to_record
+    {{ return('') }}
 {% endmacro %}
 
 

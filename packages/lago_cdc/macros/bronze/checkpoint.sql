@@ -334,7 +334,7 @@
 {#- Post-hook: a rebuild read every file, so it forgets the files the model had consumed before. -#}
 {% macro checkpoint_forget_on_rebuild() %}
     {%- if not should_full_refresh() -%}
-        {{ return('select 1 as nothing_to_forget') }}
+        {{ return('') }}
     {%- endif -%}
     delete from {{ lago_cdc.state_table('bronze_processed_files') }}
     where model_name = {{ lago_cdc.sql_string(this.identifier) }} and status = 'merged'
