@@ -317,8 +317,8 @@ def test_a_lake_with_a_quote_in_its_path_on_spark(tmp_path: Path) -> None:
     assert results["bronze_loyalty__transacoes"]["status"] == "error"
     assert f"raw/loyalty/full-load/transacoes/{missing.name}" in results["bronze_loyalty__transacoes"]["message"]
     state = json.loads((lake / "_ingestion" / "loyalty" / "clientes" / "state.json").read_text())
-    # read with delta-rs rather than a second JVM (half a minute): Spark keeps a schema's managed Delta tables in
-    # <warehouse>/<schema>.db/<table>/, and a table it never created has no folder there
+    # read with delta-rs rather than a second JVM (14 of this test's 49 s when run alone): Spark keeps a schema's
+    # managed Delta tables in <warehouse>/<schema>.db/<table>/, and a table it never created has no folder there
     bronze = tmp_path / "spark" / "tables" / "bronze.db"
     held = DeltaTable(str(bronze / "bronze_loyalty__clientes")).to_pyarrow_dataset().count_rows()
     assert held == state["captures"][-1]["snapshot_rows"] and held > 0
