@@ -28,7 +28,7 @@ def test_the_session_runs_with_the_profile_settings(spark: SparkSession, spark_p
         assert spark.conf.get(key) == spark_parameters[key]
     assert spark.conf.get("spark.sql.shuffle.partitions") == spark_parameters["spark.sql.shuffle.partitions"]
     assert spark.sparkContext.master == spark_parameters["spark.master"]
-    # projections and filters interpreted, not compiled per task (over a quarter of an incremental build's CPU here)
+    # projections and filters interpreted, not compiled per task (a fifth or more of an incremental build's CPU)
     assert spark.conf.get("spark.sql.codegen.factoryMode") == spark_parameters["spark.sql.codegen.factoryMode"]
     assert spark_parameters["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
     # the test session's warehouse is its own, never the developer's warehouse/spark/
