@@ -14,14 +14,16 @@ from pathlib import Path
 
 from bench.common import PYTHON, ROOT, Result, dbt_executable, measure_figures
 
-# (case label, dbt target, environment): Spark also as the profile was before two of its choices, each choice's
-# baseline measured in the same run: the JVM flags before it reserved a code cache a build fits in, and Spark's
-# default code generation (projections compiled per task) before the profile made them interpreted
+# (case label, dbt target, environment): Spark also as the profile was before three of its choices, each choice's
+# baseline measured in the same run: the JVM flags before it reserved a code cache a build fits in, Spark's
+# default code generation (projections compiled per task) before the profile made them interpreted, and Spark's
+# adaptive query execution (each query planned again after each stage) before the profile turned it off
 VARIANTS: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("dev", "dev", {}),
     ("spark", "spark", {}),
     ("spark, 48 MB code cache", "spark", {"SPARK_JVM_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}),
     ("spark, generated code", "spark", {"SPARK_CODEGEN_FACTORY_MODE": "FALLBACK"}),
+    ("spark, adaptive execution", "spark", {"SPARK_ADAPTIVE_EXECUTION": "true"}),
 )
 
 

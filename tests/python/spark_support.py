@@ -45,17 +45,22 @@ class SparkSetupError(RuntimeError):
     """Spark's jars could not be fetched, or the profile no longer has the shape these helpers expect."""
 
 
-def render_target(target: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A target of `profiles/profiles.yml` as dbt renders it, with `env_var()` reading `env` (default: os.environ)."""
+def render_target(
+    target: str, env: Mapping[str, str] | None = None, profiles_dir: Path = PROFILES_DIR, profile: str = PROFILE_NAME
+) -> dict[str, Any]:
+    """A target of `profiles/profiles.yml` (or of `profile` in another folder's) as dbt renders it, with `env_var()`
+    reading `env` (default: os.environ)."""
     set_invocation_context(dict(os.environ if env is None else env))
-    raw_profiles = read_profile(str(PROFILES_DIR))
-    _, rendered = Profile.render_profile(raw_profiles[PROFILE_NAME], PROFILE_NAME, target, ProfileRenderer({}))
+    raw_profiles = read_profile(str(profiles_dir))
+    _, rendered = Profile.render_profile(raw_profiles[profile], profile, target, ProfileRenderer({}))
     return dict(rendered)
 
 
-def profile_spark_parameters(env: Mapping[str, str] | None = None) -> dict[str, str]:
+def profile_spark_parameters(
+    env: Mapping[str, str] | None = None, profiles_dir: Path = PROFILES_DIR, profile: str = PROFILE_NAME
+) -> dict[str, str]:
     """The `spark` target's session parameters exactly as dbt-spark applies them (including what it forces)."""
-    rendered = render_target(SPARK_TARGET, env)
+    rendered = render_target(SPARK_TARGET, env, profiles_dir, profile)
     fields = {key: value for key, value in rendered.items() if key not in ("type", "threads")}
     credentials = SparkCredentials.from_dict(SparkCredentials.translate_aliases(fields))
     return dict(credentials.server_side_parameters)

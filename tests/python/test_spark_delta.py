@@ -9,11 +9,22 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 from s3server import SeaweedFS
-from spark_support import apply_s3a_settings, profile_spark_parameters, s3a_uri
+from spark_support import (
+    CLASS_PATH,
+    JAVA_OPTIONS,
+    LOG4J_OPTION,
+    REPO_ROOT,
+    S3A_PREFIX,
+    apply_s3a_settings,
+    profile_spark_parameters,
+    s3a_uri,
+)
 
 pytestmark = pytest.mark.spark
 
 pytest_plugins = ["spark_support"]
+
+PACKAGE_TESTS = REPO_ROOT / "packages" / "lago_cdc" / "integration_tests"
 
 
 def test_the_profile_renders_without_any_environment() -> None:
@@ -21,6 +32,29 @@ def test_the_profile_renders_without_any_environment() -> None:
     assert parameters["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     assert parameters["spark.sql.catalog.spark_catalog"] == "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     assert parameters["spark.hadoop.fs.s3a.endpoint"] == ""
+
+
+def test_the_cdc_package_tests_start_spark_as_the_project_does() -> None:
+    """The CDC package's integration project repeats the `spark` target's session settings (a dbt project reads only
+    its own profiles.yml), its paths relative to its own folder: the same settings, the same files. Its lakes are
+    local folders, so it has no s3a settings."""
+
+    def resolved(parameters: dict[str, str], folder: Path) -> dict[str, str]:
+        options = [
+            LOG4J_OPTION + str((folder / option.removeprefix(LOG4J_OPTION)).resolve())
+            if option.startswith(LOG4J_OPTION)
+            else option
+            for option in parameters[JAVA_OPTIONS].split()
+        ]
+        return {
+            **parameters,
+            CLASS_PATH: str((folder / parameters[CLASS_PATH]).resolve()),
+            JAVA_OPTIONS: " ".join(options),
+        }
+
+    project = {key: value for key, value in profile_spark_parameters(env={}).items() if not key.startswith(S3A_PREFIX)}
+    package = profile_spark_parameters(env={}, profiles_dir=PACKAGE_TESTS, profile="lago_cdc_integration_tests")
+    assert resolved(package, PACKAGE_TESTS) == resolved(project, REPO_ROOT)
 
 
 def test_the_session_runs_with_the_profile_settings(spark: SparkSession, spark_parameters: dict[str, str]) -> None:
@@ -31,6 +65,8 @@ def test_the_session_runs_with_the_profile_settings(spark: SparkSession, spark_p
     # projections and filters interpreted, not compiled per task (a fifth or more of an incremental build's CPU)
     assert spark.conf.get("spark.sql.codegen.factoryMode") == spark_parameters["spark.sql.codegen.factoryMode"]
     assert spark_parameters["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
+    # and planned once, not again at each stage (adaptive execution: a tenth of an incremental build's CPU)
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "false" == spark_parameters["spark.sql.adaptive.enabled"]
     # the test session's warehouse is its own, never the developer's warehouse/spark/
     assert "warehouse/spark" not in spark.conf.get("spark.sql.warehouse.dir", "")
     # the JVM flags of the profile reached the JVM: the JIT's quick tier alone, with a code cache a whole build's
