@@ -69,15 +69,17 @@ def profile_spark_parameters(
 def isolated_parameters(workdir: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The profile's parameters with the warehouse in `workdir` and the jar folder anchored at the repo root."""
     parameters = profile_spark_parameters({**(os.environ if env is None else env), WAREHOUSE_ENV: str(workdir)})
-    class_path = Path(parameters[CLASS_PATH])
-    if not class_path.is_absolute():
-        parameters[CLASS_PATH] = str(REPO_ROOT / class_path)
-    # so is the log4j2 file the profile names
-    parameters[JAVA_OPTIONS] = " ".join(
-        LOG4J_OPTION + str(REPO_ROOT / option.removeprefix(LOG4J_OPTION)) if option.startswith(LOG4J_OPTION) else option
+    return anchored(parameters, REPO_ROOT)
+
+
+def anchored(parameters: Mapping[str, str], folder: Path) -> dict[str, str]:
+    """`parameters` with the files a profile names relative to its project's folder (the jar folder, the log4j2
+    file) made absolute against `folder`."""
+    options = (
+        LOG4J_OPTION + str(folder / option.removeprefix(LOG4J_OPTION)) if option.startswith(LOG4J_OPTION) else option
         for option in parameters[JAVA_OPTIONS].split()
     )
-    return parameters
+    return {**parameters, CLASS_PATH: str(folder / parameters[CLASS_PATH]), JAVA_OPTIONS: " ".join(options)}
 
 
 def jars_dir(parameters: Mapping[str, str]) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,6 +16,7 @@ from spark_support import (
     LOG4J_OPTION,
     REPO_ROOT,
     S3A_PREFIX,
+    anchored,
     apply_s3a_settings,
     profile_spark_parameters,
     s3a_uri,
@@ -40,17 +42,15 @@ def test_the_cdc_package_tests_start_spark_as_the_project_does() -> None:
     local folders, so it has no s3a settings."""
 
     def resolved(parameters: dict[str, str], folder: Path) -> dict[str, str]:
+        """Absolute paths without `..`, so that two spellings of one file compare equal."""
+        absolute = anchored(parameters, folder.resolve())
         options = [
-            LOG4J_OPTION + str((folder / option.removeprefix(LOG4J_OPTION)).resolve())
+            LOG4J_OPTION + os.path.normpath(option.removeprefix(LOG4J_OPTION))
             if option.startswith(LOG4J_OPTION)
             else option
-            for option in parameters[JAVA_OPTIONS].split()
+            for option in absolute[JAVA_OPTIONS].split()
         ]
-        return {
-            **parameters,
-            CLASS_PATH: str((folder / parameters[CLASS_PATH]).resolve()),
-            JAVA_OPTIONS: " ".join(options),
-        }
+        return {**absolute, CLASS_PATH: os.path.normpath(absolute[CLASS_PATH]), JAVA_OPTIONS: " ".join(options)}
 
     project = {key: value for key, value in profile_spark_parameters(env={}).items() if not key.startswith(S3A_PREFIX)}
     package = profile_spark_parameters(env={}, profiles_dir=PACKAGE_TESTS, profile="lago_cdc_integration_tests")
