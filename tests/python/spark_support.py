@@ -74,12 +74,16 @@ def isolated_parameters(workdir: Path, env: Mapping[str, str] | None = None) -> 
 
 def anchored(parameters: Mapping[str, str], folder: Path) -> dict[str, str]:
     """`parameters` with the files a profile names relative to its project's folder (the jar folder, the log4j2
-    file) made absolute against `folder`."""
+    file) made absolute against `folder`, without `..`: two spellings of one file read the same."""
+
+    def absolute(path: str) -> str:
+        return os.path.normpath(folder / path)
+
     options = (
-        LOG4J_OPTION + str(folder / option.removeprefix(LOG4J_OPTION)) if option.startswith(LOG4J_OPTION) else option
+        LOG4J_OPTION + absolute(option.removeprefix(LOG4J_OPTION)) if option.startswith(LOG4J_OPTION) else option
         for option in parameters[JAVA_OPTIONS].split()
     )
-    return {**parameters, CLASS_PATH: str(folder / parameters[CLASS_PATH]), JAVA_OPTIONS: " ".join(options)}
+    return {**parameters, CLASS_PATH: absolute(parameters[CLASS_PATH]), JAVA_OPTIONS: " ".join(options)}
 
 
 def jars_dir(parameters: Mapping[str, str]) -> Path:
