@@ -13,6 +13,7 @@ from ingestion.dbt_packages import ensure_installed
 from ingestion.freshness import published_freshness
 from ingestion.published_tables import PublishedTables
 from orchestration.capture import CHANGED, retry_policy
+from orchestration.manifest import manifest_outdated, prepare
 from orchestration.settings import Settings
 
 DBT_ASSETS_NAME = "dbt_build"
@@ -37,7 +38,8 @@ class LagoMagoTranslator(DagsterDbtTranslator):
 
 def dbt_project(settings: Settings) -> DbtProject:
     """The project of this checkout, its local packages installed (`dbt deps`) when a fresh clone has not yet; its
-    manifest is parsed when missing, and on every load under `dg dev`."""
+    manifest is parsed when missing, and under `dg` (dev, launch, list) when the project changed since
+    (orchestration/manifest.py)."""
     ensure_installed(settings.project_dir)
     project = DbtProject(
         project_dir=settings.project_dir,
@@ -45,9 +47,8 @@ def dbt_project(settings: Settings) -> DbtProject:
         profiles_dir=settings.project_dir / "profiles",
         target=settings.dbt_target,
     )
-    project.prepare_if_dev()
-    if not project.manifest_path.exists():
-        project.preparer.prepare(project)
+    if not project.manifest_path.exists() or (project.preparer.using_dagster_dev() and manifest_outdated(project)):
+        prepare(project)
     return project
 
 
