@@ -127,3 +127,13 @@ def test_no_module_imports_a_higher_layer() -> None:
         if layer(imported) > layer(module)
     )
     assert upward == []
+
+
+def test_the_root_profiles_file_is_a_link_to_the_profiles_folder() -> None:
+    """dbt finds `profiles.yml` in the project root when run there without --profiles-dir, Dagster and the tests in
+    `profiles/`: one file, the root's a link to it. An editor that writes the link's target file in its place makes
+    two files that drift apart."""
+    link = ROOT / "profiles.yml"
+    assert link.is_symlink(), "profiles.yml must be a link to profiles/profiles.yml, not a copy"
+    assert link.readlink() == Path("profiles") / "profiles.yml"
+    assert link.resolve() == (ROOT / "profiles" / "profiles.yml").resolve()
