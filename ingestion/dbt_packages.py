@@ -49,6 +49,12 @@ def local_packages(project_dir: Path) -> dict[str, Path]:
     return packages
 
 
+def dbt_executable() -> str:
+    """The `dbt` installed beside this Python, else the first on PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.is_file() else "dbt"
+
+
 def missing_packages(project_dir: Path) -> list[str]:
     """The local packages not linked into dbt_packages/, or linked to another folder (a moved or copied clone)."""
     installed = project_dir / "dbt_packages"
@@ -64,9 +70,7 @@ def ensure_installed(project_dir: Path, dbt: str | None = None) -> bool:
     by default the one installed beside this Python, else the first on PATH. Processes starting side by side
     (parallel test workers, two schedulers) take turns on a lock, and the later ones find it done."""
     project_dir = project_dir.resolve()
-    if dbt is None:
-        beside = Path(sys.executable).parent / "dbt"
-        dbt = str(beside) if beside.is_file() else "dbt"
+    dbt = dbt or dbt_executable()
     if not missing_packages(project_dir):
         return False
     key = hashlib.sha256(str(project_dir).encode()).hexdigest()[:16]

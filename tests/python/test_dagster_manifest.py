@@ -10,7 +10,14 @@ import pytest
 from dagster_dbt import DbtProject
 from support.dbt import copy_project
 
-from orchestration.manifest import manifest_outdated, parse_inputs, prepare
+from orchestration.manifest import (
+    PREPARED_FOR,
+    ManifestError,
+    manifest_outdated,
+    packages_changed,
+    parse_inputs,
+    prepare,
+)
 
 pytestmark = [pytest.mark.dbt]
 
@@ -27,7 +34,8 @@ def test_the_manifest_is_prepared_again_only_when_what_dbt_parses_changed(tmp_pa
     profiles = project_dir / "profiles"
     project = DbtProject(project_dir=project_dir, target_path=target, profiles_dir=profiles, target="dev")
     assert manifest_outdated(project), "no manifest yet"
-    prepare(project)  # dagster-dbt's own preparation: dbt deps, dbt parse
+    assert not packages_changed(project_dir), "copy_project installed the packages"
+    prepare(project)  # `dbt parse` alone: the packages are installed
     manifest = project.manifest_path
     assert manifest.stat().st_size > 100_000
     assert not manifest_outdated(project), "the preparation left an input newer than its manifest"
@@ -64,6 +72,24 @@ def test_the_manifest_is_prepared_again_only_when_what_dbt_parses_changed(tmp_pa
     # what dbt does not parse changes nothing: a README, a folder left by a run of the package's own tests
     (project_dir / "README.md").write_text("notes\n", encoding="utf-8")
     (project_dir / "packages/lago_cdc/integration_tests/target").mkdir(parents=True, exist_ok=True)
+    assert not manifest_outdated(project)
+
+    # a package file newer than the installed packages: `dbt deps` runs first, then the parse
+    packages_file = project_dir / "packages.yml"
+    moved_after(packages_file, manifest)
+    assert packages_changed(project_dir) and manifest_outdated(project)
+    prepare(project)
+    assert not packages_changed(project_dir) and not manifest_outdated(project)
+
+    # a model dbt refuses: the error names the command and dbt's words, and the manifest stays outdated
+    broken = project_dir / "models" / "gold" / "points" / "broken_model.sql"
+    broken.write_text("select * from {{ ref('no_such_model') }}\n", encoding="utf-8")
+    with pytest.raises(ManifestError) as refused:
+        prepare(project)
+    assert refused.value.command == "parse" and "no_such_model" in refused.value.detail, refused.value.detail
+    assert not (target / PREPARED_FOR).exists() and manifest_outdated(project)
+    broken.unlink()
+    prepare(project)
     assert not manifest_outdated(project)
 
     # another target than the one it was prepared for
