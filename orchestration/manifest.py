@@ -143,12 +143,16 @@ def packages_changed(project_dir: Path) -> bool:
 
 
 def _dbt(project: DbtProject, command: str, *args: str) -> None:
-    done = subprocess.run(
-        [dbt_executable(), command, *args, "--project-dir", str(project.project_dir)],
-        cwd=project.project_dir,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    executable = dbt_executable()
+    try:
+        done = subprocess.run(
+            [executable, command, *args, "--project-dir", str(project.project_dir)],
+            cwd=project.project_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise ManifestError(str(project.project_dir), command, f"cannot start {executable}: {exc.strerror}") from exc
     if done.returncode != 0:
         raise ManifestError(str(project.project_dir), command, (done.stdout + done.stderr).strip()[-4000:])

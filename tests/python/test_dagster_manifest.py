@@ -28,7 +28,9 @@ def moved_after(path: Path, manifest: Path) -> None:
     os.utime(path, (later, later))
 
 
-def test_the_manifest_is_prepared_again_only_when_what_dbt_parses_changed(tmp_path: Path) -> None:
+def test_the_manifest_is_prepared_again_only_when_what_dbt_parses_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project_dir = copy_project(tmp_path / "project")
     target = tmp_path / "target"
     profiles = project_dir / "profiles"
@@ -98,3 +100,7 @@ def test_the_manifest_is_prepared_again_only_when_what_dbt_parses_changed(tmp_pa
     # a manifest removed
     manifest.unlink()
     assert manifest_outdated(project)
+    # no dbt to start: an error naming the project and the command
+    monkeypatch.setattr("orchestration.manifest.dbt_executable", lambda: str(tmp_path / "no-dbt"))
+    with pytest.raises(ManifestError, match="`dbt parse` failed: cannot start"):
+        prepare(project)
