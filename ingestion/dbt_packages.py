@@ -1,5 +1,6 @@
 """The dbt project's local packages (the `local:` entries of `packages.yml`, e.g. the CDC engine), installed as
-`dbt deps` installs them: a link `dbt_packages/<name>` to the package's folder.
+`dbt deps` installs them: a link `dbt_packages/<name>` (or under the project's `packages-install-path`) to the
+package's folder.
 
 dbt refuses to parse a project whose packages are not installed. The quick start runs `dbt deps` once; what runs
 dbt for a user without a shell in between (the scheduler's `--dbt-build`, Dagster) runs it first when a fresh
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from .dbt_files import packages_folder
 from .errors import UsageError
 
 
@@ -56,8 +58,9 @@ def dbt_executable() -> str:
 
 
 def missing_packages(project_dir: Path) -> list[str]:
-    """The local packages not linked into dbt_packages/, or linked to another folder (a moved or copied clone)."""
-    installed = project_dir / "dbt_packages"
+    """The local packages not linked into the packages folder (dbt_packages/, or the project's
+    `packages-install-path`), or linked to another folder (a moved or copied clone)."""
+    installed = packages_folder(project_dir)
     return [
         name
         for name, folder in local_packages(project_dir).items()

@@ -24,26 +24,12 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Literal, TypedDict
 
-import yaml
-
 from ingestion.config import dbt_project_dir
+from ingestion.dbt_files import parse_inputs
 from ingestion.errors import DbtStartError
 
 # dbt's exit codes: 0 everything passed, 1 a model or test failed, 2 dbt itself failed (dbt's ExitCodes)
 BUILD_FAILED, DBT_FAILED = 1, 2
-
-# the folders dbt reads at parse time, when dbt_project.yml does not name its own
-DEFAULT_PATHS: dict[str, list[str]] = {
-    "model-paths": ["models"],
-    "macro-paths": ["macros"],
-    "test-paths": ["tests"],
-    "snapshot-paths": ["snapshots"],
-    "seed-paths": ["seeds"],
-    "analysis-paths": ["analyses"],
-    "docs-paths": [],
-    "packages-install-path": ["dbt_packages"],
-}
-PROJECT_FILES = ("dbt_project.yml", "packages.yml", "dependencies.yml", "selectors.yml", "profiles.yml")
 
 
 class BuildRequest(TypedDict):
@@ -147,31 +133,11 @@ class DbtWorker:
 
 
 def project_signature(project: Path) -> list[tuple[str, int, int]]:
-    """Every file dbt parses, with its modification time and size: equal signatures, equal manifests."""
-    config: dict[str, Any] = {}
-    try:
-        loaded = yaml.safe_load((project / "dbt_project.yml").read_text(encoding="utf-8"))
-        config = loaded if isinstance(loaded, dict) else {}
-    except (OSError, yaml.YAMLError):
-        pass  # dbt's own parse reports it
-    folders: list[str] = []
-    for key, default in DEFAULT_PATHS.items():
-        declared = config.get(key, default)
-        declared = [declared] if isinstance(declared, str) else declared
-        if isinstance(declared, list) and all(isinstance(item, str) for item in declared):
-            folders += declared
-        else:
-            folders += default
-    files = [project / name for name in PROJECT_FILES]
-    profiles = os.environ.get("DBT_PROFILES_DIR")
-    if profiles:
-        files.append(Path(profiles) / "profiles.yml")
-    for folder in dict.fromkeys(folders):
-        # installed local packages are symbolic links to their folders
-        for root, _, names in os.walk(project / folder, followlinks=True):
-            files += [Path(root) / name for name in names]
+    """Every file and folder dbt parses (ingestion/dbt_files.py), with its modification time and size: equal
+    signatures, equal manifests. The profile is the project's, or the one in DBT_PROFILES_DIR."""
+    profiles = Path(os.environ.get("DBT_PROFILES_DIR") or project)
     signature = []
-    for path in files:
+    for path in dict.fromkeys([*parse_inputs(project, profiles), project / "profiles.yml"]):
         try:
             stat = path.stat()
         except OSError:

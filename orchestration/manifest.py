@@ -4,8 +4,9 @@
 prepares the project on every load of the definitions: `dbt --version`, `dbt deps`, `dbt --version` again and
 `dbt parse`, about 15 s here, in `dg launch`'s own process and again in each step's process, in each `dg list defs`
 and on each run under `dg dev`. The manifest only shapes the asset graph (the `dbt build` of a run parses for
-itself, with dbt's partial parsing), so it is made again when a file dbt parses is newer than it, when a file or
-folder was added or removed there (its folder's time moves), or when it was made for another target; and then with
+itself, with dbt's partial parsing), so it is made again when a file dbt parses (ingestion/dbt_files.py) is newer
+than it, when a file or folder was added or removed there (its folder's time moves), or when it was made for another
+target; and then with
 `dbt parse` alone, `dbt deps` first only when a package is missing or the package files changed since they were
 installed.
 """
@@ -14,71 +15,18 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import yaml
 from dagster_dbt import DbtProject
 
+from ingestion.dbt_files import PACKAGE_FILES, packages_folder, parse_inputs
 from ingestion.dbt_packages import dbt_executable, missing_packages
 
 # beside the manifest: the target it was made for, and the lock of the processes making it
 PREPARED_FOR = "lago_prepared_for.json"
 PREPARING_LOCK = "lago_preparing.lock"
-# what `dbt deps` installs from
-PACKAGE_FILES = ("packages.yml", "dependencies.yml", "package-lock.yml")
-# the project's files dbt reads when it parses, besides its folders
-PROJECT_FILES = ("dbt_project.yml", *PACKAGE_FILES, "selectors.yml")
-# dbt's default folders, where dbt_project.yml names none
-DEFAULT_FOLDERS = {
-    "model-paths": ["models"],
-    "macro-paths": ["macros"],
-    "seed-paths": ["seeds"],
-    "snapshot-paths": ["snapshots"],
-    "test-paths": ["tests"],
-    "analysis-paths": ["analyses"],
-    "docs-paths": [],
-}
-
-
-def parse_inputs(project_dir: Path, profiles_dir: Path) -> Iterator[Path]:
-    """Every file and folder `dbt parse` of the project reads: the project's, each installed package's (a local
-    package is a link, followed), the packages folder itself and the profile. A path that is not there is left out
-    by the caller."""
-    yield from _project_inputs(project_dir)
-    yield profiles_dir / "profiles.yml"
-    packages = project_dir / (_config(project_dir).get("packages-install-path") or "dbt_packages")
-    yield packages
-    if packages.is_dir():
-        for package in sorted(packages.iterdir()):
-            if (package / "dbt_project.yml").is_file():
-                yield from _project_inputs(package)
-
-
-def _config(project_dir: Path) -> dict[str, Any]:
-    loaded = yaml.safe_load((project_dir / "dbt_project.yml").read_text(encoding="utf-8"))
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _project_inputs(project_dir: Path) -> Iterator[Path]:
-    """A project's own files and the files and folders under the folders its dbt_project.yml names."""
-    config = _config(project_dir)
-    for name in PROJECT_FILES:
-        yield project_dir / name
-    seen: set[str] = set()  # a link back up a folder would make the walk endless
-    for key, default in DEFAULT_FOLDERS.items():
-        for folder in config.get(key) or default:
-            for root, folders, files in os.walk(project_dir / folder, followlinks=True):
-                real = os.path.realpath(root)
-                if real in seen:
-                    folders.clear()
-                    continue
-                seen.add(real)
-                yield Path(root)
-                yield from (Path(root) / name for name in files)
 
 
 def _newest(paths: Iterator[Path]) -> float:
@@ -135,7 +83,7 @@ def packages_changed(project_dir: Path) -> bool:
     dependencies.yml, package-lock.yml) is newer than the installed packages' folder."""
     if missing_packages(project_dir):
         return True
-    installed = project_dir / (_config(project_dir).get("packages-install-path") or "dbt_packages")
+    installed = packages_folder(project_dir)
     files = [project_dir / name for name in PACKAGE_FILES if (project_dir / name).is_file()]
     if not files:
         return False

@@ -10,14 +10,8 @@ import pytest
 from dagster_dbt import DbtProject
 from support.dbt import copy_project
 
-from orchestration.manifest import (
-    PREPARED_FOR,
-    ManifestError,
-    manifest_outdated,
-    packages_changed,
-    parse_inputs,
-    prepare,
-)
+from ingestion.dbt_files import parse_inputs
+from orchestration.manifest import PREPARED_FOR, ManifestError, manifest_outdated, packages_changed, prepare
 
 pytestmark = [pytest.mark.dbt]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from support.dbt import copy_project
 
+from ingestion.dbt_files import packages_folder, parse_inputs
 from ingestion.dbt_packages import DbtPackagesError, ensure_installed, local_packages, missing_packages
 
 ENGINE = "lago_cdc"
@@ -39,6 +40,40 @@ def test_a_link_to_another_clone_is_replaced(tmp_path: Path) -> None:
 
     assert ensure_installed(second) is True
     assert (second / "dbt_packages" / ENGINE).resolve() == (second / "packages" / ENGINE).resolve()
+
+
+def test_packages_go_where_the_project_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project whose `packages-install-path` is Jinja, as dbt renders it: `dbt deps` installs there, and the
+    packages are found there afterwards (not looked for in dbt_packages/, which would run `dbt deps` again and call
+    its success a failure)."""
+    project = copy_project(tmp_path / "project", install_packages=False)
+    config = project / "dbt_project.yml"
+    setting = "packages-install-path: \"{{ env_var('LAGO_TEST_PACKAGES', 'vendor/dbt') }}\"\n"
+    config.write_text(config.read_text(encoding="utf-8") + setting, encoding="utf-8")
+    monkeypatch.delenv("LAGO_TEST_PACKAGES", raising=False)
+    assert packages_folder(project) == project / "vendor" / "dbt"
+    assert missing_packages(project) == [ENGINE]
+
+    assert ensure_installed(project) is True
+    assert (project / "vendor" / "dbt" / ENGINE).resolve() == (project / "packages" / ENGINE).resolve()
+    assert not (project / "dbt_packages").exists()
+    assert missing_packages(project) == []
+    assert ensure_installed(project) is False
+    assert any(path.is_relative_to(project / "vendor" / "dbt" / ENGINE) for path in parse_inputs(project, project))
+
+    # the variable set: another folder, where nothing is installed yet
+    monkeypatch.setenv("LAGO_TEST_PACKAGES", "elsewhere")
+    assert packages_folder(project) == project / "elsewhere"
+    assert missing_packages(project) == [ENGINE]
+
+
+def test_a_value_dbt_alone_can_render_falls_back_to_dbts_default(tmp_path: Path) -> None:
+    """A `packages-install-path` that needs more of dbt's Jinja than env_var (a project variable), or a
+    dbt_project.yml that does not load: dbt's default folder, and dbt's own parse reports what is wrong."""
+    (tmp_path / "dbt_project.yml").write_text("name: p\npackages-install-path: \"{{ var('where') }}\"\n")
+    assert packages_folder(tmp_path) == tmp_path / "dbt_packages"
+    (tmp_path / "dbt_project.yml").write_text("name: [unclosed\n")
+    assert packages_folder(tmp_path) == tmp_path / "dbt_packages"
 
 
 def test_a_failed_install_names_the_project_and_what_dbt_said(tmp_path: Path) -> None:
