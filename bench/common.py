@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ingestion.dbt_packages import dbt_executable as installed_dbt
 from ingestion.dbt_packages import ensure_installed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ PYTHON = sys.executable
 def dbt_executable() -> str:
     """The `dbt` of the Python running the benchmarks (its venv's), else the one on PATH, with the project's local
     packages installed (`dbt deps`) when this checkout has not yet."""
-    dbt = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
+    dbt = installed_dbt()
     ensure_installed(ROOT, dbt)
     return dbt
 

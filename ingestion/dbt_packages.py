@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,9 +53,10 @@ def local_packages(project_dir: Path) -> dict[str, Path]:
 
 
 def dbt_executable() -> str:
-    """The `dbt` installed beside this Python, else the first on PATH."""
+    """The `dbt` installed beside this Python, else the first on PATH (its path), else the bare name (starting it
+    fails, naming it)."""
     beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.is_file() else "dbt"
+    return str(beside) if beside.is_file() else shutil.which("dbt") or "dbt"
 
 
 def missing_packages(project_dir: Path) -> list[str]:

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from typing import Any
 
 import duckdb
 
+from ingestion.dbt_packages import dbt_executable as installed_dbt
 from ingestion.dbt_packages import ensure_installed
 
 from .cli import environment
@@ -56,10 +56,9 @@ PROJECT_FILES = (
 
 
 def dbt_executable() -> str:
-    """The dbt installed beside this interpreter (the test extras'), else the first on PATH."""
-    beside = Path(sys.executable).parent / "dbt"
-    found = str(beside) if beside.is_file() else shutil.which("dbt")
-    if found is None:
+    """The dbt installed beside this interpreter (the test extras'), else the first on PATH; an error if neither."""
+    found = installed_dbt()
+    if not Path(found).is_absolute():
         raise RuntimeError("dbt is not installed; install the test extras: pip install -e '.[test]'")
     return found
 
