@@ -331,7 +331,9 @@
 
 {#- Post-hook of a consumer. Where there is nothing to write it renders to nothing, which dbt runs as no statement. -#}
 {% macro record_feed_positions() %}
-    {%- if not execute -%}
+    {#- no feed moved: every position is where it was (on Spark, asking each producer's version and merging would
+        still cost a `describe history` each and a Delta MERGE) -#}
+    {%- if not execute or lago_cdc.inputs_say_nothing_new() -%}
         {{ return('') }}
     {%- endif -%}
     {%- set positions = lago_cdc.state_table('change_feed_positions') -%}

@@ -343,6 +343,10 @@
 
 {#- Post-hook, inside the model's transaction: the planned files are now consumed (checkpoint_write_plan). -#}
 {% macro checkpoint_commit_plan() %}
+    {#- no new file: the plan is empty (on Spark, committing it would still write a Delta version) -#}
+    {%- if lago_cdc.inputs_say_nothing_new() -%}
+        {{ return('') }}
+    {%- endif -%}
     {{ return(adapter.dispatch('checkpoint_commit_plan', 'lago_cdc')()) }}
 {% endmacro %}
 

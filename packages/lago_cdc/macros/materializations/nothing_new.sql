@@ -42,6 +42,23 @@
 {% endmacro %}
 
 
+{#-
+    Whether the current model's SQL marks every node it depends on as having nothing new (nothing_new_in). Its
+    post-hooks that record how far it read (the checkpoint's plan, the feed positions) then have nothing to record:
+    no file was planned, no position moved. False for a model with no input, or before its SQL is built.
+-#}
+{% macro inputs_say_nothing_new() %}
+    {%- if sql is not string or not model.depends_on.nodes -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set quiet = modules.re.findall('/\\* lago_cdc: nothing new in (\\S+) since the last build \\*/', sql) -%}
+    {%- for unique_id in model.depends_on.nodes if unique_id not in quiet -%}
+        {{ return(false) }}
+    {%- endfor -%}
+    {{ return(true) }}
+{% endmacro %}
+
+
 {#- Whether the current model's run would change nothing: the conditions above, the cheap ones first. -#}
 {% macro nothing_new_to_build() %}
     {%- if model.language != 'sql' or should_full_refresh() or not model.depends_on.nodes -%}
@@ -51,10 +68,9 @@
     {%- if contract and contract.enforced -%}
         {{ return(false) }}
     {%- endif -%}
-    {%- set quiet = modules.re.findall('/\\* lago_cdc: nothing new in (\\S+) since the last build \\*/', sql) -%}
-    {%- for unique_id in model.depends_on.nodes if unique_id not in quiet -%}
+    {%- if not lago_cdc.inputs_say_nothing_new() -%}
         {{ return(false) }}
-    {%- endfor -%}
+    {%- endif -%}
     {%- set existing = load_cached_relation(this) -%}
     {%- if existing is none or existing.is_view -%}
         {{ return(false) }}
