@@ -7,7 +7,7 @@
     empty. When every input the model depends on says so, running it would create an empty batch, describe it,
     merge nothing and record nothing: dbt-duckdb's or dbt-spark's incremental materialization costs about twenty
     statements for that. `incremental_unless_nothing_new` runs the model's hooks instead (the checkpoint's and the
-    feed's post-hooks keep their meaning) and returns the table as it is.
+    feed's post-hooks find nothing to record: `inputs_say_nothing_new`) and returns the table as it is.
 
     It keeps the last build only where that is what the run would do:
     - the table exists, and the run is neither a --full-refresh nor of a Python model or an enforced contract;
