@@ -79,7 +79,8 @@ def _folders(config: dict[str, Any], key: str) -> list[str]:
     declared = [declared] if isinstance(declared, str) else declared
     if not isinstance(declared, list) or not all(isinstance(item, str) for item in declared):
         return default
-    return [_rendered(item, item) for item in declared]
+    rendered = [_rendered(item, "") for item in declared]
+    return default if "" in rendered else rendered
 
 
 def packages_folder(project_dir: Path) -> Path:

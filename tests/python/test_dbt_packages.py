@@ -74,6 +74,11 @@ def test_a_value_dbt_alone_can_render_falls_back_to_dbts_default(tmp_path: Path)
     assert packages_folder(tmp_path) == tmp_path / "dbt_packages"
     (tmp_path / "dbt_project.yml").write_text("name: [unclosed\n")
     assert packages_folder(tmp_path) == tmp_path / "dbt_packages"
+    # a folder the same: dbt's default is watched
+    (tmp_path / "dbt_project.yml").write_text('name: p\nmodel-paths: ["{{ var(\'where\') }}", "more"]\n')
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "m.sql").write_text("select 1\n")
+    assert tmp_path / "models" / "m.sql" in set(parse_inputs(tmp_path, tmp_path))
 
 
 def test_a_failed_install_names_the_project_and_what_dbt_said(tmp_path: Path) -> None:
