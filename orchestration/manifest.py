@@ -6,9 +6,8 @@ prepares the project on every load of the definitions: `dbt --version`, `dbt dep
 and on each run under `dg dev`. The manifest only shapes the asset graph (the `dbt build` of a run parses for
 itself, with dbt's partial parsing), so it is made again when a file dbt parses (ingestion/dbt_files.py) is newer
 than it, when a file or folder was added or removed there (its folder's time moves), or when it was made for another
-target; and then with
-`dbt parse` alone, `dbt deps` first only when a package is missing or the package files changed since they were
-installed.
+target; and then with `dbt parse` alone, `dbt deps` first only when a package is missing or the package files
+changed since they were installed.
 """
 
 from __future__ import annotations
