@@ -144,3 +144,28 @@ def assert_floor_writes_the_builds_rows(site: Path, floor: Path) -> None:
             for first, second in ((built, floored), (floored, built)):
                 extra = con.execute(f"{first} except all {second}").fetchall()
                 assert extra == [], (table, first.split(" from ")[1], extra[:5])
+
+
+def test_the_dag_report_bounds_flatness_by_the_bare_scripts_own_growth() -> None:
+    """The bound is this run's figures: the 1e5 build plus what the bare script grows by, over the 1e5 build."""
+    from bench.common import Result
+    from bench.dag import report
+
+    def case(name: str, rows: int, cpu: float) -> Result:
+        return Result("dag", name, rows, cpu, 100.0, 1, cpu_seconds=cpu)
+
+    figures = [
+        case("dbt parse", 100_000, 2.0),
+        case("incremental", 100_000, 7.0),
+        case("bare DuckDB", 100_000, 1.0),
+        case("incremental", 10_000_000, 20.0),
+        case("bare DuckDB", 10_000_000, 8.0),
+    ]
+    bound = [line for line in report(figures) if line.startswith("- the bare script grows")]
+    # (7 + 7) / 7 for this run's build, (5 + 7) / 5 for a build at the 1e5 target (2.5 x 2.0)
+    assert bound == [
+        "- the bare script grows by 7.00 CPU-s from 100,000 to 10,000,000 customers: an incremental build that grew"
+        " by only that much would be 2.00x at 1e7 / 1e5 (this run's 1e5 build), and a build at the 1e5 target"
+        " (2.5x `dbt parse`) 2.40x"
+    ]
+    assert not [line for line in report(figures[:3]) if line.startswith("- the bare script grows")]
