@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -95,11 +96,26 @@ def dbt_target(bundle: dict[str, Any], bundle_target: str) -> str:
     return value
 
 
+def dbt_build_options(command: str) -> dict[str, Any]:
+    """The options of a `dbt build` command line as dbt's command-line parser reads them (nothing runs)."""
+    from dbt.cli.main import cli
+
+    program, name, *args = shlex.split(command)
+    assert (program, name) == ("dbt", "build")
+    with cli.commands[name].make_context(name, args) as context:
+        return dict(context.params)
+
+
 def test_dbt_builds_the_databricks_targets_of_this_project(
     bundle: dict[str, Any], tasks: dict[str, dict[str, Any]]
 ) -> None:
     dbt_task = tasks["dbt_build"]["dbt_task"]
-    assert dbt_task["commands"] == ["dbt deps", "dbt build --target ${var.dbt_target}"]
+    build = "dbt build --target ${var.dbt_target} --exclude-resource-type unit_test"
+    assert dbt_task["commands"] == ["dbt deps", build]
+    # the production build leaves out the unit tests (CI runs them), with an option dbt's own parser takes
+    selected = dbt_build_options(build.replace("${var.dbt_target}", "databricks_prod"))
+    assert selected["target"] == "databricks_prod"
+    assert list(selected["exclude_resource_types"]) == ["unit_test"]
     # paths are relative to resources/, then to the project directory
     project_dir = (ROOT / "resources" / dbt_task["project_directory"]).resolve()
     assert (project_dir / "dbt_project.yml").is_file()
