@@ -308,8 +308,8 @@ def targets(results: list[Result]) -> list[str]:
 
 def flatness_bound(cpu: Callable[[str, int], float | None]) -> list[str]:
     """How flat a build can be at all: the bare script is the physical limit, and it is not flat itself. A build
-    does at least the limit's work and at most adds overhead that does not shrink as the tables grow, so it grows
-    from 1e5 to 1e7 by at least what the limit grows by."""
+    does at least the limit's work, and what it does on top of that does not shrink as the tables grow, so it
+    grows from 1e5 to 1e7 by at least what the limit grows by."""
     small, large = cpu("bare DuckDB", 100_000), cpu("bare DuckDB", 10_000_000)
     built, parse = cpu("incremental", 100_000), cpu("dbt parse", 100_000)
     if small is None or large is None or not built or not parse:
