@@ -146,8 +146,9 @@ def assert_floor_writes_the_builds_rows(site: Path, floor: Path) -> None:
                 assert extra == [], (table, first.split(" from ")[1], extra[:5])
 
 
-def test_the_dag_report_bounds_flatness_by_the_bare_scripts_own_growth() -> None:
+def test_the_dag_report_bounds_flatness_by_the_bare_scripts_own_growth(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bound is this run's figures: the 1e5 build plus what the bare script grows by, over the 1e5 build."""
+    monkeypatch.syspath_prepend(str(ROOT))  # bench/ is run from the repository, not installed
     from bench.common import Result
     from bench.dag import report
 
